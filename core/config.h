@@ -1,0 +1,112 @@
+/*
+ * The configuration file (libconfig syntax, schema v1) loaded into a validated,
+ * immutable structure. A struct fc_config owns everything it points to,
+ * including the parsed libconfig tree, which plugin instances read their own
+ * keys from while they are created.
+ */
+#ifndef FC_CONFIG_H
+#define FC_CONFIG_H
+
+#include <libconfig.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/** A `strategy`, `health` or `rate_limit` group: which plugin, and its own keys. */
+struct fc_conf_plugin {
+    char *name;               /**< value of `plugin`; NULL when the group is absent */
+    char *path;               /**< resolved file: <plugin_dir>/<name>.so, or name if it has a '/' */
+    const config_setting_t *group; /**< the group, owned by fc_config.lc */
+    int line;                 /**< line of the group */
+};
+
+struct fc_conf_backend {
+    char *address; /**< as written: "127.0.0.1:9001", "[::1]:9001", "localhost:9001" */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint32_t weight; /**< default 1, 1..1000 */
+    int line;
+};
+
+struct fc_conf_pool {
+    char *name;
+    int line;
+    struct fc_conf_plugin strategy;   /**< required */
+    struct fc_conf_plugin health;     /**< optional: name == NULL when absent */
+    struct fc_conf_plugin rate_limit; /**< optional: name == NULL when absent */
+    uint32_t retries;                 /**< default 1 */
+    struct fc_conf_backend *backends;
+    uint32_t n_backends; /**< at least 1 */
+};
+
+struct fc_conf_listener {
+    char *address; /**< as written */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint32_t pool; /**< index into fc_config.pools */
+    int line;
+};
+
+struct fc_conf_route {
+    char *host;        /**< NULL: any host; matched case-insensitively, port ignored */
+    char *path_prefix; /**< NULL: any path */
+    uint32_t pool;     /**< index into fc_config.pools */
+    int line;
+};
+
+enum fc_access_log_kind {
+    FC_ACCESS_LOG_OFF = 0,
+    FC_ACCESS_LOG_STDOUT = 1,
+    FC_ACCESS_LOG_FILE = 2,
+};
+
+struct fc_config {
+    char *path;       /**< the file as given */
+    char *dir;        /**< its folder, against which relative paths resolve */
+    config_t lc;      /**< parsed tree, kept for plugin keys */
+
+    uint32_t workers; /**< resolved: 0 in the file becomes the number of CPUs */
+    char *plugin_dir; /**< resolved; default "plugins" next to the file */
+    int log_level;    /**< enum fc_log_level; default info */
+    enum fc_access_log_kind access_log;
+    char *access_log_path; /**< for FC_ACCESS_LOG_FILE, resolved */
+
+    struct {
+        uint32_t connect_ms;       /**< default 2000 */
+        uint32_t client_header_ms; /**< default 10000 */
+        uint32_t idle_ms;          /**< default 60000 */
+        uint32_t upstream_ms;      /**< default 30000 */
+        uint32_t shutdown_ms;      /**< default 10000: how long SIGTERM waits for requests */
+    } timeouts;
+
+    struct {
+        uint32_t max_header_bytes; /**< default 16384, 1024..1048576: larger heads get 431 */
+        uint64_t max_body_bytes;   /**< default 0 = unlimited: larger bodies get 413 */
+    } limits;
+
+    struct fc_conf_listener *listeners;
+    uint32_t n_listeners; /**< at least 1 */
+    struct fc_conf_route *routes;
+    uint32_t n_routes;
+    struct fc_conf_pool *pools;
+    uint32_t n_pools; /**< at least 1 */
+};
+
+/**
+ * Loads and validates `path`. On success stores a new config in *out and
+ * returns 0. On failure logs every error found, each as
+ * "FILE:LINE: KEY: what is wrong" through fc_log(FC_LOG_ERROR), and returns
+ * FC_EINVAL (or FC_ENOMEM). Plugins are not loaded here.
+ */
+int fc_config_load(const char *path, struct fc_config **out);
+
+/** Frees a config from fc_config_load(); NULL is accepted. */
+void fc_config_free(struct fc_config *cfg);
+
+/**
+ * Parses "IPv4:port", "[IPv6]:port" or "name:port" (resolved with
+ * getaddrinfo, first result). Returns 0 or FC_EINVAL with a reason in `why`.
+ */
+int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
+                            const char **why);
+
+#endif

@@ -1,0 +1,79 @@
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum fc_log_level min_level = FC_LOG_INFO;
+static fc_log_sink_fn sink;
+static void *sink_arg;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void fc_log_set_level(enum fc_log_level level)
+{
+    __atomic_store_n(&min_level, level, __ATOMIC_RELAXED);
+}
+
+enum fc_log_level fc_log_get_level(void)
+{
+    return __atomic_load_n(&min_level, __ATOMIC_RELAXED);
+}
+
+void fc_log_set_sink(fc_log_sink_fn fn, void *arg)
+{
+    sink = fn;
+    sink_arg = arg;
+}
+
+int fc_log_level_parse(const char *name)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void fc_logv(enum fc_log_level level, const char *fmt, va_list ap)
+{
+    if (level < fc_log_get_level())
+        return;
+
+    char line[2048];
+    int off = 0;
+    if (sink == NULL) {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        off = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+        off += snprintf(line + off, sizeof(line) - (size_t)off, ".%03ldZ [%s] ",
+                        ts.tv_nsec / 1000000, level_names[level]);
+    }
+    int n = vsnprintf(line + off, sizeof(line) - (size_t)off - 1, fmt, ap);
+    if (n < 0)
+        return;
+    off += n;
+    if (off > (int)sizeof(line) - 2)
+        off = (int)sizeof(line) - 2;
+
+    if (sink != NULL) {
+        line[off] = '\0';
+        sink(sink_arg, level, line);
+        return;
+    }
+    line[off++] = '\n';
+    /* One write per line keeps lines from different threads whole. */
+    ssize_t w = write(STDERR_FILENO, line, (size_t)off);
+    (void)w;
+}
+
+void fc_log(enum fc_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fc_logv(level, fmt, ap);
+    va_end(ap);
+}
