@@ -19,23 +19,26 @@ struct fc_span {
 struct fc_header {
     struct fc_span name;
     struct fc_span value; /**< leading and trailing whitespace already removed */
-};
-
-/** Header flags the core derives while parsing. */
-enum fc_request_flags {
-    FC_REQ_CONN_CLOSE = 1u << 0,      /**< Connection: close */
-    FC_REQ_CONN_KEEPALIVE = 1u << 1,  /**< Connection: keep-alive (HTTP/1.0) */
-    FC_REQ_HAS_BODY = 1u << 2,        /**< Content-Length > 0 or chunked */
+    int value_done;       /**< parsing: the value is complete */
 };
 
 #define FC_MAX_HEADERS 128
+#define FC_MAX_CONN_TOKENS 8
 
+/**
+ * A parsed message head, request or response. The same structure serves both
+ * directions: a request has method and target, a response status and reason.
+ */
 struct fc_request {
-    struct fc_span method;
-    struct fc_span target; /**< request target as sent, e.g. "/a?b" */
-    struct fc_span host;   /**< Host header value, empty if absent */
+    struct fc_span method; /**< request: e.g. "GET" */
+    struct fc_span target; /**< request: target as sent, e.g. "/a?b" */
+    struct fc_span host;   /**< request: Host header value, empty if absent */
+    int status;            /**< response: status code */
+    struct fc_span reason; /**< response: reason phrase */
     uint8_t http_major, http_minor;
-    uint32_t flags;
+    /** Header names listed in Connection (other than close/keep-alive): hop-by-hop too. */
+    struct fc_span conn_tokens[FC_MAX_CONN_TOKENS];
+    uint32_t n_conn_tokens;
     struct fc_header headers[FC_MAX_HEADERS];
     uint32_t n_headers;
 };

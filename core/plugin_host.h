@@ -31,6 +31,8 @@ struct fc_instance {
     void *state;                    /**< the plugin's, from create() */
     struct fc_instance_hooks hooks;
     char label[192]; /**< log prefix, e.g. "pool web: strategy round_robin" */
+    /** Copies of the strings config_string() handed out; freed by fc_instance_destroy(). */
+    struct fc_instance_string *strings;
 
     /* Only meaningful during create(). */
     const struct fc_conf_plugin *conf;
