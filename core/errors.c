@@ -1,1 +1,54 @@
-/* placeholder until written */
+#include "errors.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+const char *fc_status_reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Error";
+    }
+}
+
+int fc_error_response(int status, int close, uint64_t retry_after_s, char *out, size_t cap)
+{
+    const char *reason = fc_status_reason(status);
+    char retry[48] = "";
+    if (retry_after_s > 0)
+        snprintf(retry, sizeof(retry), "Retry-After: %" PRIu64 "\r\n", retry_after_s);
+    /* Body: "502 Bad Gateway\n" — its length is the status (3), a space, the reason, a newline. */
+    int body_len = 3 + 1 + (int)snprintf(NULL, 0, "%s", reason) + 1;
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: text/plain\r\n"
+                     "Content-Length: %d\r\n"
+                     "%s%s"
+                     "\r\n"
+                     "%d %s\n",
+                     status, reason, body_len, retry, close ? "Connection: close\r\n" : "", status,
+                     reason);
+    if (n < 0 || (size_t)n >= cap)
+        return -1;
+    return n;
+}

@@ -1,1 +1,289 @@
-/* placeholder until written */
+#include "generation.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void (*reaper_fn)(void *arg, struct fc_generation *g);
+static void *reaper_arg;
+static uint64_t next_id = 1;
+
+void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), void *arg)
+{
+    reaper_fn = fn;
+    reaper_arg = arg;
+}
+
+void fc_generation_acquire(struct fc_generation *g)
+{
+    __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+}
+
+void fc_generation_release(struct fc_generation *g)
+{
+    /* Release ordering publishes this thread's last use before the destroyer runs. */
+    if (__atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (reaper_fn != NULL)
+        reaper_fn(reaper_arg, g);
+    else
+        fc_generation_destroy(g);
+}
+
+static char *backend_key(const char *pool, const char *address)
+{
+    size_t a = strlen(pool), b = strlen(address);
+    char *k = malloc(a + b + 2);
+    if (k == NULL)
+        return NULL;
+    memcpy(k, pool, a);
+    k[a] = '\n';
+    memcpy(k + a + 1, address, b + 1);
+    return k;
+}
+
+static struct fc_backend_shared *find_shared(const struct fc_generation *g, const char *key)
+{
+    if (g == NULL)
+        return NULL;
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        const struct fc_gen_pool *pool = &g->pools[p];
+        for (uint32_t b = 0; b < pool->view.n_backends; b++)
+            if (pool->shared[b] && strcmp(pool->shared[b]->key, key) == 0)
+                return pool->shared[b];
+    }
+    return NULL;
+}
+
+static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
+{
+    struct fc_backend_shared *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->idle = aligned_alloc(64, sizeof(*s->idle) * n_workers);
+    if (s->idle == NULL) {
+        free(s);
+        return NULL;
+    }
+    memset(s->idle, 0, sizeof(*s->idle) * n_workers);
+    s->key = key;
+    s->n_workers = n_workers;
+    s->state.up = 1;
+    s->refs = 1;
+    return s;
+}
+
+static void shared_release(struct fc_backend_shared *s)
+{
+    if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    /* Idle connections were closed by their workers before the last generation went. */
+    free(s->idle);
+    free(s->key);
+    free(s);
+}
+
+/* Loads a plugin file once per generation; instances of several pools share it. */
+static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
+                                    enum fc_plugin_kind kind, const char *where)
+{
+    for (uint32_t i = 0; i < g->n_plugins; i++)
+        if (strcmp(g->plugins[i]->path, conf->path) == 0) {
+            if (g->plugins[i]->desc->kind != (uint32_t)kind) {
+                fc_log_error("%s:%d: %s: %s: is a %s plugin, expected a %s plugin", g->cfg->path,
+                             conf->line, where, conf->path,
+                             fc_plugin_kind_name((int)g->plugins[i]->desc->kind),
+                             fc_plugin_kind_name(kind));
+                return NULL;
+            }
+            return g->plugins[i];
+        }
+    struct fc_plugin **grown = realloc(g->plugins, sizeof(*grown) * (g->n_plugins + 1));
+    if (grown == NULL)
+        return NULL;
+    g->plugins = grown;
+    char err[512];
+    struct fc_plugin *p;
+    if (fc_plugin_load(conf->path, kind, &p, err, sizeof(err)) != 0) {
+        fc_log_error("%s:%d: %s: plugin \"%s\": %s", g->cfg->path, conf->line, where, conf->name,
+                     err);
+        return NULL;
+    }
+    g->plugins[g->n_plugins++] = p;
+    return p;
+}
+
+static int build_pool(struct fc_generation *g, const struct fc_generation *previous,
+                      uint32_t index, void *main_loop)
+{
+    const struct fc_conf_pool *conf = &g->cfg->pools[index];
+    struct fc_gen_pool *pool = &g->pools[index];
+    pool->conf = conf;
+    pool->views = calloc(conf->n_backends, sizeof(*pool->views));
+    pool->shared = calloc(conf->n_backends, sizeof(*pool->shared));
+    pool->strategy = calloc(g->n_workers, sizeof(*pool->strategy));
+    if (pool->views == NULL || pool->shared == NULL || pool->strategy == NULL)
+        return FC_ENOMEM;
+    pool->view.name = conf->name;
+    pool->view.n_backends = conf->n_backends;
+    pool->view.backends = pool->views;
+
+    for (uint32_t b = 0; b < conf->n_backends; b++) {
+        const struct fc_conf_backend *cb = &conf->backends[b];
+        char *key = backend_key(conf->name, cb->address);
+        if (key == NULL)
+            return FC_ENOMEM;
+        struct fc_backend_shared *s = find_shared(previous, key);
+        if (s != NULL) {
+            __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+            free(key);
+        } else if ((s = shared_new(key, g->n_workers)) == NULL) {
+            free(key);
+            return FC_ENOMEM;
+        }
+        pool->shared[b] = s;
+        struct fc_backend_view *v = &pool->views[b];
+        v->index = b;
+        v->weight = cb->weight;
+        v->address = cb->address;
+        v->sockaddr = (const struct sockaddr *)&cb->addr;
+        v->sockaddr_len = cb->addr_len;
+        v->state = &s->state;
+    }
+
+    char where[160];
+    snprintf(where, sizeof(where), "pool \"%s\": strategy", conf->name);
+    if (conf->health.name != NULL || conf->rate_limit.name != NULL) {
+        const struct fc_conf_plugin *p = conf->health.name ? &conf->health : &conf->rate_limit;
+        fc_log_error("%s:%d: pool \"%s\": %s: health checks and rate limits are not available in "
+                     "this build yet",
+                     g->cfg->path, p->line, conf->name,
+                     conf->health.name ? "health" : "rate_limit");
+        return FC_EINVAL;
+    }
+    struct fc_plugin *plugin = plugin_get(g, &conf->strategy, FC_PLUGIN_STRATEGY, where);
+    if (plugin == NULL)
+        return FC_EINVAL;
+
+    struct fc_instance_hooks hooks = {
+        .owner = pool, .main_loop = main_loop, .worker_count = g->n_workers};
+    char label[192];
+    snprintf(label, sizeof(label), "pool %s: strategy %s", conf->name, plugin->desc->name);
+    for (uint32_t w = 0; w < g->n_workers; w++) {
+        int rc = fc_instance_create(&pool->strategy[w], plugin, &conf->strategy, g->cfg->path,
+                                    NULL, &pool->view, &hooks, label);
+        if (rc != 0) {
+            /* The ones already created are destroyed with the generation. */
+            pool->strategy[w].plugin = NULL;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previous,
+                        uint32_t n_workers, void *main_loop, struct fc_generation **out)
+{
+    struct fc_generation *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        fc_config_free(cfg);
+        return FC_ENOMEM;
+    }
+    g->cfg = cfg;
+    g->refs = 1;
+    g->n_workers = n_workers;
+    g->pools = calloc(cfg->n_pools, sizeof(*g->pools));
+    g->workers = aligned_alloc(64, sizeof(*g->workers) * n_workers);
+    if (g->pools == NULL || g->workers == NULL) {
+        fc_generation_destroy(g);
+        return FC_ENOMEM;
+    }
+    memset(g->workers, 0, sizeof(*g->workers) * n_workers);
+    int rc = 0;
+    for (uint32_t p = 0; p < cfg->n_pools; p++) {
+        int prc = build_pool(g, previous, p, main_loop);
+        if (prc == FC_ENOMEM) {
+            rc = prc;
+            break;
+        }
+        if (prc != 0)
+            rc = prc; /* go on: report the errors of every pool at once */
+    }
+    if (rc != 0) {
+        fc_generation_destroy(g);
+        return rc;
+    }
+    g->id = next_id++;
+    *out = g;
+    return 0;
+}
+
+void fc_generation_destroy(struct fc_generation *g)
+{
+    if (g->pools != NULL) {
+        for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+            struct fc_gen_pool *pool = &g->pools[p];
+            if (pool->strategy != NULL)
+                for (uint32_t w = 0; w < g->n_workers; w++)
+                    if (pool->strategy[w].plugin != NULL)
+                        fc_instance_destroy(&pool->strategy[w]);
+            if (pool->shared != NULL)
+                for (uint32_t b = 0; b < pool->view.n_backends; b++)
+                    if (pool->shared[b] != NULL)
+                        shared_release(pool->shared[b]);
+            free(pool->strategy);
+            free(pool->shared);
+            free(pool->views);
+        }
+    }
+    /* Code last: no instance of it is left. */
+    for (uint32_t i = 0; i < g->n_plugins; i++)
+        fc_plugin_unload(g->plugins[i]);
+    free(g->plugins);
+    free(g->pools);
+    free(g->workers);
+    fc_config_free(g->cfg);
+    free(g);
+}
+
+static int host_matches(const char *want, const char *host, size_t len)
+{
+    /* The port, if any, is not part of the match. */
+    const char *colon = memchr(host, ':', len);
+    if (colon != NULL && host[0] != '[')
+        len = (size_t)(colon - host);
+    size_t n = strlen(want);
+    if (n != len)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char a = want[i], b = host[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (char)(a + 32);
+        if (b >= 'A' && b <= 'Z')
+            b = (char)(b + 32);
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+struct fc_gen_pool *fc_generation_route(struct fc_generation *g, uint32_t listener_pool,
+                                        const char *host, size_t host_len, const char *target,
+                                        size_t target_len)
+{
+    const struct fc_config *cfg = g->cfg;
+    for (uint32_t i = 0; i < cfg->n_routes; i++) {
+        const struct fc_conf_route *r = &cfg->routes[i];
+        if (r->host != NULL && (host == NULL || !host_matches(r->host, host, host_len)))
+            continue;
+        if (r->path_prefix != NULL) {
+            size_t n = strlen(r->path_prefix);
+            if (target_len < n || memcmp(target, r->path_prefix, n) != 0)
+                continue;
+        }
+        return &g->pools[r->pool];
+    }
+    return &g->pools[listener_pool];
+}

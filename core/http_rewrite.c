@@ -1,1 +1,244 @@
-/* placeholder until written */
+#include "http_rewrite.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void fc_head_reset(struct fc_request *h)
+{
+    h->method.p = h->target.p = h->host.p = h->reason.p = NULL;
+    h->method.len = h->target.len = h->host.len = h->reason.len = 0;
+    h->status = 0;
+    h->http_major = h->http_minor = 0;
+    h->n_conn_tokens = 0;
+    h->n_headers = 0;
+}
+
+void fc_head_on_span(struct fc_span *s, const char *at, size_t len)
+{
+    if (s->p == NULL)
+        s->p = at;
+    s->len = (uint32_t)(at + len - s->p);
+}
+
+/*
+ * A field piece either continues the header being named (its value has not
+ * started yet) or starts a new one.
+ */
+int fc_head_on_field(struct fc_request *h, const char *at, size_t len)
+{
+    struct fc_header *cur = h->n_headers ? &h->headers[h->n_headers - 1] : NULL;
+    if (cur == NULL || cur->value.p != NULL || cur->value_done) {
+        if (h->n_headers == FC_MAX_HEADERS)
+            return -1;
+        cur = &h->headers[h->n_headers++];
+        cur->name.p = NULL;
+        cur->name.len = 0;
+        cur->value.p = NULL;
+        cur->value.len = 0;
+        cur->value_done = 0;
+    }
+    fc_head_on_span(&cur->name, at, len);
+    return 0;
+}
+
+int fc_head_on_value(struct fc_request *h, const char *at, size_t len)
+{
+    if (h->n_headers == 0)
+        return -1;
+    fc_head_on_span(&h->headers[h->n_headers - 1].value, at, len);
+    return 0;
+}
+
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static char lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+
+int fc_span_equals(struct fc_span s, const char *lower_name)
+{
+    size_t n = strlen(lower_name);
+    if (s.len != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (lower(s.p[i]) != lower_name[i])
+            return 0;
+    return 1;
+}
+
+static int span_equals_span(struct fc_span a, struct fc_span b)
+{
+    if (a.len != b.len)
+        return 0;
+    for (uint32_t i = 0; i < a.len; i++)
+        if (lower(a.p[i]) != lower(b.p[i]))
+            return 0;
+    return 1;
+}
+
+/* Records the tokens of a Connection header that name other headers. */
+static void note_connection_tokens(struct fc_request *h, struct fc_span v)
+{
+    uint32_t i = 0;
+    while (i < v.len) {
+        while (i < v.len && (is_ows(v.p[i]) || v.p[i] == ','))
+            i++;
+        uint32_t start = i;
+        while (i < v.len && v.p[i] != ',' && !is_ows(v.p[i]))
+            i++;
+        struct fc_span tok = {v.p + start, i - start};
+        if (tok.len == 0 || fc_span_equals(tok, "close") || fc_span_equals(tok, "keep-alive"))
+            continue;
+        if (h->n_conn_tokens < FC_MAX_CONN_TOKENS)
+            h->conn_tokens[h->n_conn_tokens++] = tok;
+    }
+}
+
+void fc_head_on_value_complete(struct fc_request *h)
+{
+    if (h->n_headers == 0)
+        return;
+    struct fc_header *cur = &h->headers[h->n_headers - 1];
+    cur->value_done = 1;
+    if (cur->value.p == NULL) {
+        /* An empty value: point it just past the name so it is not NULL. */
+        cur->value.p = cur->name.p + cur->name.len;
+        cur->value.len = 0;
+    }
+    while (cur->value.len > 0 && is_ows(cur->value.p[0])) {
+        cur->value.p++;
+        cur->value.len--;
+    }
+    while (cur->value.len > 0 && is_ows(cur->value.p[cur->value.len - 1]))
+        cur->value.len--;
+    if (h->host.p == NULL && fc_span_equals(cur->name, "host"))
+        h->host = cur->value;
+    else if (fc_span_equals(cur->name, "connection"))
+        note_connection_tokens(h, cur->value);
+}
+
+/*
+ * Headers that describe one hop, never forwarded (RFC 9110 7.6.1). The framing
+ * headers (Content-Length, Transfer-Encoding) are not among them: the body is
+ * relayed with its framing, so they travel with it.
+ */
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", NULL,
+};
+
+int fc_header_is_hop_by_hop(const struct fc_request *h, const struct fc_header *hdr)
+{
+    for (const char *const *n = hop_by_hop; *n; n++)
+        if (fc_span_equals(hdr->name, *n))
+            return 1;
+    if (fc_span_equals(hdr->name, "content-length") ||
+        fc_span_equals(hdr->name, "transfer-encoding") || fc_span_equals(hdr->name, "host"))
+        return 0; /* never let Connection strip the framing or the Host */
+    for (uint32_t i = 0; i < h->n_conn_tokens; i++)
+        if (span_equals_span(hdr->name, h->conn_tokens[i]))
+            return 1;
+    return 0;
+}
+
+/* A bounded writer: once anything does not fit, len goes past cap and stays there. */
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->len + n <= o->cap)
+        memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void put_str(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void put_span(struct out *o, struct fc_span s)
+{
+    put(o, s.p, s.len);
+}
+
+static void put_header(struct out *o, const struct fc_header *hdr)
+{
+    put_span(o, hdr->name);
+    put(o, ": ", 2);
+    put_span(o, hdr->value);
+    put(o, "\r\n", 2);
+}
+
+static int finish(struct out *o)
+{
+    return o->len <= o->cap ? (int)o->len : -1;
+}
+
+int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_info *fw, char *out,
+                       size_t cap)
+{
+    struct out o = {out, 0, cap};
+    put_span(&o, req->method);
+    put(&o, " ", 1);
+    put_span(&o, req->target);
+    put_str(&o, " HTTP/1.1\r\n");
+
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        const struct fc_header *hdr = &req->headers[i];
+        if (fc_header_is_hop_by_hop(req, hdr) || fc_span_equals(hdr->name, "x-forwarded-proto"))
+            continue;
+        if (fc_span_equals(hdr->name, "x-forwarded-for"))
+            continue; /* merged into the one written below */
+        put_header(&o, hdr);
+    }
+    if (req->host.p == NULL && fw->default_host != NULL) {
+        put_str(&o, "Host: ");
+        put(&o, fw->default_host, fw->default_host_len);
+        put(&o, "\r\n", 2);
+    }
+
+    /* X-Forwarded-For: every incoming value, in order, then the client. */
+    put_str(&o, "X-Forwarded-For: ");
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        const struct fc_header *hdr = &req->headers[i];
+        if (!fc_span_equals(hdr->name, "x-forwarded-for") || hdr->value.len == 0)
+            continue;
+        put_span(&o, hdr->value);
+        put(&o, ", ", 2);
+    }
+    put(&o, fw->client_ip, fw->client_ip_len);
+    put_str(&o, "\r\nX-Forwarded-Proto: ");
+    put_str(&o, fw->proto);
+    put(&o, "\r\n\r\n", 4);
+    return finish(&o);
+}
+
+int fc_rewrite_response(const struct fc_request *resp, unsigned flags, char *out, size_t cap)
+{
+    struct out o = {out, 0, cap};
+    char status[16];
+    int n = snprintf(status, sizeof(status), "HTTP/1.1 %03d ", resp->status);
+    put(&o, status, (size_t)n);
+    put_span(&o, resp->reason);
+    put(&o, "\r\n", 2);
+    for (uint32_t i = 0; i < resp->n_headers; i++) {
+        const struct fc_header *hdr = &resp->headers[i];
+        if (fc_header_is_hop_by_hop(resp, hdr))
+            continue;
+        if ((flags & FC_RESP_DECHUNK) && fc_span_equals(hdr->name, "transfer-encoding"))
+            continue;
+        put_header(&o, hdr);
+    }
+    if (flags & FC_RESP_CLOSE)
+        put_str(&o, "Connection: close\r\n");
+    else if (flags & FC_RESP_KEEPALIVE)
+        put_str(&o, "Connection: keep-alive\r\n");
+    put(&o, "\r\n", 2);
+    return finish(&o);
+}

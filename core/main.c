@@ -1,1 +1,350 @@
-int main(void) { return 0; }
+/*
+ * fulcrum: the daemon. The main thread parses the command line, builds the
+ * first generation, binds one SO_REUSEPORT socket per listener and worker,
+ * starts the workers, and then runs the control loop: signals (reload, stop,
+ * log reopening) and the destruction of generations nobody uses any more.
+ */
+#include "config.h"
+#include "generation.h"
+#include "log.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+struct daemon {
+    uv_loop_t *loop;
+    const char *config_path;
+    struct fc_generation *gen; /* current; one reference held */
+    struct fc_worker *workers;
+    uint32_t n_workers;
+    uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+    uv_async_t reap_async, exited_async;
+    uv_timer_t shutdown_timer;
+    uv_mutex_t reap_lock;
+    struct fc_generation *dead; /* generations to destroy, under reap_lock */
+    int stopping;
+    struct {
+        uint64_t ok, failed;
+        uint64_t last_ok_unix;
+    } reloads;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: fulcrum -c FILE [-t]\n"
+                 "\n"
+                 "  -c, --config FILE  configuration file (libconfig syntax)\n"
+                 "  -t, --test         check the configuration and load every plugin, then exit\n"
+                 "  -v, --version      print the version and the plugin ABI, then exit\n"
+                 "  -h, --help         print this help\n"
+                 "\n"
+                 "Signals: HUP reloads the configuration, TERM and INT stop after in-flight\n"
+                 "requests (bounded by timeouts.shutdown_ms), USR1 reopens the access log.\n");
+}
+
+/* Generations whose last reference went, from any thread, reach the main loop here. */
+static void reaper(void *arg, struct fc_generation *g)
+{
+    struct daemon *d = arg;
+    uv_mutex_lock(&d->reap_lock);
+    g->next_dead = d->dead;
+    d->dead = g;
+    uv_mutex_unlock(&d->reap_lock);
+    uv_async_send(&d->reap_async);
+}
+
+static void reap(struct daemon *d)
+{
+    uv_mutex_lock(&d->reap_lock);
+    struct fc_generation *g = d->dead;
+    d->dead = NULL;
+    uv_mutex_unlock(&d->reap_lock);
+    while (g != NULL) {
+        struct fc_generation *next = g->next_dead;
+        fc_log_info("generation %llu released", (unsigned long long)g->id);
+        fc_generation_destroy(g);
+        g = next;
+    }
+}
+
+static void reap_cb(uv_async_t *h)
+{
+    reap(h->data);
+}
+
+static int open_access_log(const struct fc_config *cfg)
+{
+    switch (cfg->access_log) {
+    case FC_ACCESS_LOG_OFF:
+        return -1;
+    case FC_ACCESS_LOG_STDOUT:
+        return dup(STDOUT_FILENO);
+    case FC_ACCESS_LOG_FILE:
+        break;
+    }
+    int fd = open(cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fc_log_error("%s: access log %s: %s", cfg->path, cfg->access_log_path, strerror(errno));
+    return fd;
+}
+
+static int same_listeners(const struct fc_config *a, const struct fc_config *b)
+{
+    if (a->n_listeners != b->n_listeners)
+        return 0;
+    for (uint32_t i = 0; i < a->n_listeners; i++)
+        if (strcmp(a->listeners[i].address, b->listeners[i].address) != 0)
+            return 0;
+    return 1;
+}
+
+/*
+ * SIGHUP: a new generation is built from the file and published only if all of
+ * it succeeded; otherwise the running one stays and the errors are logged.
+ */
+static void reload(struct daemon *d)
+{
+    fc_log_info("reloading %s", d->config_path);
+    struct fc_config *cfg;
+    if (fc_config_load(d->config_path, &cfg) != 0)
+        goto failed;
+    if (cfg->workers != d->n_workers || !same_listeners(cfg, d->gen->cfg)) {
+        fc_log_error("%s: workers and listeners cannot change on reload in this version: "
+                     "restart fulcrum to change them",
+                     d->config_path);
+        fc_config_free(cfg);
+        goto failed;
+    }
+    struct fc_generation *g;
+    if (fc_generation_build(cfg, d->gen, d->n_workers, d->loop, &g) != 0)
+        goto failed;
+    fc_log_set_level(g->cfg->log_level);
+    struct fc_generation *old = d->gen;
+    d->gen = g;
+    for (uint32_t i = 0; i < d->n_workers; i++)
+        fc_worker_publish(&d->workers[i], g);
+    fc_generation_release(old);
+    d->reloads.ok++;
+    d->reloads.last_ok_unix = (uint64_t)time(NULL);
+    fc_log_info("reload done: generation %llu in force", (unsigned long long)g->id);
+    return;
+failed:
+    d->reloads.failed++;
+    fc_log_error("reload failed: generation %llu stays in force", (unsigned long long)d->gen->id);
+}
+
+static void close_main_handles(struct daemon *d)
+{
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_usr1, NULL);
+    uv_close((uv_handle_t *)&d->exited_async, NULL);
+    uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
+    /* reap_async stays open until the workers are joined. */
+}
+
+static void exited_cb(uv_async_t *h)
+{
+    struct daemon *d = h->data;
+    for (uint32_t i = 0; i < d->n_workers; i++)
+        if (!__atomic_load_n(&d->workers[i].exited, __ATOMIC_ACQUIRE))
+            return;
+    close_main_handles(d);
+}
+
+static void shutdown_timer_cb(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    fc_log_warn("shutdown: requests still running after %u ms, closing them",
+                d->gen->cfg->timeouts.shutdown_ms);
+    for (uint32_t i = 0; i < d->n_workers; i++)
+        fc_worker_request_stop(&d->workers[i], 2);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    switch (signum) {
+    case SIGHUP:
+        if (!d->stopping)
+            reload(d);
+        break;
+    case SIGUSR1: {
+        int fd = open_access_log(d->gen->cfg);
+        if (fd >= 0 && fc_runtime.access_log_fd >= 0) {
+            /* Same descriptor number: workers keep writing to it without noticing. */
+            dup2(fd, fc_runtime.access_log_fd);
+            close(fd);
+            fc_log_info("access log reopened");
+        } else if (fd >= 0) {
+            close(fd);
+        }
+        break;
+    }
+    case SIGTERM:
+    case SIGINT:
+        if (d->stopping)
+            break;
+        d->stopping = 1;
+        fc_log_info("stopping: draining in-flight requests (up to %u ms)",
+                    d->gen->cfg->timeouts.shutdown_ms);
+        for (uint32_t i = 0; i < d->n_workers; i++)
+            fc_worker_request_stop(&d->workers[i], 1);
+        uv_timer_start(&d->shutdown_timer, shutdown_timer_cb, d->gen->cfg->timeouts.shutdown_ms,
+                       0);
+        uv_unref((uv_handle_t *)&d->shutdown_timer);
+        break;
+    }
+}
+
+static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int **fds_out)
+{
+    size_t n = (size_t)cfg->n_listeners * n_workers;
+    int *fds = malloc(sizeof(*fds) * (n ? n : 1));
+    if (fds == NULL)
+        return FC_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        fds[i] = -1;
+    for (uint32_t w = 0; w < n_workers; w++)
+        for (uint32_t l = 0; l < cfg->n_listeners; l++) {
+            const struct fc_conf_listener *cl = &cfg->listeners[l];
+            int fd = fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len);
+            if (fd < 0) {
+                fc_log_error("%s:%d: listener %s: %s", cfg->path, cl->line, cl->address,
+                             strerror(-fd));
+                for (size_t i = 0; i < n; i++)
+                    if (fds[i] >= 0)
+                        close(fds[i]);
+                free(fds);
+                return FC_ERROR;
+            }
+            fds[(size_t)w * cfg->n_listeners + l] = fd;
+        }
+    *fds_out = fds;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    int test_only = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:tvh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 't':
+            test_only = 1;
+            break;
+        case 'v':
+            printf("fulcrum %s (plugin ABI %d.%d, libuv %s)\n", FC_VERSION, FC_ABI_MAJOR,
+                   FC_ABI_MINOR, uv_version_string());
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (config_path == NULL || optind != argc) {
+        usage(stderr);
+        return 1;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    struct daemon d = {.config_path = config_path};
+    d.loop = uv_default_loop();
+
+    struct fc_config *cfg;
+    if (fc_config_load(config_path, &cfg) != 0) {
+        if (test_only)
+            fprintf(stderr, "configuration test failed\n");
+        return 1;
+    }
+    fc_log_set_level(cfg->log_level);
+    uint32_t n_workers = cfg->workers;
+    if (fc_generation_build(cfg, NULL, n_workers, d.loop, &d.gen) != 0) {
+        if (test_only)
+            fprintf(stderr, "configuration test failed\n");
+        return 1;
+    }
+    if (test_only) {
+        fc_generation_release(d.gen);
+        uv_loop_close(d.loop);
+        printf("configuration OK\n");
+        return 0;
+    }
+
+    uv_mutex_init(&d.reap_lock);
+    uv_async_init(d.loop, &d.reap_async, reap_cb);
+    d.reap_async.data = &d;
+    fc_generation_set_reaper(reaper, &d);
+    uv_async_init(d.loop, &d.exited_async, exited_cb);
+    d.exited_async.data = &d;
+    fc_runtime.worker_exited = &d.exited_async;
+    fc_runtime.access_log_fd = open_access_log(d.gen->cfg);
+
+    int *fds;
+    if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
+        return 1;
+    d.workers = calloc(n_workers, sizeof(*d.workers));
+    d.n_workers = n_workers;
+    if (d.workers == NULL)
+        return 1;
+    for (uint32_t w = 0; w < n_workers; w++)
+        if (fc_worker_init(&d.workers[w], w, d.gen, fds + (size_t)w * d.gen->cfg->n_listeners,
+                           d.gen->cfg->n_listeners) != 0)
+            return 1;
+    free(fds);
+
+    uv_timer_init(d.loop, &d.shutdown_timer);
+    d.shutdown_timer.data = &d;
+    uv_signal_t *sigs[] = {&d.sig_hup, &d.sig_term, &d.sig_int, &d.sig_usr1};
+    int signums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        uv_signal_init(d.loop, sigs[i]);
+        sigs[i]->data = &d;
+        uv_signal_start(sigs[i], signal_cb, signums[i]);
+    }
+
+    for (uint32_t w = 0; w < n_workers; w++)
+        if (fc_worker_start(&d.workers[w]) != 0) {
+            fc_log_error("cannot start worker thread %u", w);
+            return 1;
+        }
+    for (uint32_t l = 0; l < d.gen->cfg->n_listeners; l++)
+        fc_log_info("listening on %s (%u workers)", d.gen->cfg->listeners[l].address, n_workers);
+
+    uv_run(d.loop, UV_RUN_DEFAULT);
+
+    for (uint32_t w = 0; w < n_workers; w++)
+        fc_worker_join(&d.workers[w]);
+    free(d.workers);
+    fc_generation_release(d.gen);
+    reap(&d);
+    uv_close((uv_handle_t *)&d.reap_async, NULL);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    uv_loop_close(d.loop);
+    uv_mutex_destroy(&d.reap_lock);
+    if (fc_runtime.access_log_fd >= 0)
+        close(fc_runtime.access_log_fd);
+    fc_log_info("stopped");
+    return 0;
+}

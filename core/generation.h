@@ -1,0 +1,104 @@
+/*
+ * A generation: the immutable snapshot built from one configuration file —
+ * pools, backends, routes, listeners and the plugin instances bound to them.
+ *
+ * Reference counting. The main thread holds one reference to the current
+ * generation; each worker holds one to the generation it currently serves and
+ * one to every older generation it still has requests on. A request does not
+ * touch the shared count: it bumps its worker's own counter in the
+ * generation (fc_generation_enter/leave), which only that worker touches, so
+ * starting a request costs no atomic operation. When the last reference goes,
+ * the generation is handed to the main thread, which destroys it — plugin
+ * instances first, then the plugin code only it used.
+ *
+ * Backends carry live state (struct fc_backend_shared) that outlives
+ * generations: a backend present in two generations (same pool name, same
+ * address) keeps its health, counters and idle upstream connections.
+ */
+#ifndef FC_GENERATION_H
+#define FC_GENERATION_H
+
+#include "config.h"
+#include "plugin_host.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+struct fc_upstream;
+
+/** Per worker list of idle upstream connections to one backend. */
+struct fc_idle_list {
+    struct fc_upstream *head;
+    uint32_t count;
+    char pad[64 - sizeof(void *) - sizeof(uint32_t)];
+};
+
+/**
+ * The part of a backend that lives across generations. Created by the main
+ * thread; idle[w] is touched only by worker w.
+ */
+struct fc_backend_shared {
+    struct fc_backend_state state; /**< what plugins see: up, inflight (atomics) */
+    uint32_t refs;                 /**< generations using it (atomic) */
+    char *key;                     /**< "pool\naddress" */
+    struct fc_idle_list *idle;     /**< [worker_count] */
+    uint32_t n_workers;
+};
+
+struct fc_gen_pool {
+    const struct fc_conf_pool *conf;
+    struct fc_pool_view view;
+    struct fc_backend_view *views;        /**< [n_backends] */
+    struct fc_backend_shared **shared;    /**< [n_backends] */
+    struct fc_instance *strategy;         /**< [worker_count]: one instance per worker */
+};
+
+/** Per worker counters, each on its own cache line. */
+struct fc_gen_worker {
+    uint64_t requests; /**< requests of this worker still running on this generation */
+    char pad[56];
+};
+
+struct fc_generation {
+    uint32_t refs; /**< atomic */
+    uint64_t id;
+    struct fc_config *cfg; /**< owned */
+    uint32_t n_workers;
+    struct fc_plugin **plugins; /**< distinct loaded files, owned */
+    uint32_t n_plugins;
+    struct fc_gen_pool *pools;  /**< [cfg->n_pools] */
+    struct fc_gen_worker *workers; /**< [n_workers] */
+    struct fc_generation *next_dead; /**< main thread's list of generations to destroy */
+};
+
+/**
+ * Builds a generation from a loaded config (ownership of cfg passes to it,
+ * also on failure): loads every plugin, creates every instance. `previous`
+ * (may be NULL) lends backends that keep their state. `main_loop` is handed
+ * to health plugins. Logs every error with file:line. Main thread only.
+ */
+int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previous,
+                        uint32_t n_workers, void *main_loop, struct fc_generation **out);
+
+/** Takes a reference. Any thread, on a generation the caller already holds. */
+void fc_generation_acquire(struct fc_generation *g);
+
+/**
+ * Drops a reference. When it was the last, the generation is queued for the
+ * main thread (through fc_generation_set_reaper's callback) or, with no reaper,
+ * destroyed at once.
+ */
+void fc_generation_release(struct fc_generation *g);
+
+/** How the last release reaches the main thread: fn(arg, g) must get g destroyed there. */
+void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), void *arg);
+
+/** Destroys a generation with no references left. Main thread only. */
+void fc_generation_destroy(struct fc_generation *g);
+
+/** Finds the pool for a request: first matching route, else the listener's pool. */
+struct fc_gen_pool *fc_generation_route(struct fc_generation *g, uint32_t listener_pool,
+                                        const char *host, size_t host_len, const char *target,
+                                        size_t target_len);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * Message heads as the proxy forwards them: collecting a head from the
+ * parser's callbacks, and writing the head sent upstream (request) or back to
+ * the client (response) with hop-by-hop headers removed and forwarding
+ * headers added. Pure functions over buffers, so they are unit-tested apart
+ * from any socket.
+ */
+#ifndef FC_HTTP_REWRITE_H
+#define FC_HTTP_REWRITE_H
+
+#include "http_request.h"
+
+#include <stddef.h>
+
+/** Clears a head before parsing a new message into it. */
+void fc_head_reset(struct fc_request *h);
+
+/*
+ * Parser glue. The parser may deliver a field or value in several pieces;
+ * because the head stays in one contiguous buffer until it is complete, the
+ * pieces are adjacent and simply extend the span. Each returns 0, or -1 when
+ * the head has more than FC_MAX_HEADERS headers.
+ */
+int fc_head_on_field(struct fc_request *h, const char *at, size_t len);
+int fc_head_on_value(struct fc_request *h, const char *at, size_t len);
+/** Ends the current header: trims its value, notes Host and Connection tokens. */
+void fc_head_on_value_complete(struct fc_request *h);
+void fc_head_on_span(struct fc_span *s, const char *at, size_t len);
+
+/** True when `hdr` must not be forwarded: hop-by-hop, or named in Connection. */
+int fc_header_is_hop_by_hop(const struct fc_request *h, const struct fc_header *hdr);
+
+/** Case-insensitive comparison of a span with a NUL-terminated lower-case name. */
+int fc_span_equals(struct fc_span s, const char *lower);
+
+/** What the proxy adds to a forwarded request. */
+struct fc_forward_info {
+    const char *client_ip; /**< appended to X-Forwarded-For */
+    size_t client_ip_len;
+    const char *proto; /**< X-Forwarded-Proto value, "http" */
+    const char *default_host; /**< Host sent when the client sent none (HTTP/1.0) */
+    size_t default_host_len;
+};
+
+/**
+ * Writes the request head forwarded upstream into out: the request line in
+ * HTTP/1.1, the client's headers minus hop-by-hop ones and minus incoming
+ * X-Forwarded-For/-Proto, one X-Forwarded-For with the incoming values and the
+ * client address appended, X-Forwarded-Proto, and Host if the client sent none.
+ * Returns the length, or -1 when it does not fit in cap.
+ */
+int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_info *fw, char *out,
+                       size_t cap);
+
+enum fc_response_rewrite_flags {
+    FC_RESP_CLOSE = 1u << 0,     /**< add "Connection: close": the proxy closes after it */
+    FC_RESP_KEEPALIVE = 1u << 1, /**< add "Connection: keep-alive" (HTTP/1.0 clients) */
+    FC_RESP_DECHUNK = 1u << 2,   /**< drop Transfer-Encoding: the body is sent decoded */
+};
+
+/**
+ * Writes the response head sent to the client: "HTTP/1.1 status reason", the
+ * backend's headers minus hop-by-hop ones, and the Connection header `flags`
+ * ask for. Returns the length, or -1 when it does not fit in cap.
+ */
+int fc_rewrite_response(const struct fc_request *resp, unsigned flags, char *out, size_t cap);
+
+#endif

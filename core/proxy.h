@@ -1,0 +1,28 @@
+/*
+ * The HTTP proxy: client connections, the request/response transaction that
+ * ties a client to an upstream connection, and the per-worker keep-alive pool
+ * of upstream connections. Everything here runs on one worker's loop.
+ */
+#ifndef FC_PROXY_H
+#define FC_PROXY_H
+
+#include "worker.h"
+
+#include <uv.h>
+
+/** libuv connection callback of a listener (server->data is its struct fc_listener). */
+void fc_proxy_on_connection(uv_stream_t *server, int status);
+
+/** Draining: close idle client connections, end the others after their current request. */
+void fc_proxy_drain(struct fc_worker *w);
+
+/** Closes every client connection at once (shutdown timeout). */
+void fc_proxy_close_clients(struct fc_worker *w);
+
+/** Closes every idle upstream connection of the worker. */
+void fc_proxy_close_idle_upstreams(struct fc_worker *w);
+
+/** Frees the worker's free lists. Called once its loop has stopped. */
+void fc_proxy_free_lists(struct fc_worker *w);
+
+#endif

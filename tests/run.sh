@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds fulcrum with warnings as errors and runs every test under ctest, then
+# does the same in an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# Installs the Debian packages it needs when they are missing (run as root on
+# a fresh machine, or have them installed already).
+#
+#   tests/run.sh            both builds
+#   FC_SKIP_ASAN=1 tests/run.sh   the plain build only (quicker while developing)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+packages=(build-essential cmake pkg-config libuv1-dev node-llhttp libconfig-dev libcmocka-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "run.sh: installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "run.sh: missing packages and not root: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}"
+fi
+
+run_suite() {
+    local dir=$1
+    shift
+    echo "run.sh: building in $dir ($*)"
+    cmake -S "$root" -B "$dir" -DFC_WERROR=ON "$@" >/dev/null
+    cmake --build "$dir" -j "$jobs"
+    echo "run.sh: testing in $dir"
+    (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 300)
+}
+
+run_suite "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+if [ "${FC_SKIP_ASAN:-0}" != 1 ]; then
+    # Any sanitizer report fails the run: a leak or an error makes the process
+    # exit non-zero, which the tests check.
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99:strict_string_checks=1
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=98
+    run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DFC_SANITIZE=ON
+fi
+echo "run.sh: all tests passed"
