@@ -121,13 +121,36 @@ static int find_key(const struct fc_host *host, const char *key, const char *get
     return 0;
 }
 
+/*
+ * The path of a key as the config loader writes it, so that a plugin's keys
+ * read like the rest: `pool "web": strategy.max_inflight`.
+ */
+static const char *key_path(const struct fc_instance *inst, const char *key, char *buf,
+                            size_t len)
+{
+    const config_setting_t *group = inst->conf != NULL ? inst->conf->group : NULL;
+    const char *gname = group != NULL ? config_setting_name(group) : NULL;
+    const config_setting_t *parent = group != NULL ? config_setting_parent(group) : NULL;
+    const char *pool = NULL;
+    if (parent != NULL)
+        config_setting_lookup_string(parent, "name", &pool);
+    if (gname == NULL)
+        snprintf(buf, len, "%s", key);
+    else if (pool != NULL)
+        snprintf(buf, len, "pool \"%s\": %s.%s", pool, gname, key);
+    else
+        snprintf(buf, len, "%s.%s", gname, key);
+    return buf;
+}
+
 static int type_error(const struct fc_host *host, const config_setting_t *s, const char *expected)
 {
     struct fc_instance *inst = fc_instance_of(host);
 
+    char path[256];
     fc_log_error("%s:%d: %s: expected %s for %s plugin \"%s\"", setting_file(inst, s),
-                 setting_line(inst, s), config_setting_name(s), expected, plugin_kind(inst),
-                 plugin_name(inst));
+                 setting_line(inst, s), key_path(inst, config_setting_name(s), path, sizeof(path)),
+                 expected, plugin_kind(inst), plugin_name(inst));
     inst->config_failed = 1;
     return FC_EINVAL;
 }
@@ -235,7 +258,9 @@ static void config_error(const struct fc_host *host, const char *key, const char
     if (inst->conf != NULL && inst->conf->group != NULL)
         s = config_setting_get_member(inst->conf->group, key);
     const config_setting_t *where = s != NULL ? s : (inst->conf != NULL ? inst->conf->group : NULL);
-    fc_log_error("%s:%d: %s: %s", setting_file(inst, where), setting_line(inst, s), key, msg);
+    char path[256];
+    fc_log_error("%s:%d: %s: %s", setting_file(inst, where), setting_line(inst, s),
+                 key_path(inst, key, path, sizeof(path)), msg);
     inst->config_failed = 1;
 }
 
@@ -353,9 +378,11 @@ static int report_unknown_keys(const struct fc_instance *inst)
             continue;
         if (is_core_key(inst->core_keys, config_setting_name(s)))
             continue;
+        char path[256];
         fc_log_error("%s:%d: %s: unknown key for %s plugin \"%s\"", setting_file(inst, s),
-                     setting_line(inst, s), config_setting_name(s), plugin_kind(inst),
-                     plugin_name(inst));
+                     setting_line(inst, s),
+                     key_path(inst, config_setting_name(s), path, sizeof(path)),
+                     plugin_kind(inst), plugin_name(inst));
         unknown++;
     }
     return unknown;

@@ -231,10 +231,10 @@ static void test_wrong_types(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:3: answer: expected an integer for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:4: label: expected a string for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:5: ratio: expected a number for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:6: flag: expected a boolean (true or false) for strategy plugin "
+    assert_logged("test.conf:3: strategy.answer: expected an integer for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:4: strategy.label: expected a string for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:5: strategy.ratio: expected a number for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:6: strategy.flag: expected a boolean (true or false) for strategy plugin "
                   "\"test_strategy\"");
     /* A key of the wrong type was still read: it is not also reported as unknown. */
     assert_int_equal(n_lines, 4);
@@ -260,9 +260,9 @@ static void test_unknown_keys(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:3: anwser: unknown key for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:5: retries: unknown key for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:6: colour: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:3: strategy.anwser: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:5: strategy.retries: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:6: strategy.colour: unknown key for strategy plugin \"test_strategy\"");
     assert_int_equal(n_lines, 3);
     assert_null(inst.state);
     config_destroy(&p.lc);
@@ -297,9 +297,9 @@ static void test_unknown_and_wrong_type_together(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:3: flag: expected a boolean (true or false) for strategy plugin "
+    assert_logged("test.conf:3: strategy.flag: expected a boolean (true or false) for strategy plugin "
                   "\"test_strategy\"");
-    assert_logged("test.conf:4: flg: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged("test.conf:4: strategy.flg: unknown key for strategy plugin \"test_strategy\"");
     config_destroy(&p.lc);
 }
 
@@ -316,7 +316,7 @@ static void test_config_error(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:4: answer: must not be negative, got -1");
+    assert_logged("test.conf:4: strategy.answer: must not be negative, got -1");
     assert_int_equal(n_lines, 1);
     config_destroy(&p.lc);
 }

@@ -1,0 +1,279 @@
+/*
+ * Header rewriting (core/http_rewrite.c) and the proxy's own responses
+ * (core/errors.c): heads are parsed with the same llhttp settings shape the
+ * proxy uses, rewritten, and compared byte for byte.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "errors.h"
+#include "http_rewrite.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct fc_request head;
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    fc_head_on_span(&head.method, at, len);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    fc_head_on_span(&head.target, at, len);
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    fc_head_on_span(&head.reason, at, len);
+    return 0;
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t len)
+{
+    return fc_head_on_field(&head, at, len);
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len)
+{
+    return fc_head_on_value(&head, at, len);
+}
+
+static int on_value_complete(llhttp_t *p)
+{
+    fc_head_on_value_complete(&head);
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    head.status = p->status_code;
+    return HPE_PAUSED;
+}
+
+/*
+ * Parses `text` as a request or response head. `pieces` > 1 feeds it in that
+ * many parts, as the network may, to check that split fields and values join up.
+ */
+static void parse(const char *text, llhttp_type_t type, size_t pieces)
+{
+    static llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_method = on_method;
+    s.on_url = on_url;
+    s.on_status = on_status;
+    s.on_header_field = on_field;
+    s.on_header_value = on_value;
+    s.on_header_value_complete = on_value_complete;
+    s.on_headers_complete = on_headers_complete;
+    llhttp_t p;
+    llhttp_init(&p, type, &s);
+    fc_head_reset(&head);
+    size_t len = strlen(text), step = (len + pieces - 1) / pieces, off = 0;
+    enum llhttp_errno e = HPE_OK;
+    while (off < len && e == HPE_OK) {
+        size_t n = len - off < step ? len - off : step;
+        e = llhttp_execute(&p, text + off, n);
+        off += n;
+    }
+    assert_int_equal(e, HPE_PAUSED);
+    head.http_major = p.http_major;
+    head.http_minor = p.http_minor;
+}
+
+static const struct fc_forward_info fw = {
+    .client_ip = "192.0.2.7",
+    .client_ip_len = 9,
+    .proto = "http",
+    .default_host = "127.0.0.1:9001",
+    .default_host_len = 14,
+};
+
+static void assert_request_rewrite(const char *in, const char *want, size_t pieces)
+{
+    parse(in, HTTP_REQUEST, pieces);
+    char out[4096];
+    int n = fc_rewrite_request(&head, &fw, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, want);
+}
+
+static void test_request_plain(void **state)
+{
+    assert_request_rewrite("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
+                           "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n"
+                           "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+                           1);
+}
+
+static void test_request_hop_by_hop_removed(void **state)
+{
+    const char *in = "POST /x HTTP/1.1\r\n"
+                     "Host: h\r\n"
+                     "Connection: keep-alive, X-Secret, Content-Length\r\n"
+                     "Keep-Alive: timeout=5\r\n"
+                     "Proxy-Connection: keep-alive\r\n"
+                     "TE: trailers\r\n"
+                     "Trailer: X-Sum\r\n"
+                     "Upgrade: websocket\r\n"
+                     "X-Secret: 1\r\n"
+                     "X-Kept: 2\r\n"
+                     "Content-Length: 3\r\n"
+                     "\r\n";
+    /* Content-Length survives even though Connection names it: framing is never dropped. */
+    const char *want = "POST /x HTTP/1.1\r\nHost: h\r\nX-Kept: 2\r\nContent-Length: 3\r\n"
+                       "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n";
+    assert_request_rewrite(in, want, 1);
+    assert_request_rewrite(in, want, 7); /* the same, split at odd places */
+    assert_request_rewrite(in, want, strlen(in)); /* one byte at a time */
+}
+
+static void test_request_forwarded_for_appended(void **state)
+{
+    assert_request_rewrite("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3\r\n"
+                           "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.4.5.6, 10.7.8.9\r\n\r\n",
+                           "GET / HTTP/1.1\r\nHost: h\r\n"
+                           "X-Forwarded-For: 10.1.2.3, 10.4.5.6, 10.7.8.9, 192.0.2.7\r\n"
+                           "X-Forwarded-Proto: http\r\n\r\n",
+                           1);
+}
+
+static void test_request_http10_gets_host(void **state)
+{
+    assert_request_rewrite("GET / HTTP/1.0\r\nUser-Agent: t\r\n\r\n",
+                           "GET / HTTP/1.1\r\nUser-Agent: t\r\nHost: 127.0.0.1:9001\r\n"
+                           "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+                           1);
+}
+
+static void test_request_value_whitespace_trimmed(void **state)
+{
+    parse("GET / HTTP/1.1\r\nHost:   spaced.example  \r\nX-Empty:\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(head.n_headers, 2);
+    assert_int_equal(head.host.len, strlen("spaced.example"));
+    assert_memory_equal(head.host.p, "spaced.example", head.host.len);
+    assert_int_equal(head.headers[1].value.len, 0);
+}
+
+static void test_request_does_not_fit(void **state)
+{
+    parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    char out[40];
+    assert_int_equal(fc_rewrite_request(&head, &fw, out, sizeof(out)), -1);
+}
+
+static void test_too_many_headers(void **state)
+{
+    fc_head_reset(&head);
+    char name[16];
+    for (int i = 0; i < FC_MAX_HEADERS; i++) {
+        snprintf(name, sizeof(name), "X-%d", i);
+        assert_int_equal(fc_head_on_field(&head, name, strlen(name)), 0);
+        assert_int_equal(fc_head_on_value(&head, "v", 1), 0);
+        fc_head_on_value_complete(&head);
+    }
+    assert_int_equal(fc_head_on_field(&head, "X-Last", 6), -1);
+}
+
+static void assert_response_rewrite(const char *in, unsigned flags, const char *want)
+{
+    parse(in, HTTP_RESPONSE, 1);
+    char out[4096];
+    int n = fc_rewrite_response(&head, flags, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, want);
+}
+
+static void test_response_hop_by_hop_removed(void **state)
+{
+    assert_response_rewrite("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\n"
+                            "Keep-Alive: timeout=4\r\nX-Internal: a\r\nContent-Length: 2\r\n\r\n",
+                            0, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+}
+
+static void test_response_connection_flags(void **state)
+{
+    const char *in = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    assert_response_rewrite(in, FC_RESP_CLOSE,
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_response_rewrite(
+        in, FC_RESP_KEEPALIVE,
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+}
+
+static void test_response_dechunk_drops_transfer_encoding(void **state)
+{
+    const char *in = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n";
+    assert_response_rewrite(in, 0, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n");
+    assert_response_rewrite(in, FC_RESP_DECHUNK | FC_RESP_CLOSE,
+                            "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n");
+}
+
+static void test_response_http10_backend_status_line(void **state)
+{
+    /* Whatever the backend spoke, the client hears HTTP/1.1 with the same status and reason. */
+    assert_response_rewrite("HTTP/1.0 201 Created\r\nContent-Length: 0\r\n\r\n", 0,
+                            "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+}
+
+/* The proxy's own responses: the declared Content-Length is the body's real length. */
+static void test_error_responses(void **state)
+{
+    const int statuses[] = {400, 405, 408, 413, 429, 431, 502, 503, 504};
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        char out[256];
+        int n = fc_error_response(statuses[i], 1, 0, out, sizeof(out));
+        assert_true(n > 0);
+        out[n] = '\0';
+        char first[64];
+        snprintf(first, sizeof(first), "HTTP/1.1 %d %s\r\n", statuses[i],
+                 fc_status_reason(statuses[i]));
+        assert_memory_equal(out, first, strlen(first));
+        const char *body = strstr(out, "\r\n\r\n");
+        assert_non_null(body);
+        body += 4;
+        const char *cl = strstr(out, "Content-Length: ");
+        assert_non_null(cl);
+        assert_int_equal(atoi(cl + 16), (int)strlen(body));
+        assert_non_null(strstr(out, "Connection: close\r\n"));
+        char want_body[64];
+        snprintf(want_body, sizeof(want_body), "%d %s\n", statuses[i],
+                 fc_status_reason(statuses[i]));
+        assert_string_equal(body, want_body);
+    }
+    char out[256];
+    int n = fc_error_response(429, 0, 3, out, sizeof(out));
+    out[n] = '\0';
+    assert_non_null(strstr(out, "Retry-After: 3\r\n"));
+    assert_null(strstr(out, "Connection:"));
+    assert_int_equal(fc_error_response(502, 0, 0, out, 20), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_plain),
+        cmocka_unit_test(test_request_hop_by_hop_removed),
+        cmocka_unit_test(test_request_forwarded_for_appended),
+        cmocka_unit_test(test_request_http10_gets_host),
+        cmocka_unit_test(test_request_value_whitespace_trimmed),
+        cmocka_unit_test(test_request_does_not_fit),
+        cmocka_unit_test(test_too_many_headers),
+        cmocka_unit_test(test_response_hop_by_hop_removed),
+        cmocka_unit_test(test_response_connection_flags),
+        cmocka_unit_test(test_response_dechunk_drops_transfer_encoding),
+        cmocka_unit_test(test_response_http10_backend_status_line),
+        cmocka_unit_test(test_error_responses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
