@@ -1,0 +1,329 @@
+/*
+ * The integration test harness: runs the real `fulcrum` binary and real demo
+ * backends as child processes on 127.0.0.1, and talks HTTP/1.1 to them with a
+ * small blocking client that sees exactly the bytes a user would see.
+ *
+ * Plain POSIX (plus prctl(PR_SET_PDEATHSIG) on Linux); it links none of the
+ * daemon's code, so a bug in the proxy cannot hide a bug in the test.
+ *
+ * Lifetime. Every test runs inside an environment (struct it_env) made by the
+ * cmocka setup function it_setup() and destroyed by it_teardown(), which cmocka
+ * runs even after a failed assertion has longjmp'd out of the test body.  The
+ * environment owns everything a test creates through it: a private temporary
+ * directory, the child processes, the client connections and the strings the
+ * harness hands out.  Teardown closes the connections, stops the children
+ * (SIGTERM, a deadline, then SIGKILL, always by PID) and removes the directory.
+ * If the test did not finish, teardown first prints every child's stderr.
+ * Every fulcrum started with it_fulcrum_start() must also exit with status 0
+ * on SIGTERM at teardown, so a crash anywhere during a test fails that test.
+ *
+ * A child outlives nothing: children die with the test process
+ * (PR_SET_PDEATHSIG), an atexit() hook kills what is left, and SIGINT, SIGTERM
+ * and SIGHUP kill the children before the test process dies.
+ *
+ * Failures. Functions that set things up (it_backend_start(), it_connect(),
+ * ...) fail the running test themselves, with a message saying what went
+ * wrong.  Functions whose failure a test may want to observe
+ * (it_recv_response(), it_connect_raw()) return 0 or a negative errno value and
+ * print the reason to stderr.
+ */
+#ifndef FULCRUM_TESTS_INTEGRATION_HARNESS_H
+#define FULCRUM_TESTS_INTEGRATION_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+
+/* Default deadlines, in milliseconds. */
+#define IT_START_TIMEOUT_MS 10000 /* a child to bind its port */
+#define IT_IO_TIMEOUT_MS 10000    /* one blocking send or receive */
+#define IT_STOP_TIMEOUT_MS 6000   /* a child to exit after SIGTERM at teardown */
+
+/* ---- environment and test registration -------------------------------- */
+
+struct it_env;
+
+/*
+ * IT_TEST(name) { ... } defines a test whose body sees `struct it_env *env`.
+ * The wrapper marks the test finished when the body returns, which is how
+ * teardown knows whether to print the children's logs.
+ */
+#define IT_TEST(name)                                                                              \
+    static void name##_body(struct it_env *env);                                                   \
+    static void name(void **state)                                                                 \
+    {                                                                                              \
+        name##_body(*state);                                                                       \
+        it_env_mark_finished(*state);                                                              \
+    }                                                                                              \
+    static void name##_body(struct it_env *env)
+
+/* The cmocka entry for a test defined with IT_TEST(). */
+#define IT_CASE(name) cmocka_unit_test_setup_teardown(name, it_setup, it_teardown)
+
+/*
+ * IT_MAIN(tests) defines main(). With no argument it runs every test of the
+ * file; with one argument it runs only the test of that exact name (CTest runs
+ * each test as its own case that way), and fails if there is none.
+ */
+#define IT_MAIN(tests)                                                                             \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        return it_main(argc, argv, #tests, tests, sizeof(tests) / sizeof(tests[0]));               \
+    }
+
+int it_setup(void **state);
+int it_teardown(void **state);
+void it_env_mark_finished(struct it_env *env);
+int it_main(int argc, char **argv, const char *group, const struct CMUnitTest *tests, size_t n);
+
+/* The environment's private directory (absolute, no trailing slash). */
+const char *it_env_dir(const struct it_env *env);
+
+/* "<env dir>/<name>", owned by the environment. */
+const char *it_path(struct it_env *env, const char *name);
+
+/* Writes `text` to "<env dir>/<name>"; returns the path, owned by the environment. */
+const char *it_write_file(struct it_env *env, const char *name, const char *text);
+
+/* printf into a string owned by the environment (freed at teardown). */
+char *it_strf(struct it_env *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- time, ports ------------------------------------------------------- */
+
+/* Monotonic milliseconds. */
+int64_t it_now_ms(void);
+void it_sleep_ms(int ms);
+
+/*
+ * A port on 127.0.0.1 that was free a moment ago: bound with port 0, read
+ * back, closed, so that a child can bind it. Another process may take it
+ * meanwhile; it_fulcrum_start() copes with that.
+ */
+int it_free_port(void);
+
+/*
+ * A port on 127.0.0.1 that refuses connections until teardown: it stays bound
+ * by a socket that never listens, so no other process (a backend of a test
+ * running in parallel) can take it. A dead backend.
+ */
+int it_dead_port(struct it_env *env);
+
+/* ---- child processes --------------------------------------------------- */
+
+struct it_proc;
+
+pid_t it_proc_pid(const struct it_proc *proc);
+void it_proc_signal(struct it_proc *proc, int sig);
+
+/*
+ * Waits up to timeout_ms for the child to exit and reaps it. Returns 0 and
+ * stores the waitpid() status in *status, or -ETIMEDOUT. Calling it again
+ * after the child has been reaped returns the same status.
+ */
+int it_proc_wait(struct it_proc *proc, int timeout_ms, int *status);
+
+/* Everything the child wrote to stderr (or stdout) so far, owned by the env. */
+const char *it_proc_stderr(struct it_env *env, const struct it_proc *proc);
+const char *it_proc_stdout(struct it_env *env, const struct it_proc *proc);
+
+/* Prints a child's stderr to our stderr, with a header line. */
+void it_proc_dump(struct it_env *env, const struct it_proc *proc);
+
+/* What a short-lived command did; see it_run(). Strings owned by the env. */
+struct it_run_result {
+    int status;    /* raw waitpid() status */
+    int exit_code; /* WEXITSTATUS, or -1 if it did not exit normally */
+    const char *out;
+    const char *err;
+};
+
+/*
+ * Runs argv (argv[0] is a path, argv NULL-terminated) to completion, with
+ * stdin from /dev/null and stdout/stderr captured. Fails the test if it runs
+ * longer than timeout_ms (the child is killed).
+ */
+void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
+            struct it_run_result *result);
+
+/* ---- demo backends ----------------------------------------------------- */
+
+/*
+ * Starts `demo_backend --name NAME --listen 127.0.0.1:0` and waits for its
+ * "listening on 127.0.0.1:PORT" line. Returns PORT. The process is found again
+ * with it_backend_proc().
+ */
+int it_backend_start(struct it_env *env, const char *name);
+struct it_proc *it_backend_proc(struct it_env *env, const char *name);
+
+/* ---- fulcrum ----------------------------------------------------------- */
+
+#define IT_MAX_POOLS 4
+#define IT_MAX_POOL_BACKENDS 8
+
+struct it_pool_config {
+    const char *name;
+    const char *strategy; /* plugin name; "round_robin" if NULL */
+    int retries;
+    int ports[IT_MAX_POOL_BACKENDS]; /* backends, all on 127.0.0.1 */
+    size_t nports;
+};
+
+/*
+ * A whole fulcrum configuration. it_config_init() fills in the defaults that
+ * the tests share (short timeouts where waiting costs test time, long ones
+ * elsewhere); a test changes the fields it cares about.
+ */
+struct it_config {
+    int workers;
+    int connect_ms, client_header_ms, idle_ms, upstream_ms, shutdown_ms;
+    long max_header_bytes, max_body_bytes;
+    const char *log_level;
+    const char *listener_pool; /* default: the first pool */
+    struct it_pool_config pools[IT_MAX_POOLS];
+    size_t npools;
+    const char *routes; /* libconfig list body for `routes = ( ... );`, or NULL */
+};
+
+void it_config_init(struct it_config *cfg);
+
+/* Adds a pool of `n` backends (ports follow) and returns it for further edits. */
+struct it_pool_config *it_config_add_pool(struct it_config *cfg, const char *name, int retries,
+                                          size_t n, ...);
+
+/* The libconfig text for cfg with its listener on listen_port, owned by the env. */
+const char *it_config_render(struct it_env *env, const struct it_config *cfg, int listen_port);
+
+struct it_fulcrum {
+    struct it_proc *proc;
+    int port;                /* the listener, on 127.0.0.1 */
+    const char *config_path; /* owned by the env */
+};
+
+/*
+ * Writes cfg with a fresh listener port, starts `fulcrum -c FILE` and waits
+ * until the listener accepts connections. Fails the test, printing fulcrum's
+ * stderr, if fulcrum exits or does not listen within IT_START_TIMEOUT_MS.
+ * The result is owned by the env.
+ */
+struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *cfg);
+
+/* ---- HTTP client ------------------------------------------------------- */
+
+struct it_conn;
+
+/* Connects to 127.0.0.1:port (fails the test if it cannot). Owned by the env. */
+struct it_conn *it_connect(struct it_env *env, int port);
+
+/* Same, but returns NULL and sets *err to a negative errno on failure. */
+struct it_conn *it_connect_raw(struct it_env *env, int port, int *err);
+
+/* Closes and frees the connection now rather than at teardown. */
+void it_conn_close(struct it_conn *conn);
+
+/* Receive timeout for every later blocking read (default IT_IO_TIMEOUT_MS). */
+void it_conn_set_timeout(struct it_conn *conn, int timeout_ms);
+
+/* Sends all bytes or fails the test. */
+void it_send(struct it_conn *conn, const void *data, size_t len);
+void it_send_str(struct it_conn *conn, const char *s);
+
+/* Sends all bytes; returns 0 or a negative errno (e.g. -EPIPE). */
+int it_send_raw(struct it_conn *conn, const void *data, size_t len);
+
+struct it_header {
+    char *name;
+    char *value;
+};
+
+struct it_response {
+    int version_minor; /* the x of HTTP/1.x */
+    int status;
+    char *reason;
+    struct it_header *headers;
+    size_t nheaders;
+    char *body; /* NUL-terminated for convenience; body_len excludes the NUL */
+    size_t body_len;
+    bool chunked;         /* the body arrived with chunked framing */
+    bool close_delimited; /* the body ended with the connection */
+    int interim;          /* 1xx responses skipped before this one */
+    int interim_status;   /* status of the last one of those, or 0 */
+};
+
+/*
+ * Reads one complete response from the connection. `method` is the request
+ * method it answers (a HEAD response has no body). 1xx responses are skipped
+ * and counted. The body is framed by chunked encoding, Content-Length, or the
+ * end of the connection, in that order of precedence (RFC 9112 6.3).
+ * Leftover bytes stay buffered for the next call, so pipelined responses are
+ * read one call each. Returns 0, or a negative errno: -ETIMEDOUT,
+ * -ECONNRESET, -EPIPE (connection ended before the response did), -EPROTO
+ * (unparseable response). Failures print what had arrived.
+ */
+int it_recv_response(struct it_conn *conn, const char *method, struct it_response *resp);
+
+/* it_recv_response() that fails the test unless it returns 0. */
+void it_expect_response(struct it_conn *conn, const char *method, struct it_response *resp);
+
+void it_response_free(struct it_response *resp);
+
+/* The value of the first header named `name` (case-insensitive), or NULL. */
+const char *it_header(const struct it_response *resp, const char *name);
+
+/* Number of headers named `name`. */
+size_t it_header_count(const struct it_response *resp, const char *name);
+
+/*
+ * Waits up to timeout_ms for the peer to close the connection. Returns true
+ * on EOF or reset with nothing else pending, false if the connection is still
+ * open at the deadline or more bytes arrived (they stay buffered).
+ */
+bool it_conn_wait_closed(struct it_conn *conn, int timeout_ms);
+
+/*
+ * Waits up to timeout_ms for unread bytes (true if some are buffered or
+ * arrive; they stay buffered for it_recv_response()).
+ */
+bool it_conn_wait_data(struct it_conn *conn, int timeout_ms);
+
+/* Bytes received but not consumed by it_recv_response(). */
+size_t it_conn_buffered(const struct it_conn *conn);
+
+/*
+ * One request on a fresh connection: connects, sends `request`, reads the
+ * response to `method`, closes. Fails the test on any transport error.
+ */
+void it_fetch(struct it_env *env, int port, const char *method, const char *request,
+              struct it_response *resp);
+
+/* "GET <path> HTTP/1.1" with Host: <host> on a fresh connection. */
+void it_get(struct it_env *env, int port, const char *host, const char *path,
+            struct it_response *resp);
+
+/* ---- body checks ------------------------------------------------------- */
+
+#define IT_FNV1A64_INIT UINT64_C(0xcbf29ce484222325)
+
+uint64_t it_fnv1a64_update(uint64_t h, const void *data, size_t len);
+uint64_t it_fnv1a64(const void *data, size_t len);
+
+/* The demo backend's /bytes pattern: byte i is (uint8_t)(i * 131 + 7). */
+static inline uint8_t it_pattern_byte(size_t i)
+{
+    return (uint8_t)(i * 131 + 7);
+}
+
+/* Fills buf with pattern bytes offset .. offset+len-1. */
+void it_pattern_fill(void *buf, size_t offset, size_t len);
+
+/* Index of the first byte that differs from the pattern, or len if none. */
+size_t it_pattern_mismatch(const void *buf, size_t len);
+
+/* The line the demo backend's POST /sum answers for this body. */
+const char *it_sum_line(struct it_env *env, const void *body, size_t len);
+
+#endif

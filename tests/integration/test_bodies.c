@@ -1,0 +1,140 @@
+/*
+ * Bodies stream through byte-exact in both directions, with either framing:
+ * uploads are checked by the backend's length + FNV-1a answer, downloads
+ * against the /bytes pattern.
+ */
+#include "harness.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A body that is not the /bytes pattern, so an echo could not pass by accident. */
+static char *make_body(size_t len)
+{
+    char *body = malloc(len);
+    assert_non_null(body);
+    uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body[i] = (char)(x >> 24);
+    }
+    return body;
+}
+
+static struct it_fulcrum *start_one(struct it_env *env)
+{
+    int a = it_backend_start(env, "a");
+    struct it_config cfg;
+    it_config_init(&cfg);
+    it_config_add_pool(&cfg, "web", 1, 1, a);
+    return it_fulcrum_start(env, &cfg);
+}
+
+IT_TEST(upload_content_length_3mib)
+{
+    struct it_fulcrum *f = start_one(env);
+    size_t len = 3 * 1024 * 1024;
+    char *body = make_body(len);
+    struct it_conn *c = it_connect(env, f->port);
+    it_send_str(
+        c, it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len));
+    it_send(c, body, len);
+    struct it_response r;
+    it_expect_response(c, "POST", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, it_sum_line(env, body, len));
+    it_response_free(&r);
+    free(body);
+}
+
+IT_TEST(upload_chunked_1mib)
+{
+    struct it_fulcrum *f = start_one(env);
+    size_t len = 1024 * 1024 + 333;
+    char *body = make_body(len);
+    struct it_conn *c = it_connect(env, f->port);
+    it_send_str(c, "POST /sum HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    /* Odd sizes, one send each, so chunk boundaries fall anywhere in reads. */
+    static const size_t sizes[] = {1, 7, 4093, 65537, 3, 100003, 8191, 250001, 13, 131071};
+    size_t off = 0;
+    for (size_t i = 0; off < len; i++) {
+        size_t n = sizes[i % (sizeof(sizes) / sizeof(sizes[0]))];
+        if (n > len - off)
+            n = len - off;
+        it_send_str(c, it_strf(env, i % 2 ? "%zx\r\n" : "%zX\r\n", n));
+        it_send(c, body + off, n);
+        it_send_str(c, "\r\n");
+        off += n;
+    }
+    it_send_str(c, "0\r\n\r\n");
+    struct it_response r;
+    it_expect_response(c, "POST", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, it_sum_line(env, body, len));
+    it_response_free(&r);
+    free(body);
+}
+
+IT_TEST(upload_expect_continue)
+{
+    struct it_fulcrum *f = start_one(env);
+    size_t len = 200000;
+    char *body = make_body(len);
+    struct it_conn *c = it_connect(env, f->port);
+    it_send_str(c, it_strf(env,
+                           "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n"
+                           "Expect: 100-continue\r\n\r\n",
+                           len));
+    /* Like curl: wait for the go-ahead before sending the body. */
+    assert_true(it_conn_wait_data(c, 3000));
+    it_send(c, body, len);
+    struct it_response r;
+    it_expect_response(c, "POST", &r);
+    assert_int_equal(r.interim, 1);
+    assert_int_equal(r.interim_status, 100);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, it_sum_line(env, body, len));
+    it_response_free(&r);
+    free(body);
+}
+
+static void download(struct it_env *env, bool chunked)
+{
+    struct it_fulcrum *f = start_one(env);
+    size_t len = 8 * 1024 * 1024;
+    struct it_response r;
+    it_get(env, f->port, "test", it_strf(env, "/bytes?n=%zu%s", len, chunked ? "&chunked=1" : ""),
+           &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, len);
+    assert_int_equal(it_pattern_mismatch(r.body, r.body_len), len);
+    /* An HTTP/1.1 client gets the backend's framing passed through. */
+    assert_int_equal(r.chunked, chunked);
+    if (!chunked)
+        assert_string_equal(it_header(&r, "Content-Length"), it_strf(env, "%zu", len));
+    it_response_free(&r);
+}
+
+IT_TEST(download_8mib)
+{
+    download(env, false);
+}
+
+IT_TEST(download_8mib_chunked)
+{
+    download(env, true);
+}
+
+/* clang-format off */
+static const struct CMUnitTest tests[] = {
+    IT_CASE(upload_content_length_3mib),
+    IT_CASE(upload_chunked_1mib),
+    IT_CASE(upload_expect_continue),
+    IT_CASE(download_8mib),
+    IT_CASE(download_8mib_chunked),
+};
+/* clang-format on */
+
+IT_MAIN(tests)
