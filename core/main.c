@@ -295,6 +295,7 @@ int main(int argc, char **argv)
     uv_mutex_init(&d.reap_lock);
     uv_async_init(d.loop, &d.reap_async, reap_cb);
     d.reap_async.data = &d;
+    uv_unref((uv_handle_t *)&d.reap_async); /* must not keep the loop alive at shutdown */
     fc_generation_set_reaper(reaper, &d);
     uv_async_init(d.loop, &d.exited_async, exited_cb);
     d.exited_async.data = &d;

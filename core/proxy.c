@@ -506,7 +506,7 @@ static void upstream_idle_timer_cb(uv_timer_t *t)
 
 static void upstream_idle_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    static char sink[64];
+    static __thread char sink[64]; /* contents unused: the connection is closed */
     buf->base = sink;
     buf->len = sizeof(sink);
 }
@@ -838,6 +838,12 @@ static void client_read_stop(struct fc_client *c)
     c->reading = 0;
 }
 
+static void reject_closed(uv_handle_t *h)
+{
+    struct fc_worker *w = h->data;
+    w->reject_busy = 0;
+}
+
 void fc_proxy_on_connection(uv_stream_t *server, int status)
 {
     struct fc_listener *l = server->data;
@@ -849,12 +855,19 @@ void fc_proxy_on_connection(uv_stream_t *server, int status)
     settings_init();
     struct fc_client *c = fc_worker_alloc(w, &w->free_clients, &w->n_free_clients, sizeof(*c));
     if (c == NULL) {
-        /* Take it off the backlog and close it rather than let it hang. */
-        uv_tcp_t tmp;
-        uv_tcp_init(&w->loop, &tmp);
-        uv_accept(server, (uv_stream_t *)&tmp);
-        uv_close((uv_handle_t *)&tmp, NULL);
-        uv_run(&w->loop, UV_RUN_NOWAIT);
+        /*
+         * Out of memory: accept into the worker's spare handle and close it at
+         * once, so the client is told instead of left hanging and the listener
+         * keeps being polled (libuv stops watching it until we accept).
+         */
+        if (!w->reject_busy) {
+            uv_tcp_init(&w->loop, &w->reject);
+            w->reject.data = w;
+            w->reject_busy = 1;
+            uv_accept(server, (uv_stream_t *)&w->reject);
+            uv_close((uv_handle_t *)&w->reject, reject_closed);
+        }
+        fc_log_error("listener %s: out of memory for a new connection", l->address);
         return;
     }
     memset(c, 0, sizeof(*c));

@@ -50,6 +50,8 @@ struct fc_worker {
     uint32_t n_listeners;
     int *initial_fds; /**< sockets the main thread bound for this worker, one per listener */
 
+    uv_tcp_t reject; /**< accepts and closes a connection when memory runs out */
+    int reject_busy;
     struct fc_client *clients; /**< every open client connection (for draining) */
     uint32_t n_clients;
     struct fc_upstream *upstreams; /**< every open upstream connection, idle or busy */
