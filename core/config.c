@@ -489,6 +489,36 @@ static void load_plugin(struct loader *ld, const config_setting_t *pool, const c
         out->path = plugin_file(ld, ld->cfg->plugin_dir, v);
 }
 
+/*
+ * The keys of a `health` group that the core reads itself; the plugin reads
+ * the others (and is told that these are taken).
+ */
+static void load_health(struct loader *ld, const config_setting_t *g, const char *prefix,
+                        struct fc_conf_health *h)
+{
+    char sub[320];
+    snprintf(sub, sizeof(sub), "%shealth.", prefix);
+    h->interval_ms = 2000;
+    h->timeout_ms = 1000;
+    h->rise = 2;
+    h->fall = 3;
+    h->initial_up = 1;
+    get_u32(ld, g, sub, "interval_ms", 10, MAX_TIMEOUT_MS, &h->interval_ms);
+    get_u32(ld, g, sub, "timeout_ms", 1, MAX_TIMEOUT_MS, &h->timeout_ms);
+    get_u32(ld, g, sub, "rise", 1, 100, &h->rise);
+    get_u32(ld, g, sub, "fall", 1, 100, &h->fall);
+    const char *initial;
+    if (get_string(ld, g, sub, "initial", 0, &initial) == GOT) {
+        if (strcmp(initial, "up") == 0 || strcmp(initial, "down") == 0) {
+            h->initial_up = initial[0] == 'u';
+        } else {
+            const config_setting_t *s = config_setting_get_member(g, "initial");
+            report(ld, s, line_of(s), sub, "initial", "expected \"up\" or \"down\" (got \"%s\")",
+                   initial);
+        }
+    }
+}
+
 static void load_backends(struct loader *ld, const config_setting_t *pg, const char *prefix,
                           struct fc_conf_pool *pool)
 {
@@ -546,8 +576,9 @@ static void load_backends(struct loader *ld, const config_setting_t *pg, const c
 
 static void load_pool(struct loader *ld, const config_setting_t *pg, uint32_t index)
 {
-    static const char *const keys[] = {"name",    "strategy", "health", "rate_limit",
-                                       "retries", "backends", NULL};
+    static const char *const keys[] = {"name",    "strategy", "health",    "rate_limit",
+                                       "retries", "backends", "max_fails", "fail_timeout_ms",
+                                       NULL};
     struct fc_conf_pool *pool = &ld->cfg->pools[index];
     char prefix[288];
     if (ld->pool_named[index])
@@ -557,14 +588,20 @@ static void load_pool(struct loader *ld, const config_setting_t *pg, uint32_t in
 
     pool->line = line_of(pg);
     pool->retries = 1;
+    pool->max_fails = 3;
+    pool->fail_timeout_ms = 10000;
     if (ld->pool_names[index] != NULL)
         pool->name = copy_string(ld, ld->pool_names[index]);
 
     check_keys(ld, pg, prefix, keys);
     load_plugin(ld, pg, prefix, "strategy", 1, &pool->strategy);
     load_plugin(ld, pg, prefix, "health", 0, &pool->health);
+    if (pool->health.group != NULL)
+        load_health(ld, pool->health.group, prefix, &pool->health_conf);
     load_plugin(ld, pg, prefix, "rate_limit", 0, &pool->rate_limit);
     get_u32(ld, pg, prefix, "retries", 0, MAX_RETRIES, &pool->retries);
+    get_u32(ld, pg, prefix, "max_fails", 0, 100, &pool->max_fails);
+    get_u32(ld, pg, prefix, "fail_timeout_ms", 1, MAX_TIMEOUT_MS, &pool->fail_timeout_ms);
     load_backends(ld, pg, prefix, pool);
 }
 

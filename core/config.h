@@ -27,13 +27,25 @@ struct fc_conf_backend {
     int line;
 };
 
+/** The keys of a `health` group that the core reads itself (the scheduler and rise/fall). */
+struct fc_conf_health {
+    uint32_t interval_ms; /**< default 2000: time between two probes of a backend */
+    uint32_t timeout_ms;  /**< default 1000: a probe still running then has failed */
+    uint32_t rise;        /**< default 2: consecutive passes that bring a backend up */
+    uint32_t fall;        /**< default 3: consecutive failures that take it down */
+    int initial_up;       /**< `initial`: "up" (default) or "down", for a backend new to the pool */
+};
+
 struct fc_conf_pool {
     char *name;
     int line;
     struct fc_conf_plugin strategy;   /**< required */
     struct fc_conf_plugin health;     /**< optional: name == NULL when absent */
+    struct fc_conf_health health_conf; /**< valid when health.name != NULL */
     struct fc_conf_plugin rate_limit; /**< optional: name == NULL when absent */
     uint32_t retries;                 /**< default 1 */
+    uint32_t max_fails;       /**< default 3: consecutive failures that mark a backend down; 0 off */
+    uint32_t fail_timeout_ms; /**< default 10000: how long a passively marked backend stays down */
     struct fc_conf_backend *backends;
     uint32_t n_backends; /**< at least 1 */
 };

@@ -71,6 +71,7 @@ static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
     s->key = key;
     s->n_workers = n_workers;
     s->state.up = 1;
+    s->active.up = 1;
     s->refs = 1;
     return s;
 }
@@ -142,6 +143,9 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
         } else if ((s = shared_new(key, g->n_workers)) == NULL) {
             free(key);
             return FC_ENOMEM;
+        } else if (conf->health.name != NULL && !conf->health_conf.initial_up) {
+            s->active.up = 0; /* `initial = "down"`: in service once `rise` probes pass */
+            s->state.up = 0;
         }
         pool->shared[b] = s;
         struct fc_backend_view *v = &pool->views[b];
@@ -155,17 +159,27 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
 
     char where[160];
     snprintf(where, sizeof(where), "pool \"%s\": strategy", conf->name);
-    if (conf->health.name != NULL || conf->rate_limit.name != NULL) {
-        const struct fc_conf_plugin *p = conf->health.name ? &conf->health : &conf->rate_limit;
-        fc_log_error("%s:%d: pool \"%s\": %s: health checks and rate limits are not available in "
-                     "this build yet",
-                     g->cfg->path, p->line, conf->name,
-                     conf->health.name ? "health" : "rate_limit");
+    if (conf->rate_limit.name != NULL) {
+        fc_log_error("%s:%d: pool \"%s\": rate_limit: rate limiting is not available in this "
+                     "build yet",
+                     g->cfg->path, conf->rate_limit.line, conf->name);
         return FC_EINVAL;
     }
     struct fc_plugin *plugin = plugin_get(g, &conf->strategy, FC_PLUGIN_STRATEGY, where);
     if (plugin == NULL)
         return FC_EINVAL;
+
+    if (conf->health.name != NULL) {
+        char hwhere[160];
+        snprintf(hwhere, sizeof(hwhere), "pool \"%s\": health", conf->name);
+        struct fc_plugin *hplugin = plugin_get(g, &conf->health, FC_PLUGIN_HEALTH, hwhere);
+        if (hplugin == NULL)
+            return FC_EINVAL;
+        int rc = fc_health_pool_create(pool, hplugin, g->cfg->path, main_loop, g->n_workers,
+                                       &pool->health);
+        if (rc != 0)
+            return rc;
+    }
 
     struct fc_instance_hooks hooks = {
         .owner = pool, .main_loop = main_loop, .worker_count = g->n_workers};
@@ -225,6 +239,7 @@ void fc_generation_destroy(struct fc_generation *g)
     if (g->pools != NULL) {
         for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
             struct fc_gen_pool *pool = &g->pools[p];
+            fc_health_pool_destroy(pool->health);
             if (pool->strategy != NULL)
                 for (uint32_t w = 0; w < g->n_workers; w++)
                     if (pool->strategy[w].plugin != NULL)

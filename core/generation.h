@@ -19,6 +19,7 @@
 #define FC_GENERATION_H
 
 #include "config.h"
+#include "health.h"
 #include "plugin_host.h"
 
 #include <stdint.h>
@@ -43,10 +44,20 @@ struct fc_backend_shared {
     char *key;                     /**< "pool\naddress" */
     struct fc_idle_list *idle;     /**< [worker_count] */
     uint32_t n_workers;
+
+    /* Health (see health.h). */
+    struct fc_health_counters active; /**< main thread only */
+    uint32_t passive_failures;        /**< consecutive, any worker (atomic) */
+    uint32_t passive_tripped;         /**< set by a worker that marked it down (atomic) */
+    uint64_t passive_until_ns;        /**< end of a passive cool-down, 0 none (atomic) */
 };
+
+/** A pool's active health checker, run on the main loop (health.c). */
+struct fc_health_pool;
 
 struct fc_gen_pool {
     const struct fc_conf_pool *conf;
+    struct fc_health_pool *health; /**< NULL without a `health` group */
     struct fc_pool_view view;
     struct fc_backend_view *views;        /**< [n_backends] */
     struct fc_backend_shared **shared;    /**< [n_backends] */
@@ -69,6 +80,7 @@ struct fc_generation {
     struct fc_gen_pool *pools;  /**< [cfg->n_pools] */
     struct fc_gen_worker *workers; /**< [n_workers] */
     struct fc_generation *next_dead; /**< main thread's list of generations to destroy */
+    struct fc_health_run *health_run; /**< running checkers and scan; NULL when stopped */
 };
 
 /**

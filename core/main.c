@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "generation.h"
+#include "health.h"
 #include "log.h"
 #include "worker.h"
 
@@ -96,6 +97,11 @@ static int open_access_log(const struct fc_config *cfg)
     return fd;
 }
 
+static void release_generation(void *arg)
+{
+    fc_generation_release(arg);
+}
+
 static int same_listeners(const struct fc_config *a, const struct fc_config *b)
 {
     if (a->n_listeners != b->n_listeners)
@@ -131,7 +137,10 @@ static void reload(struct daemon *d)
     d->gen = g;
     for (uint32_t i = 0; i < d->n_workers; i++)
         fc_worker_publish(&d->workers[i], g);
-    fc_generation_release(old);
+    /* The new checkers take over at once; the old ones finish their probes first. */
+    if (fc_health_start(g, d->loop) != 0)
+        fc_log_error("reload: cannot start health checks: out of memory");
+    fc_health_stop(old, release_generation, old);
     d->reloads.ok++;
     d->reloads.last_ok_unix = (uint64_t)time(NULL);
     fc_log_info("reload done: generation %llu in force", (unsigned long long)g->id);
@@ -199,6 +208,7 @@ static void signal_cb(uv_signal_t *h, int signum)
                     d->gen->cfg->timeouts.shutdown_ms);
         for (uint32_t i = 0; i < d->n_workers; i++)
             fc_worker_request_stop(&d->workers[i], 1);
+        fc_health_stop(d->gen, NULL, NULL);
         uv_timer_start(&d->shutdown_timer, shutdown_timer_cb, d->gen->cfg->timeouts.shutdown_ms,
                        0);
         uv_unref((uv_handle_t *)&d->shutdown_timer);
@@ -330,6 +340,8 @@ int main(int argc, char **argv)
             fc_log_error("cannot start worker thread %u", w);
             return 1;
         }
+    if (fc_health_start(d.gen, d.loop) != 0)
+        return 1;
     for (uint32_t l = 0; l < d.gen->cfg->n_listeners; l++)
         fc_log_info("listening on %s (%u workers)", d.gen->cfg->listeners[l].address, n_workers);
 

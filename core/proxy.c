@@ -1019,6 +1019,8 @@ static void connect_failed(struct fc_client *c, int err, int timed_out)
     upstream_close(u);
     c->up = NULL;
     backend_inflight_add(c, -1);
+    fc_health_report_failure(c->pool, (uint32_t)c->backend,
+                             timed_out ? "connect timed out" : "connect failed");
     c->tried[c->backend] = 1;
     c->attempts++;
     if (c->attempts > c->pool->conf->retries) {
@@ -1042,6 +1044,7 @@ static void upstream_timer_cb(uv_timer_t *t)
     }
     fc_log_warn("client %s: backend %s: no response within %u ms", c->ip,
                 c->pool->views[c->backend].address, wcfg(c->w)->timeouts.upstream_ms);
+    fc_health_report_failure(c->pool, (uint32_t)c->backend, "response timed out");
     if (!c->resp_started)
         reply(c, 504, 0);
     else
@@ -1387,6 +1390,7 @@ static void upstream_process(struct fc_client *c)
         }
         c->status = status;
         c->resp_started = 1;
+        fc_health_report_success(&c->pool->shared[c->backend]->passive_failures);
         bufs[n++] = uv_buf_init(c->out, (unsigned)hn);
         if (c->pool->strategy[c->w->index].plugin->desc->strategy->outcome) {
             struct fc_instance *inst = &c->pool->strategy[c->w->index];
