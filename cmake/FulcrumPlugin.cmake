@@ -16,6 +16,7 @@ function(fc_add_plugin name)
         set_target_properties(${name} PROPERTIES
             LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests/plugins)
     else()
+        set_property(GLOBAL APPEND PROPERTY FC_BUNDLED_PLUGINS ${name})
         set_target_properties(${name} PROPERTIES
             LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/plugins)
         install(TARGETS ${name} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/fulcrum/plugins)

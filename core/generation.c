@@ -76,7 +76,7 @@ static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
     return s;
 }
 
-static void shared_release(struct fc_backend_shared *s)
+void fc_backend_shared_release(struct fc_backend_shared *s)
 {
     if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
@@ -247,7 +247,7 @@ void fc_generation_destroy(struct fc_generation *g)
             if (pool->shared != NULL)
                 for (uint32_t b = 0; b < pool->view.n_backends; b++)
                     if (pool->shared[b] != NULL)
-                        shared_release(pool->shared[b]);
+                        fc_backend_shared_release(pool->shared[b]);
             free(pool->strategy);
             free(pool->shared);
             free(pool->views);

@@ -92,6 +92,12 @@ struct fc_generation {
 int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previous,
                         uint32_t n_workers, void *main_loop, struct fc_generation **out);
 
+/**
+ * Drops a reference to a backend's shared state (held by each generation that
+ * has the backend and by each open upstream connection to it). Any thread.
+ */
+void fc_backend_shared_release(struct fc_backend_shared *s);
+
 /** Takes a reference. Any thread, on a generation the caller already holds. */
 void fc_generation_acquire(struct fc_generation *g);
 

@@ -23,7 +23,7 @@ struct fc_header {
 };
 
 #define FC_MAX_HEADERS 128
-#define FC_MAX_CONN_TOKENS 8
+#define FC_MAX_CONN_TOKENS 32
 
 /**
  * A parsed message head, request or response. The same structure serves both
@@ -32,7 +32,8 @@ struct fc_header {
 struct fc_request {
     struct fc_span method; /**< request: e.g. "GET" */
     struct fc_span target; /**< request: target as sent, e.g. "/a?b" */
-    struct fc_span host;   /**< request: Host header value, empty if absent */
+    struct fc_span host;   /**< request: the authority: absolute-form target's, else Host's */
+    int absolute_form;     /**< request: target was "http://authority/path"; target is the path */
     int status;            /**< response: status code */
     struct fc_span reason; /**< response: reason phrase */
     uint8_t http_major, http_minor;

@@ -5,6 +5,7 @@
 
 void fc_head_reset(struct fc_request *h)
 {
+    h->absolute_form = 0;
     h->method.p = h->target.p = h->host.p = h->reason.p = NULL;
     h->method.len = h->target.len = h->host.len = h->reason.len = 0;
     h->status = 0;
@@ -80,8 +81,8 @@ static int span_equals_span(struct fc_span a, struct fc_span b)
     return 1;
 }
 
-/* Records the tokens of a Connection header that name other headers. */
-static void note_connection_tokens(struct fc_request *h, struct fc_span v)
+/* Records the tokens of a Connection header that name other headers. Returns -1 on overflow. */
+static int note_connection_tokens(struct fc_request *h, struct fc_span v)
 {
     uint32_t i = 0;
     while (i < v.len) {
@@ -93,15 +94,18 @@ static void note_connection_tokens(struct fc_request *h, struct fc_span v)
         struct fc_span tok = {v.p + start, i - start};
         if (tok.len == 0 || fc_span_equals(tok, "close") || fc_span_equals(tok, "keep-alive"))
             continue;
-        if (h->n_conn_tokens < FC_MAX_CONN_TOKENS)
-            h->conn_tokens[h->n_conn_tokens++] = tok;
+        /* A name left unremoved would reach the next hop: refuse rather than forward it. */
+        if (h->n_conn_tokens == FC_MAX_CONN_TOKENS)
+            return -1;
+        h->conn_tokens[h->n_conn_tokens++] = tok;
     }
+    return 0;
 }
 
-void fc_head_on_value_complete(struct fc_request *h)
+int fc_head_on_value_complete(struct fc_request *h)
 {
     if (h->n_headers == 0)
-        return;
+        return 0;
     struct fc_header *cur = &h->headers[h->n_headers - 1];
     cur->value_done = 1;
     if (cur->value.p == NULL) {
@@ -115,10 +119,53 @@ void fc_head_on_value_complete(struct fc_request *h)
     }
     while (cur->value.len > 0 && is_ows(cur->value.p[cur->value.len - 1]))
         cur->value.len--;
-    if (h->host.p == NULL && fc_span_equals(cur->name, "host"))
+    /* The parser hands a folded value over as one span with CR LF inside it. */
+    if (memchr(cur->value.p, '\r', cur->value.len) || memchr(cur->value.p, '\n', cur->value.len))
+        return -1;
+    if (fc_span_equals(cur->name, "host")) {
+        if (h->host.p != NULL)
+            return -1; /* two Hosts: which one routes is ambiguous */
         h->host = cur->value;
-    else if (fc_span_equals(cur->name, "connection"))
-        note_connection_tokens(h, cur->value);
+    } else if (fc_span_equals(cur->name, "connection")) {
+        return note_connection_tokens(h, cur->value);
+    }
+    return 0;
+}
+
+int fc_head_request_complete(struct fc_request *h)
+{
+    struct fc_span t = h->target;
+    if (t.len > 0 && t.p[0] == '/')
+        return 0;
+    static const char scheme[] = "http://";
+    if (t.len < sizeof(scheme) - 1 || !fc_span_equals((struct fc_span){t.p, 7}, scheme))
+        return -1;
+    const char *auth = t.p + 7;
+    const char *end = t.p + t.len;
+    const char *path = memchr(auth, '/', (size_t)(end - auth));
+    const char *q = memchr(auth, '?', (size_t)(end - auth));
+    if (q != NULL && (path == NULL || q < path))
+        path = q;
+    const char *auth_end = path ? path : end;
+    if (auth_end == auth || memchr(auth, '@', (size_t)(auth_end - auth)) != NULL)
+        return -1; /* no host, or user info: refused */
+    h->host.p = auth;
+    h->host.len = (uint32_t)(auth_end - auth);
+    if (path != NULL && *path == '/') {
+        h->target.p = path;
+        h->target.len = (uint32_t)(end - path);
+    } else {
+        /* "http://h" or "http://h?q": the path is "/" (kept in static storage). */
+        static const char slash[] = "/";
+        h->target.p = slash;
+        h->target.len = 1;
+        if (path != NULL) {
+            /* "?q" without a path cannot be expressed as one span with "/": refuse. */
+            return -1;
+        }
+    }
+    h->absolute_form = 1;
+    return 0;
 }
 
 /*
@@ -195,9 +242,15 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
             continue;
         if (fc_span_equals(hdr->name, "x-forwarded-for"))
             continue; /* merged into the one written below */
+        if (req->absolute_form && fc_span_equals(hdr->name, "host"))
+            continue; /* the target's authority wins */
         put_header(&o, hdr);
     }
-    if (req->host.p == NULL && fw->default_host != NULL) {
+    if (req->absolute_form) {
+        put_str(&o, "Host: ");
+        put_span(&o, req->host);
+        put(&o, "\r\n", 2);
+    } else if (req->host.p == NULL && fw->default_host != NULL) {
         put_str(&o, "Host: ");
         put(&o, fw->default_host, fw->default_host_len);
         put(&o, "\r\n", 2);

@@ -23,8 +23,22 @@ void fc_head_reset(struct fc_request *h);
  */
 int fc_head_on_field(struct fc_request *h, const char *at, size_t len);
 int fc_head_on_value(struct fc_request *h, const char *at, size_t len);
-/** Ends the current header: trims its value, notes Host and Connection tokens. */
-void fc_head_on_value_complete(struct fc_request *h);
+/**
+ * Ends the current header: trims its value, notes Host and Connection tokens.
+ * Returns 0, or -1 when the header makes the message ambiguous and it must be
+ * refused: a value folded over several lines (obsolete line folding, which
+ * other parsers may read differently), a second Host, or more names in
+ * Connection than can be honoured.
+ */
+int fc_head_on_value_complete(struct fc_request *h);
+
+/**
+ * Called once the request head is complete. An absolute-form target
+ * ("http://host:port/path") becomes its path, and its authority replaces any
+ * Host header (RFC 9112 3.2.2). Returns 0, or -1 for a target that is
+ * neither origin-form nor http absolute-form (e.g. "https://...", "*").
+ */
+int fc_head_request_complete(struct fc_request *h);
 void fc_head_on_span(struct fc_span *s, const char *at, size_t len);
 
 /** True when `hdr` must not be forwarded: hop-by-hop, or named in Connection. */

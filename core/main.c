@@ -8,6 +8,7 @@
 #include "generation.h"
 #include "health.h"
 #include "log.h"
+#include "proxy.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -335,6 +336,7 @@ int main(int argc, char **argv)
         uv_signal_start(sigs[i], signal_cb, signums[i]);
     }
 
+    fc_proxy_init();
     for (uint32_t w = 0; w < n_workers; w++)
         if (fc_worker_start(&d.workers[w]) != 0) {
             fc_log_error("cannot start worker thread %u", w);

@@ -53,7 +53,11 @@ enum phase {
     PH_CONNECTING, /* head complete: picking a backend, connecting */
     PH_PROXY,      /* upstream connected: relaying both ways */
     PH_REPLY,      /* writing a response of the proxy's own */
+    PH_LINGER,     /* response sent, our side shut down: discarding input before closing */
 };
+
+/* How long a closing connection's unread input is drained; see client_linger(). */
+#define LINGER_MS 2000
 
 struct fc_txn_mem {
     struct fc_request req;
@@ -84,6 +88,7 @@ struct fc_client {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wreq;
+    uv_shutdown_t shutdown_req;
     struct fc_worker *w;
     struct fc_listener *listener;
     struct fc_client *prev, *next;
@@ -104,7 +109,7 @@ struct fc_client {
     unsigned closing : 1, reading : 1, writing : 1, eof : 1, in_process : 1, again : 1,
         head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1, head_pending : 1,
         head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1, resp_done : 1,
-        dechunk : 1, close_after_reply : 1, stale_retried : 1;
+        dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1, lingering : 1;
     int err_status; /* set by a parser callback that refuses the request */
 
     /* The transaction. */
@@ -134,6 +139,7 @@ static void txn_connect(struct fc_client *c);
 static void txn_end(struct fc_client *c);
 static void txn_abort(struct fc_client *c, const char *why);
 static void upstream_close(struct fc_upstream *u);
+static void access_log(struct fc_client *c);
 static void upstream_process(struct fc_client *c);
 static void upstream_read_start(struct fc_upstream *u);
 static void forward_request_body(struct fc_client *c);
@@ -216,9 +222,16 @@ static int req_on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/*
+ * Header callbacks also fire for the trailer fields of a chunked body, which
+ * are relayed raw with the body and must not be recorded: the head's buffer
+ * has moved on by then.
+ */
 static int req_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct fc_client *c = p->data;
+    if (c->head_done)
+        return 0;
     if (fc_head_on_field(&c->mem->req, at, len) != 0) {
         c->err_status = 431;
         return -1;
@@ -229,14 +242,17 @@ static int req_on_header_field(llhttp_t *p, const char *at, size_t len)
 static int req_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct fc_client *c = p->data;
+    if (c->head_done)
+        return 0;
     return fc_head_on_value(&c->mem->req, at, len);
 }
 
 static int req_on_header_value_complete(llhttp_t *p)
 {
     struct fc_client *c = p->data;
-    fc_head_on_value_complete(&c->mem->req);
-    return 0;
+    if (c->head_done)
+        return 0;
+    return fc_head_on_value_complete(&c->mem->req) == 0 ? 0 : -1;
 }
 
 /*
@@ -297,20 +313,25 @@ static int resp_on_status(llhttp_t *p, const char *at, size_t len)
 static int resp_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct fc_upstream *u = p->data;
+    if (u->head_done)
+        return 0; /* a trailer field */
     return fc_head_on_field(&u->c->mem->resp, at, len);
 }
 
 static int resp_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct fc_upstream *u = p->data;
+    if (u->head_done)
+        return 0;
     return fc_head_on_value(&u->c->mem->resp, at, len);
 }
 
 static int resp_on_header_value_complete(llhttp_t *p)
 {
     struct fc_upstream *u = p->data;
-    fc_head_on_value_complete(&u->c->mem->resp);
-    return 0;
+    if (u->head_done)
+        return 0;
+    return fc_head_on_value_complete(&u->c->mem->resp) == 0 ? 0 : -1;
 }
 
 /*
@@ -327,6 +348,8 @@ static int resp_on_headers_complete(llhttp_t *p)
         return 1; /* no body */
     if (p->status_code == 204 || p->status_code == 304)
         return 0;
+    if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENT_LENGTH) && p->content_length == 0)
+        return 0; /* an empty body: the message ends with its head */
     return HPE_PAUSED;
 }
 
@@ -349,11 +372,8 @@ static int resp_on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static void settings_init(void)
+void fc_proxy_init(void)
 {
-    static int done;
-    if (done)
-        return;
     llhttp_settings_init(&req_settings);
     req_settings.on_message_begin = req_on_message_begin;
     req_settings.on_method = req_on_method;
@@ -374,7 +394,26 @@ static void settings_init(void)
     resp_settings.on_headers_complete = resp_on_headers_complete;
     resp_settings.on_body = resp_on_body;
     resp_settings.on_message_complete = resp_on_message_complete;
-    done = 1;
+}
+
+/*
+ * Resumes a parser that paused at the end of a message. A request that asked
+ * for an upgrade pauses with HPE_PAUSED_UPGRADE, which llhttp_resume() does not
+ * clear; the proxy strips Upgrade and refuses 101, so the connection simply
+ * goes on in HTTP.
+ */
+static void parser_resume(llhttp_t *p)
+{
+    enum llhttp_errno e = llhttp_get_errno(p);
+    if (e == HPE_PAUSED)
+        llhttp_resume(p);
+    else if (e == HPE_PAUSED_UPGRADE)
+        llhttp_resume_after_upgrade(p);
+}
+
+static int paused(enum llhttp_errno e)
+{
+    return e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -400,6 +439,7 @@ static void client_timer_cb(uv_timer_t *t)
             txn_abort(c, "client stalled");
         break;
     case PH_REPLY:
+    case PH_LINGER:
         client_close(c);
         break;
     }
@@ -441,12 +481,7 @@ static void upstream_on_close(uv_handle_t *h)
         fc_worker_free(w, &w->free_upbuf, &w->n_free_upbuf, u->buf);
     struct fc_backend_shared *b = u->backend;
     fc_worker_free(w, &w->free_upstreams, &w->n_free_upstreams, u);
-    /* Last: the backend's memory may go with its last reference. */
-    if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-        free(b->idle);
-        free(b->key);
-        free(b);
-    }
+    fc_backend_shared_release(b); /* last: the backend may go with its last reference */
     fc_worker_maybe_done(w);
 }
 
@@ -654,7 +689,12 @@ static void upstream_write_cb(uv_write_t *req, int status)
     if (status < 0) {
         fc_log_debug("backend %s: write: %s", c->pool->views[c->backend].address,
                      uv_strerror(status));
-        /* Whatever the backend managed to answer is read on; if nothing, it fails below. */
+        /* Whatever the backend managed to answer is read on; if nothing, the read fails. */
+        c->head_writing = 0;
+        if (u->off < u->len)
+            upstream_process(c);
+        else if (!c->writing)
+            upstream_read_start(u);
         return;
     }
     on_upstream_written(c);
@@ -668,6 +708,7 @@ static void upstream_write(struct fc_client *c, uv_buf_t *bufs, unsigned n)
         /* The read side reports the failure (EOF or reset) with the right status. */
         fc_log_debug("backend %s: write: %s", c->pool->views[c->backend].address,
                      uv_strerror(rc));
+        c->head_writing = 0;
         return;
     }
     if (rc == 0) {
@@ -694,8 +735,8 @@ static void reply(struct fc_client *c, int status, int close)
         c->up = NULL;
         backend_inflight_add(c, -1);
     }
-    if (c->resp_started) {
-        /* Part of a response went out already: nothing valid can follow. */
+    if (c->resp_started || c->writing) {
+        /* Part of a response went out, or is going out: nothing valid can follow. */
         client_close(c);
         return;
     }
@@ -769,6 +810,56 @@ static void client_close(struct fc_client *c)
     uv_close((uv_handle_t *)&c->timer, client_on_close);
 }
 
+static void linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    static __thread char sink[4096]; /* read only to be thrown away */
+    buf->base = sink;
+    buf->len = sizeof(sink);
+}
+
+static void linger_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    if (n < 0)
+        client_close(s->data); /* the client closed too: done */
+}
+
+static void linger_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    struct fc_client *c = req->data;
+    if (c->closing)
+        return;
+    if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, linger_read) != 0)
+        client_close(c);
+}
+
+/*
+ * Closes a connection after a complete response. Closing a socket that still
+ * has unread input makes the kernel answer with a reset, which can destroy the
+ * end of the response before the client has read it (a pipelined request
+ * behind it, the rest of a refused upload). So, like nginx's lingering close:
+ * shut our side down (the client sees the end of the response), then read and
+ * discard what it still sends, for LINGER_MS at most.
+ */
+static void client_linger(struct fc_client *c)
+{
+    if (c->closing || c->phase == PH_LINGER)
+        return;
+    txn_release(c);
+    mem_release(c);
+    client_read_stop(c);
+    if (c->eof) {
+        client_close(c); /* nothing more will arrive */
+        return;
+    }
+    c->phase = PH_LINGER;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, linger_shutdown_cb) != 0) {
+        client_close(c);
+        return;
+    }
+    client_timer_arm(c, LINGER_MS);
+}
+
 /* Ends the transaction and the connection after an error nothing can be answered to. */
 static void txn_abort(struct fc_client *c, const char *why)
 {
@@ -819,6 +910,9 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         break;
     case PH_REPLY:
         break;
+    case PH_LINGER:
+        client_close(c); /* not reached: lingering reads with linger_read() */
+        break;
     }
 }
 
@@ -852,7 +946,6 @@ void fc_proxy_on_connection(uv_stream_t *server, int status)
         fc_log_warn("listener %s: accept: %s", l->address, uv_strerror(status));
         return;
     }
-    settings_init();
     struct fc_client *c = fc_worker_alloc(w, &w->free_clients, &w->n_free_clients, sizeof(*c));
     if (c == NULL) {
         /*
@@ -924,6 +1017,8 @@ static void parse_head(struct fc_client *c)
         return;
     if (c->phase == PH_IDLE) {
         c->phase = PH_HEAD;
+        c->t_start = uv_hrtime();
+        c->mem->log_req[0] = '\0';
         client_timer_arm(c, wcfg(c->w)->timeouts.client_header_ms);
     }
     const char *start = c->in + c->in_off;
@@ -936,7 +1031,7 @@ static void parse_head(struct fc_client *c)
         }
         return;
     }
-    if (e == HPE_PAUSED && c->head_done) {
+    if (paused(e) && c->head_done) {
         c->in_off = (uint32_t)(llhttp_get_error_pos(&c->parser) - c->in);
         c->req_done = c->msg_done;
         txn_begin(c);
@@ -956,11 +1051,11 @@ static void txn_begin(struct fc_client *c)
     c->phase = PH_CONNECTING;
     c->gen = w->gen;
     c->gen->workers[w->index].requests++;
-    c->t_start = uv_hrtime();
     c->attempts = 0;
     c->backend = -1;
     c->resp_started = c->resp_done = c->dechunk = 0;
     c->stale_retried = 0;
+    c->head_writing = 0;
     c->bytes_out = 0;
     c->status = 0;
     c->body_seen = 0;
@@ -985,6 +1080,11 @@ static void txn_begin(struct fc_client *c)
     }
     if (c->parser.method == HTTP_CONNECT) {
         reply(c, 405, 1);
+        return;
+    }
+    if (fc_head_request_complete(req) != 0) {
+        fc_log_debug("client %s: unsupported request target", c->ip);
+        reply(c, 400, 1);
         return;
     }
     if (req->host.p == NULL && !c->client_10) {
@@ -1161,19 +1261,19 @@ static void forward_request_body(struct fc_client *c)
     if (c->head_pending) {
         bufs[n++] = uv_buf_init(c->out, c->out_len);
         c->head_pending = 0;
+        c->head_writing = 1; /* c->out is busy until on_upstream_written() */
         if (!c->req_has_body)
-            llhttp_resume(&c->parser); /* paused at the end of a bodiless request */
+            parser_resume(&c->parser); /* paused at the end of a bodiless request */
     }
     if (!c->req_done) {
         const char *start = c->in + c->in_off;
         size_t avail = c->in_len - c->in_off;
-        if (llhttp_get_errno(&c->parser) == HPE_PAUSED)
-            llhttp_resume(&c->parser); /* paused at the end of the head */
+        parser_resume(&c->parser); /* paused at the end of the head */
         enum llhttp_errno e = avail ? llhttp_execute(&c->parser, start, avail) : HPE_OK;
         size_t used;
         if (e == HPE_OK) {
             used = avail;
-        } else if (e == HPE_PAUSED && c->msg_done) {
+        } else if (paused(e) && c->msg_done) {
             used = (size_t)(llhttp_get_error_pos(&c->parser) - start);
             c->req_done = 1;
         } else {
@@ -1192,8 +1292,11 @@ static void forward_request_body(struct fc_client *c)
         client_timer_arm(c, wcfg(c->w)->timeouts.idle_ms);
         return;
     }
-    /* Nothing more is read from the client until the backend took this. */
+    /* Nothing more is read from the client until the backend took this; the wait is
+     * the backend's (upstream_ms), not the client's. */
     client_read_stop(c);
+    if (!c->writing)
+        uv_timer_stop(&c->timer);
     upstream_write(c, bufs, n);
 }
 
@@ -1201,6 +1304,19 @@ static void on_upstream_written(struct fc_client *c)
 {
     if (c->closing || c->phase != PH_PROXY)
         return;
+    struct fc_upstream *u = c->up;
+    /* The backend is taking the request: that is progress, as a response byte would be. */
+    if (!c->writing && !c->resp_done)
+        uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
+    if (c->head_writing) {
+        c->head_writing = 0;
+        if (u->off < u->len)
+            upstream_process(c); /* a response that arrived while the head was going out */
+        else if (!c->writing)
+            upstream_read_start(u);
+        if (c->closing || c->phase != PH_PROXY)
+            return;
+    }
     if (c->req_done) {
         uv_timer_stop(&c->timer);
         return;
@@ -1290,7 +1406,9 @@ static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n == UV_EOF && u->head_done && !c->resp_done) {
         /* A body delimited by the end of the connection ends here. */
         u->keep_alive = 0;
-        if (llhttp_finish(&u->parser) == HPE_OK && u->msg_done) {
+        parser_resume(&u->parser);
+        enum llhttp_errno fe = llhttp_finish(&u->parser);
+        if ((fe == HPE_OK || fe == HPE_PAUSED) && u->msg_done) {
             c->resp_done = 1;
             if (!c->writing)
                 txn_end(c);
@@ -1319,14 +1437,19 @@ static void upstream_process(struct fc_client *c)
     struct fc_upstream *u = c->up;
     if (c->writing || c->resp_done)
         return;
+    if (c->head_writing) {
+        /* The output buffer still holds the request head being sent: answer after it. */
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = 0;
+        return;
+    }
     uv_buf_t bufs[2];
     unsigned n = 0;
     const char *start = u->buf + u->off;
     size_t avail = u->len - u->off;
     if (avail == 0)
         return;
-    if (llhttp_get_errno(&u->parser) == HPE_PAUSED)
-        llhttp_resume(&u->parser);
+    parser_resume(&u->parser);
     u->dechunk_w = u->off;
     enum llhttp_errno e = llhttp_execute(&u->parser, start, avail);
     size_t used;
@@ -1359,10 +1482,19 @@ static void upstream_process(struct fc_client *c)
         }
         if (status < 200) {
             /* Interim response: relay it to HTTP/1.1 clients, then wait for the final one. */
+            int hn = c->client_10 ? 0 : fc_rewrite_response(resp, 0, c->out, c->out_cap);
             u->off += (uint32_t)used;
             u->head_done = 0;
-            int hn = c->client_10 ? 0 : fc_rewrite_response(resp, 0, c->out, c->out_cap);
+            /* The next head starts here: move it to the front, so that a series of
+             * interim responses never fills the buffer. */
+            uint32_t left = u->len - u->off;
+            memmove(u->buf, u->buf + u->off, left);
+            u->len = left;
+            u->off = 0;
             if (hn > 0) {
+                uv_read_stop((uv_stream_t *)&u->tcp);
+                u->reading = 0;
+                uv_timer_stop(&u->timer);
                 uv_buf_t b = uv_buf_init(c->out, (unsigned)hn);
                 client_write(c, &b, 1);
             } else {
@@ -1402,7 +1534,7 @@ static void upstream_process(struct fc_client *c)
         size_t rest = avail - used;
         u->off += (uint32_t)used;
         if (!u->msg_done && rest > 0) {
-            llhttp_resume(&u->parser);
+            parser_resume(&u->parser);
             u->dechunk_w = u->off;
             e = llhttp_execute(&u->parser, body, rest);
             if (e == HPE_OK)
@@ -1458,7 +1590,8 @@ static void on_client_written(struct fc_client *c)
         return;
     if (c->phase == PH_REPLY) {
         if (c->close_after_reply) {
-            client_close(c);
+            access_log(c);
+            client_linger(c);
             return;
         }
         txn_end(c);
@@ -1498,7 +1631,7 @@ static void access_log(struct fc_client *c)
     const char *backend = (c->pool && c->backend >= 0) ? c->pool->views[c->backend].address : "-";
     double ms = (double)(uv_hrtime() - c->t_start) / 1e6;
     int n = snprintf(line, sizeof(line), "%s %s \"%s\" %d %llu %s %.3fms", ts, c->ip,
-                     c->mem->log_req, c->status, (unsigned long long)c->bytes_out, backend, ms);
+                     c->mem->log_req[0] ? c->mem->log_req : "-", c->status, (unsigned long long)c->bytes_out, backend, ms);
     if (n > 0)
         fc_worker_access_log(c->w, line, (size_t)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
 }
@@ -1527,7 +1660,7 @@ static void txn_end(struct fc_client *c)
     int keep = c->keep_alive && c->req_done && !c->w->draining && !c->eof;
     txn_release(c);
     if (!keep) {
-        client_close(c);
+        client_linger(c);
         return;
     }
     /* Next request. */
@@ -1538,7 +1671,9 @@ static void txn_end(struct fc_client *c)
     c->resp_started = c->resp_done = 0;
     c->err_status = 0;
     c->head_pending = 0;
-    llhttp_resume(&c->parser);
+    /* The message is complete: start the parser afresh (this also leaves the state
+     * in which an Upgrade request pauses, since the upgrade never happens). */
+    llhttp_reset(&c->parser);
     uint32_t left = c->in_len - c->in_off;
     if (left > 0) {
         memmove(c->in, c->in + c->in_off, left);

@@ -10,6 +10,9 @@
 
 #include <uv.h>
 
+/** Prepares the parser settings. Main thread, before any worker starts. */
+void fc_proxy_init(void);
+
 /** libuv connection callback of a listener (server->data is its struct fc_listener). */
 void fc_proxy_on_connection(uv_stream_t *server, int status);
 

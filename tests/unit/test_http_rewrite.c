@@ -49,8 +49,7 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 
 static int on_value_complete(llhttp_t *p)
 {
-    fc_head_on_value_complete(&head);
-    return 0;
+    return fc_head_on_value_complete(&head) == 0 ? 0 : -1;
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -63,7 +62,7 @@ static int on_headers_complete(llhttp_t *p)
  * Parses `text` as a request or response head. `pieces` > 1 feeds it in that
  * many parts, as the network may, to check that split fields and values join up.
  */
-static void parse(const char *text, llhttp_type_t type, size_t pieces)
+static enum llhttp_errno try_parse(const char *text, llhttp_type_t type, size_t pieces)
 {
     static llhttp_settings_t s;
     llhttp_settings_init(&s);
@@ -84,9 +83,14 @@ static void parse(const char *text, llhttp_type_t type, size_t pieces)
         e = llhttp_execute(&p, text + off, n);
         off += n;
     }
-    assert_int_equal(e, HPE_PAUSED);
     head.http_major = p.http_major;
     head.http_minor = p.http_minor;
+    return e;
+}
+
+static void parse(const char *text, llhttp_type_t type, size_t pieces)
+{
+    assert_int_equal(try_parse(text, type, pieces), HPE_PAUSED);
 }
 
 static const struct fc_forward_info fw = {
@@ -169,6 +173,55 @@ static void test_request_does_not_fit(void **state)
     parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
     char out[40];
     assert_int_equal(fc_rewrite_request(&head, &fw, out, sizeof(out)), -1);
+}
+
+/* Heads that different parsers could read differently are refused, not forwarded. */
+static void test_ambiguous_heads_refused(void **state)
+{
+    /* A folded value could hide a Transfer-Encoding from us and show it to a backend. */
+    assert_int_equal(try_parse("GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n Transfer-Encoding: chunked\r\n"
+                               "Content-Length: 5\r\n\r\n",
+                               HTTP_REQUEST, 1),
+                     HPE_CB_HEADER_VALUE_COMPLETE);
+    assert_int_equal(try_parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HTTP_REQUEST, 1),
+                     HPE_CB_HEADER_VALUE_COMPLETE);
+    /* More names in Connection than the proxy can strip. */
+    char big[2048] = "GET / HTTP/1.1\r\nHost: h\r\nConnection: ";
+    for (int i = 0; i < FC_MAX_CONN_TOKENS + 1; i++) {
+        char tok[16];
+        snprintf(tok, sizeof(tok), "X-%d, ", i);
+        strcat(big, tok);
+    }
+    strcat(big, "\r\n\r\n");
+    assert_int_equal(try_parse(big, HTTP_REQUEST, 1), HPE_CB_HEADER_VALUE_COMPLETE);
+}
+
+/* An absolute-form target is forwarded as origin-form; its authority replaces Host. */
+static void test_absolute_form(void **state)
+{
+    parse("GET http://api.example.com:8080/v1/x?y=1 HTTP/1.1\r\nHost: other\r\nA: b\r\n\r\n",
+          HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), 0);
+    assert_int_equal(head.host.len, strlen("api.example.com:8080"));
+    assert_memory_equal(head.host.p, "api.example.com:8080", head.host.len);
+    char out[1024];
+    int n = fc_rewrite_request(&head, &fw, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, "GET /v1/x?y=1 HTTP/1.1\r\nA: b\r\nHost: api.example.com:8080\r\n"
+                             "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n");
+    parse("GET http://h HTTP/1.1\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), 0);
+    assert_int_equal(head.target.len, 1);
+    assert_memory_equal(head.target.p, "/", 1);
+    /* Only origin-form and http absolute-form are accepted. */
+    parse("GET https://h/ HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), -1);
+    parse("GET http://user@h/ HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), -1);
+    parse("GET /plain HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), 0);
+    assert_int_equal(head.absolute_form, 0);
 }
 
 static void test_too_many_headers(void **state)
@@ -268,6 +321,8 @@ int main(void)
         cmocka_unit_test(test_request_http10_gets_host),
         cmocka_unit_test(test_request_value_whitespace_trimmed),
         cmocka_unit_test(test_request_does_not_fit),
+        cmocka_unit_test(test_ambiguous_heads_refused),
+        cmocka_unit_test(test_absolute_form),
         cmocka_unit_test(test_too_many_headers),
         cmocka_unit_test(test_response_hop_by_hop_removed),
         cmocka_unit_test(test_response_connection_flags),
