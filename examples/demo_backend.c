@@ -15,7 +15,12 @@
  * back the writer (back-pressure). Every response carries `X-Backend: NAME`
  * so that a test can tell which backend answered.
  *
- * Usage: demo_backend --name NAME --listen ADDR:PORT [--hc-file PATH]
+ * Usage: demo_backend --name NAME --listen ADDR:PORT [--hc-file PATH] [--delay-ms N]
+ *
+ * --delay-ms N holds the answer to every well-formed request for N ms (a
+ * timer, so the backend keeps serving other connections meanwhile): a slow
+ * backend, for tests of strategies that should avoid one. Without it, or with
+ * 0, answers go out at once. Malformed requests still get their 400 at once.
  *
  * ADDR is IPv4 or a bracketed IPv6 address; port 0 picks a free port. Once
  * bound, the one line "listening on ADDR:PORT" (the real port) is printed to
@@ -80,6 +85,7 @@ struct server {
     char *name_body;       /* "NAME\n", the body of most answers */
     size_t name_body_len;
     const char *hc_file; /* NULL: always healthy */
+    uint64_t delay_ms;   /* --delay-ms: every answer waits this long first */
     uv_tcp_t listener;
     uv_signal_t sigterm;
     uv_signal_t sigint;
@@ -124,6 +130,7 @@ struct request {
     bool expect_continue;
     bool too_large; /* the URL or headers passed their limit */
     bool complete;
+    bool delayed; /* the --delay-ms wait for this request has begun (or is over) */
     bool keep_alive;
     bool is_head;
     unsigned http_major;
@@ -148,7 +155,7 @@ struct response {
 
 struct conn {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* /slow delays and the lingering close */
+    uv_timer_t timer; /* --delay-ms and /slow delays, and the lingering close */
     struct server *srv;
     struct conn *prev;
     struct conn *next;
@@ -630,6 +637,11 @@ static void on_slow_done(uv_timer_t *t)
     respond(c, 200, c->srv->name_body, c->srv->name_body_len, false);
 }
 
+static void on_delay_done(uv_timer_t *t)
+{
+    dispatch(t->data);
+}
+
 static void respond_headers(struct conn *c)
 {
     struct request *r = &c->req;
@@ -658,6 +670,12 @@ static void dispatch(struct conn *c)
     char body[64];
     int n;
 
+    if (srv->delay_ms > 0 && !r->delayed) {
+        /* The connection is not reading meanwhile; conn_close() stops the timer. */
+        r->delayed = true;
+        uv_timer_start(&c->timer, on_delay_done, srv->delay_ms, 0);
+        return;
+    }
     if (r->bad_param) {
         respond_str(c, 400, "bad parameter\n");
         return;
@@ -933,8 +951,10 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: demo_backend --name NAME --listen ADDR:PORT [--hc-file PATH]\n"
-               "  ADDR is IPv4 or [IPv6]; port 0 picks a free port.\n");
+    fprintf(f, "usage: demo_backend --name NAME --listen ADDR:PORT [--hc-file PATH] "
+               "[--delay-ms N]\n"
+               "  ADDR is IPv4 or [IPv6]; port 0 picks a free port.\n"
+               "  --delay-ms N delays every answer by N ms.\n");
 }
 
 int main(int argc, char **argv)
@@ -943,6 +963,7 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, 'n'},
         {"listen", required_argument, NULL, 'l'},
         {"hc-file", required_argument, NULL, 'H'},
+        {"delay-ms", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -952,11 +973,18 @@ int main(int argc, char **argv)
     int opt, rc;
 
     memset(&srv, 0, sizeof(srv));
-    while ((opt = getopt_long(argc, argv, "n:l:H:h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:l:H:d:h", opts, NULL)) != -1) {
         switch (opt) {
         case 'n': srv.name = optarg; break;
         case 'l': listen_addr = optarg; break;
         case 'H': srv.hc_file = optarg; break;
+        case 'd':
+            if (parse_u64(optarg, strlen(optarg), MAX_SLOW_MS, &srv.delay_ms) < 0) {
+                fprintf(stderr, "demo_backend: --delay-ms %s: expected 0 to %d\n", optarg,
+                        MAX_SLOW_MS);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -612,9 +612,24 @@ void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
 
 int it_backend_start(struct it_env *env, const char *name)
 {
+    return it_backend_start_args(env, name, NULL);
+}
+
+#define MAX_EXTRA_ARGS 16
+
+int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra)
+{
     if (env->nbackends == MAX_BACKENDS)
         it_fail("too many backends");
-    const char *const argv[] = {FC_DEMO_BACKEND, "--name", name, "--listen", "127.0.0.1:0", NULL};
+    const char *argv[5 + MAX_EXTRA_ARGS + 1] = {FC_DEMO_BACKEND, "--name", name, "--listen",
+                                                "127.0.0.1:0"};
+    size_t argc = 5;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        if (i == MAX_EXTRA_ARGS)
+            it_fail("demo backend %s: more than %d extra arguments", name, MAX_EXTRA_ARGS);
+        argv[argc++] = extra[i];
+    }
+    argv[argc] = NULL;
     struct it_proc *proc = spawn(env, it_strf(env, "backend-%s", name), argv);
 
     /* Its stdout is a file, so there is no pipe to drain or to break later. */
@@ -744,8 +759,9 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
     for (size_t i = 0; i < cfg->npools; i++) {
         const struct it_pool_config *p = &cfg->pools[i];
         sb_printf(&sb, "  { name = \"%s\";\n", p->name);
-        sb_printf(&sb, "    strategy = { plugin = \"%s\"; };\n",
-                  p->strategy ? p->strategy : "round_robin");
+        sb_printf(&sb, "    strategy = { plugin = \"%s\";%s%s };\n",
+                  p->strategy ? p->strategy : "round_robin", p->strategy_options ? " " : "",
+                  p->strategy_options ? p->strategy_options : "");
         sb_printf(&sb, "    retries = %d;\n", p->retries);
         sb_printf(&sb, "    backends = (");
         for (size_t j = 0; j < p->nports; j++)
@@ -879,6 +895,54 @@ struct it_conn *it_connect(struct it_env *env, int port)
     struct it_conn *conn = it_connect_raw(env, port, &err);
     if (conn == NULL)
         it_fail("connect 127.0.0.1:%d: %s", port, strerror(-err));
+    return conn;
+}
+
+struct it_conn *it_connect_from(struct it_env *env, int port, const char *source)
+{
+    struct sockaddr_in src;
+    memset(&src, 0, sizeof(src));
+    src.sin_family = AF_INET;
+    if (inet_pton(AF_INET, source, &src.sin_addr) != 1)
+        it_fail("it_connect_from: \"%s\" is not an IPv4 address", source);
+
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        it_fail("socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Port 0: the kernel picks a source port on that address. */
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
+        int e = errno;
+        close(fd);
+        it_fail("bind %s:0: %s", source, strerror(e));
+    }
+    struct sockaddr_in sin = loopback(port);
+    int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+    if (r != 0 && errno == EINPROGRESS) {
+        r = wait_fd(fd, POLLOUT, IT_IO_TIMEOUT_MS);
+        if (r == 0) {
+            int soerr = 0;
+            socklen_t len = sizeof(soerr);
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+            r = soerr ? -soerr : 0;
+        }
+    } else if (r != 0) {
+        r = -errno;
+    }
+    if (r != 0) {
+        close(fd);
+        it_fail("connect 127.0.0.1:%d from %s: %s", port, source, strerror(-r));
+    }
+    struct it_conn *conn = xmalloc(sizeof(*conn));
+    memset(conn, 0, sizeof(*conn));
+    conn->env = env;
+    conn->fd = fd;
+    conn->cap = 64 * 1024;
+    conn->buf = xmalloc(conn->cap);
+    conn->timeout_ms = IT_IO_TIMEOUT_MS;
+    conn->next = env->conns;
+    env->conns = conn;
     return conn;
 }
 

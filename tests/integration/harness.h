@@ -160,6 +160,13 @@ void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
 int it_backend_start(struct it_env *env, const char *name);
 struct it_proc *it_backend_proc(struct it_env *env, const char *name);
 
+/*
+ * it_backend_start() with more demo_backend options after the usual ones:
+ * `extra` is a NULL-terminated list such as {"--delay-ms", "200", NULL}, or
+ * NULL for none. The strings are only read during the call.
+ */
+int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra);
+
 /* ---- fulcrum ----------------------------------------------------------- */
 
 #define IT_MAX_POOLS 4
@@ -168,6 +175,8 @@ struct it_proc *it_backend_proc(struct it_env *env, const char *name);
 struct it_pool_config {
     const char *name;
     const char *strategy; /* plugin name; "round_robin" if NULL */
+    /* More keys of the strategy group, as libconfig text (`key = "header:X";`), or NULL. */
+    const char *strategy_options;
     int retries;
     int ports[IT_MAX_POOL_BACKENDS]; /* backends, all on 127.0.0.1 */
     size_t nports;
@@ -221,6 +230,13 @@ struct it_conn *it_connect(struct it_env *env, int port);
 
 /* Same, but returns NULL and sets *err to a negative errno on failure. */
 struct it_conn *it_connect_raw(struct it_env *env, int port, int *err);
+
+/*
+ * Connects to 127.0.0.1:port from `source`, another loopback address such as
+ * "127.0.0.5" (any of 127.0.0.0/8 works on Linux without setup), so that the
+ * proxy sees that client address. Fails the test if it cannot. Owned by the env.
+ */
+struct it_conn *it_connect_from(struct it_env *env, int port, const char *source);
 
 /* Closes and frees the connection now rather than at teardown. */
 void it_conn_close(struct it_conn *conn);

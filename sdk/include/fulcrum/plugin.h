@@ -25,6 +25,9 @@
  * ABI changelog:
  *   1.0  First release: descriptor, host table, strategy, health and
  *        ratelimit ops.
+ *        Header-only helpers added since, within 1.0 (static inline: they
+ *        compile into the plugin, add no symbol and change no layout, so
+ *        the version stays 1.0): fc_load_cmp(), fc_backend_load_cmp().
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -129,6 +132,38 @@ static inline int fc_backend_is_up(const struct fc_backend_view *b)
 static inline uint32_t fc_backend_inflight(const struct fc_backend_view *b)
 {
     return __atomic_load_n(&b->state->inflight, __ATOMIC_RELAXED);
+}
+
+/**
+ * Compares two loads, each measured as requests in flight per unit of weight:
+ * inflight_a / weight_a against inflight_b / weight_b. Returns a negative
+ * value when a is the less loaded, 0 when both are equally loaded, a positive
+ * value when b is the less loaded. The quotients are compared by
+ * cross-multiplication in 64 bits (inflight_a * weight_b against
+ * inflight_b * weight_a), which is exact for any 32-bit operands: no
+ * division, no floating point, no rounding that would make 1/3 and 2/6
+ * differ. Use it on values read once (a snapshot) when a scan compares one
+ * backend with many; fc_backend_load_cmp() reads them itself. Header-only
+ * helper (ABI 1.0); pure arithmetic, safe on any thread.
+ */
+static inline int fc_load_cmp(uint32_t inflight_a, uint32_t weight_a, uint32_t inflight_b,
+                              uint32_t weight_b)
+{
+    uint64_t a = (uint64_t)inflight_a * weight_b;
+    uint64_t b = (uint64_t)inflight_b * weight_a;
+    return (a > b) - (a < b);
+}
+
+/**
+ * fc_load_cmp() of two backends, with their configured weights and their
+ * in-flight counts over all worker threads (each read once, atomically).
+ * The counts move while other workers run, so the answer describes the
+ * moment of the call. Header-only helper (ABI 1.0); safe on any thread.
+ */
+static inline int fc_backend_load_cmp(const struct fc_backend_view *a,
+                                      const struct fc_backend_view *b)
+{
+    return fc_load_cmp(fc_backend_inflight(a), a->weight, fc_backend_inflight(b), b->weight);
 }
 
 /* ------------------------------------------------------------------------ */
