@@ -519,6 +519,24 @@ static void load_health(struct loader *ld, const config_setting_t *g, const char
     }
 }
 
+/* `key` of a `rate_limit` group: "address" (the default) or "header:NAME". */
+static void load_ratelimit(struct loader *ld, const config_setting_t *g, const char *prefix,
+                           struct fc_conf_ratelimit *rl)
+{
+    char sub[320];
+    snprintf(sub, sizeof(sub), "%srate_limit.", prefix);
+    const char *key;
+    if (get_string(ld, g, sub, "key", 0, &key) != GOT || strcmp(key, "address") == 0)
+        return;
+    if (strncmp(key, "header:", 7) == 0 && key[7] != '\0' && strpbrk(key + 7, " \t:") == NULL) {
+        rl->header = copy_string(ld, key + 7);
+        return;
+    }
+    const config_setting_t *s = config_setting_get_member(g, "key");
+    report(ld, s, line_of(s), sub, "key", "expected \"address\" or \"header:NAME\" (got \"%s\")",
+           key);
+}
+
 static void load_backends(struct loader *ld, const config_setting_t *pg, const char *prefix,
                           struct fc_conf_pool *pool)
 {
@@ -599,6 +617,8 @@ static void load_pool(struct loader *ld, const config_setting_t *pg, uint32_t in
     if (pool->health.group != NULL)
         load_health(ld, pool->health.group, prefix, &pool->health_conf);
     load_plugin(ld, pg, prefix, "rate_limit", 0, &pool->rate_limit);
+    if (pool->rate_limit.group != NULL)
+        load_ratelimit(ld, pool->rate_limit.group, prefix, &pool->rate_limit_conf);
     get_u32(ld, pg, prefix, "retries", 0, MAX_RETRIES, &pool->retries);
     get_u32(ld, pg, prefix, "max_fails", 0, 100, &pool->max_fails);
     get_u32(ld, pg, prefix, "fail_timeout_ms", 1, MAX_TIMEOUT_MS, &pool->fail_timeout_ms);
@@ -870,6 +890,7 @@ void fc_config_free(struct fc_config *cfg)
         free_plugin(&p->strategy);
         free_plugin(&p->health);
         free_plugin(&p->rate_limit);
+        free(p->rate_limit_conf.header);
         for (uint32_t j = 0; j < p->n_backends; j++)
             free(p->backends[j].address);
         free(p->backends);

@@ -36,6 +36,11 @@ struct fc_conf_health {
     int initial_up;       /**< `initial`: "up" (default) or "down", for a backend new to the pool */
 };
 
+/** The key of a `rate_limit` group that the core reads itself. */
+struct fc_conf_ratelimit {
+    char *header; /**< `key = "header:NAME"`: NAME; NULL: the client address (the default) */
+};
+
 struct fc_conf_pool {
     char *name;
     int line;
@@ -43,6 +48,7 @@ struct fc_conf_pool {
     struct fc_conf_plugin health;     /**< optional: name == NULL when absent */
     struct fc_conf_health health_conf; /**< valid when health.name != NULL */
     struct fc_conf_plugin rate_limit; /**< optional: name == NULL when absent */
+    struct fc_conf_ratelimit rate_limit_conf; /**< valid when rate_limit.name != NULL */
     uint32_t retries;                 /**< default 1 */
     uint32_t max_fails;       /**< default 3: consecutive failures that mark a backend down; 0 off */
     uint32_t fail_timeout_ms; /**< default 10000: how long a passively marked backend stays down */

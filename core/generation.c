@@ -1,6 +1,7 @@
 #include "generation.h"
 
 #include "log.h"
+#include "proxy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,15 +161,31 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
     char where[160];
     snprintf(where, sizeof(where), "pool \"%s\": strategy", conf->name);
     if (conf->rate_limit.name != NULL) {
-        fc_log_error("%s:%d: pool \"%s\": rate_limit: rate limiting is not available in this "
-                     "build yet",
-                     g->cfg->path, conf->rate_limit.line, conf->name);
-        return FC_EINVAL;
+        static const char *const core_keys[] = {"key", NULL};
+        char rwhere[160];
+        snprintf(rwhere, sizeof(rwhere), "pool \"%s\": rate_limit", conf->name);
+        struct fc_plugin *rplugin = plugin_get(g, &conf->rate_limit, FC_PLUGIN_RATELIMIT, rwhere);
+        if (rplugin == NULL)
+            return FC_EINVAL;
+        pool->ratelimit = calloc(1, sizeof(*pool->ratelimit));
+        if (pool->ratelimit == NULL)
+            return FC_ENOMEM;
+        struct fc_instance_hooks rhooks = {
+            .owner = pool,
+            .main_loop = main_loop,
+            .worker_count = g->n_workers,
+            .ratelimit_done = fc_proxy_ratelimit_done,
+        };
+        char rlabel[192];
+        snprintf(rlabel, sizeof(rlabel), "pool %s: rate_limit %s", conf->name, rplugin->desc->name);
+        int rc = fc_instance_create(pool->ratelimit, rplugin, &conf->rate_limit, g->cfg->path,
+                                    core_keys, NULL, &rhooks, rlabel);
+        if (rc != 0) {
+            free(pool->ratelimit);
+            pool->ratelimit = NULL;
+            return rc;
+        }
     }
-    struct fc_plugin *plugin = plugin_get(g, &conf->strategy, FC_PLUGIN_STRATEGY, where);
-    if (plugin == NULL)
-        return FC_EINVAL;
-
     if (conf->health.name != NULL) {
         char hwhere[160];
         snprintf(hwhere, sizeof(hwhere), "pool \"%s\": health", conf->name);
@@ -181,6 +198,9 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
             return rc;
     }
 
+    struct fc_plugin *plugin = plugin_get(g, &conf->strategy, FC_PLUGIN_STRATEGY, where);
+    if (plugin == NULL)
+        return FC_EINVAL;
     struct fc_instance_hooks hooks = {
         .owner = pool, .main_loop = main_loop, .worker_count = g->n_workers};
     char label[192];
@@ -240,6 +260,10 @@ void fc_generation_destroy(struct fc_generation *g)
         for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
             struct fc_gen_pool *pool = &g->pools[p];
             fc_health_pool_destroy(pool->health);
+            if (pool->ratelimit != NULL) {
+                fc_instance_destroy(pool->ratelimit);
+                free(pool->ratelimit);
+            }
             if (pool->strategy != NULL)
                 for (uint32_t w = 0; w < g->n_workers; w++)
                     if (pool->strategy[w].plugin != NULL)
@@ -261,6 +285,33 @@ void fc_generation_destroy(struct fc_generation *g)
     free(g->workers);
     fc_config_free(g->cfg);
     free(g);
+}
+
+void fc_generation_worker_enter(struct fc_generation *g, uint32_t worker, void *loop)
+{
+    if (g->workers[worker].entered)
+        return;
+    g->workers[worker].entered = 1;
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        struct fc_instance *rl = g->pools[p].ratelimit;
+        if (rl == NULL || rl->plugin->desc->ratelimit->worker_start == NULL)
+            continue;
+        int rc = rl->plugin->desc->ratelimit->worker_start(rl->state, worker, loop);
+        if (rc != 0)
+            fc_log_error("%s: worker_start() failed on worker %u (%d)", rl->label, worker, rc);
+    }
+}
+
+void fc_generation_worker_leave(struct fc_generation *g, uint32_t worker, void *loop)
+{
+    if (!g->workers[worker].entered)
+        return;
+    g->workers[worker].entered = 0;
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        struct fc_instance *rl = g->pools[p].ratelimit;
+        if (rl != NULL && rl->plugin->desc->ratelimit->worker_stop != NULL)
+            rl->plugin->desc->ratelimit->worker_stop(rl->state, worker, loop);
+    }
 }
 
 static int host_matches(const char *want, const char *host, size_t len)

@@ -62,12 +62,14 @@ struct fc_gen_pool {
     struct fc_backend_view *views;        /**< [n_backends] */
     struct fc_backend_shared **shared;    /**< [n_backends] */
     struct fc_instance *strategy;         /**< [worker_count]: one instance per worker */
+    struct fc_instance *ratelimit;        /**< NULL, or one instance shared by all workers */
 };
 
 /** Per worker counters, each on its own cache line. */
 struct fc_gen_worker {
     uint64_t requests; /**< requests of this worker still running on this generation */
-    char pad[56];
+    uint32_t entered;  /**< the worker ran the rate limiters' worker_start() for it */
+    char pad[52];
 };
 
 struct fc_generation {
@@ -113,6 +115,14 @@ void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), vo
 
 /** Destroys a generation with no references left. Main thread only. */
 void fc_generation_destroy(struct fc_generation *g);
+
+/**
+ * A worker starts or stops using a generation: runs the rate limiters'
+ * worker_start() / worker_stop() on the calling worker thread. Leave is called
+ * before the worker drops its last use of the generation.
+ */
+void fc_generation_worker_enter(struct fc_generation *g, uint32_t worker, void *loop);
+void fc_generation_worker_leave(struct fc_generation *g, uint32_t worker, void *loop);
 
 /** Finds the pool for a request: first matching route, else the listener's pool. */
 struct fc_gen_pool *fc_generation_route(struct fc_generation *g, uint32_t listener_pool,

@@ -266,9 +266,12 @@ static void config_error(const struct fc_host *host, const char *key, const char
 
 static uint64_t now_ns(const struct fc_host *host)
 {
+    const struct fc_instance *inst = fc_instance_of(host);
+    if (inst->hooks.now_ns != NULL)
+        return inst->hooks.now_ns(inst->hooks.owner);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void *main_loop(const struct fc_host *host)

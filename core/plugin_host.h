@@ -23,6 +23,8 @@ struct fc_instance_hooks {
     void (*probe_done)(void *owner, struct fc_probe *probe, int ok, const char *reason);
     void (*ratelimit_done)(void *owner, struct fc_ratelimit_pending *pending, int verdict,
                            uint64_t retry_after_ms);
+    /** Replaces the monotonic clock the plugin sees (tests inject time with it). */
+    uint64_t (*now_ns)(void *owner);
 };
 
 struct fc_instance {

@@ -50,6 +50,7 @@
 enum phase {
     PH_IDLE,       /* between requests */
     PH_HEAD,       /* receiving a request head */
+    PH_RATELIMIT,  /* head complete: waiting for the rate limiter's verdict */
     PH_CONNECTING, /* head complete: picking a backend, connecting */
     PH_PROXY,      /* upstream connected: relaying both ways */
     PH_REPLY,      /* writing a response of the proxy's own */
@@ -84,6 +85,11 @@ struct fc_upstream {
         idle : 1, head_done : 1, msg_done : 1, keep_alive : 1, timed_out : 1;
 };
 
+/* The handle a rate limiter gets for a verdict it gives later: the client it is for. */
+struct fc_ratelimit_pending {
+    struct fc_client *c;
+};
+
 struct fc_client {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -109,7 +115,10 @@ struct fc_client {
     unsigned closing : 1, reading : 1, writing : 1, eof : 1, in_process : 1, again : 1,
         head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1, head_pending : 1,
         head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1, resp_done : 1,
-        dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1, lingering : 1;
+        dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1, lingering : 1,
+        rl_waiting : 1, close_deferred : 1;
+    struct fc_ratelimit_pending rl_pending;
+    uint64_t retry_after_s; /* for a 429 */
     int err_status; /* set by a parser callback that refuses the request */
 
     /* The transaction. */
@@ -433,6 +442,7 @@ static void client_timer_cb(uv_timer_t *t)
         break;
     case PH_PROXY:
     case PH_CONNECTING:
+    case PH_RATELIMIT: /* not armed while waiting for a verdict */
         if (!c->resp_started && !c->req_done)
             reply(c, 408, 1);
         else
@@ -751,7 +761,8 @@ static void reply(struct fc_client *c, int status, int close)
     c->phase = PH_REPLY;
     c->resp_started = 1;
     client_read_stop(c);
-    int n = fc_error_response(status, close, 0, c->out, c->out_cap);
+    int n = fc_error_response(status, close, status == 429 ? c->retry_after_s : 0, c->out,
+                              c->out_cap);
     uv_buf_t buf = uv_buf_init(c->out, (unsigned)n);
     client_write(c, &buf, 1);
 }
@@ -791,8 +802,10 @@ static void txn_release(struct fc_client *c)
     if (c->gen != NULL) {
         struct fc_generation *g = c->gen;
         c->gen = NULL;
-        if (--g->workers[c->w->index].requests == 0 && g != c->w->gen)
+        if (--g->workers[c->w->index].requests == 0 && g != c->w->gen) {
+            fc_generation_worker_leave(g, c->w->index, &c->w->loop);
             fc_generation_release(g);
+        }
     }
     if (c->tried != c->tried_small)
         free(c->tried);
@@ -803,6 +816,11 @@ static void client_close(struct fc_client *c)
 {
     if (c->closing)
         return;
+    if (c->rl_waiting) {
+        /* The rate limiter holds a handle to this connection: close once it answers. */
+        c->close_deferred = 1;
+        return;
+    }
     c->closing = 1;
     txn_release(c);
     mem_release(c);
@@ -901,6 +919,7 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     case PH_HEAD:
         client_close(c); /* gone between requests or in the middle of a head */
         break;
+    case PH_RATELIMIT: /* not reading while waiting for a verdict */
     case PH_CONNECTING:
     case PH_PROXY:
         if (!c->req_done || n != UV_EOF)
@@ -970,6 +989,7 @@ void fc_proxy_on_connection(uv_stream_t *server, int status)
     uv_tcp_init(&w->loop, &c->tcp);
     uv_timer_init(&w->loop, &c->timer);
     c->tcp.data = c->timer.data = c->wreq.data = c;
+    c->rl_pending.c = c;
     c->handles = 2;
     l->conns++;
     c->next = w->clients;
@@ -1042,6 +1062,75 @@ static void parse_head(struct fc_client *c)
     reply(c, parse_error_status(c, e), 1);
 }
 
+static void ratelimit_verdict(struct fc_client *c, int verdict, uint64_t retry_after_ms)
+{
+    if (verdict != FC_RATELIMIT_DENY) {
+        c->phase = PH_CONNECTING;
+        txn_connect(c);
+        return;
+    }
+    /* Whole seconds, rounded up: a client that waits that long finds a token. */
+    c->retry_after_s = (retry_after_ms + 999) / 1000;
+    if (c->retry_after_s == 0)
+        c->retry_after_s = 1;
+    reply(c, 429, 0);
+}
+
+/*
+ * Asks the pool's rate limiter about the request, keyed by the client address
+ * or the configured header. The verdict may come later, through
+ * fc_proxy_ratelimit_done(); the connection waits without reading meanwhile.
+ */
+static void ratelimit_check(struct fc_client *c)
+{
+    struct fc_instance *rl = c->pool->ratelimit;
+    const char *key = c->ip;
+    size_t key_len = c->ip_len;
+    const char *header = c->pool->conf->rate_limit_conf.header;
+    if (header != NULL) {
+        size_t len;
+        const char *v = fc_request_header(&c->mem->req, header, &len);
+        if (v != NULL && len > 0) {
+            key = v;
+            key_len = len;
+        }
+    }
+    struct fc_ratelimit_args args = {
+        .size = sizeof(args),
+        .worker = c->w->index,
+        .loop = &c->w->loop,
+        .key = key,
+        .key_len = key_len,
+        .request = &c->mem->req,
+        .pending = &c->rl_pending,
+    };
+    uint64_t retry_after_ms = 0;
+    c->phase = PH_RATELIMIT;
+    c->rl_waiting = 1;
+    int verdict = rl->plugin->desc->ratelimit->check(rl->state, &args, &retry_after_ms);
+    if (verdict == FC_RATELIMIT_PENDING)
+        return; /* fc_proxy_ratelimit_done() goes on, possibly already has */
+    c->rl_waiting = 0;
+    ratelimit_verdict(c, verdict, retry_after_ms);
+}
+
+void fc_proxy_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, int verdict,
+                             uint64_t retry_after_ms)
+{
+    struct fc_client *c = pending->c;
+    if (!c->rl_waiting) {
+        fc_log_error("pool %s: rate limiter answered a check that was not pending",
+                     ((struct fc_gen_pool *)owner)->conf->name);
+        return;
+    }
+    c->rl_waiting = 0;
+    if (c->close_deferred) {
+        client_close(c);
+        return;
+    }
+    ratelimit_verdict(c, verdict, retry_after_ms);
+}
+
 static void txn_begin(struct fc_client *c)
 {
     struct fc_worker *w = c->w;
@@ -1106,7 +1195,10 @@ static void txn_begin(struct fc_client *c)
         return;
     }
     memset(c->tried, 0, nb);
-    txn_connect(c);
+    if (c->pool->ratelimit != NULL)
+        ratelimit_check(c);
+    else
+        txn_connect(c);
 }
 
 static void upstream_connect_cb(uv_connect_t *req, int status);
@@ -1463,10 +1555,16 @@ static void upstream_process(struct fc_client *c)
     }
 
     if (!u->head_done) {
-        /* Still in the head: it must fit in the buffer. */
+        /* Still in the head: it must fit in the buffer. Read on for the rest. */
         u->off += (uint32_t)used;
-        if (u->len == UPBUF_SIZE)
+        if (u->len == UPBUF_SIZE) {
             upstream_failed(c, "response head too large");
+            return;
+        }
+        if (!u->reading) {
+            upstream_read_start(u);
+            uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
+        }
         return;
     }
 

@@ -16,6 +16,13 @@ void fc_proxy_init(void);
 /** libuv connection callback of a listener (server->data is its struct fc_listener). */
 void fc_proxy_on_connection(uv_stream_t *server, int status);
 
+/**
+ * The host's ratelimit_done(): a verdict that a rate limiter left pending.
+ * Runs on the worker thread of the request. `owner` is the pool.
+ */
+void fc_proxy_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, int verdict,
+                             uint64_t retry_after_ms);
+
 /** Draining: close idle client connections, end the others after their current request. */
 void fc_proxy_drain(struct fc_worker *w);
 

@@ -141,6 +141,8 @@ void fc_worker_maybe_done(struct fc_worker *w)
 {
     if (!w->draining || w->n_clients > 0)
         return;
+    /* Last use of the current generation on this thread: rate limiters close their handles. */
+    fc_generation_worker_leave(w->gen, w->index, &w->loop);
     fc_proxy_close_idle_upstreams(w);
     if (w->n_upstreams > 0)
         return;
@@ -154,6 +156,7 @@ static void switch_generation(struct fc_worker *w, struct fc_generation *g)
 {
     struct fc_generation *old = w->gen;
     w->gen = g;
+    fc_generation_worker_enter(g, w->index, &w->loop);
     /* Listeners keep their place by address; one the new file dropped is marked. */
     for (uint32_t i = 0; i < w->n_listeners; i++) {
         struct fc_listener *l = w->listeners[i];
@@ -162,8 +165,10 @@ static void switch_generation(struct fc_worker *w, struct fc_generation *g)
             if (strcmp(g->cfg->listeners[k].address, l->address) == 0)
                 l->conf_index = (int32_t)k;
     }
-    if (old->workers[w->index].requests == 0)
+    if (old->workers[w->index].requests == 0) {
+        fc_generation_worker_leave(old, w->index, &w->loop);
         fc_generation_release(old);
+    }
     /* else: its last request here releases it */
 }
 
@@ -229,6 +234,7 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
 static void worker_main(void *arg)
 {
     struct fc_worker *w = arg;
+    fc_generation_worker_enter(w->gen, w->index, &w->loop);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
     if (fc_runtime.worker_exited != NULL)
