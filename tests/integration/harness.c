@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +211,7 @@ struct it_env {
     size_t nbackends;
     int dead_fds[MAX_DEAD_PORTS]; /* see it_dead_port() */
     size_t ndead;
+    struct it_raw_backend *raw_backends; /* see it_raw_backend_start() */
 };
 
 /* Zeroed memory freed at teardown. */
@@ -676,6 +678,488 @@ struct it_proc *it_backend_proc(struct it_env *env, const char *name)
     return NULL;
 }
 
+/* ---- raw backends ------------------------------------------------------- */
+
+/*
+ * Threads, unlike everything else here: an accept thread per raw backend and
+ * a thread per connection. What they share with the test thread (the list of
+ * connections, their recordings, their fds) is guarded by the backend's lock;
+ * `stopping` is read and written atomically.
+ */
+struct it_raw_conn {
+    struct it_raw_conn *next; /* in the order accepted */
+    struct it_raw_backend *rb;
+    pthread_t thread;
+    bool started;       /* its thread runs (or ran): teardown joins it */
+    int fd;             /* -1 once closed; under rb->lock */
+    char *data;         /* what the handler read; under rb->lock */
+    size_t len, cap;
+};
+
+struct it_raw_backend {
+    struct it_raw_backend *next;
+    int port;
+    int listen_fd;
+    int wake[2]; /* a byte written to wake[1] stops the accept thread */
+    pthread_t thread;
+    it_raw_handler handler;
+    void *arg;
+    pthread_mutex_t lock;
+    struct it_raw_conn *conns, **tail;
+    size_t nconns;
+    int stopping;
+};
+
+static int wait_fd(int fd, short events, int timeout_ms);
+
+/* The connection the calling handler thread serves (NULL on other threads). */
+static __thread struct it_raw_conn *raw_current;
+
+static bool raw_stopping(const struct it_raw_backend *rb)
+{
+    return __atomic_load_n(&rb->stopping, __ATOMIC_ACQUIRE) != 0;
+}
+
+void *it_zalloc(struct it_env *env, size_t size)
+{
+    return env_alloc(env, size);
+}
+
+static void raw_record(struct it_raw_conn *rc, const void *data, size_t len)
+{
+    pthread_mutex_lock(&rc->rb->lock);
+    if (rc->len + len > rc->cap) {
+        while (rc->len + len > rc->cap)
+            rc->cap = rc->cap ? rc->cap * 2 : 4096;
+        rc->data = xrealloc(rc->data, rc->cap);
+    }
+    memcpy(rc->data + rc->len, data, len);
+    rc->len += len;
+    pthread_mutex_unlock(&rc->rb->lock);
+}
+
+ssize_t it_raw_read(int fd, void *buf, size_t cap, int timeout_ms)
+{
+    struct it_raw_conn *rc = raw_current;
+    if (rc != NULL && raw_stopping(rc->rb))
+        return -ECANCELED;
+    int r = wait_fd(fd, POLLIN, timeout_ms);
+    if (r != 0)
+        return r;
+    for (;;) {
+        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
+        if (n > 0) {
+            if (rc != NULL && rc->fd == fd)
+                raw_record(rc, buf, (size_t)n);
+            return n;
+        }
+        if (n == 0)
+            return rc != NULL && raw_stopping(rc->rb) ? -ECANCELED : 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* poll() said readable and it was not (a spurious wake-up): wait again. */
+            r = wait_fd(fd, POLLIN, timeout_ms);
+            if (r != 0)
+                return r;
+            continue;
+        }
+        return -errno;
+    }
+}
+
+/* Milliseconds left until `deadline`, at least 0. */
+static int ms_left(int64_t deadline)
+{
+    int64_t left = deadline - it_now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+ssize_t it_raw_read_until(int fd, char *buf, size_t cap, size_t *len, const char *needle,
+                          int timeout_ms)
+{
+    size_t nlen = strlen(needle);
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        const char *at = memmem(buf, *len, needle, nlen);
+        if (at != NULL)
+            return (ssize_t)(at - buf) + (ssize_t)nlen;
+        if (*len == cap)
+            return -ENOBUFS;
+        ssize_t n = it_raw_read(fd, buf + *len, cap - *len, ms_left(deadline));
+        if (n == 0)
+            return -EPIPE;
+        if (n < 0)
+            return n;
+        *len += (size_t)n;
+    }
+}
+
+int it_raw_read_len(int fd, char *buf, size_t cap, size_t *len, size_t want, int timeout_ms)
+{
+    if (want > cap)
+        return -ENOBUFS;
+    int64_t deadline = it_now_ms() + timeout_ms;
+    while (*len < want) {
+        ssize_t n = it_raw_read(fd, buf + *len, cap - *len, ms_left(deadline));
+        if (n == 0)
+            return -EPIPE;
+        if (n < 0)
+            return (int)n;
+        *len += (size_t)n;
+    }
+    return 0;
+}
+
+void it_raw_consume(char *buf, size_t *len, size_t n)
+{
+    if (n > *len)
+        n = *len;
+    memmove(buf, buf + n, *len - n);
+    *len -= n;
+}
+
+long it_raw_content_length(const char *head, size_t head_len)
+{
+    static const char name[] = "\r\ncontent-length:";
+    size_t nlen = sizeof(name) - 1;
+    for (size_t i = 0; i + nlen <= head_len; i++) {
+        if (strncasecmp(head + i, name, nlen) != 0)
+            continue;
+        const char *p = head + i + nlen;
+        const char *end = head + head_len;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p == end || !isdigit((unsigned char)*p))
+            return -1;
+        long v = 0;
+        while (p < end && isdigit((unsigned char)*p) && v < LONG_MAX / 10)
+            v = v * 10 + (*p++ - '0');
+        return v;
+    }
+    return -1;
+}
+
+int it_raw_write(int fd, const void *data, size_t len)
+{
+    struct it_raw_conn *rc = raw_current;
+    const char *p = data;
+    int64_t deadline = it_now_ms() + IT_IO_TIMEOUT_MS;
+    while (len > 0) {
+        if (rc != NULL && raw_stopping(rc->rb))
+            return -ECANCELED;
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int r = wait_fd(fd, POLLOUT, ms_left(deadline));
+            if (r != 0)
+                return r;
+            continue;
+        }
+        return n < 0 ? -errno : -EPIPE;
+    }
+    return 0;
+}
+
+int it_raw_write_str(int fd, const char *s)
+{
+    return it_raw_write(fd, s, strlen(s));
+}
+
+bool it_raw_sleep_ms(int ms)
+{
+    struct it_raw_conn *rc = raw_current;
+    int64_t deadline = it_now_ms() + ms;
+    for (;;) {
+        if (rc != NULL && raw_stopping(rc->rb))
+            return false;
+        int left = ms_left(deadline);
+        if (left == 0)
+            return true;
+        it_sleep_ms(left < 10 ? left : 10);
+    }
+}
+
+static void *raw_conn_main(void *p)
+{
+    struct it_raw_conn *rc = p;
+    struct it_raw_backend *rb = rc->rb;
+    raw_current = rc;
+    if (!raw_stopping(rb))
+        rb->handler(rc->fd, rb->arg);
+    raw_current = NULL;
+
+    /*
+     * Our end first, then whatever the peer still sends is read and dropped
+     * (for a second at most): closing with unread input would send a reset,
+     * which may destroy the end of what the handler wrote.
+     */
+    shutdown(rc->fd, SHUT_WR);
+    int64_t deadline = it_now_ms() + 1000;
+    char sink[4096];
+    while (!raw_stopping(rb) && wait_fd(rc->fd, POLLIN, ms_left(deadline)) == 0) {
+        ssize_t n = recv(rc->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+            break;
+    }
+    pthread_mutex_lock(&rb->lock);
+    close(rc->fd);
+    rc->fd = -1;
+    pthread_mutex_unlock(&rb->lock);
+    return NULL;
+}
+
+static void *raw_accept_main(void *p)
+{
+    struct it_raw_backend *rb = p;
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = rb->listen_fd, .events = POLLIN},
+                                {.fd = rb->wake[0], .events = POLLIN}};
+        int r = poll(pfd, 2, -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || pfd[1].revents != 0 || raw_stopping(rb))
+            break;
+        int fd = accept4(rb->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue; /* EAGAIN after a connection reset before accept, EMFILE... */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct it_raw_conn *rc = xmalloc(sizeof(*rc));
+        memset(rc, 0, sizeof(*rc));
+        rc->rb = rb;
+        rc->fd = fd;
+        /* Listed before its thread runs: what the handler records is visible at once. */
+        pthread_mutex_lock(&rb->lock);
+        *rb->tail = rc;
+        rb->tail = &rc->next;
+        rb->nconns++;
+        pthread_mutex_unlock(&rb->lock);
+        if (pthread_create(&rc->thread, NULL, raw_conn_main, rc) != 0) {
+            fprintf(stderr, "harness: raw backend %d: cannot start a connection thread\n",
+                    rb->port);
+            pthread_mutex_lock(&rb->lock);
+            close(fd);
+            rc->fd = -1;
+            pthread_mutex_unlock(&rb->lock);
+            continue;
+        }
+        rc->started = true;
+    }
+    return NULL;
+}
+
+int it_raw_backend_start(struct it_env *env, it_raw_handler handler, void *arg)
+{
+    struct it_raw_backend *rb = xmalloc(sizeof(*rb));
+    memset(rb, 0, sizeof(*rb));
+    rb->handler = handler;
+    rb->arg = arg;
+    rb->tail = &rb->conns;
+    rb->listen_fd = bind_any_port(&rb->port);
+    if (listen(rb->listen_fd, 128) != 0 || pipe2(rb->wake, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(rb->listen_fd);
+        free(rb);
+        it_fail("raw backend: listen or pipe: %s", strerror(e));
+    }
+    pthread_mutex_init(&rb->lock, NULL);
+    if (pthread_create(&rb->thread, NULL, raw_accept_main, rb) != 0) {
+        close(rb->listen_fd);
+        close(rb->wake[0]);
+        close(rb->wake[1]);
+        pthread_mutex_destroy(&rb->lock);
+        free(rb);
+        it_fail("raw backend: cannot start its thread");
+    }
+    rb->next = env->raw_backends;
+    env->raw_backends = rb;
+    return rb->port;
+}
+
+static struct it_raw_backend *raw_find(struct it_env *env, int port)
+{
+    for (struct it_raw_backend *rb = env->raw_backends; rb != NULL; rb = rb->next)
+        if (rb->port == port)
+            return rb;
+    it_fail("no raw backend on port %d", port);
+    return NULL;
+}
+
+size_t it_raw_backend_conns(struct it_env *env, int port)
+{
+    struct it_raw_backend *rb = raw_find(env, port);
+    pthread_mutex_lock(&rb->lock);
+    size_t n = rb->nconns;
+    pthread_mutex_unlock(&rb->lock);
+    return n;
+}
+
+const char *it_raw_backend_received(struct it_env *env, int port, size_t i, size_t *len)
+{
+    struct it_raw_backend *rb = raw_find(env, port);
+    const char *copy = NULL;
+    pthread_mutex_lock(&rb->lock);
+    struct it_raw_conn *rc = rb->conns;
+    for (size_t k = 0; rc != NULL && k < i; k++)
+        rc = rc->next;
+    if (rc != NULL) {
+        copy = env_strdup_len(env, rc->data ? rc->data : "", rc->len);
+        if (len != NULL)
+            *len = rc->len;
+    }
+    pthread_mutex_unlock(&rb->lock);
+    return copy;
+}
+
+const char *it_raw_backend_received_all(struct it_env *env, int port, size_t *len)
+{
+    struct it_raw_backend *rb = raw_find(env, port);
+    pthread_mutex_lock(&rb->lock);
+    size_t total = 0;
+    for (struct it_raw_conn *rc = rb->conns; rc != NULL; rc = rc->next)
+        total += rc->len;
+    char *copy = env_alloc(env, total + 1);
+    size_t off = 0;
+    for (struct it_raw_conn *rc = rb->conns; rc != NULL; rc = rc->next) {
+        if (rc->len > 0)
+            memcpy(copy + off, rc->data, rc->len);
+        off += rc->len;
+    }
+    pthread_mutex_unlock(&rb->lock);
+    if (len != NULL)
+        *len = total;
+    return copy;
+}
+
+/* Teardown: stops accepting, wakes every handler, joins every thread, frees it all. */
+static void raw_backends_stop(struct it_env *env)
+{
+    while (env->raw_backends != NULL) {
+        struct it_raw_backend *rb = env->raw_backends;
+        env->raw_backends = rb->next;
+        __atomic_store_n(&rb->stopping, 1, __ATOMIC_RELEASE);
+        ssize_t w;
+        do {
+            w = write(rb->wake[1], "x", 1);
+        } while (w < 0 && errno == EINTR);
+        pthread_join(rb->thread, NULL);
+        close(rb->listen_fd);
+        close(rb->wake[0]);
+        close(rb->wake[1]);
+        /* No new connection now; shutting the open ones down wakes their handlers. */
+        pthread_mutex_lock(&rb->lock);
+        for (struct it_raw_conn *rc = rb->conns; rc != NULL; rc = rc->next)
+            if (rc->fd >= 0)
+                shutdown(rc->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&rb->lock);
+        while (rb->conns != NULL) {
+            struct it_raw_conn *rc = rb->conns;
+            rb->conns = rc->next;
+            if (rc->started)
+                pthread_join(rc->thread, NULL);
+            free(rc->data);
+            free(rc);
+        }
+        pthread_mutex_destroy(&rb->lock);
+        free(rb);
+    }
+}
+
+/* ---- redis-server ------------------------------------------------------- */
+
+/* The path of `name` on PATH, owned by the env, or NULL. */
+static const char *find_on_path(struct it_env *env, const char *name)
+{
+    const char *path = getenv("PATH");
+    if (path == NULL || path[0] == '\0')
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path != '\0') {
+        size_t len = strcspn(path, ":");
+        const char *candidate = it_strf(env, "%.*s/%s", (int)len, path, name);
+        if (len > 0 && access(candidate, X_OK) == 0)
+            return candidate;
+        path += len;
+        if (*path == ':')
+            path++;
+    }
+    return NULL;
+}
+
+/* True if a Redis on 127.0.0.1:port answers PING within timeout_ms. */
+static bool redis_pongs(int port, int timeout_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in sin = loopback(port);
+    bool ok = false;
+    char buf[64];
+    size_t len = 0;
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+        send(fd, "PING\r\n", 6, MSG_NOSIGNAL) == 6) {
+        int64_t deadline = it_now_ms() + timeout_ms;
+        while (len < 7 && wait_fd(fd, POLLIN, (int)(deadline - it_now_ms())) == 0) {
+            ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+        }
+        ok = len >= 7 && memcmp(buf, "+PONG\r\n", 7) == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+int it_redis_start(struct it_env *env, int port, struct it_proc **proc_out)
+{
+    const char *server = find_on_path(env, "redis-server");
+    if (server == NULL)
+        it_fail("redis-server is not installed (apt-get install redis-server): "
+                "this test needs a real Redis");
+    /* A free port may be taken before redis-server binds it: then try another. */
+    for (int attempt = 1;; attempt++) {
+        int p = port != 0 ? port : it_free_port();
+        const char *port_text = it_strf(env, "%d", p);
+        const char *const argv[] = {server,       "--port",   port_text, "--bind",
+                                    "127.0.0.1",  "--save",   "",        "--appendonly",
+                                    "no",         "--daemonize", "no",   "--loglevel",
+                                    "warning",    NULL};
+        struct it_proc *proc = spawn(env, "redis", argv);
+        int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
+        for (;;) {
+            if (redis_pongs(p, 500)) {
+                if (proc_out != NULL)
+                    *proc_out = proc;
+                return p;
+            }
+            if (proc_poll(proc)) {
+                /* A port of ours that lingers after a SIGKILL frees within moments. */
+                if (attempt < 5) {
+                    proc->dumped = true; /* not worth a dump at teardown */
+                    it_sleep_ms(port != 0 ? 200 : 0);
+                    break;
+                }
+                proc_report(env, proc);
+                it_fail("redis-server on 127.0.0.1:%d %s before it answered PING", p,
+                        describe_status(env, proc->status));
+            }
+            if (it_now_ms() >= deadline) {
+                proc_report(env, proc);
+                it_fail("redis-server on 127.0.0.1:%d did not answer PING within %d ms", p,
+                        IT_START_TIMEOUT_MS);
+            }
+            it_sleep_ms(10);
+        }
+    }
+}
+
 /* ---- fulcrum ------------------------------------------------------------ */
 
 void it_config_init(struct it_config *cfg)
@@ -763,6 +1247,10 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
                   p->strategy ? p->strategy : "round_robin", p->strategy_options ? " " : "",
                   p->strategy_options ? p->strategy_options : "");
         sb_printf(&sb, "    retries = %d;\n", p->retries);
+        if (p->pool_options != NULL)
+            sb_printf(&sb, "    %s\n", p->pool_options);
+        if (p->health != NULL)
+            sb_printf(&sb, "    health = { %s };\n", p->health);
         sb_printf(&sb, "    backends = (");
         for (size_t j = 0; j < p->nports; j++)
             sb_printf(&sb, "%s\n      { address = \"127.0.0.1:%d\"; }", j ? "," : "", p->ports[j]);
@@ -826,6 +1314,51 @@ struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *
             }
             it_sleep_ms(10);
         }
+    }
+}
+
+/* Number of times `needle` occurs in `text`. */
+static size_t count_occurrences(const char *text, const char *needle)
+{
+    size_t n = 0, len = strlen(needle);
+    for (const char *at = strstr(text, needle); at != NULL; at = strstr(at + len, needle))
+        n++;
+    return n;
+}
+
+int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_config *cfg)
+{
+    static const char done[] = "reload done: ";
+    static const char failed[] = "reload failed: ";
+    const char *before = it_proc_stderr(env, f->proc);
+    size_t n_done = count_occurrences(before, done);
+    size_t n_failed = count_occurrences(before, failed);
+
+    /* A new file renamed over the old one: fulcrum never reads half of it. */
+    const char *text = it_config_render(env, cfg, f->port);
+    const char *tmp = it_write_file(env, it_strf(env, "reload-%u.conf.tmp", ++env->seq), text);
+    if (rename(tmp, f->config_path) != 0)
+        it_fail("rename %s to %s: %s", tmp, f->config_path, strerror(errno));
+    it_proc_signal(f->proc, SIGHUP);
+
+    int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
+    for (;;) {
+        const char *err = it_proc_stderr(env, f->proc);
+        if (count_occurrences(err, done) > n_done)
+            return 0;
+        if (count_occurrences(err, failed) > n_failed)
+            return -EINVAL;
+        if (proc_poll(f->proc)) {
+            proc_report(env, f->proc);
+            it_fail("fulcrum %s while reloading %s", describe_status(env, f->proc->status),
+                    f->config_path);
+        }
+        if (it_now_ms() >= deadline) {
+            proc_report(env, f->proc);
+            it_fail("fulcrum logged neither \"%s\" nor \"%s\" within %d ms of SIGHUP", done, failed,
+                    IT_START_TIMEOUT_MS);
+        }
+        it_sleep_ms(5);
     }
 }
 
@@ -944,6 +1477,53 @@ struct it_conn *it_connect_from(struct it_env *env, int port, const char *source
     conn->next = env->conns;
     env->conns = conn;
     return conn;
+}
+
+struct it_conn *it_connect_rcvbuf(struct it_env *env, int port, int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        it_fail("socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Before connect(), so that the window scale of the handshake fits it too. */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) {
+        int e = errno;
+        close(fd);
+        it_fail("setsockopt SO_RCVBUF %d: %s", rcvbuf, strerror(e));
+    }
+    struct sockaddr_in sin = loopback(port);
+    int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+    if (r != 0 && errno == EINPROGRESS) {
+        r = wait_fd(fd, POLLOUT, IT_IO_TIMEOUT_MS);
+        if (r == 0) {
+            int soerr = 0;
+            socklen_t len = sizeof(soerr);
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+            r = soerr ? -soerr : 0;
+        }
+    } else if (r != 0) {
+        r = -errno;
+    }
+    if (r != 0) {
+        close(fd);
+        it_fail("connect 127.0.0.1:%d: %s", port, strerror(-r));
+    }
+    struct it_conn *conn = xmalloc(sizeof(*conn));
+    memset(conn, 0, sizeof(*conn));
+    conn->env = env;
+    conn->fd = fd;
+    conn->cap = 64 * 1024;
+    conn->buf = xmalloc(conn->cap);
+    conn->timeout_ms = IT_IO_TIMEOUT_MS;
+    conn->next = env->conns;
+    env->conns = conn;
+    return conn;
+}
+
+int it_conn_fd(const struct it_conn *conn)
+{
+    return conn->fd;
 }
 
 void it_conn_close(struct it_conn *conn)
@@ -1468,6 +2048,7 @@ int it_teardown(void **state)
         it_conn_close(env->conns);
     for (size_t i = 0; i < env->ndead; i++)
         close(env->dead_fds[i]);
+    raw_backends_stop(env);
 
     /*
      * A child the test reaped itself was the test's business. One that exited

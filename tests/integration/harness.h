@@ -167,6 +167,107 @@ struct it_proc *it_backend_proc(struct it_env *env, const char *name);
  */
 int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra);
 
+/* ---- raw backends ------------------------------------------------------ */
+
+/*
+ * A backend scripted byte by byte, for responses the demo backend cannot
+ * give (interim floods, EOF-delimited bodies, answers before the request...).
+ *
+ * It runs in threads of the test process: one accepts on 127.0.0.1:0, and
+ * each accepted connection gets its own thread that calls handler(fd, arg).
+ * The handler reads the request itself with it_raw_read() and friends (what
+ * they read is recorded for the test, see it_raw_backend_received()) and
+ * writes whatever bytes it likes with it_raw_write(). When it returns, the
+ * harness shuts the connection down for writing (the peer sees EOF), drains
+ * what the peer still sends for up to a second so that the close sends no
+ * reset, and closes it. The handler must not close fd itself; it may call
+ * shutdown(fd, SHUT_WR).
+ *
+ * The handler runs on its own thread: it must not use cmocka's assertions or
+ * any harness function that fails the test, only the it_raw_*() functions
+ * below (which return errors instead) and plain POSIX calls. `arg` must stay
+ * valid until teardown (static, or memory from it_zalloc()), since a failed
+ * test leaves its stack frame while the handlers still run. Several
+ * connections may run the handler at once.
+ *
+ * Teardown, after closing the test's client connections and before stopping
+ * the child processes, stops accepting, shuts every open connection down
+ * (which wakes a handler blocked reading or writing, and makes the
+ * it_raw_*() calls fail with -ECANCELED from then on) and joins every thread.
+ */
+typedef void (*it_raw_handler)(int fd, void *arg);
+
+/* Starts a raw backend; returns its port. Fails the test if it cannot. */
+int it_raw_backend_start(struct it_env *env, it_raw_handler handler, void *arg);
+
+/* Number of connections the raw backend on `port` has accepted so far. */
+size_t it_raw_backend_conns(struct it_env *env, int port);
+
+/*
+ * What the handler of connection `i` (in the order accepted) of the raw
+ * backend on `port` has read so far through it_raw_read() and the functions
+ * built on it, as a NUL-terminated copy owned by the env (*len, if not NULL,
+ * gets the length without the NUL). NULL if there is no such connection.
+ */
+const char *it_raw_backend_received(struct it_env *env, int port, size_t i, size_t *len);
+
+/* The same for every connection, concatenated in the order accepted ("" if none). */
+const char *it_raw_backend_received_all(struct it_env *env, int port, size_t *len);
+
+/* Zeroed memory owned by the env, freed at teardown (after the raw backends stop). */
+void *it_zalloc(struct it_env *env, size_t size);
+
+/*
+ * For handlers. One recv() of at most cap bytes, waiting up to timeout_ms for
+ * something to arrive; what it reads is recorded. Returns the number of bytes,
+ * 0 at end of stream, or a negative errno (-ETIMEDOUT, -ECANCELED once the
+ * raw backend is stopping, ...).
+ */
+ssize_t it_raw_read(int fd, void *buf, size_t cap, int timeout_ms);
+
+/*
+ * For handlers. Reads into buf, which holds *len bytes already (of at most
+ * cap), until they contain `needle`; returns the offset just past its first
+ * occurrence, or a negative errno: -EPIPE at end of stream, -ENOBUFS if buf
+ * fills up first, -ETIMEDOUT when timeout_ms pass in all. Bytes after the
+ * needle stay in buf (*len counts them).
+ */
+ssize_t it_raw_read_until(int fd, char *buf, size_t cap, size_t *len, const char *needle,
+                          int timeout_ms);
+
+/* For handlers. Reads until buf holds at least `want` bytes; 0 or a negative errno. */
+int it_raw_read_len(int fd, char *buf, size_t cap, size_t *len, size_t want, int timeout_ms);
+
+/* For handlers. Drops the first n of the *len bytes of buf. */
+void it_raw_consume(char *buf, size_t *len, size_t n);
+
+/*
+ * For handlers. The value of the Content-Length header in the message head
+ * `head` (head_len bytes), or -1 if it has none (or a malformed one).
+ */
+long it_raw_content_length(const char *head, size_t head_len);
+
+/* For handlers. Writes all bytes (waiting at most IT_IO_TIMEOUT_MS); 0 or a negative errno. */
+int it_raw_write(int fd, const void *data, size_t len);
+int it_raw_write_str(int fd, const char *s);
+
+/* For handlers. Sleeps; false (early) if the raw backend is stopping. */
+bool it_raw_sleep_ms(int ms);
+
+/* ---- redis-server ------------------------------------------------------ */
+
+/*
+ * Starts `redis-server` (found on PATH) on 127.0.0.1:port, or on a free port
+ * when port is 0, without persistence (--save '' --appendonly no), and waits
+ * until it answers PING. Returns the port, and the process in *proc if proc
+ * is not NULL: a test kills it with it_proc_signal(proc, SIGKILL) and
+ * it_proc_wait(), and may start a new one on the same port; teardown stops
+ * whatever still runs. Fails the test if redis-server is not installed or
+ * does not answer within IT_START_TIMEOUT_MS: tests that need Redis never
+ * skip.
+ */
+int it_redis_start(struct it_env *env, int port, struct it_proc **proc);
+
 /* ---- fulcrum ----------------------------------------------------------- */
 
 #define IT_MAX_POOLS 4
@@ -180,6 +281,14 @@ struct it_pool_config {
     int retries;
     int ports[IT_MAX_POOL_BACKENDS]; /* backends, all on 127.0.0.1 */
     size_t nports;
+    /*
+     * The keys of the pool's `health` group, as libconfig text without the
+     * braces (`plugin = "http"; path = "/hc"; interval_ms = 100;`), or NULL
+     * for a pool without a checker.
+     */
+    const char *health;
+    /* More keys of the pool itself, as libconfig text (`max_fails = 2;`), or NULL. */
+    const char *pool_options;
 };
 
 /*
@@ -221,6 +330,15 @@ struct it_fulcrum {
  */
 struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *cfg);
 
+/*
+ * Reloads a running fulcrum with cfg: rewrites f->config_path with cfg (the
+ * listener stays on f->port), sends SIGHUP and waits until fulcrum logs the
+ * outcome. Returns 0 when it logged "reload done", -EINVAL when it logged
+ * "reload failed" (the old configuration stays in force). Fails the test if
+ * fulcrum exits or logs neither within IT_START_TIMEOUT_MS.
+ */
+int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_config *cfg);
+
 /* ---- HTTP client ------------------------------------------------------- */
 
 struct it_conn;
@@ -237,6 +355,16 @@ struct it_conn *it_connect_raw(struct it_env *env, int port, int *err);
  * proxy sees that client address. Fails the test if it cannot. Owned by the env.
  */
 struct it_conn *it_connect_from(struct it_env *env, int port, const char *source);
+
+/*
+ * it_connect() with SO_RCVBUF set to `rcvbuf` bytes before connecting, so
+ * that the window the client advertises stays small: a slow reader whose
+ * peer's writes back up.
+ */
+struct it_conn *it_connect_rcvbuf(struct it_env *env, int port, int rcvbuf);
+
+/* The connection's socket, for tests that need a raw call (setsockopt, shutdown). */
+int it_conn_fd(const struct it_conn *conn);
 
 /* Closes and frees the connection now rather than at teardown. */
 void it_conn_close(struct it_conn *conn);
