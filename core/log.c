@@ -10,6 +10,15 @@ static enum fc_log_level min_level = FC_LOG_INFO;
 static fc_log_sink_fn sink;
 static void *sink_arg;
 
+static __thread char *capture_buf;
+static __thread size_t capture_len;
+
+void fc_log_capture_errors(char *buf, size_t len)
+{
+    capture_buf = buf;
+    capture_len = len;
+}
+
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void fc_log_set_level(enum fc_log_level level)
@@ -55,6 +64,8 @@ void fc_logv(enum fc_log_level level, const char *fmt, va_list ap)
     int n = vsnprintf(line + off, sizeof(line) - (size_t)off - 1, fmt, ap);
     if (n < 0)
         return;
+    if (capture_buf != NULL && level == FC_LOG_ERROR)
+        snprintf(capture_buf, capture_len, "%s", line + off);
     off += n;
     if (off > (int)sizeof(line) - 2)
         off = (int)sizeof(line) - 2;

@@ -21,6 +21,12 @@ void fc_log_set_sink(fc_log_sink_fn fn, void *arg);
 void fc_log(enum fc_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fc_logv(enum fc_log_level level, const char *fmt, va_list ap);
 
+/**
+ * While buf is set, the calling thread's error lines are also copied into it
+ * (the last one wins). NULL stops. Used to remember why a reload failed.
+ */
+void fc_log_capture_errors(char *buf, size_t len);
+
 /** Parses "debug", "info", "warn", "error"; returns the level or -1. */
 int fc_log_level_parse(const char *name);
 

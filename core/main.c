@@ -33,9 +33,11 @@ struct daemon {
     uv_mutex_t reap_lock;
     struct fc_generation *dead; /* generations to destroy, under reap_lock */
     int stopping;
+    /* Reload outcomes, kept for the metrics to come and reported in the log. */
     struct {
         uint64_t ok, failed;
-        uint64_t last_ok_unix;
+        uint64_t last_ok_unix; /* 0: never */
+        char last_error[512];  /* the last error line of the last failed reload */
     } reloads;
 };
 
@@ -103,14 +105,31 @@ static void release_generation(void *arg)
     fc_generation_release(arg);
 }
 
-static int same_listeners(const struct fc_config *a, const struct fc_config *b)
+/*
+ * Listeners the new file adds must be bindable before the reload is accepted;
+ * each worker then binds its own socket when it adopts the generation. The
+ * probe socket is closed at once: nothing listened on the address before.
+ */
+static int check_new_listeners(const struct fc_config *next, const struct fc_config *cur)
 {
-    if (a->n_listeners != b->n_listeners)
-        return 0;
-    for (uint32_t i = 0; i < a->n_listeners; i++)
-        if (strcmp(a->listeners[i].address, b->listeners[i].address) != 0)
-            return 0;
-    return 1;
+    int rc = 0;
+    for (uint32_t i = 0; i < next->n_listeners; i++) {
+        const struct fc_conf_listener *l = &next->listeners[i];
+        int known = 0;
+        for (uint32_t k = 0; k < cur->n_listeners; k++)
+            known |= strcmp(cur->listeners[k].address, l->address) == 0;
+        if (known)
+            continue;
+        int fd = fc_listen_socket((const struct sockaddr *)&l->addr, l->addr_len);
+        if (fd < 0) {
+            fc_log_error("%s:%d: listener %s: %s", next->path, l->line, l->address,
+                         strerror(-fd));
+            rc = FC_ERROR;
+            continue;
+        }
+        close(fd);
+    }
+    return rc;
 }
 
 /*
@@ -120,13 +139,19 @@ static int same_listeners(const struct fc_config *a, const struct fc_config *b)
 static void reload(struct daemon *d)
 {
     fc_log_info("reloading %s", d->config_path);
+    char last_error[sizeof(d->reloads.last_error)] = "";
+    fc_log_capture_errors(last_error, sizeof(last_error));
     struct fc_config *cfg;
     if (fc_config_load(d->config_path, &cfg) != 0)
         goto failed;
-    if (cfg->workers != d->n_workers || !same_listeners(cfg, d->gen->cfg)) {
-        fc_log_error("%s: workers and listeners cannot change on reload in this version: "
-                     "restart fulcrum to change them",
-                     d->config_path);
+    if (cfg->workers != d->n_workers) {
+        fc_log_error("%s: workers: %u worker threads are running; changing their number "
+                     "needs a restart",
+                     d->config_path, d->n_workers);
+        fc_config_free(cfg);
+        goto failed;
+    }
+    if (check_new_listeners(cfg, d->gen->cfg) != 0) {
         fc_config_free(cfg);
         goto failed;
     }
@@ -142,13 +167,21 @@ static void reload(struct daemon *d)
     if (fc_health_start(g, d->loop) != 0)
         fc_log_error("reload: cannot start health checks: out of memory");
     fc_health_stop(old, release_generation, old);
+    fc_log_capture_errors(NULL, 0);
     d->reloads.ok++;
     d->reloads.last_ok_unix = (uint64_t)time(NULL);
-    fc_log_info("reload done: generation %llu in force", (unsigned long long)g->id);
+    fc_log_info("reload done: generation %llu in force (reloads: %llu done, %llu failed)",
+                (unsigned long long)g->id, (unsigned long long)d->reloads.ok,
+                (unsigned long long)d->reloads.failed);
     return;
 failed:
+    fc_log_capture_errors(NULL, 0);
     d->reloads.failed++;
-    fc_log_error("reload failed: generation %llu stays in force", (unsigned long long)d->gen->id);
+    snprintf(d->reloads.last_error, sizeof(d->reloads.last_error), "%s", last_error);
+    fc_log_error("reload failed: generation %llu stays in force (reloads: %llu done, %llu "
+                 "failed)",
+                 (unsigned long long)d->gen->id, (unsigned long long)d->reloads.ok,
+                 (unsigned long long)d->reloads.failed);
 }
 
 static void close_main_handles(struct daemon *d)

@@ -1829,6 +1829,21 @@ static void client_process(struct fc_client *c)
 /* Worker-wide operations                                                    */
 /* ------------------------------------------------------------------------ */
 
+void fc_proxy_listener_removed(struct fc_worker *w, struct fc_listener *l)
+{
+    struct fc_client *c = w->clients;
+    while (c != NULL) {
+        struct fc_client *next = c->next;
+        if (c->listener == l) {
+            if (c->phase == PH_IDLE && c->in_len == 0)
+                client_close(c);
+            else
+                c->keep_alive = 0;
+        }
+        c = next;
+    }
+}
+
 void fc_proxy_drain(struct fc_worker *w)
 {
     struct fc_client *c = w->clients;

@@ -23,6 +23,9 @@ void fc_proxy_on_connection(uv_stream_t *server, int status);
 void fc_proxy_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, int verdict,
                              uint64_t retry_after_ms);
 
+/** A reload removed listener l: its idle connections close, the others after their request. */
+void fc_proxy_listener_removed(struct fc_worker *w, struct fc_listener *l);
+
 /** Draining: close idle client connections, end the others after their current request. */
 void fc_proxy_drain(struct fc_worker *w);
 

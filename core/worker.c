@@ -112,17 +112,96 @@ static void listener_on_close(uv_handle_t *h)
     /* else: the last of its connections frees it */
 }
 
+/* Stops accepting on l; its open connections keep it allocated until they end. */
+static void listener_close(struct fc_listener *l)
+{
+    free(l->address);
+    l->address = NULL;
+    l->conf_index = -1;
+    uv_close((uv_handle_t *)&l->tcp, listener_on_close);
+}
+
 static void close_listeners(struct fc_worker *w)
 {
-    for (uint32_t i = 0; i < w->n_listeners; i++) {
-        struct fc_listener *l = w->listeners[i];
-        free(l->address);
-        l->address = NULL;
-        uv_close((uv_handle_t *)&l->tcp, listener_on_close);
-    }
+    for (uint32_t i = 0; i < w->n_listeners; i++)
+        listener_close(w->listeners[i]);
     free(w->listeners);
     w->listeners = NULL;
     w->n_listeners = 0;
+}
+
+/* A listener of this worker on an fd that is bound and listening already. */
+static struct fc_listener *listener_open(struct fc_worker *w, const char *address, int32_t index,
+                                         int fd)
+{
+    struct fc_listener *l = calloc(1, sizeof(*l));
+    if (l == NULL || (l->address = strdup(address)) == NULL) {
+        free(l);
+        close(fd);
+        return NULL;
+    }
+    l->worker = w;
+    l->conf_index = index;
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, fc_proxy_on_connection);
+    if (rc != 0) {
+        fc_log_error("listener %s: %s", address, uv_strerror(rc));
+        listener_close(l);
+        return NULL;
+    }
+    return l;
+}
+
+/*
+ * Brings the worker's listeners in line with generation g: a listener whose
+ * address stays keeps its socket (and its connections); a new address gets a
+ * socket of this worker's own; a removed one stops accepting, and its
+ * connections end after their current request.
+ */
+static void update_listeners(struct fc_worker *w, struct fc_generation *g)
+{
+    const struct fc_config *cfg = g->cfg;
+    struct fc_listener **next = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*next));
+    if (next == NULL) {
+        fc_log_error("worker %u: out of memory updating listeners", w->index);
+        return;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < w->n_listeners; i++) {
+        struct fc_listener *l = w->listeners[i];
+        l->conf_index = -1;
+        for (uint32_t k = 0; k < cfg->n_listeners; k++)
+            if (strcmp(cfg->listeners[k].address, l->address) == 0)
+                l->conf_index = (int32_t)k;
+        if (l->conf_index >= 0) {
+            next[n++] = l;
+            continue;
+        }
+        fc_proxy_listener_removed(w, l);
+        listener_close(l);
+    }
+    for (uint32_t k = 0; k < cfg->n_listeners && !w->draining; k++) {
+        int found = 0;
+        for (uint32_t i = 0; i < n; i++)
+            found |= next[i]->conf_index == (int32_t)k;
+        if (found)
+            continue;
+        const struct fc_conf_listener *cl = &cfg->listeners[k];
+        int fd = fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len);
+        if (fd < 0) {
+            fc_log_error("listener %s: worker %u: %s", cl->address, w->index, strerror(-fd));
+            continue;
+        }
+        struct fc_listener *l = listener_open(w, cl->address, (int32_t)k, fd);
+        if (l != NULL)
+            next[n++] = l;
+    }
+    free(w->listeners);
+    w->listeners = next;
+    w->n_listeners = n;
 }
 
 static void close_handle(uv_handle_t *h, void *arg)
@@ -157,14 +236,8 @@ static void switch_generation(struct fc_worker *w, struct fc_generation *g)
     struct fc_generation *old = w->gen;
     w->gen = g;
     fc_generation_worker_enter(g, w->index, &w->loop);
-    /* Listeners keep their place by address; one the new file dropped is marked. */
-    for (uint32_t i = 0; i < w->n_listeners; i++) {
-        struct fc_listener *l = w->listeners[i];
-        l->conf_index = -1;
-        for (uint32_t k = 0; k < g->cfg->n_listeners; k++)
-            if (strcmp(g->cfg->listeners[k].address, l->address) == 0)
-                l->conf_index = (int32_t)k;
-    }
+    if (!w->draining)
+        update_listeners(w, g);
     if (old->workers[w->index].requests == 0) {
         fc_generation_worker_leave(old, w->index, &w->loop);
         fc_generation_release(old);
@@ -211,22 +284,14 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
     if (w->listeners == NULL && n_listen_fds > 0)
         return UV_ENOMEM;
     for (uint32_t i = 0; i < n_listen_fds; i++) {
-        struct fc_listener *l = calloc(1, sizeof(*l));
-        if (l == NULL)
+        struct fc_listener *l =
+            listener_open(w, gen->cfg->listeners[i].address, (int32_t)i, listen_fds[i]);
+        if (l == NULL) {
+            for (uint32_t k = i + 1; k < n_listen_fds; k++)
+                close(listen_fds[k]);
             return UV_ENOMEM;
-        l->worker = w;
-        l->address = strdup(gen->cfg->listeners[i].address);
-        l->conf_index = (int32_t)i;
-        w->listeners[w->n_listeners++] = l;
-        uv_tcp_init(&w->loop, &l->tcp);
-        l->tcp.data = l;
-        rc = uv_tcp_open(&l->tcp, listen_fds[i]);
-        if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&l->tcp, 1024, fc_proxy_on_connection);
-        if (rc != 0) {
-            fc_log_error("listener %s: %s", l->address, uv_strerror(rc));
-            return rc;
         }
+        w->listeners[w->n_listeners++] = l;
     }
     return 0;
 }
