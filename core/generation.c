@@ -87,6 +87,130 @@ void fc_backend_shared_release(struct fc_backend_shared *s)
     free(s);
 }
 
+static void plugin_release(struct fc_plugin *p)
+{
+    if (--p->refs == 0)
+        fc_plugin_unload(p);
+}
+
+static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
+                                    enum fc_plugin_kind kind, const char *where);
+
+/* Hashes a setting and everything under it: names, types and values. */
+static uint64_t hash_setting(uint64_t h, const config_setting_t *s)
+{
+    const char *name = config_setting_name(s);
+    for (const char *c = name ? name : ""; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3u;
+    int type = config_setting_type(s);
+    h = (h ^ (uint64_t)type) * 0x100000001b3u;
+    char buf[64];
+    const char *text = buf;
+    switch (type) {
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64:
+        snprintf(buf, sizeof(buf), "%lld", (long long)config_setting_get_int64(s));
+        break;
+    case CONFIG_TYPE_FLOAT:
+        snprintf(buf, sizeof(buf), "%.17g", config_setting_get_float(s));
+        break;
+    case CONFIG_TYPE_BOOL:
+        snprintf(buf, sizeof(buf), "%d", config_setting_get_bool(s));
+        break;
+    case CONFIG_TYPE_STRING:
+        text = config_setting_get_string(s);
+        break;
+    default: /* group, list, array */
+        buf[0] = '\0';
+        for (int i = 0; i < config_setting_length(s); i++)
+            h = hash_setting(h, config_setting_get_elem(s, (unsigned)i));
+        break;
+    }
+    for (const char *c = text; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3u;
+    return (h ^ 0xff) * 0x100000001b3u;
+}
+
+/* The previous generation's limiter for this pool, if it can be handed on as it is. */
+static struct fc_ratelimit_shared *find_ratelimit(const struct fc_generation *previous,
+                                                  const char *pool, uint64_t settings)
+{
+    if (previous == NULL)
+        return NULL;
+    for (uint32_t p = 0; p < previous->cfg->n_pools; p++) {
+        struct fc_ratelimit_shared *rl = previous->pools[p].rl;
+        if (rl != NULL && rl->settings == settings &&
+            strcmp(previous->cfg->pools[p].name, pool) == 0)
+            return rl;
+    }
+    return NULL;
+}
+
+static void ratelimit_release(struct fc_ratelimit_shared *rl)
+{
+    if (--rl->refs > 0)
+        return;
+    fc_instance_destroy(&rl->inst);
+    plugin_release(rl->plugin);
+    free(rl->started);
+    free(rl);
+}
+
+/*
+ * The pool's rate limiter: the previous generation's when plugin code and
+ * settings are unchanged (its state carries over), else a new instance.
+ */
+static int build_ratelimit(struct fc_generation *g, const struct fc_generation *previous,
+                           struct fc_gen_pool *pool, void *main_loop)
+{
+    static const char *const core_keys[] = {"key", NULL};
+    const struct fc_conf_pool *conf = pool->conf;
+    char where[160];
+    snprintf(where, sizeof(where), "pool \"%s\": rate_limit", conf->name);
+    struct fc_plugin *plugin = plugin_get(g, &conf->rate_limit, FC_PLUGIN_RATELIMIT, where);
+    if (plugin == NULL)
+        return FC_EINVAL;
+    uint64_t settings = hash_setting(plugin->digest, conf->rate_limit.group);
+    const char *header = conf->rate_limit_conf.header;
+    for (const char *c = header ? header : ""; *c; c++)
+        settings = (settings ^ (uint8_t)*c) * 0x100000001b3u;
+
+    struct fc_ratelimit_shared *rl = find_ratelimit(previous, conf->name, settings);
+    if (rl != NULL) {
+        rl->refs++;
+        pool->rl = rl;
+        pool->ratelimit = &rl->inst;
+        return 0;
+    }
+    rl = calloc(1, sizeof(*rl));
+    if (rl == NULL || (rl->started = calloc(g->n_workers, sizeof(*rl->started))) == NULL) {
+        free(rl);
+        return FC_ENOMEM;
+    }
+    struct fc_instance_hooks hooks = {
+        .owner = &rl->inst,
+        .main_loop = main_loop,
+        .worker_count = g->n_workers,
+        .ratelimit_done = fc_proxy_ratelimit_done,
+    };
+    char label[192];
+    snprintf(label, sizeof(label), "pool %s: rate_limit %s", conf->name, plugin->desc->name);
+    int rc = fc_instance_create(&rl->inst, plugin, &conf->rate_limit, g->cfg->path, core_keys,
+                                NULL, &hooks, label);
+    if (rc != 0) {
+        free(rl->started);
+        free(rl);
+        return rc;
+    }
+    plugin->refs++;
+    rl->plugin = plugin;
+    rl->refs = 1;
+    rl->settings = settings;
+    pool->rl = rl;
+    pool->ratelimit = &rl->inst;
+    return 0;
+}
+
 /* Loads a plugin file once per generation; instances of several pools share it. */
 static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
                                     enum fc_plugin_kind kind, const char *where)
@@ -113,6 +237,7 @@ static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_con
                      err);
         return NULL;
     }
+    p->refs = 1;
     g->plugins[g->n_plugins++] = p;
     return p;
 }
@@ -161,30 +286,9 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
     char where[160];
     snprintf(where, sizeof(where), "pool \"%s\": strategy", conf->name);
     if (conf->rate_limit.name != NULL) {
-        static const char *const core_keys[] = {"key", NULL};
-        char rwhere[160];
-        snprintf(rwhere, sizeof(rwhere), "pool \"%s\": rate_limit", conf->name);
-        struct fc_plugin *rplugin = plugin_get(g, &conf->rate_limit, FC_PLUGIN_RATELIMIT, rwhere);
-        if (rplugin == NULL)
-            return FC_EINVAL;
-        pool->ratelimit = calloc(1, sizeof(*pool->ratelimit));
-        if (pool->ratelimit == NULL)
-            return FC_ENOMEM;
-        struct fc_instance_hooks rhooks = {
-            .owner = pool,
-            .main_loop = main_loop,
-            .worker_count = g->n_workers,
-            .ratelimit_done = fc_proxy_ratelimit_done,
-        };
-        char rlabel[192];
-        snprintf(rlabel, sizeof(rlabel), "pool %s: rate_limit %s", conf->name, rplugin->desc->name);
-        int rc = fc_instance_create(pool->ratelimit, rplugin, &conf->rate_limit, g->cfg->path,
-                                    core_keys, NULL, &rhooks, rlabel);
-        if (rc != 0) {
-            free(pool->ratelimit);
-            pool->ratelimit = NULL;
+        int rc = build_ratelimit(g, previous, pool, main_loop);
+        if (rc != 0)
             return rc;
-        }
     }
     if (conf->health.name != NULL) {
         char hwhere[160];
@@ -260,10 +364,8 @@ void fc_generation_destroy(struct fc_generation *g)
         for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
             struct fc_gen_pool *pool = &g->pools[p];
             fc_health_pool_destroy(pool->health);
-            if (pool->ratelimit != NULL) {
-                fc_instance_destroy(pool->ratelimit);
-                free(pool->ratelimit);
-            }
+            if (pool->rl != NULL)
+                ratelimit_release(pool->rl);
             if (pool->strategy != NULL)
                 for (uint32_t w = 0; w < g->n_workers; w++)
                     if (pool->strategy[w].plugin != NULL)
@@ -279,7 +381,7 @@ void fc_generation_destroy(struct fc_generation *g)
     }
     /* Code last: no instance of it is left. */
     for (uint32_t i = 0; i < g->n_plugins; i++)
-        fc_plugin_unload(g->plugins[i]);
+        plugin_release(g->plugins[i]);
     free(g->plugins);
     free(g->pools);
     free(g->workers);
@@ -293,12 +395,17 @@ void fc_generation_worker_enter(struct fc_generation *g, uint32_t worker, void *
         return;
     g->workers[worker].entered = 1;
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
-        struct fc_instance *rl = g->pools[p].ratelimit;
-        if (rl == NULL || rl->plugin->desc->ratelimit->worker_start == NULL)
+        struct fc_ratelimit_shared *rl = g->pools[p].rl;
+        /* An instance handed on from an older generation is started once per worker. */
+        if (rl == NULL || rl->started[worker]++ > 0)
             continue;
-        int rc = rl->plugin->desc->ratelimit->worker_start(rl->state, worker, loop);
+        const struct fc_ratelimit_ops *ops = rl->inst.plugin->desc->ratelimit;
+        if (ops->worker_start == NULL)
+            continue;
+        int rc = ops->worker_start(rl->inst.state, worker, loop);
         if (rc != 0)
-            fc_log_error("%s: worker_start() failed on worker %u (%d)", rl->label, worker, rc);
+            fc_log_error("%s: worker_start() failed on worker %u (%d)", rl->inst.label, worker,
+                         rc);
     }
 }
 
@@ -308,9 +415,12 @@ void fc_generation_worker_leave(struct fc_generation *g, uint32_t worker, void *
         return;
     g->workers[worker].entered = 0;
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
-        struct fc_instance *rl = g->pools[p].ratelimit;
-        if (rl != NULL && rl->plugin->desc->ratelimit->worker_stop != NULL)
-            rl->plugin->desc->ratelimit->worker_stop(rl->state, worker, loop);
+        struct fc_ratelimit_shared *rl = g->pools[p].rl;
+        if (rl == NULL || --rl->started[worker] > 0)
+            continue;
+        const struct fc_ratelimit_ops *ops = rl->inst.plugin->desc->ratelimit;
+        if (ops->worker_stop != NULL)
+            ops->worker_stop(rl->inst.state, worker, loop);
     }
 }
 

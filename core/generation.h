@@ -55,6 +55,20 @@ struct fc_backend_shared {
 /** A pool's active health checker, run on the main loop (health.c). */
 struct fc_health_pool;
 
+/**
+ * A rate limiter instance and what keeps it alive. It may outlive the
+ * generation that created it: a reload whose pool of the same name names the
+ * same plugin code with the same settings hands the instance on, so its
+ * counts survive the reload. Main thread, except started[w] (worker w only).
+ */
+struct fc_ratelimit_shared {
+    struct fc_instance inst;
+    struct fc_plugin *plugin; /**< one reference held */
+    uint32_t refs;            /**< generations using it */
+    uint64_t settings;        /**< hash of the group's settings, with the plugin's digest */
+    uint32_t *started;        /**< [n_workers]: generations that ran worker_start() there */
+};
+
 struct fc_gen_pool {
     const struct fc_conf_pool *conf;
     struct fc_health_pool *health; /**< NULL without a `health` group */
@@ -62,7 +76,8 @@ struct fc_gen_pool {
     struct fc_backend_view *views;        /**< [n_backends] */
     struct fc_backend_shared **shared;    /**< [n_backends] */
     struct fc_instance *strategy;         /**< [worker_count]: one instance per worker */
-    struct fc_instance *ratelimit;        /**< NULL, or one instance shared by all workers */
+    struct fc_instance *ratelimit;        /**< NULL, or &rl->inst: shared by all workers */
+    struct fc_ratelimit_shared *rl;
 };
 
 /** Per worker counters, each on its own cache line. */

@@ -61,15 +61,23 @@ static void set_error(char *err, size_t errlen, const char *path, const char *fm
     va_end(ap);
 }
 
-/* Copies all of `src` into `dst` from their current offsets. Returns 0 or -errno. */
-static int copy_fd(int src, int dst)
+/*
+ * Copies all of `src` into `dst` from their current offsets, and hashes the
+ * bytes (FNV-1a, 64 bits) into *digest. Returns 0 or -errno.
+ */
+static int copy_fd(int src, int dst, uint64_t *digest)
 {
     char buf[65536];
+    uint64_t h = 0xcbf29ce484222325u;
 
     for (;;) {
         ssize_t n = read(src, buf, sizeof(buf));
-        if (n == 0)
+        if (n == 0) {
+            *digest = h;
             return 0;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            h = (h ^ (uint8_t)buf[i]) * 0x100000001b3u;
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -93,7 +101,7 @@ static int copy_fd(int src, int dst)
  * writes guarantees that the code we validate is the code that runs, and
  * stays so for as long as it is mapped.
  */
-static int make_private_copy(const char *path, char *err, size_t errlen)
+static int make_private_copy(const char *path, uint64_t *digest, char *err, size_t errlen)
 {
     int src = open(path, O_RDONLY | O_CLOEXEC);
     if (src < 0) {
@@ -115,7 +123,7 @@ static int make_private_copy(const char *path, char *err, size_t errlen)
         return e == ENOMEM ? FC_ENOMEM : FC_ERROR;
     }
 
-    int rc = copy_fd(src, fd);
+    int rc = copy_fd(src, fd, digest);
     close(src);
     if (rc < 0) {
         set_error(err, errlen, path, "copying to memfd: %s", strerror(-rc));
@@ -268,7 +276,7 @@ int fc_plugin_load(const char *path, enum fc_plugin_kind kind, struct fc_plugin 
     p->path = path_copy;
     p->memfd = -1;
 
-    int rc = make_private_copy(path, err, errlen);
+    int rc = make_private_copy(path, &p->digest, err, errlen);
     if (rc < 0)
         goto fail;
     p->memfd = rc;

@@ -20,6 +20,8 @@ struct fc_plugin {
     int memfd;   /**< private copy, open until unload */
     void *handle; /**< from dlopen */
     const struct fc_plugin_descriptor *desc; /**< inside the loaded object */
+    uint64_t digest; /**< hash of the file's bytes: the same code loaded twice has the same */
+    uint32_t refs;   /**< holders (generations, shared instances); main thread only */
 };
 
 /**

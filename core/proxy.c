@@ -1119,8 +1119,8 @@ void fc_proxy_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, 
 {
     struct fc_client *c = pending->c;
     if (!c->rl_waiting) {
-        fc_log_error("pool %s: rate limiter answered a check that was not pending",
-                     ((struct fc_gen_pool *)owner)->conf->name);
+        fc_log_error("%s: ratelimit_done() for a check that is not pending",
+                     ((struct fc_instance *)owner)->label);
         return;
     }
     c->rl_waiting = 0;

@@ -18,7 +18,7 @@ void fc_proxy_on_connection(uv_stream_t *server, int status);
 
 /**
  * The host's ratelimit_done(): a verdict that a rate limiter left pending.
- * Runs on the worker thread of the request. `owner` is the pool.
+ * Runs on the worker thread of the request. `owner` is the limiter's instance.
  */
 void fc_proxy_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, int verdict,
                              uint64_t retry_after_ms);
