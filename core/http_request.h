@@ -16,10 +16,21 @@ struct fc_span {
     uint32_t len;
 };
 
+/** What the proxy needs to know of a header, found once when it is parsed. */
+enum fc_header_kind {
+    FC_HDR_OTHER = 0,
+    FC_HDR_HOP,     /**< Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade */
+    FC_HDR_FRAMING, /**< Content-Length, Transfer-Encoding */
+    FC_HDR_HOST,
+    FC_HDR_XFF,     /**< X-Forwarded-For */
+    FC_HDR_XFP,     /**< X-Forwarded-Proto */
+};
+
 struct fc_header {
     struct fc_span name;
     struct fc_span value; /**< leading and trailing whitespace already removed */
-    int value_done;       /**< parsing: the value is complete */
+    uint8_t value_done;   /**< parsing: the value is complete */
+    uint8_t kind;         /**< enum fc_header_kind */
 };
 
 #define FC_MAX_HEADERS 128

@@ -37,6 +37,7 @@ int fc_head_on_field(struct fc_request *h, const char *at, size_t len)
         cur->value.p = NULL;
         cur->value.len = 0;
         cur->value_done = 0;
+        cur->kind = FC_HDR_OTHER;
     }
     fc_head_on_span(&cur->name, at, len);
     return 0;
@@ -102,6 +103,39 @@ static int note_connection_tokens(struct fc_request *h, struct fc_span v)
     return 0;
 }
 
+/*
+ * The kind of a header, by its name. Called once per header; the length
+ * narrows the candidates so that most names cost one comparison or none.
+ */
+static enum fc_header_kind classify(struct fc_span name)
+{
+    switch (name.len) {
+    case 2:
+        return fc_span_equals(name, "te") ? FC_HDR_HOP : FC_HDR_OTHER;
+    case 4:
+        return fc_span_equals(name, "host") ? FC_HDR_HOST : FC_HDR_OTHER;
+    case 7:
+        return fc_span_equals(name, "trailer") || fc_span_equals(name, "upgrade") ? FC_HDR_HOP
+                                                                                  : FC_HDR_OTHER;
+    case 10:
+        return fc_span_equals(name, "connection") || fc_span_equals(name, "keep-alive")
+                   ? FC_HDR_HOP
+                   : FC_HDR_OTHER;
+    case 14:
+        return fc_span_equals(name, "content-length") ? FC_HDR_FRAMING : FC_HDR_OTHER;
+    case 15:
+        return fc_span_equals(name, "x-forwarded-for") ? FC_HDR_XFF : FC_HDR_OTHER;
+    case 16:
+        return fc_span_equals(name, "proxy-connection") ? FC_HDR_HOP : FC_HDR_OTHER;
+    case 17:
+        if (fc_span_equals(name, "transfer-encoding"))
+            return FC_HDR_FRAMING;
+        return fc_span_equals(name, "x-forwarded-proto") ? FC_HDR_XFP : FC_HDR_OTHER;
+    default:
+        return FC_HDR_OTHER;
+    }
+}
+
 int fc_head_on_value_complete(struct fc_request *h)
 {
     if (h->n_headers == 0)
@@ -122,11 +156,12 @@ int fc_head_on_value_complete(struct fc_request *h)
     /* The parser hands a folded value over as one span with CR LF inside it. */
     if (memchr(cur->value.p, '\r', cur->value.len) || memchr(cur->value.p, '\n', cur->value.len))
         return -1;
-    if (fc_span_equals(cur->name, "host")) {
+    cur->kind = (uint8_t)classify(cur->name);
+    if (cur->kind == FC_HDR_HOST) {
         if (h->host.p != NULL)
             return -1; /* two Hosts: which one routes is ambiguous */
         h->host = cur->value;
-    } else if (fc_span_equals(cur->name, "connection")) {
+    } else if (cur->kind == FC_HDR_HOP && fc_span_equals(cur->name, "connection")) {
         return note_connection_tokens(h, cur->value);
     }
     return 0;
@@ -169,22 +204,17 @@ int fc_head_request_complete(struct fc_request *h)
 }
 
 /*
- * Headers that describe one hop, never forwarded (RFC 9110 7.6.1). The framing
- * headers (Content-Length, Transfer-Encoding) are not among them: the body is
- * relayed with its framing, so they travel with it.
+ * Headers that describe one hop (RFC 9110 7.6.1) are never forwarded. The
+ * framing headers (Content-Length, Transfer-Encoding) are not among them: the
+ * body is relayed with its framing, so they travel with it, and neither they
+ * nor Host can be removed by naming them in Connection.
  */
-static const char *const hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", NULL,
-};
-
 int fc_header_is_hop_by_hop(const struct fc_request *h, const struct fc_header *hdr)
 {
-    for (const char *const *n = hop_by_hop; *n; n++)
-        if (fc_span_equals(hdr->name, *n))
-            return 1;
-    if (fc_span_equals(hdr->name, "content-length") ||
-        fc_span_equals(hdr->name, "transfer-encoding") || fc_span_equals(hdr->name, "host"))
-        return 0; /* never let Connection strip the framing or the Host */
+    if (hdr->kind == FC_HDR_HOP)
+        return 1;
+    if (hdr->kind != FC_HDR_OTHER || h->n_conn_tokens == 0)
+        return 0;
     for (uint32_t i = 0; i < h->n_conn_tokens; i++)
         if (span_equals_span(hdr->name, h->conn_tokens[i]))
             return 1;
@@ -238,11 +268,11 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
 
     for (uint32_t i = 0; i < req->n_headers; i++) {
         const struct fc_header *hdr = &req->headers[i];
-        if (fc_header_is_hop_by_hop(req, hdr) || fc_span_equals(hdr->name, "x-forwarded-proto"))
+        if (fc_header_is_hop_by_hop(req, hdr) || hdr->kind == FC_HDR_XFP)
             continue;
-        if (fc_span_equals(hdr->name, "x-forwarded-for"))
+        if (hdr->kind == FC_HDR_XFF)
             continue; /* merged into the one written below */
-        if (req->absolute_form && fc_span_equals(hdr->name, "host"))
+        if (req->absolute_form && hdr->kind == FC_HDR_HOST)
             continue; /* the target's authority wins */
         put_header(&o, hdr);
     }
@@ -260,7 +290,7 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
     put_str(&o, "X-Forwarded-For: ");
     for (uint32_t i = 0; i < req->n_headers; i++) {
         const struct fc_header *hdr = &req->headers[i];
-        if (!fc_span_equals(hdr->name, "x-forwarded-for") || hdr->value.len == 0)
+        if (hdr->kind != FC_HDR_XFF || hdr->value.len == 0)
             continue;
         put_span(&o, hdr->value);
         put(&o, ", ", 2);
@@ -275,16 +305,18 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
 int fc_rewrite_response(const struct fc_request *resp, unsigned flags, char *out, size_t cap)
 {
     struct out o = {out, 0, cap};
-    char status[16];
-    int n = snprintf(status, sizeof(status), "HTTP/1.1 %03d ", resp->status);
-    put(&o, status, (size_t)n);
+    int st = resp->status; /* three digits: llhttp accepts no other */
+    char status[13] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ', (char)('0' + st / 100 % 10),
+                       (char)('0' + st / 10 % 10), (char)('0' + st % 10), ' '};
+    put(&o, status, sizeof(status));
     put_span(&o, resp->reason);
     put(&o, "\r\n", 2);
     for (uint32_t i = 0; i < resp->n_headers; i++) {
         const struct fc_header *hdr = &resp->headers[i];
         if (fc_header_is_hop_by_hop(resp, hdr))
             continue;
-        if ((flags & FC_RESP_DECHUNK) && fc_span_equals(hdr->name, "transfer-encoding"))
+        if ((flags & FC_RESP_DECHUNK) && hdr->kind == FC_HDR_FRAMING &&
+            fc_span_equals(hdr->name, "transfer-encoding"))
             continue;
         put_header(&o, hdr);
     }

@@ -80,6 +80,7 @@ struct fc_upstream {
     llhttp_t parser;
     char *buf; /* UPBUF_SIZE, from the worker's free list while busy */
     uint32_t len, off, dechunk_w;
+    uint64_t last_active; /* uv_now() of the last byte read or written: see upstream_timer_cb() */
     int handles;
     unsigned connected : 1, reused : 1, writing : 1, reading : 1, got_bytes : 1, closing : 1,
         idle : 1, head_done : 1, msg_done : 1, keep_alive : 1, timed_out : 1;
@@ -549,21 +550,6 @@ static void upstream_idle_timer_cb(uv_timer_t *t)
     upstream_close(t->data);
 }
 
-static void upstream_idle_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    static __thread char sink[64]; /* contents unused: the connection is closed */
-    buf->base = sink;
-    buf->len = sizeof(sink);
-}
-
-/* An idle connection that becomes readable was closed or spoke out of turn: drop it. */
-static void upstream_idle_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    if (n == 0)
-        return;
-    upstream_close(s->data);
-}
-
 static void upstream_park(struct fc_upstream *u)
 {
     struct fc_worker *w = u->w;
@@ -585,8 +571,8 @@ static void upstream_park(struct fc_upstream *u)
     l->head = u;
     l->count++;
     u->idle = 1;
-    u->reading = 0;
-    uv_read_start((uv_stream_t *)&u->tcp, upstream_idle_alloc, upstream_idle_read);
+    /* Reading goes on: an idle connection that speaks or closes is dropped at once. */
+    upstream_read_start(u);
     uv_timer_start(&u->timer, upstream_idle_timer_cb, wcfg(w)->timeouts.idle_ms, 0);
 }
 
@@ -596,9 +582,7 @@ static struct fc_upstream *upstream_take_idle(struct fc_worker *w, struct fc_bac
     if (u == NULL)
         return NULL;
     idle_unlink(u);
-    uv_read_stop((uv_stream_t *)&u->tcp);
-    uv_timer_stop(&u->timer);
-    return u;
+    return u; /* its idle timer is replaced when the request goes out */
 }
 
 static int upstream_attach(struct fc_client *c, struct fc_upstream *u)
@@ -680,6 +664,11 @@ static void client_write(struct fc_client *c, uv_buf_t *bufs, unsigned n)
     }
     if (rc == 0) {
         c->writing = 1;
+        /* Back-pressure: read no more of the response until the client took this. */
+        if (c->up != NULL && c->up->reading) {
+            uv_read_stop((uv_stream_t *)&c->up->tcp);
+            c->up->reading = 0;
+        }
         /* A client that does not read its response is a stalled client. */
         client_timer_arm(c, wcfg(c->w)->timeouts.idle_ms);
         return;
@@ -909,11 +898,14 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n == 0)
         return;
     client_read_stop(c);
-    c->eof = 1;
-    if (n == UV_ENOBUFS && c->phase == PH_IDLE) {
-        client_close(c); /* out of memory for its request */
+    if (n == UV_ENOBUFS) {
+        if (c->mem == NULL)
+            client_close(c); /* out of memory for its request */
+        /* else the buffer is full (pipelined requests, or a body waiting for its
+         * backend): reading resumes once it has been drained */
         return;
     }
+    c->eof = 1;
     switch (c->phase) {
     case PH_IDLE:
     case PH_HEAD:
@@ -1135,7 +1127,11 @@ static void txn_begin(struct fc_client *c)
 {
     struct fc_worker *w = c->w;
     struct fc_request *req = &c->mem->req;
-    client_read_stop(c);
+    /*
+     * Reading goes on while the request is served, so that a client that goes
+     * away is noticed; what it sends meanwhile (a body, pipelined requests)
+     * waits in the buffer, and reading pauses only when the buffer is full.
+     */
     uv_timer_stop(&c->timer);
     c->phase = PH_CONNECTING;
     c->gen = w->gen;
@@ -1232,6 +1228,20 @@ static void upstream_timer_cb(uv_timer_t *t)
     }
     if (!u->connected) {
         connect_failed(c, UV_ETIMEDOUT, 1);
+        return;
+    }
+    /*
+     * upstream_ms counts the backend's silence. Rather than restarting the
+     * timer on every read and write, activity only notes the time, and the
+     * timer, when it fires, sleeps again for what is left. Waiting on a slow
+     * client is not the backend's fault: it starts the count afresh.
+     */
+    uint64_t now = uv_now(&c->w->loop);
+    uint64_t limit = wcfg(c->w)->timeouts.upstream_ms;
+    if (c->writing || c->resp_done)
+        u->last_active = now;
+    if (now - u->last_active < limit) {
+        uv_timer_start(&u->timer, upstream_timer_cb, limit - (now - u->last_active), 0);
         return;
     }
     fc_log_warn("client %s: backend %s: no response within %u ms", c->ip,
@@ -1334,6 +1344,7 @@ static void send_request_head(struct fc_client *c)
     c->out_len = (uint32_t)n;
     c->head_pending = 1;
     c->phase = PH_PROXY;
+    u->last_active = uv_now(&c->w->loop);
     uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
     upstream_read_start(u);
     forward_request_body(c);
@@ -1398,8 +1409,7 @@ static void on_upstream_written(struct fc_client *c)
         return;
     struct fc_upstream *u = c->up;
     /* The backend is taking the request: that is progress, as a response byte would be. */
-    if (!c->writing && !c->resp_done)
-        uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
+    u->last_active = uv_now(&c->w->loop);
     if (c->head_writing) {
         c->head_writing = 0;
         if (u->off < u->len)
@@ -1430,6 +1440,12 @@ static void on_upstream_written(struct fc_client *c)
 static void upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct fc_upstream *u = h->data;
+    if (u->idle || u->buf == NULL) {
+        static __thread char sink[64]; /* contents unused: the connection is dropped */
+        buf->base = sink;
+        buf->len = sizeof(sink);
+        return;
+    }
     buf->base = u->buf + u->len;
     buf->len = UPBUF_SIZE - u->len;
 }
@@ -1481,13 +1497,18 @@ static void upstream_failed(struct fc_client *c, const char *why)
 static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct fc_upstream *u = s->data;
+    if (u->idle) {
+        if (n != 0)
+            upstream_close(u); /* closed, or spoke out of turn, while idle */
+        return;
+    }
     struct fc_client *c = u->c;
     if (c == NULL || u->closing)
         return;
     if (n > 0) {
         u->len += (uint32_t)n;
         u->got_bytes = 1;
-        uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
+        u->last_active = uv_now(&c->w->loop);
         upstream_process(c);
         return;
     }
@@ -1561,10 +1582,7 @@ static void upstream_process(struct fc_client *c)
             upstream_failed(c, "response head too large");
             return;
         }
-        if (!u->reading) {
-            upstream_read_start(u);
-            uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
-        }
+        upstream_read_start(u);
         return;
     }
 
@@ -1590,9 +1608,6 @@ static void upstream_process(struct fc_client *c)
             u->len = left;
             u->off = 0;
             if (hn > 0) {
-                uv_read_stop((uv_stream_t *)&u->tcp);
-                u->reading = 0;
-                uv_timer_stop(&u->timer);
                 uv_buf_t b = uv_buf_init(c->out, (unsigned)hn);
                 client_write(c, &b, 1);
             } else {
@@ -1668,14 +1683,9 @@ static void upstream_process(struct fc_client *c)
     if (u->msg_done) {
         c->resp_done = 1;
         u->keep_alive = llhttp_should_keep_alive(&u->parser) && u->off == u->len;
-        uv_timer_stop(&u->timer);
     }
     if (n > 0) {
-        /* Stop reading the backend while the client has not taken this. */
-        uv_read_stop((uv_stream_t *)&u->tcp);
-        u->reading = 0;
-        uv_timer_stop(&u->timer);
-        client_write(c, bufs, n);
+        client_write(c, bufs, n); /* stops reading the backend if the client lags */
         return;
     }
     if (c->resp_done)
@@ -1711,7 +1721,6 @@ static void on_client_written(struct fc_client *c)
     }
     u->off = u->len = 0;
     upstream_read_start(u);
-    uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.upstream_ms, 0);
     if (!c->req_done && c->reading)
         client_timer_arm(c, wcfg(c->w)->timeouts.idle_ms);
 }
@@ -1746,10 +1755,7 @@ static void txn_end(struct fc_client *c)
     if (u != NULL) {
         c->up = NULL;
         backend_inflight_add(c, -1);
-        uv_timer_stop(&u->timer);
         if (u->keep_alive && c->req_done && c->resp_done && !u->writing) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
-            u->reading = 0;
             upstream_park(u);
         } else {
             upstream_close(u);
