@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# The Debian packages, end to end, on this machine: build them with
+# packaging/build-deb.sh (lintian included), install them, check the installed
+# configuration, run the installed daemon with a copy of the installed
+# configuration on free ports as the `fulcrum` user, proxy real requests,
+# build the out-of-tree example plugin against the installed SDK, drop it into
+# the plugin folder and switch a pool to it with SIGHUP, stop the daemon with
+# SIGTERM, then purge and check that nothing is left.
+#
+# It installs into / and must run as root (CI does). Not root: it fails,
+# unless FC_SKIP_PACKAGE_TEST=1 asks to skip it (exit 77, a CTest skip).
+# systemd does not run on the test machines, so the daemon is started by hand
+# the way fulcrum.service starts it.
+#
+# Everything it starts it stops, by PID, also on failure: the daemon, the
+# backends, the installed packages (purged), the example plugin it installed
+# and the `fulcrum` system user when the install created it.
+# FC_PACKAGE_KEEP=1 keeps the work folder (packages, logs) for a look.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here="$root/tests/package"
+start_s=$SECONDS
+
+pass() { echo "PASS: $*"; }
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+step() { echo "--- $*"; }
+
+if [ "${FC_SKIP_PACKAGE_TEST:-0}" = 1 ]; then
+    echo "SKIP: package.install: FC_SKIP_PACKAGE_TEST=1"
+    exit 77
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "FAIL: package.install must run as root: it installs the .deb files into / and purges" >&2
+    echo "FAIL: them; run it as root, or set FC_SKIP_PACKAGE_TEST=1 to skip it on purpose" >&2
+    exit 1
+fi
+
+# One package test per machine at a time: another checkout's ctest may run it
+# too, and both would install into the same /. The lock dies with the process.
+lockdir=/run/lock
+[ -d "$lockdir" ] || lockdir=/tmp
+exec 9>"$lockdir/fulcrum-package-test.lock"
+if ! flock -n 9; then
+    echo "--- another package test holds $lockdir/fulcrum-package-test.lock: waiting (at most 600 s)"
+    flock -w 600 9 || fail "another package test still runs after 600 s"
+    start_s=$SECONDS
+fi
+
+# Never replace or purge a fulcrum this test did not install.
+for p in fulcrum fulcrum-dev; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    case "$st" in
+    "" | not-installed) ;;
+    *) fail "package $p is already on this machine (status: $st); the test installs and purges it: dpkg --purge fulcrum fulcrum-dev first" ;;
+    esac
+done
+for d in /etc/fulcrum /var/log/fulcrum; do
+    [ ! -e "$d" ] || fail "$d exists without the package: left over from an earlier install? Remove it first"
+done
+
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null && command -v make >/dev/null || need+=(build-essential)
+command -v pkg-config >/dev/null || need+=(pkgconf)
+if [ ${#need[@]} -gt 0 ]; then
+    step "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || true
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-pkgtest.XXXXXX")
+chmod 0755 "$work" # the daemon runs as `fulcrum` and reads its config copy here
+log="$work/fulcrum.log"
+pids=()          # every process this test started and has not reaped
+installed=0      # 1 once apt-get install may have put the packages in place
+oot_manifest=""  # files `cmake --install` of the example plugin wrote
+user_existed=0
+getent passwd fulcrum >/dev/null && user_existed=1
+
+alive() {
+    # A zombie still answers kill -0: look at its state instead.
+    local state
+    state=$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS; reaps it. Returns
+# its exit status (137 when it had to be killed).
+stop_pid() {
+    local pid=$1 deadline=$((SECONDS + $2)) rc=0
+    kill -TERM "$pid" 2>/dev/null || true
+    while alive "$pid"; do
+        if [ $SECONDS -ge "$deadline" ]; then
+            echo "process $pid still running after SIGTERM: SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    wait "$pid" 2>/dev/null || rc=$?
+    forget_pid "$pid"
+    return $rc
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${pids[@]}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    pids=("${keep[@]}")
+}
+
+remove_user() {
+    if [ $user_existed = 0 ] && getent passwd fulcrum >/dev/null; then
+        deluser --system --quiet fulcrum >/dev/null 2>&1 || userdel fulcrum || true
+    fi
+    if [ $user_existed = 0 ] && getent group fulcrum >/dev/null; then
+        groupdel fulcrum || true
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    set +e
+    for p in "${pids[@]}"; do
+        stop_pid "$p" 5 >/dev/null 2>&1
+    done
+    if [ $rc -ne 0 ] && [ -s "$log" ]; then
+        echo "--- fulcrum's log (last 40 lines)" >&2
+        tail -n 40 "$log" >&2
+    fi
+    if [ -n "$oot_manifest" ] && [ -f "$oot_manifest" ]; then
+        xargs -r rm -f <"$oot_manifest"
+    fi
+    if [ $installed = 1 ]; then
+        echo "--- purging fulcrum fulcrum-dev" >&2
+        dpkg --purge fulcrum fulcrum-dev >/dev/null 2>&1
+        remove_user
+    fi
+    if [ "${FC_PACKAGE_KEEP:-0}" = 1 ]; then
+        echo "work folder kept: $work"
+    else
+        rm -rf "$work"
+    fi
+    if [ $rc -eq 0 ]; then
+        echo "PASS: package.install ($((SECONDS - start_s)) s)"
+    else
+        echo "FAIL: package.install (exit $rc, $((SECONDS - start_s)) s)" >&2
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_log PATTERN SECONDS: until the daemon's log has a line matching PATTERN.
+wait_log() {
+    local deadline=$((SECONDS + $2))
+    until grep -q -- "$1" "$log"; do
+        [ $SECONDS -lt "$deadline" ] || fail "no log line matching '$1' within $2 s"
+        [ -z "${fulcrum_pid:-}" ] || alive "$fulcrum_pid" || fail "fulcrum exited (waiting for '$1')"
+        sleep 0.1
+    done
+}
+
+# get PATH: the body of a GET through fulcrum; fails on anything but 200.
+get() {
+    local out code
+    out=$(curl -sS --max-time 10 -w '\n%{http_code}' "http://127.0.0.1:$listen_port$1") ||
+        fail "curl http://127.0.0.1:$listen_port$1 failed"
+    code=${out##*$'\n'}
+    [ "$code" = 200 ] || fail "GET $1 through fulcrum: HTTP $code, expected 200"
+    printf '%s\n' "${out%$'\n'*}"
+}
+
+# backend NAME: starts a backend answering NAME; sets backend_pid and backend_port.
+backend() {
+    local pf="$work/$1.port" deadline=$((SECONDS + 10))
+    python3 "$here/backend.py" "$1" "$pf" 9>&- &
+    backend_pid=$!
+    pids+=("$backend_pid")
+    until [ -s "$pf" ]; do
+        [ $SECONDS -lt "$deadline" ] || fail "backend $1 did not start"
+        alive "$backend_pid" || fail "backend $1 exited"
+        sleep 0.05
+    done
+    backend_port=$(cat "$pf")
+}
+
+# ---------------------------------------------------------------------------
+step "building the packages (packaging/build-deb.sh)"
+if ! OUT_DIR="$work/debs" "$root/packaging/build-deb.sh" >"$work/build-deb.log" 2>&1; then
+    tail -n 40 "$work/build-deb.log" >&2
+    fail "packaging/build-deb.sh failed"
+fi
+grep -q "lintian: no errors or warnings" "$work/build-deb.log" || fail "build-deb.sh did not run lintian"
+pass "packages built, lintian clean at error and warning level ($((SECONDS - start_s)) s)"
+
+# ---------------------------------------------------------------------------
+step "installing fulcrum and fulcrum-dev"
+shopt -s nullglob
+debs=("$work"/debs/fulcrum_*.deb "$work"/debs/fulcrum-dev_*.deb)
+[ ${#debs[@]} -eq 2 ] || fail "expected fulcrum_*.deb and fulcrum-dev_*.deb in $work/debs"
+installed=1
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" \
+    >"$work/install.log" 2>&1 || {
+    cat "$work/install.log" >&2
+    fail "apt-get install of the packages failed"
+}
+for p in fulcrum fulcrum-dev; do
+    [ "$(dpkg-query -W -f='${db:Status-Status}' $p)" = installed ] || fail "$p is not installed"
+done
+pass "apt-get install ./fulcrum_*.deb ./fulcrum-dev_*.deb"
+
+plugindir=$(pkg-config --variable=plugindir fulcrum-sdk) || fail "pkg-config does not find fulcrum-sdk"
+pkg-config --cflags fulcrum-sdk >/dev/null || fail "pkg-config --cflags fulcrum-sdk failed"
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+[ "$plugindir" = "/usr/lib/$multiarch/fulcrum/plugins" ] ||
+    fail "fulcrum-sdk.pc plugindir is $plugindir, expected /usr/lib/$multiarch/fulcrum/plugins"
+grep -q "^plugin_dir = \"$plugindir\";" /etc/fulcrum/fulcrum.conf ||
+    fail "/etc/fulcrum/fulcrum.conf does not set plugin_dir = \"$plugindir\""
+for f in /usr/sbin/fulcrum /etc/fulcrum/fulcrum.conf /lib/systemd/system/fulcrum.service \
+    /etc/logrotate.d/fulcrum /usr/share/man/man8/fulcrum.8.gz /usr/share/man/man5/fulcrum.conf.5.gz \
+    /usr/include/fulcrum/plugin.h "/usr/lib/$multiarch/pkgconfig/fulcrum-sdk.pc" \
+    /usr/share/doc/fulcrum-dev/PLUGINS.md /usr/share/doc/fulcrum-dev/examples/out-of-tree-plugin/first_up.c; do
+    [ -e "$f" ] || fail "$f is not installed"
+done
+# Every bundled plugin the build declares (plugins/CMakeLists.txt) is shipped.
+bundled=$(sed -n 's/^fc_add_plugin(\([a-z0-9_]*\) .*/\1/p' "$root/plugins/CMakeLists.txt")
+[ -n "$bundled" ] || fail "cannot read the bundled plugins from plugins/CMakeLists.txt"
+for name in $bundled; do
+    [ -f "$plugindir/$name.so" ] || fail "bundled plugin $plugindir/$name.so is not installed"
+done
+dpkg-query -W -f='${Conffiles}\n' fulcrum | grep -q '^ /etc/fulcrum/fulcrum.conf ' ||
+    fail "/etc/fulcrum/fulcrum.conf is not a conffile"
+dpkg-query -W -f='${Provides}\n' fulcrum | grep -qw 'fulcrum-abi-1' || fail "fulcrum does not provide fulcrum-abi-1"
+getent passwd fulcrum >/dev/null || fail "postinst did not create the system user fulcrum"
+[ "$(stat -c %U /var/log/fulcrum)" = fulcrum ] || fail "/var/log/fulcrum is not owned by fulcrum"
+/usr/sbin/fulcrum --version | grep -q "^fulcrum " || fail "fulcrum --version"
+if command -v systemd-analyze >/dev/null; then
+    systemd-analyze verify /lib/systemd/system/fulcrum.service >"$work/verify.log" 2>&1 || {
+        cat "$work/verify.log" >&2
+        fail "systemd-analyze verify fulcrum.service"
+    }
+fi
+if command -v logrotate >/dev/null; then
+    logrotate -d /etc/logrotate.d/fulcrum >"$work/logrotate.log" 2>&1 || {
+        cat "$work/logrotate.log" >&2
+        fail "logrotate -d /etc/logrotate.d/fulcrum"
+    }
+fi
+pass "installed files, plugins ($(wc -w <<<"$bundled")) in $plugindir, conffile, fulcrum-abi-1, user, unit"
+
+# ---------------------------------------------------------------------------
+step "fulcrum -t on the installed configuration"
+out=$(/usr/sbin/fulcrum -t -c /etc/fulcrum/fulcrum.conf 2>&1) || fail "fulcrum -t -c /etc/fulcrum/fulcrum.conf: $out"
+echo "$out" | grep -q "configuration OK" || fail "fulcrum -t did not say 'configuration OK': $out"
+# The way fulcrum.service's ExecStartPre runs it: as the fulcrum user.
+out=$(setpriv --reuid=fulcrum --regid=fulcrum --init-groups -- \
+    /usr/sbin/fulcrum -t -c /etc/fulcrum/fulcrum.conf 2>&1) || fail "fulcrum -t as user fulcrum: $out"
+pass "fulcrum -t -c /etc/fulcrum/fulcrum.conf: configuration OK (as root and as fulcrum)"
+
+# ---------------------------------------------------------------------------
+step "running the installed daemon with the installed configuration, on free ports"
+backend alpha
+alpha_pid=$backend_pid alpha_port=$backend_port
+backend beta
+beta_port=$backend_port
+listen_port=$(free_port)
+conf="$work/fulcrum.conf"
+# The installed file with its listener moved to a free port and its one
+# backend replaced by the two test backends; everything else as shipped.
+sed -e "s|address = \"127.0.0.1:8080\"|address = \"127.0.0.1:$listen_port\"|" \
+    -e "s|{ address = \"127.0.0.1:8081\"; weight = 1; }|{ address = \"127.0.0.1:$alpha_port\"; weight = 1; }, { address = \"127.0.0.1:$beta_port\"; weight = 1; }|" \
+    /etc/fulcrum/fulcrum.conf >"$conf"
+chmod 0644 "$conf"
+grep -q "127.0.0.1:$listen_port" "$conf" && grep -q "127.0.0.1:$beta_port" "$conf" ||
+    fail "cannot rewrite the listener and backend of /etc/fulcrum/fulcrum.conf (did its text change?)"
+grep -q 'plugin = "round_robin"' "$conf" || fail "the shipped pool does not use round_robin"
+
+setpriv --reuid=fulcrum --regid=fulcrum --init-groups -- /usr/sbin/fulcrum -c "$conf" >"$log" 2>&1 9>&- &
+fulcrum_pid=$!
+pids+=("$fulcrum_pid")
+wait_log "listening on 127.0.0.1:$listen_port" 10
+pass "fulcrum -c (as user fulcrum) listening on 127.0.0.1:$listen_port"
+
+seen=""
+for _ in 1 2 3 4 5 6; do
+    seen+=" $(get /)"
+done
+[[ $seen == *alpha* && $seen == *beta* ]] || fail "round_robin: expected both backends, got:$seen"
+pass "6 requests through fulcrum, 200, spread by round_robin:$seen"
+
+access=/var/log/fulcrum/access.log
+[ "$(wc -l <"$access")" -ge 6 ] || fail "$access has fewer than 6 lines"
+mv "$access" "$access.1"
+kill -USR1 "$fulcrum_pid"
+wait_log "access log reopened" 5
+get / >/dev/null
+[ -s "$access" ] || fail "SIGUSR1: no new $access"
+pass "access log in /var/log/fulcrum, reopened on SIGUSR1 (as logrotate's postrotate does)"
+
+# ---------------------------------------------------------------------------
+step "the out-of-tree example plugin, built against the installed SDK"
+cmake -S "$root/examples/out-of-tree-plugin" -B "$work/oot" -DCMAKE_BUILD_TYPE=Release \
+    >"$work/oot.log" 2>&1 && cmake --build "$work/oot" >>"$work/oot.log" 2>&1 || {
+    cat "$work/oot.log" >&2
+    fail "building examples/out-of-tree-plugin against the installed SDK"
+}
+exports=$(nm -D --defined-only "$work/oot/first_up.so" | awk '{print $3}' | tr '\n' ' ')
+[ "$exports" = "fc_plugin " ] || fail "first_up.so exports '$exports', expected only fc_plugin"
+oot_manifest="$work/oot/install_manifest.txt"
+cmake --install "$work/oot" >>"$work/oot.log" 2>&1 || fail "cmake --install of the example plugin"
+[ -f "$plugindir/first_up.so" ] || fail "cmake --install did not put first_up.so in $plugindir"
+pass "first_up.so built with pkg-config fulcrum-sdk, installed to $plugindir"
+
+sed -i 's|plugin = "round_robin"|plugin = "first_up"|' "$conf"
+out=$(setpriv --reuid=fulcrum --regid=fulcrum --init-groups -- /usr/sbin/fulcrum -t -c "$conf" 2>&1) ||
+    fail "fulcrum -t with first_up: $out"
+kill -HUP "$fulcrum_pid"
+wait_log "reload done: generation 2 in force" 10
+grep -q "first_up.*primary 127.0.0.1:$alpha_port" "$log" || fail "no log line from first_up's create()"
+seen=""
+for _ in 1 2 3 4 5 6; do
+    seen+=" $(get /)"
+done
+[ "$seen" = " alpha alpha alpha alpha alpha alpha" ] || fail "first_up: expected alpha only, got:$seen"
+pass "kill -HUP: pool switched to first_up, every request to the primary:$seen"
+
+stop_pid "$alpha_pid" 5 || true
+[ "$(get /)" = beta ] || fail "first_up: the standby did not take over from a dead primary"
+pass "first_up: the primary stopped, the standby answers"
+
+# ---------------------------------------------------------------------------
+step "SIGTERM"
+rc=0
+stop_pid "$fulcrum_pid" 20 || rc=$?
+fulcrum_pid=""
+[ $rc -eq 0 ] || fail "fulcrum exited $rc on SIGTERM, expected 0"
+grep -q "stopped" "$log" || fail "no 'stopped' line in the log"
+pass "SIGTERM: fulcrum exited 0"
+
+# ---------------------------------------------------------------------------
+step "dpkg --purge fulcrum fulcrum-dev"
+xargs -r rm -f <"$oot_manifest" # the test's own plugin, not the package's
+oot_manifest=""
+dpkg --purge fulcrum fulcrum-dev >"$work/purge.log" 2>&1 || {
+    cat "$work/purge.log" >&2
+    fail "dpkg --purge"
+}
+installed=0
+grep -i "warning" "$work/purge.log" >&2 && fail "dpkg --purge warned (above)"
+for f in /usr/sbin/fulcrum /etc/fulcrum "/usr/lib/$multiarch/fulcrum" /var/log/fulcrum \
+    /usr/include/fulcrum "/usr/lib/$multiarch/pkgconfig/fulcrum-sdk.pc" /lib/systemd/system/fulcrum.service \
+    /etc/systemd/system/multi-user.target.wants/fulcrum.service /etc/logrotate.d/fulcrum \
+    /usr/share/doc/fulcrum /usr/share/doc/fulcrum-dev /usr/share/man/man8/fulcrum.8.gz; do
+    [ ! -e "$f" ] || fail "$f is left after dpkg --purge"
+done
+for p in fulcrum fulcrum-dev; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ -z "$st" ] || [ "$st" = not-installed ] || fail "$p is still known to dpkg after purge: $st"
+done
+pass "purged: no binary, /etc/fulcrum, plugin folder, /var/log/fulcrum, unit or SDK left"
+if getent passwd fulcrum >/dev/null; then
+    echo "note: the system user fulcrum outlives the purge, as Debian policy advises"
+    remove_user
+fi
