@@ -791,10 +791,8 @@ static void txn_release(struct fc_client *c)
     if (c->gen != NULL) {
         struct fc_generation *g = c->gen;
         c->gen = NULL;
-        if (--g->workers[c->w->index].requests == 0 && g != c->w->gen) {
-            fc_generation_worker_leave(g, c->w->index, &c->w->loop);
-            fc_generation_release(g);
-        }
+        if (--g->workers[c->w->index].requests == 0 && g != c->w->gen)
+            fc_worker_retire(c->w, g);
     }
     if (c->tried != c->tried_small)
         free(c->tried);

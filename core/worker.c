@@ -231,6 +231,37 @@ void fc_worker_maybe_done(struct fc_worker *w)
     }
 }
 
+/* Close callbacks of the last iteration have run: the generations can go. */
+static void release_prepare_cb(uv_prepare_t *h)
+{
+    struct fc_worker *w = h->data;
+    uint32_t n = w->n_retired;
+    w->n_retired = 0;
+    uv_prepare_stop(h);
+    for (uint32_t i = 0; i < n; i++)
+        fc_generation_release(w->retired[i]);
+}
+
+void fc_worker_retire(struct fc_worker *w, struct fc_generation *g)
+{
+    fc_generation_worker_leave(g, w->index, &w->loop);
+    if (w->n_retired == w->cap_retired) {
+        uint32_t cap = w->cap_retired ? 2 * w->cap_retired : 4;
+        struct fc_generation **grown = realloc(w->retired, cap * sizeof(*grown));
+        if (grown == NULL) {
+            /* Cannot wait for the close callbacks: hold the generation for good rather
+             * than unload code they may still run. Logged; a leak, not a crash. */
+            fc_log_error("worker %u: out of memory: generation %llu kept", w->index,
+                         (unsigned long long)g->id);
+            return;
+        }
+        w->retired = grown;
+        w->cap_retired = cap;
+    }
+    w->retired[w->n_retired++] = g;
+    uv_prepare_start(&w->release_prepare, release_prepare_cb);
+}
+
 static void switch_generation(struct fc_worker *w, struct fc_generation *g)
 {
     struct fc_generation *old = w->gen;
@@ -238,10 +269,8 @@ static void switch_generation(struct fc_worker *w, struct fc_generation *g)
     fc_generation_worker_enter(g, w->index, &w->loop);
     if (!w->draining)
         update_listeners(w, g);
-    if (old->workers[w->index].requests == 0) {
-        fc_generation_worker_leave(old, w->index, &w->loop);
-        fc_generation_release(old);
-    }
+    if (old->workers[w->index].requests == 0)
+        fc_worker_retire(w, old);
     /* else: its last request here releases it */
 }
 
@@ -273,6 +302,8 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
         return rc;
     uv_async_init(&w->loop, &w->wakeup, wakeup_cb);
     w->wakeup.data = w;
+    uv_prepare_init(&w->loop, &w->release_prepare);
+    w->release_prepare.data = w;
     uv_check_init(&w->loop, &w->flush_check);
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, flush_check_cb);
@@ -339,6 +370,11 @@ void fc_worker_join(struct fc_worker *w)
     if (w->gen != NULL)
         fc_generation_release(w->gen);
     w->gen = NULL;
+    for (uint32_t i = 0; i < w->n_retired; i++)
+        fc_generation_release(w->retired[i]);
+    free(w->retired);
+    w->retired = NULL;
+    w->n_retired = 0;
     if (w->log_len > 0)
         flush_access_log(w);
     free(w->log_buf);

@@ -1127,10 +1127,9 @@ int it_redis_start(struct it_env *env, int port, struct it_proc **proc_out)
     for (int attempt = 1;; attempt++) {
         int p = port != 0 ? port : it_free_port();
         const char *port_text = it_strf(env, "%d", p);
-        const char *const argv[] = {server,       "--port",   port_text, "--bind",
-                                    "127.0.0.1",  "--save",   "",        "--appendonly",
-                                    "no",         "--daemonize", "no",   "--loglevel",
-                                    "warning",    NULL};
+        const char *const argv[] = {server,   "--port",     port_text,      "--bind", "127.0.0.1",
+                                    "--save", "",           "--appendonly", "no",     "--daemonize",
+                                    "no",     "--loglevel", "warning",      NULL};
         struct it_proc *proc = spawn(env, "redis", argv);
         int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
         for (;;) {
@@ -1359,6 +1358,42 @@ int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_
                     IT_START_TIMEOUT_MS);
         }
         it_sleep_ms(5);
+    }
+}
+
+int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char *text)
+{
+    static const char done[] = "reload done: ";
+    static const char failed[] = "reload failed: ";
+    const char *before = it_proc_stderr(env, f->proc);
+    size_t n_done = count_occurrences(before, done);
+    size_t n_failed = count_occurrences(before, failed);
+
+    if (text != NULL) {
+        const char *tmp = it_write_file(env, it_strf(env, "reload-%u.conf.tmp", ++env->seq), text);
+        if (rename(tmp, f->config_path) != 0)
+            it_fail("rename %s to %s: %s", tmp, f->config_path, strerror(errno));
+    }
+    it_proc_signal(f->proc, SIGHUP);
+
+    int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
+    for (;;) {
+        const char *err = it_proc_stderr(env, f->proc);
+        if (count_occurrences(err, done) > n_done)
+            return 0;
+        if (count_occurrences(err, failed) > n_failed)
+            return -EINVAL;
+        if (proc_poll(f->proc)) {
+            proc_report(env, f->proc);
+            it_fail("fulcrum %s while reloading %s", describe_status(env, f->proc->status),
+                    f->config_path);
+        }
+        if (it_now_ms() >= deadline) {
+            proc_report(env, f->proc);
+            it_fail("fulcrum logged neither \"%s\" nor \"%s\" within %d ms of SIGHUP", done,
+                    failed, IT_START_TIMEOUT_MS);
+        }
+        it_sleep_ms(2);
     }
 }
 

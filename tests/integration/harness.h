@@ -339,6 +339,15 @@ struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *
  */
 int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_config *cfg);
 
+/*
+ * it_fulcrum_reload() with the whole file given as `text`, written as it is
+ * (so it may name other listeners, or be broken on purpose), renamed over
+ * f->config_path; or, with text NULL, the file left as it is (a test that
+ * changed a plugin file on disk). Then SIGHUP and the same wait and return
+ * values as it_fulcrum_reload().
+ */
+int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char *text);
+
 /* ---- HTTP client ------------------------------------------------------- */
 
 struct it_conn;
