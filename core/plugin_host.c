@@ -458,7 +458,8 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     inst->creating = 0;
     if (rc != 0) {
         /* The plugin logged why; say which instance gave up. */
-        fc_log_error("%s: create() failed: %s", inst->label, error_name(rc));
+        fc_log_error("%s:%d: %s: %s: create() failed: %s", setting_file(inst, group),
+                     setting_line(inst, group), inst->label, plugin->path, error_name(rc));
         inst->state = NULL;
         rc = rc < 0 ? rc : FC_ERROR;
         goto fail;

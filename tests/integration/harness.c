@@ -1390,8 +1390,8 @@ int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char 
         }
         if (it_now_ms() >= deadline) {
             proc_report(env, f->proc);
-            it_fail("fulcrum logged neither \"%s\" nor \"%s\" within %d ms of SIGHUP", done,
-                    failed, IT_START_TIMEOUT_MS);
+            it_fail("fulcrum logged neither \"%s\" nor \"%s\" within %d ms of SIGHUP", done, failed,
+                    IT_START_TIMEOUT_MS);
         }
         it_sleep_ms(2);
     }

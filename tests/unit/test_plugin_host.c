@@ -362,8 +362,12 @@ static void test_create_fails(void **unused)
                                         "pool web: strategy create_fails"),
                      FC_EINVAL);
     assert_logged("pool web: strategy create_fails: cannot start: the test says so");
-    assert_logged("pool web: strategy create_fails: create() failed: invalid argument or "
-                  "configuration");
+    char want[512];
+    snprintf(want, sizeof(want),
+             "%s:0: pool web: strategy create_fails: %s: create() failed: invalid argument or "
+             "configuration",
+             CONFIG_FILE, create_fails->path);
+    assert_logged(want);
     assert_null(inst.plugin);
     fc_instance_destroy(&inst); /* a failed instance needs none, but it is harmless */
 
