@@ -992,8 +992,12 @@ void fc_proxy_on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    c->peer_len = sizeof(c->peer);
-    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, (int *)&c->peer_len);
+    int peer_len = sizeof(c->peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &peer_len) != 0) {
+        client_close(c); /* reset before we could look at it: nothing to serve */
+        return;
+    }
+    c->peer_len = (socklen_t)peer_len;
     if (c->peer.ss_family == AF_INET6)
         uv_ip6_name((struct sockaddr_in6 *)&c->peer, c->ip, sizeof(c->ip));
     else
