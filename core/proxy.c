@@ -63,6 +63,9 @@ enum phase {
 struct fc_txn_mem {
     struct fc_request req;
     struct fc_request resp;
+    llhttp_t parser;          /* the client's request parser */
+    uv_write_t wreq;          /* the write to the client */
+    uint8_t tried_small[32];  /* fc_client.tried for pools of up to 32 backends */
     char log_req[256]; /* "GET /path HTTP/1.1" for the access log */
     /* followed by the input buffer (in_cap bytes) and the output buffer */
 };
@@ -91,19 +94,28 @@ struct fc_ratelimit_pending {
     struct fc_client *c;
 };
 
+/*
+ * A client connection. What only a request in progress needs (parser, write
+ * request, heads, buffers) lives in struct fc_txn_mem, taken when a request's
+ * first byte arrives and given back when the connection turns idle: an idle
+ * keep-alive connection costs this struct alone.
+ */
 struct fc_client {
     uv_tcp_t tcp;
     uv_timer_t timer;
-    uv_write_t wreq;
     uv_shutdown_t shutdown_req;
     struct fc_worker *w;
     struct fc_listener *listener;
     struct fc_client *prev, *next;
     int handles;
-    llhttp_t parser;
+    llhttp_t *parser; /* &mem->parser while mem is held */
     char ip[INET6_ADDRSTRLEN];
     uint32_t ip_len;
-    struct sockaddr_storage peer;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
     socklen_t peer_len;
 
     struct fc_txn_mem *mem;
@@ -128,7 +140,6 @@ struct fc_client {
     struct fc_upstream *up;
     int32_t backend; /* index in pool, -1 none */
     uint32_t attempts;
-    uint8_t tried_small[32];
     uint8_t *tried;
     uint64_t body_seen;
     uint64_t t_start;
@@ -184,6 +195,10 @@ static int mem_acquire(struct fc_client *c)
     if (m == NULL)
         return FC_ENOMEM;
     c->mem = m;
+    llhttp_init(&m->parser, HTTP_REQUEST, &req_settings);
+    m->parser.data = c;
+    m->wreq.data = c;
+    c->parser = &m->parser;
     c->in = (char *)(m + 1);
     c->out = c->in + in_cap;
     c->in_cap = in_cap;
@@ -202,6 +217,7 @@ static void mem_release(struct fc_client *c)
     else
         free(c->mem);
     c->mem = NULL;
+    c->parser = NULL;
     c->in = c->out = NULL;
     c->in_len = c->in_off = 0;
 }
@@ -656,7 +672,7 @@ static void client_write(struct fc_client *c, uv_buf_t *bufs, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         c->bytes_out += bufs[i].len;
-    int rc = write_some((uv_stream_t *)&c->tcp, &c->wreq, bufs, n, client_write_cb);
+    int rc = write_some((uv_stream_t *)&c->tcp, &c->mem->wreq, bufs, n, client_write_cb);
     if (rc < 0) {
         fc_log_debug("client %s: write: %s", c->ip, uv_strerror(rc));
         txn_abort(c, NULL);
@@ -773,6 +789,7 @@ static void client_on_close(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     w->n_clients--;
+    mem_release(c);
     struct fc_listener *l = c->listener;
     if (--l->conns == 0 && l->closed)
         free(l); /* its handle closed earlier; the last connection frees it */
@@ -794,7 +811,7 @@ static void txn_release(struct fc_client *c)
         if (--g->workers[c->w->index].requests == 0 && g != c->w->gen)
             fc_worker_retire(c->w, g);
     }
-    if (c->tried != c->tried_small)
+    if (c->mem == NULL || c->tried != c->mem->tried_small)
         free(c->tried);
     c->tried = NULL;
 }
@@ -810,7 +827,10 @@ static void client_close(struct fc_client *c)
     }
     c->closing = 1;
     txn_release(c);
-    mem_release(c);
+    /* A pending write's request lives in mem: libuv cancels it, with its
+     * callback, before the close callback, where mem then goes. */
+    if (!c->writing)
+        mem_release(c);
     uv_close((uv_handle_t *)&c->tcp, client_on_close);
     uv_close((uv_handle_t *)&c->timer, client_on_close);
 }
@@ -978,7 +998,7 @@ void fc_proxy_on_connection(uv_stream_t *server, int status)
     c->backend = -1;
     uv_tcp_init(&w->loop, &c->tcp);
     uv_timer_init(&w->loop, &c->timer);
-    c->tcp.data = c->timer.data = c->wreq.data = c;
+    c->tcp.data = c->timer.data = c;
     c->rl_pending.c = c;
     c->handles = 2;
     l->conns++;
@@ -993,18 +1013,16 @@ void fc_proxy_on_connection(uv_stream_t *server, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     int peer_len = sizeof(c->peer);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &peer_len) != 0) {
+    if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &peer_len) != 0) {
         client_close(c); /* reset before we could look at it: nothing to serve */
         return;
     }
     c->peer_len = (socklen_t)peer_len;
-    if (c->peer.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&c->peer, c->ip, sizeof(c->ip));
+    if (c->peer.sa.sa_family == AF_INET6)
+        uv_ip6_name(&c->peer.in6, c->ip, sizeof(c->ip));
     else
-        uv_ip4_name((struct sockaddr_in *)&c->peer, c->ip, sizeof(c->ip));
+        uv_ip4_name(&c->peer.in, c->ip, sizeof(c->ip));
     c->ip_len = (uint32_t)strlen(c->ip);
-    llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
-    c->parser.data = c;
     c->phase = PH_IDLE;
     c->keep_alive = 1;
     client_timer_arm(c, wcfg(w)->timeouts.client_header_ms);
@@ -1036,7 +1054,7 @@ static void parse_head(struct fc_client *c)
         client_timer_arm(c, wcfg(c->w)->timeouts.client_header_ms);
     }
     const char *start = c->in + c->in_off;
-    enum llhttp_errno e = llhttp_execute(&c->parser, start, c->in_len - c->in_off);
+    enum llhttp_errno e = llhttp_execute(c->parser, start, c->in_len - c->in_off);
     if (e == HPE_OK) {
         c->in_off = c->in_len;
         if (c->in_len == c->in_cap) {
@@ -1046,12 +1064,12 @@ static void parse_head(struct fc_client *c)
         return;
     }
     if (paused(e) && c->head_done) {
-        c->in_off = (uint32_t)(llhttp_get_error_pos(&c->parser) - c->in);
+        c->in_off = (uint32_t)(llhttp_get_error_pos(c->parser) - c->in);
         c->req_done = c->msg_done;
         txn_begin(c);
         return;
     }
-    fc_log_debug("client %s: bad request: %s", c->ip, llhttp_get_error_reason(&c->parser));
+    fc_log_debug("client %s: bad request: %s", c->ip, llhttp_get_error_reason(c->parser));
     c->req_done = 0;
     reply(c, parse_error_status(c, e), 1);
 }
@@ -1146,11 +1164,11 @@ static void txn_begin(struct fc_client *c)
     c->bytes_out = 0;
     c->status = 0;
     c->body_seen = 0;
-    req->http_major = c->parser.http_major;
-    req->http_minor = c->parser.http_minor;
+    req->http_major = c->parser->http_major;
+    req->http_minor = c->parser->http_minor;
     c->client_10 = req->http_major == 1 && req->http_minor == 0;
-    c->head_req = c->parser.method == HTTP_HEAD;
-    c->keep_alive = llhttp_should_keep_alive(&c->parser) && !w->draining;
+    c->head_req = c->parser->method == HTTP_HEAD;
+    c->keep_alive = llhttp_should_keep_alive(c->parser) && !w->draining;
     if (fc_runtime.access_log_fd >= 0)
         snprintf(c->mem->log_req, sizeof(c->mem->log_req), "%.*s %.*s HTTP/%u.%u",
                  (int)req->method.len, req->method.p,
@@ -1165,7 +1183,7 @@ static void txn_begin(struct fc_client *c)
         reply(c, 503, 1);
         return;
     }
-    if (c->parser.method == HTTP_CONNECT) {
+    if (c->parser->method == HTTP_CONNECT) {
         reply(c, 405, 1);
         return;
     }
@@ -1179,15 +1197,15 @@ static void txn_begin(struct fc_client *c)
         reply(c, 400, 1);
         return;
     }
-    if (cfg->limits.max_body_bytes && !(c->parser.flags & F_CHUNKED) &&
-        c->parser.content_length > cfg->limits.max_body_bytes) {
+    if (cfg->limits.max_body_bytes && !(c->parser->flags & F_CHUNKED) &&
+        c->parser->content_length > cfg->limits.max_body_bytes) {
         reply(c, 413, 1);
         return;
     }
     c->pool = fc_generation_route(c->gen, cfg->listeners[li].pool, req->host.p, req->host.len,
                                   req->target.p, req->target.len);
     uint32_t nb = c->pool->view.n_backends;
-    c->tried = nb <= sizeof(c->tried_small) ? c->tried_small : calloc(nb, 1);
+    c->tried = nb <= sizeof(c->mem->tried_small) ? c->mem->tried_small : calloc(nb, 1);
     if (c->tried == NULL) {
         reply(c, 503, 1);
         return;
@@ -1264,7 +1282,7 @@ static void txn_connect(struct fc_client *c)
         .size = sizeof(args),
         .worker = w->index,
         .request = &c->mem->req,
-        .client = (const struct sockaddr *)&c->peer,
+        .client = &c->peer.sa,
         .client_len = c->peer_len,
         .tried = c->attempts ? c->tried : NULL,
     };
@@ -1368,22 +1386,22 @@ static void forward_request_body(struct fc_client *c)
         c->head_pending = 0;
         c->head_writing = 1; /* c->out is busy until on_upstream_written() */
         if (!c->req_has_body)
-            parser_resume(&c->parser); /* paused at the end of a bodiless request */
+            parser_resume(c->parser); /* paused at the end of a bodiless request */
     }
     if (!c->req_done) {
         const char *start = c->in + c->in_off;
         size_t avail = c->in_len - c->in_off;
-        parser_resume(&c->parser); /* paused at the end of the head */
-        enum llhttp_errno e = avail ? llhttp_execute(&c->parser, start, avail) : HPE_OK;
+        parser_resume(c->parser); /* paused at the end of the head */
+        enum llhttp_errno e = avail ? llhttp_execute(c->parser, start, avail) : HPE_OK;
         size_t used;
         if (e == HPE_OK) {
             used = avail;
         } else if (paused(e) && c->msg_done) {
-            used = (size_t)(llhttp_get_error_pos(&c->parser) - start);
+            used = (size_t)(llhttp_get_error_pos(c->parser) - start);
             c->req_done = 1;
         } else {
             fc_log_debug("client %s: bad request body: %s", c->ip,
-                         llhttp_get_error_reason(&c->parser));
+                         llhttp_get_error_reason(c->parser));
             c->req_done = 0;
             reply(c, parse_error_status(c, e), 1);
             return;
@@ -1779,7 +1797,7 @@ static void txn_end(struct fc_client *c)
     c->head_pending = 0;
     /* The message is complete: start the parser afresh (this also leaves the state
      * in which an Upgrade request pauses, since the upgrade never happens). */
-    llhttp_reset(&c->parser);
+    llhttp_reset(c->parser);
     uint32_t left = c->in_len - c->in_off;
     if (left > 0) {
         memmove(c->in, c->in + c->in_off, left);
