@@ -1194,6 +1194,19 @@ struct it_pool_config *it_config_add_pool(struct it_config *cfg, const char *nam
     return pool;
 }
 
+struct it_pool_config *it_config_demo_pool(struct it_env *env, struct it_config *cfg, size_t n)
+{
+    static const char *const names[IT_MAX_POOL_BACKENDS] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    if (n == 0 || n > IT_MAX_POOL_BACKENDS)
+        it_fail("it_config_demo_pool: %zu backends", n);
+    it_config_init(cfg);
+    struct it_pool_config *pool = it_config_add_pool(cfg, "web", 1, 0);
+    for (size_t i = 0; i < n; i++)
+        pool->ports[i] = it_backend_start(env, names[i]);
+    pool->nports = n;
+    return pool;
+}
+
 /* A growable string for rendering text. */
 struct strbuf {
     char *data;
@@ -1316,8 +1329,7 @@ struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *
     }
 }
 
-/* Number of times `needle` occurs in `text`. */
-static size_t count_occurrences(const char *text, const char *needle)
+size_t it_count(const char *text, const char *needle)
 {
     size_t n = 0, len = strlen(needle);
     for (const char *at = strstr(text, needle); at != NULL; at = strstr(at + len, needle))
@@ -1325,51 +1337,16 @@ static size_t count_occurrences(const char *text, const char *needle)
     return n;
 }
 
-int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_config *cfg)
-{
-    static const char done[] = "reload done: ";
-    static const char failed[] = "reload failed: ";
-    const char *before = it_proc_stderr(env, f->proc);
-    size_t n_done = count_occurrences(before, done);
-    size_t n_failed = count_occurrences(before, failed);
-
-    /* A new file renamed over the old one: fulcrum never reads half of it. */
-    const char *text = it_config_render(env, cfg, f->port);
-    const char *tmp = it_write_file(env, it_strf(env, "reload-%u.conf.tmp", ++env->seq), text);
-    if (rename(tmp, f->config_path) != 0)
-        it_fail("rename %s to %s: %s", tmp, f->config_path, strerror(errno));
-    it_proc_signal(f->proc, SIGHUP);
-
-    int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
-    for (;;) {
-        const char *err = it_proc_stderr(env, f->proc);
-        if (count_occurrences(err, done) > n_done)
-            return 0;
-        if (count_occurrences(err, failed) > n_failed)
-            return -EINVAL;
-        if (proc_poll(f->proc)) {
-            proc_report(env, f->proc);
-            it_fail("fulcrum %s while reloading %s", describe_status(env, f->proc->status),
-                    f->config_path);
-        }
-        if (it_now_ms() >= deadline) {
-            proc_report(env, f->proc);
-            it_fail("fulcrum logged neither \"%s\" nor \"%s\" within %d ms of SIGHUP", done, failed,
-                    IT_START_TIMEOUT_MS);
-        }
-        it_sleep_ms(5);
-    }
-}
-
 int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char *text)
 {
     static const char done[] = "reload done: ";
     static const char failed[] = "reload failed: ";
     const char *before = it_proc_stderr(env, f->proc);
-    size_t n_done = count_occurrences(before, done);
-    size_t n_failed = count_occurrences(before, failed);
+    size_t n_done = it_count(before, done);
+    size_t n_failed = it_count(before, failed);
 
     if (text != NULL) {
+        /* A new file renamed over the old one: fulcrum never reads half of it. */
         const char *tmp = it_write_file(env, it_strf(env, "reload-%u.conf.tmp", ++env->seq), text);
         if (rename(tmp, f->config_path) != 0)
             it_fail("rename %s to %s: %s", tmp, f->config_path, strerror(errno));
@@ -1379,9 +1356,9 @@ int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char 
     int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
     for (;;) {
         const char *err = it_proc_stderr(env, f->proc);
-        if (count_occurrences(err, done) > n_done)
+        if (it_count(err, done) > n_done)
             return 0;
-        if (count_occurrences(err, failed) > n_failed)
+        if (it_count(err, failed) > n_failed)
             return -EINVAL;
         if (proc_poll(f->proc)) {
             proc_report(env, f->proc);
@@ -1395,6 +1372,36 @@ int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char 
         }
         it_sleep_ms(2);
     }
+}
+
+struct it_fulcrum *it_fulcrum_start_one(struct it_env *env)
+{
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    return it_fulcrum_start(env, &cfg);
+}
+
+size_t it_fulcrum_log_count(struct it_env *env, const struct it_fulcrum *f, const char *needle)
+{
+    return it_count(it_proc_stderr(env, f->proc), needle);
+}
+
+void it_fulcrum_expect_clean_exit(struct it_env *env, struct it_fulcrum *f, int timeout_ms)
+{
+    int status = 0;
+    if (it_proc_wait(f->proc, timeout_ms, &status) != 0) {
+        it_proc_dump(env, f->proc);
+        it_fail("fulcrum still running %d ms after SIGTERM", timeout_ms);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        it_proc_dump(env, f->proc);
+        it_fail("fulcrum did not exit 0 after SIGTERM (wait status 0x%x)", status);
+    }
+}
+
+int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_config *cfg)
+{
+    return it_fulcrum_reload_text(env, f, it_config_render(env, cfg, f->port));
 }
 
 /* ---- HTTP client -------------------------------------------------------- */
@@ -1417,15 +1424,12 @@ static int wait_fd(int fd, short events, int timeout_ms)
     }
 }
 
-struct it_conn *it_connect_raw(struct it_env *env, int port, int *err)
+/*
+ * Connects fd, a non-blocking TCP socket, to 127.0.0.1:port, waiting up to
+ * IT_IO_TIMEOUT_MS. Returns 0 or a negative errno; fd stays open either way.
+ */
+static int connect_loopback(int fd, int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        *err = -errno;
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct sockaddr_in sin = loopback(port);
     int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
     if (r != 0 && errno == EINPROGRESS) {
@@ -1439,11 +1443,12 @@ struct it_conn *it_connect_raw(struct it_env *env, int port, int *err)
     } else if (r != 0) {
         r = -errno;
     }
-    if (r != 0) {
-        close(fd);
-        *err = r;
-        return NULL;
-    }
+    return r;
+}
+
+/* A client connection over fd, which it now owns; owned by env until it_conn_close(). */
+static struct it_conn *conn_new(struct it_env *env, int fd)
+{
     struct it_conn *conn = xmalloc(sizeof(*conn));
     memset(conn, 0, sizeof(*conn));
     conn->env = env;
@@ -1453,8 +1458,26 @@ struct it_conn *it_connect_raw(struct it_env *env, int port, int *err)
     conn->timeout_ms = IT_IO_TIMEOUT_MS;
     conn->next = env->conns;
     env->conns = conn;
-    *err = 0;
     return conn;
+}
+
+struct it_conn *it_connect_raw(struct it_env *env, int port, int *err)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int r = connect_loopback(fd, port);
+    if (r != 0) {
+        close(fd);
+        *err = r;
+        return NULL;
+    }
+    *err = 0;
+    return conn_new(env, fd);
 }
 
 struct it_conn *it_connect(struct it_env *env, int port)
@@ -1485,33 +1508,12 @@ struct it_conn *it_connect_from(struct it_env *env, int port, const char *source
         close(fd);
         it_fail("bind %s:0: %s", source, strerror(e));
     }
-    struct sockaddr_in sin = loopback(port);
-    int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
-    if (r != 0 && errno == EINPROGRESS) {
-        r = wait_fd(fd, POLLOUT, IT_IO_TIMEOUT_MS);
-        if (r == 0) {
-            int soerr = 0;
-            socklen_t len = sizeof(soerr);
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-            r = soerr ? -soerr : 0;
-        }
-    } else if (r != 0) {
-        r = -errno;
-    }
+    int r = connect_loopback(fd, port);
     if (r != 0) {
         close(fd);
         it_fail("connect 127.0.0.1:%d from %s: %s", port, source, strerror(-r));
     }
-    struct it_conn *conn = xmalloc(sizeof(*conn));
-    memset(conn, 0, sizeof(*conn));
-    conn->env = env;
-    conn->fd = fd;
-    conn->cap = 64 * 1024;
-    conn->buf = xmalloc(conn->cap);
-    conn->timeout_ms = IT_IO_TIMEOUT_MS;
-    conn->next = env->conns;
-    env->conns = conn;
-    return conn;
+    return conn_new(env, fd);
 }
 
 struct it_conn *it_connect_rcvbuf(struct it_env *env, int port, int rcvbuf)
@@ -1527,33 +1529,12 @@ struct it_conn *it_connect_rcvbuf(struct it_env *env, int port, int rcvbuf)
         close(fd);
         it_fail("setsockopt SO_RCVBUF %d: %s", rcvbuf, strerror(e));
     }
-    struct sockaddr_in sin = loopback(port);
-    int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
-    if (r != 0 && errno == EINPROGRESS) {
-        r = wait_fd(fd, POLLOUT, IT_IO_TIMEOUT_MS);
-        if (r == 0) {
-            int soerr = 0;
-            socklen_t len = sizeof(soerr);
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-            r = soerr ? -soerr : 0;
-        }
-    } else if (r != 0) {
-        r = -errno;
-    }
+    int r = connect_loopback(fd, port);
     if (r != 0) {
         close(fd);
         it_fail("connect 127.0.0.1:%d: %s", port, strerror(-r));
     }
-    struct it_conn *conn = xmalloc(sizeof(*conn));
-    memset(conn, 0, sizeof(*conn));
-    conn->env = env;
-    conn->fd = fd;
-    conn->cap = 64 * 1024;
-    conn->buf = xmalloc(conn->cap);
-    conn->timeout_ms = IT_IO_TIMEOUT_MS;
-    conn->next = env->conns;
-    env->conns = conn;
-    return conn;
+    return conn_new(env, fd);
 }
 
 int it_conn_fd(const struct it_conn *conn)
@@ -2034,6 +2015,65 @@ void it_get(struct it_env *env, int port, const char *host, const char *path,
     it_fetch(env, port, "GET", req, resp);
 }
 
+/* ---- plain sockets ------------------------------------------------------ */
+
+int it_socket_connect(int port, int timeout_s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct timeval tv = {.tv_sec = timeout_s};
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -e;
+    }
+    return fd;
+}
+
+int it_send_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+bool it_head_value(const char *head, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    for (const char *line = strstr(head, "\r\n"); line != NULL; line = strstr(line, "\r\n")) {
+        line += 2;
+        if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+            const char *v = line + nlen + 1;
+            while (*v == ' ')
+                v++;
+            size_t len = strcspn(v, "\r");
+            if (len >= cap)
+                len = cap - 1;
+            memcpy(out, v, len);
+            out[len] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
 /* ---- body checks -------------------------------------------------------- */
 
 uint64_t it_fnv1a64_update(uint64_t h, const void *data, size_t len)
@@ -2070,6 +2110,41 @@ size_t it_pattern_mismatch(const void *buf, size_t len)
 const char *it_sum_line(struct it_env *env, const void *body, size_t len)
 {
     return it_strf(env, "len=%zu fnv=%016llx\n", len, (unsigned long long)it_fnv1a64(body, len));
+}
+
+void it_send_sum(struct it_env *env, struct it_conn *conn, const void *body, size_t len)
+{
+    it_send_str(
+        conn, it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len));
+    it_send(conn, body, len);
+}
+
+void it_expect_sum(struct it_env *env, struct it_conn *conn, const void *body, size_t len)
+{
+    const char *want = it_sum_line(env, body, len);
+    struct it_response r;
+    it_expect_response(conn, "POST", &r);
+    const char *why = NULL;
+    if (r.status != 200)
+        why = it_strf(env, "status %d, expected 200", r.status);
+    else if (strcmp(r.body, want) != 0)
+        why = it_strf(env, "\"%s\", expected \"%s\"", r.body, want);
+    it_response_free(&r);
+    if (why != NULL)
+        it_fail("POST /sum of %zu bytes: %s", len, why);
+}
+
+void it_expect_pattern(struct it_conn *conn, size_t n)
+{
+    struct it_response r;
+    it_expect_response(conn, "GET", &r);
+    int status = r.status;
+    size_t got = r.body_len, good = it_pattern_mismatch(r.body, r.body_len);
+    it_response_free(&r);
+    if (status != 200 || got != n || good != n)
+        it_fail("GET /bytes?n=%zu: status %d with %zu bytes, the first %zu of them the pattern; "
+                "expected 200 with %zu pattern bytes",
+                n, status, got, good, n);
 }
 
 /* ---- teardown and main -------------------------------------------------- */

@@ -93,6 +93,9 @@ const char *it_write_file(struct it_env *env, const char *name, const char *text
 /* printf into a string owned by the environment (freed at teardown). */
 char *it_strf(struct it_env *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Number of times `needle` occurs in `text`, not overlapping. */
+size_t it_count(const char *text, const char *needle);
+
 /* ---- time, ports ------------------------------------------------------- */
 
 /* Monotonic milliseconds. */
@@ -313,6 +316,14 @@ void it_config_init(struct it_config *cfg);
 struct it_pool_config *it_config_add_pool(struct it_config *cfg, const char *name, int retries,
                                           size_t n, ...);
 
+/*
+ * The configuration most tests start from: it_config_init(cfg) and one pool
+ * "web" (1 retry) of n demo backends, started here with it_backend_start()
+ * and named "a", "b", "c", ... in pool order. Returns the pool, for further
+ * edits; its ports are the backends'.
+ */
+struct it_pool_config *it_config_demo_pool(struct it_env *env, struct it_config *cfg, size_t n);
+
 /* The libconfig text for cfg with its listener on listen_port, owned by the env. */
 const char *it_config_render(struct it_env *env, const struct it_config *cfg, int listen_port);
 
@@ -329,6 +340,18 @@ struct it_fulcrum {
  * The result is owned by the env.
  */
 struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *cfg);
+
+/* it_fulcrum_start() with it_config_demo_pool() of one backend, "a", unchanged. */
+struct it_fulcrum *it_fulcrum_start_one(struct it_env *env);
+
+/* Number of times `needle` occurs in what fulcrum has logged (its stderr) so far. */
+size_t it_fulcrum_log_count(struct it_env *env, const struct it_fulcrum *f, const char *needle);
+
+/*
+ * Waits up to timeout_ms for fulcrum, sent SIGTERM by the test, to exit, and
+ * fails the test, printing fulcrum's stderr, unless it exited with status 0.
+ */
+void it_fulcrum_expect_clean_exit(struct it_env *env, struct it_fulcrum *f, int timeout_ms);
 
 /*
  * Reloads a running fulcrum with cfg: rewrites f->config_path with cfg (the
@@ -457,6 +480,31 @@ void it_fetch(struct it_env *env, int port, const char *method, const char *requ
 void it_get(struct it_env *env, int port, const char *host, const char *path,
             struct it_response *resp);
 
+/* ---- plain sockets ----------------------------------------------------- */
+
+/*
+ * For clients that the it_conn functions do not fit: threads of the test and
+ * forked children (which must not fail the test from where they run), and
+ * clients that misbehave on purpose. None of these fails the test.
+ */
+
+/*
+ * A blocking socket connected to 127.0.0.1:port, with TCP_NODELAY and send
+ * and receive timeouts of timeout_s seconds. Returns it, or -errno (and
+ * errno is set).
+ */
+int it_socket_connect(int port, int timeout_s);
+
+/* Sends all len bytes (without SIGPIPE). Returns 0, or -1 with errno set. */
+int it_send_all(int fd, const void *data, size_t len);
+
+/*
+ * Copies the value of header `name` (case-insensitive), without leading
+ * spaces, from a response head (NUL-terminated CRLF lines, the status line
+ * first) into out, truncated to cap - 1 bytes. False if the head has none.
+ */
+bool it_head_value(const char *head, const char *name, char *out, size_t cap);
+
 /* ---- body checks ------------------------------------------------------- */
 
 #define IT_FNV1A64_INIT UINT64_C(0xcbf29ce484222325)
@@ -478,5 +526,20 @@ size_t it_pattern_mismatch(const void *buf, size_t len);
 
 /* The line the demo backend's POST /sum answers for this body. */
 const char *it_sum_line(struct it_env *env, const void *body, size_t len);
+
+/* Sends "POST /sum" with a Content-Length of len, then the len bytes of body. */
+void it_send_sum(struct it_env *env, struct it_conn *conn, const void *body, size_t len);
+
+/*
+ * Reads the next response on conn, to a POST /sum of these len bytes of
+ * body, and fails the test unless it is 200 with it_sum_line() for them.
+ */
+void it_expect_sum(struct it_env *env, struct it_conn *conn, const void *body, size_t len);
+
+/*
+ * Reads the next response on conn, to a GET /bytes?n=N, and fails the test
+ * unless it is 200 with exactly n bytes of the pattern.
+ */
+void it_expect_pattern(struct it_conn *conn, size_t n);
 
 #endif

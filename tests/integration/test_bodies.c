@@ -23,35 +23,20 @@ static char *make_body(size_t len)
     return body;
 }
 
-static struct it_fulcrum *start_one(struct it_env *env)
-{
-    int a = it_backend_start(env, "a");
-    struct it_config cfg;
-    it_config_init(&cfg);
-    it_config_add_pool(&cfg, "web", 1, 1, a);
-    return it_fulcrum_start(env, &cfg);
-}
-
 IT_TEST(upload_content_length_3mib)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     size_t len = 3 * 1024 * 1024;
     char *body = make_body(len);
     struct it_conn *c = it_connect(env, f->port);
-    it_send_str(
-        c, it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len));
-    it_send(c, body, len);
-    struct it_response r;
-    it_expect_response(c, "POST", &r);
-    assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, it_sum_line(env, body, len));
-    it_response_free(&r);
+    it_send_sum(env, c, body, len);
+    it_expect_sum(env, c, body, len);
     free(body);
 }
 
 IT_TEST(upload_chunked_1mib)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     size_t len = 1024 * 1024 + 333;
     char *body = make_body(len);
     struct it_conn *c = it_connect(env, f->port);
@@ -69,17 +54,13 @@ IT_TEST(upload_chunked_1mib)
         off += n;
     }
     it_send_str(c, "0\r\n\r\n");
-    struct it_response r;
-    it_expect_response(c, "POST", &r);
-    assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, it_sum_line(env, body, len));
-    it_response_free(&r);
+    it_expect_sum(env, c, body, len);
     free(body);
 }
 
 IT_TEST(upload_expect_continue)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     size_t len = 200000;
     char *body = make_body(len);
     struct it_conn *c = it_connect(env, f->port);
@@ -102,7 +83,7 @@ IT_TEST(upload_expect_continue)
 
 static void download(struct it_env *env, bool chunked)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     size_t len = 8 * 1024 * 1024;
     struct it_response r;
     it_get(env, f->port, "test", it_strf(env, "/bytes?n=%zu%s", len, chunked ? "&chunked=1" : ""),

@@ -57,14 +57,8 @@ IT_TEST(backend_sum_both_framings)
     it_pattern_fill(body, 11, len);
 
     struct it_conn *c = it_connect(env, port);
-    it_send_str(
-        c, it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len));
-    it_send(c, body, len);
-    struct it_response r;
-    it_expect_response(c, "POST", &r);
-    assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, it_sum_line(env, body, len));
-    it_response_free(&r);
+    it_send_sum(env, c, body, len);
+    it_expect_sum(env, c, body, len);
 
     /* Same connection, chunked this time, in uneven pieces. */
     it_send_str(c, "POST /sum HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -77,10 +71,7 @@ IT_TEST(backend_sum_both_framings)
         off += n;
     }
     it_send_str(c, "0\r\n\r\n");
-    it_expect_response(c, "POST", &r);
-    assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, it_sum_line(env, body, off));
-    it_response_free(&r);
+    it_expect_sum(env, c, body, off);
     free(body);
 }
 
@@ -109,11 +100,7 @@ IT_TEST(backend_pipelined_and_no_body)
     assert_int_equal(r.body_len, 0);
     it_response_free(&r);
 
-    it_expect_response(c, "GET", &r);
-    assert_int_equal(r.status, 200);
-    assert_int_equal(r.body_len, 3);
-    assert_int_equal(it_pattern_mismatch(r.body, 3), 3);
-    it_response_free(&r);
+    it_expect_pattern(c, 3);
     assert_int_equal(it_conn_buffered(c), 0);
     assert_false(it_conn_wait_closed(c, 100));
 }

@@ -45,18 +45,9 @@ static const char *echo_header(const struct echo *e, const char *name)
     return found;
 }
 
-static struct it_fulcrum *start_one(struct it_env *env)
-{
-    int a = it_backend_start(env, "a");
-    struct it_config cfg;
-    it_config_init(&cfg);
-    it_config_add_pool(&cfg, "web", 1, 1, a);
-    return it_fulcrum_start(env, &cfg);
-}
-
 IT_TEST(hop_by_hop_removed)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     struct it_response r;
     it_fetch(env, f->port, "GET",
              "GET /headers HTTP/1.1\r\n"
@@ -91,7 +82,7 @@ IT_TEST(hop_by_hop_removed)
 
 IT_TEST(forwarded_for_appended)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     struct it_response r;
     it_fetch(env, f->port, "GET",
              "GET /headers HTTP/1.1\r\n"

@@ -39,14 +39,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static size_t count(const char *text, const char *needle)
-{
-    size_t n = 0, len = strlen(needle);
-    for (const char *at = strstr(text, needle); at != NULL; at = strstr(at + len, needle))
-        n++;
-    return n;
-}
-
 /* The first line of `text` that contains `needle`, as an env string, or NULL. */
 static const char *line_with(struct it_env *env, const char *text, const char *needle)
 {
@@ -66,11 +58,6 @@ static const char *log_text(struct it_env *env, struct it_fulcrum *f)
     return it_proc_stderr(env, f->proc);
 }
 
-static size_t log_count(struct it_env *env, struct it_fulcrum *f, const char *needle)
-{
-    return count(log_text(env, f), needle);
-}
-
 /*
  * Waits until fulcrum's stderr holds `needle` at least n times; returns the
  * milliseconds waited. Fails the test at the deadline.
@@ -80,7 +67,7 @@ static int64_t wait_log(struct it_env *env, struct it_fulcrum *f, const char *ne
 {
     int64_t start = it_now_ms();
     for (;;) {
-        if (log_count(env, f, needle) >= n)
+        if (it_fulcrum_log_count(env, f, needle) >= n)
             return it_now_ms() - start;
         if (it_now_ms() - start > timeout_ms) {
             it_proc_dump(env, f->proc);
@@ -218,8 +205,8 @@ IT_TEST(http_check_takes_backend_out_and_back)
 
     /* Down it stays, once logged, while /hc fails. */
     it_sleep_ms(5 * INTERVAL_MS);
-    assert_int_equal(log_count(env, f, down), 1);
-    assert_int_equal(log_count(env, f, up), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, down), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, up), 0);
 
     set_hc(env, "b", "ok\n");
     took = wait_log(env, f, up, 1, TRANSITION_DEADLINE_MS);
@@ -232,11 +219,11 @@ IT_TEST(http_check_takes_backend_out_and_back)
     assert_true(reaches(env, f, 20, "b"));
 
     it_sleep_ms(3 * INTERVAL_MS);
-    assert_int_equal(log_count(env, f, down), 1);
-    assert_int_equal(log_count(env, f, up), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, down), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, up), 1);
     /* The healthy ones never moved. */
-    assert_int_equal(log_count(env, f, down_needle(env, a)), 0);
-    assert_int_equal(log_count(env, f, down_needle(env, c)), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, down_needle(env, a)), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, down_needle(env, c)), 0);
 }
 
 /* ---- 2: tcp checker, a killed backend ----------------------------------- */
@@ -277,8 +264,8 @@ IT_TEST(tcp_check_killed_backend_no_client_error)
         fail_msg("DOWN line without its reason: %s", line);
 
     expect_avoided(env, f, 60, "b");
-    assert_int_equal(log_count(env, f, down), 1);
-    assert_int_equal(log_count(env, f, up_needle(env, b)), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, down), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, up_needle(env, b)), 0);
     if (squat >= 0)
         close(squat);
 }
@@ -351,7 +338,7 @@ IT_TEST(hanging_backend_costs_one_probe_per_timeout)
 
     const char *down = down_needle(env, mute.port);
     int64_t deadline = it_now_ms() + TRANSITION_DEADLINE_MS;
-    while (log_count(env, f, down) == 0) {
+    while (it_fulcrum_log_count(env, f, down) == 0) {
         mute_drain(&mute);
         if (it_now_ms() > deadline) {
             it_proc_dump(env, f->proc);
@@ -386,8 +373,8 @@ IT_TEST(hanging_backend_costs_one_probe_per_timeout)
                  (long long)(now - started), TIMEOUT_MS);
     /* A down backend is still probed, or it could never come back. */
     assert_true(after - before >= 2);
-    assert_int_equal(log_count(env, f, down), 1);
-    assert_int_equal(log_count(env, f, up_needle(env, mute.port)), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, down), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, up_needle(env, mute.port)), 0);
     mute_stop(&mute);
 }
 
@@ -444,7 +431,7 @@ IT_TEST(passive_detection_cools_down_and_retries)
 
     /* Every other request tries the dead one first; the retry takes it to a. */
     int n = 0;
-    while (log_count(env, f, down) == 0) {
+    while (it_fulcrum_log_count(env, f, down) == 0) {
         if (++n > 10) {
             it_proc_dump(env, f->proc);
             fail_msg("the dead backend was not marked down after %d requests", n - 1);
@@ -457,7 +444,7 @@ IT_TEST(passive_detection_cools_down_and_retries)
     if (strstr(line, "connect failed, 2 in a row") == NULL ||
         strstr(line, it_strf(env, "retried in %d ms", FAIL_TIMEOUT_MS)) == NULL)
         fail_msg("DOWN line without its reason: %s", line);
-    size_t tries = count(text, tried);
+    size_t tries = it_count(text, tried);
     assert_int_equal(tries, 2);
 
     /*
@@ -472,10 +459,10 @@ IT_TEST(passive_detection_cools_down_and_retries)
         }
         expect_avoided(env, f, 1, "");
         text = log_text(env, f);
-        if (count(text, up) > 0)
+        if (it_count(text, up) > 0)
             break;
         during++;
-        if (count(text, tried) != tries) {
+        if (it_count(text, tried) != tries) {
             it_proc_dump(env, f->proc);
             fail_msg("request %d during the cool-down tried the dead backend", during);
         }
@@ -492,9 +479,9 @@ IT_TEST(passive_detection_cools_down_and_retries)
         fail_msg("UP line without its reason: %s", line);
 
     /* Back in rotation: it is tried again (and fails again), clients still see 200. */
-    for (int i = 0; i < 4 && log_count(env, f, tried) == tries; i++)
+    for (int i = 0; i < 4 && it_fulcrum_log_count(env, f, tried) == tries; i++)
         expect_avoided(env, f, 1, "");
-    if (log_count(env, f, tried) == tries) {
+    if (it_fulcrum_log_count(env, f, tried) == tries) {
         it_proc_dump(env, f->proc);
         fail_msg("the dead backend was not tried again after its cool-down");
     }
@@ -523,7 +510,7 @@ IT_TEST(initial_down_waits_for_rise)
         }
         const char *from;
         int status = get_from(env, f, &from);
-        bool logged = log_count(env, f, up) > 0;
+        bool logged = it_fulcrum_log_count(env, f, up) > 0;
         if (logged && up_at < 0)
             up_at = it_now_ms();
         if (!logged) {
@@ -556,8 +543,8 @@ IT_TEST(initial_down_waits_for_rise)
         assert_string_equal(from, "a");
     }
     it_sleep_ms(3 * INTERVAL_MS);
-    assert_int_equal(log_count(env, f, up), 1);
-    assert_int_equal(log_count(env, f, down_needle(env, a)), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, up), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, down_needle(env, a)), 0);
 }
 
 /* ---- 7: a reload keeps health ------------------------------------------- */
@@ -589,16 +576,16 @@ IT_TEST(reload_keeps_backend_down)
     expect_avoided(env, f, 20, "b");
     it_sleep_ms(5 * INTERVAL_MS);
     expect_avoided(env, f, 20, "b");
-    assert_int_equal(log_count(env, f, down), 1);
-    assert_int_equal(log_count(env, f, up), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, down), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, up), 0);
 
     /* The new generation's checker carries on from there. */
     set_hc(env, "b", "ok\n");
     wait_log(env, f, up, 1, TRANSITION_DEADLINE_MS);
     assert_true(reaches(env, f, 20, "b"));
     it_sleep_ms(3 * INTERVAL_MS);
-    assert_int_equal(log_count(env, f, up), 1);
-    assert_int_equal(log_count(env, f, down), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, up), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, down), 1);
 }
 
 static const struct CMUnitTest tests[] = {

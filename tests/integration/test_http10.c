@@ -5,18 +5,9 @@
  */
 #include "harness.h"
 
-static struct it_fulcrum *start_one(struct it_env *env)
-{
-    int a = it_backend_start(env, "a");
-    struct it_config cfg;
-    it_config_init(&cfg);
-    it_config_add_pool(&cfg, "web", 1, 1, a);
-    return it_fulcrum_start(env, &cfg);
-}
-
 IT_TEST(closes_after_response)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     struct it_conn *c = it_connect(env, f->port);
     it_send_str(c, "GET / HTTP/1.0\r\nHost: test\r\n\r\n");
     struct it_response r;
@@ -29,7 +20,7 @@ IT_TEST(closes_after_response)
 
 IT_TEST(chunked_backend_body_unchunked)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     struct it_conn *c = it_connect(env, f->port);
     it_send_str(c, "GET /bytes?n=1000&chunked=1 HTTP/1.0\r\nHost: test\r\n\r\n");
     struct it_response r;

@@ -23,13 +23,9 @@ static const char *const NAMES[] = {"a", "b", "c"};
 
 static struct it_fulcrum *start_three(struct it_env *env, const char *strategy_options)
 {
-    int a = it_backend_start(env, "a");
-    int b = it_backend_start(env, "b");
-    int c = it_backend_start(env, "c");
     struct it_config cfg;
-    it_config_init(&cfg);
+    struct it_pool_config *pool = it_config_demo_pool(env, &cfg, 3);
     cfg.workers = 2;
-    struct it_pool_config *pool = it_config_add_pool(&cfg, "web", 1, 3, a, b, c);
     pool->strategy = "ip_hash";
     pool->strategy_options = strategy_options;
     return it_fulcrum_start(env, &cfg);

@@ -10,12 +10,10 @@
 
 static struct it_fulcrum *start_one(struct it_env *env, long max_body_bytes)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 1);
     cfg.max_header_bytes = 16384;
     cfg.max_body_bytes = max_body_bytes;
-    it_config_add_pool(&cfg, "web", 1, 1, a);
     return it_fulcrum_start(env, &cfg);
 }
 
@@ -66,12 +64,8 @@ IT_TEST(body_too_large)
 
     /* Exactly at the limit: passes. */
     c = it_connect(env, f->port);
-    it_send_str(c, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n");
-    it_send(c, body, 1000);
-    it_expect_response(c, "POST", &r);
-    assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, it_sum_line(env, body, 1000));
-    it_response_free(&r);
+    it_send_sum(env, c, body, 1000);
+    it_expect_sum(env, c, body, 1000);
 }
 
 static const struct CMUnitTest tests[] = {

@@ -7,15 +7,6 @@
 
 #include <string.h>
 
-static struct it_fulcrum *start_one(struct it_env *env)
-{
-    int a = it_backend_start(env, "a");
-    struct it_config cfg;
-    it_config_init(&cfg);
-    it_config_add_pool(&cfg, "web", 1, 1, a);
-    return it_fulcrum_start(env, &cfg);
-}
-
 /* Sends `request`, expects the proxy's own 400 and the connection closed. */
 static void expect_rejected(struct it_env *env, int port, const char *request)
 {
@@ -45,7 +36,7 @@ static void expect_still_serving(struct it_env *env, int port)
 
 IT_TEST(content_length_with_transfer_encoding)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     /* The classic smuggling shape: each framing would end the body elsewhere. */
     expect_rejected(env, f->port,
                     "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
@@ -59,7 +50,7 @@ IT_TEST(content_length_with_transfer_encoding)
 
 IT_TEST(malformed_request_line)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     expect_rejected(env, f->port, "NOT A REQUEST\r\n\r\n");
     expect_rejected(env, f->port, "GET / HTTP/1.1 trailing\r\nHost: test\r\n\r\n");
     expect_rejected(env, f->port, "GET / HTTQ/1.1\r\nHost: test\r\n\r\n");
@@ -68,7 +59,7 @@ IT_TEST(malformed_request_line)
 
 IT_TEST(malformed_header)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     expect_rejected(env, f->port, "GET / HTTP/1.1\r\nHost : test\r\n\r\n");
     expect_rejected(env, f->port, "GET / HTTP/1.1\r\nHost: test\r\nX Foo: 1\r\n\r\n");
     expect_rejected(env, f->port, "GET / HTTP/1.1\r\nHost: test\r\nNoColon\r\n\r\n");
@@ -77,7 +68,7 @@ IT_TEST(malformed_header)
 
 IT_TEST(rejected_after_good_request_on_same_connection)
 {
-    struct it_fulcrum *f = start_one(env);
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
     struct it_conn *c = it_connect(env, f->port);
     it_send_str(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
     struct it_response r;

@@ -43,25 +43,12 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static size_t count(const char *text, const char *needle)
-{
-    size_t n = 0, len = strlen(needle);
-    for (const char *at = strstr(text, needle); at != NULL; at = strstr(at + len, needle))
-        n++;
-    return n;
-}
-
-static size_t log_count(struct it_env *env, const struct it_fulcrum *f, const char *needle)
-{
-    return count(it_proc_stderr(env, f->proc), needle);
-}
-
 /* Waits until fulcrum's stderr holds `needle` at least n times; false at the deadline. */
 static bool wait_log(struct it_env *env, const struct it_fulcrum *f, const char *needle, size_t n,
                      int timeout_ms)
 {
     int64_t deadline = it_now_ms() + timeout_ms;
-    while (log_count(env, f, needle) < n) {
+    while (it_fulcrum_log_count(env, f, needle) < n) {
         if (it_now_ms() >= deadline)
             return false;
         it_sleep_ms(5);
@@ -91,7 +78,7 @@ static bool wait_file_count(struct it_env *env, const char *path, const char *ne
                             int timeout_ms)
 {
     int64_t deadline = it_now_ms() + timeout_ms;
-    while (count(file_text(env, path), needle) < n) {
+    while (it_count(file_text(env, path), needle) < n) {
         if (it_now_ms() >= deadline)
             return false;
         it_sleep_ms(5);
@@ -217,63 +204,6 @@ static uint32_t xorshift(uint32_t *s)
     return *s = x;
 }
 
-static int client_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct timeval tv = {.tv_sec = 10};
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-
-static int send_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* The value of header `name` in a response head (NUL-terminated), copied to out; false if none. */
-static bool head_value(const char *head, const char *name, char *out, size_t cap)
-{
-    size_t len = strlen(name);
-    for (const char *line = strstr(head, "\r\n"); line != NULL; line = strstr(line, "\r\n")) {
-        line += 2;
-        if (strncasecmp(line, name, len) == 0 && line[len] == ':') {
-            const char *v = line + len + 1;
-            while (*v == ' ')
-                v++;
-            size_t n = strcspn(v, "\r");
-            if (n >= cap)
-                n = cap - 1;
-            memcpy(out, v, n);
-            out[n] = '\0';
-            return true;
-        }
-    }
-    return false;
-}
-
 /*
  * Reads one response with a Content-Length body. Returns 0 with the status,
  * the X-Backend value and the body (NUL-terminated), or -1 with the reason.
@@ -306,7 +236,7 @@ static int read_response(int fd, int *status, char *backend, size_t bcap, char *
         return -1;
     }
     char cl[32];
-    if (!head_value(buf, "Content-Length", cl, sizeof(cl))) {
+    if (!it_head_value(buf, "Content-Length", cl, sizeof(cl))) {
         snprintf(why, why_cap, "status %d without Content-Length", *status);
         return -1;
     }
@@ -315,7 +245,7 @@ static int read_response(int fd, int *status, char *backend, size_t bcap, char *
         snprintf(why, why_cap, "status %d with a body of %zu bytes", *status, want);
         return -1;
     }
-    if (!head_value(buf, "X-Backend", backend, bcap))
+    if (!it_head_value(buf, "X-Backend", backend, bcap))
         backend[0] = '\0';
     size_t have = len - head_len;
     if (have > want) {
@@ -341,7 +271,7 @@ static int read_response(int fd, int *status, char *backend, size_t bcap, char *
 static void *load_client_main(void *arg)
 {
     struct load_client *c = arg;
-    int fd = client_connect(c->port);
+    int fd = it_socket_connect(c->port, 10);
     if (fd < 0) {
         snprintf(c->error, sizeof(c->error), "connect: %s", strerror(-fd));
         c->failed++;
@@ -358,7 +288,7 @@ static void *load_client_main(void *arg)
                           "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len);
         int64_t started = it_now_ms();
         int status = 0;
-        if (send_all(fd, head, (size_t)hl) != 0 || send_all(fd, body, len) != 0) {
+        if (it_send_all(fd, head, (size_t)hl) != 0 || it_send_all(fd, body, len) != 0) {
             snprintf(c->error, sizeof(c->error), "request %ld: send: %s", c->ok + c->failed,
                      strerror(errno));
             c->failed++;
@@ -477,13 +407,13 @@ IT_TEST(reloads_under_load_fail_no_request)
     print_message("%ld requests, none failed; %ld after the last reload, all on %s\n", total,
                   checked, final_set);
     assert_true(checked >= LOAD_CLIENTS);
-    assert_int_equal(log_count(env, f, "reload done: "), LOAD_RELOADS);
-    assert_int_equal(log_count(env, f, "reload failed: "), 0);
-    assert_int_equal(log_count(env, f,
-                               it_strf(env,
-                                       "reload done: generation %d in force "
-                                       "(reloads: %d done, 0 failed)",
-                                       LOAD_RELOADS + 1, LOAD_RELOADS)),
+    assert_int_equal(it_fulcrum_log_count(env, f, "reload done: "), LOAD_RELOADS);
+    assert_int_equal(it_fulcrum_log_count(env, f, "reload failed: "), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f,
+                                          it_strf(env,
+                                                  "reload done: generation %d in force "
+                                                  "(reloads: %d done, 0 failed)",
+                                                  LOAD_RELOADS + 1, LOAD_RELOADS)),
                      1);
     /* New connections too. */
     expect_served_by(env, f->port, 12, final_set);
@@ -569,9 +499,9 @@ IT_TEST(broken_file_keeps_old_generation)
 
     /* The failures cost nothing: the next good file is generation 2. */
     reload_ok(env, f, &cfg);
-    assert_int_equal(log_count(env, f,
-                               "reload done: generation 2 in force (reloads: 1 done, "
-                               "5 failed)"),
+    assert_int_equal(it_fulcrum_log_count(env, f,
+                                          "reload done: generation 2 in force (reloads: 1 done, "
+                                          "5 failed)"),
                      1);
     expect_served_by(env, f->port, 6, "c");
 }
@@ -660,7 +590,7 @@ IT_TEST(replaced_plugin_runs_new_code_after_hup)
     expect_all_by(env, f->port, 4, "b");
     reload_text_ok(env, f, NULL);
     expect_all_by(env, f->port, 4, "a");
-    assert_int_equal(log_count(env, f, "reload done: generation 3 in force"), 1);
+    assert_int_equal(it_fulcrum_log_count(env, f, "reload done: generation 3 in force"), 1);
 }
 
 /* ---- d: listeners follow the file ---------------------------------------- */
@@ -684,10 +614,8 @@ static bool wait_port(struct it_env *env, int port, bool want_open, int timeout_
 
 IT_TEST(listeners_added_and_removed_by_reload)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
-    it_config_add_pool(&cfg, "web", 1, 1, a);
+    it_config_demo_pool(env, &cfg, 1);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     /* A second listener. Its port was free a moment ago; another process may take it. */
@@ -752,7 +680,7 @@ IT_TEST(old_generation_released_after_last_request)
     pool->strategy = TEST_PLUGIN_DIR "/mark_strategy.so";
     pool->strategy_options = it_strf(env, "mark_file = \"%s\"; label = \"gen1\";", marks);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
-    assert_int_equal(count(file_text(env, marks), "created gen1\n"), (size_t)cfg.workers);
+    assert_int_equal(it_count(file_text(env, marks), "created gen1\n"), (size_t)cfg.workers);
 
     struct it_conn *conn = it_connect(env, f->port);
     int64_t sent = it_now_ms();
@@ -763,22 +691,22 @@ IT_TEST(old_generation_released_after_last_request)
     reload_ok(env, f, &cfg);
     assert_true(it_now_ms() - sent < 800);
     /* Reloaded: the new instances exist, the old ones still serve the request in flight. */
-    assert_int_equal(count(file_text(env, marks), "created gen2\n"), (size_t)cfg.workers);
-    assert_int_equal(count(file_text(env, marks), "destroyed gen1\n"), 0);
-    assert_int_equal(log_count(env, f, "generation 1 released"), 0);
+    assert_int_equal(it_count(file_text(env, marks), "created gen2\n"), (size_t)cfg.workers);
+    assert_int_equal(it_count(file_text(env, marks), "destroyed gen1\n"), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, "generation 1 released"), 0);
     /* Both workers adopted generation 2 meanwhile: a new request reaches it. */
     assert_string_equal(get_backend(env, f->port, "/"), "a");
     it_sleep_ms(400);
     int64_t before_end = it_now_ms() - sent;
     const char *text = file_text(env, marks);
-    size_t released = log_count(env, f, "generation 1 released");
+    size_t released = it_fulcrum_log_count(env, f, "generation 1 released");
 
     struct it_response r;
     it_expect_response(conn, "GET", &r);
     assert_int_equal(r.status, 200);
     it_response_free(&r);
     assert_true(before_end < 800);
-    if (count(text, "destroyed gen1\n") != 0 || released != 0)
+    if (it_count(text, "destroyed gen1\n") != 0 || released != 0)
         fail_msg("generation 1 released %lld ms after its request started, before it ended; "
                  "marks:\n%s",
                  (long long)before_end, text);
@@ -788,8 +716,8 @@ IT_TEST(old_generation_released_after_last_request)
         fail_msg("generation 1 not destroyed after its last request; marks:\n%s",
                  file_text(env, marks));
     assert_true(wait_log(env, f, "generation 1 released", 1, SETTLE_DEADLINE_MS));
-    assert_int_equal(count(file_text(env, marks), "destroyed gen2\n"), 0);
-    assert_int_equal(log_count(env, f, "generation 2 released"), 0);
+    assert_int_equal(it_count(file_text(env, marks), "destroyed gen2\n"), 0);
+    assert_int_equal(it_fulcrum_log_count(env, f, "generation 2 released"), 0);
     assert_false(it_conn_wait_closed(conn, 50));
 }
 
@@ -808,10 +736,8 @@ static int get_status(struct it_env *env, int port)
 
 IT_TEST(rate_limit_state_survives_unrelated_reload)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
-    struct it_pool_config *pool = it_config_add_pool(&cfg, "web", 1, 1, a);
+    struct it_pool_config *pool = it_config_demo_pool(env, &cfg, 1);
     pool->pool_options = "rate_limit = { plugin = \"token_bucket\"; rate = 0.1; burst = 3; };";
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     for (int i = 0; i < 3; i++)
@@ -832,10 +758,8 @@ IT_TEST(rate_limit_state_survives_unrelated_reload)
 
 IT_TEST(config_test_beside_live_daemon)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
-    it_config_add_pool(&cfg, "web", 1, 1, a);
+    it_config_demo_pool(env, &cfg, 1);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     struct it_conn *kept = it_connect(env, f->port);
     it_send_str(kept, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");

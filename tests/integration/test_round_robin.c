@@ -12,13 +12,9 @@ static const char *const NAMES[] = {"a", "b", "c"};
 
 static struct it_fulcrum *start_three(struct it_env *env)
 {
-    int a = it_backend_start(env, "a");
-    int b = it_backend_start(env, "b");
-    int c = it_backend_start(env, "c");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 3);
     cfg.workers = 1;
-    it_config_add_pool(&cfg, "web", 1, 3, a, b, c);
     return it_fulcrum_start(env, &cfg);
 }
 

@@ -8,26 +8,11 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-static void expect_clean_exit(struct it_env *env, struct it_fulcrum *f, int timeout_ms)
-{
-    int status = 0;
-    if (it_proc_wait(f->proc, timeout_ms, &status) != 0) {
-        it_proc_dump(env, f->proc);
-        fail_msg("fulcrum still running %d ms after SIGTERM", timeout_ms);
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        it_proc_dump(env, f->proc);
-        fail_msg("fulcrum did not exit 0 after SIGTERM (wait status 0x%x)", status);
-    }
-}
-
 IT_TEST(sigterm_exits_zero)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 1);
     cfg.shutdown_ms = 3000;
-    it_config_add_pool(&cfg, "web", 1, 1, a);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     /* An idle keep-alive connection must not hold the exit up. */
@@ -40,18 +25,16 @@ IT_TEST(sigterm_exits_zero)
 
     int64_t t0 = it_now_ms();
     it_proc_signal(f->proc, SIGTERM);
-    expect_clean_exit(env, f, cfg.shutdown_ms + 2000);
+    it_fulcrum_expect_clean_exit(env, f, cfg.shutdown_ms + 2000);
     assert_in_range(it_now_ms() - t0, 0, cfg.shutdown_ms + 1000);
     assert_true(it_conn_wait_closed(c, 1000));
 }
 
 IT_TEST(sigterm_drains_in_flight)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 1);
     cfg.shutdown_ms = 5000;
-    it_config_add_pool(&cfg, "web", 1, 1, a);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     struct it_conn *c = it_connect(env, f->port);
@@ -79,7 +62,7 @@ IT_TEST(sigterm_drains_in_flight)
     assert_string_equal(it_header(&r, "X-Backend"), "a");
     it_response_free(&r);
 
-    expect_clean_exit(env, f, cfg.shutdown_ms + 2000);
+    it_fulcrum_expect_clean_exit(env, f, cfg.shutdown_ms + 2000);
 }
 
 static const struct CMUnitTest tests[] = {

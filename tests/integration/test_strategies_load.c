@@ -66,25 +66,6 @@ static void client_error(struct client *c, const char *fmt, const char *detail)
         snprintf(c->error, sizeof(c->error), fmt, detail);
 }
 
-static int client_connect(struct client *c)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {.tv_sec = CLIENT_IO_TIMEOUT_S};
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /*
  * One request and its response on fd. Returns the index of the backend that
  * answered, or -1 after recording why (the connection is then unusable).
@@ -166,7 +147,7 @@ static void *client_run(void *arg)
     struct client *c = arg;
     int fd = -1;
     while (it_now_ms() < c->deadline_ms && c->ok + c->failed < MAX_PER_CLIENT) {
-        if (fd < 0 && (fd = client_connect(c)) < 0) {
+        if (fd < 0 && (fd = it_socket_connect(c->port, CLIENT_IO_TIMEOUT_S)) < 0) {
             client_error(c, "connect: %s", strerror(errno));
             continue;
         }

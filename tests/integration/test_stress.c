@@ -158,52 +158,21 @@ static void stop_fulcrum(struct it_env *env, struct it_fulcrum *f)
 {
     assert_alive(env, f, "before SIGTERM");
     it_proc_signal(f->proc, SIGTERM);
-    int status = 0;
-    if (it_proc_wait(f->proc, IT_STOP_TIMEOUT_MS, &status) != 0) {
-        it_proc_dump(env, f->proc);
-        fail_msg("fulcrum still running %d ms after SIGTERM", IT_STOP_TIMEOUT_MS);
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        it_proc_dump(env, f->proc);
-        fail_msg("fulcrum did not exit 0 after SIGTERM (wait status 0x%x)", status);
-    }
+    it_fulcrum_expect_clean_exit(env, f, IT_STOP_TIMEOUT_MS);
 }
 
 /* ---- raw sockets: for what the harness client deliberately does not do -- */
 
-/* A blocking socket connected to 127.0.0.1:port with 5 s send/receive timeouts, or -1. */
+/* A blocking socket connected to 127.0.0.1:port with 5 s send/receive timeouts, or -errno. */
 static int raw_connect(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return it_socket_connect(port, 5);
 }
 
 /* Sends what the peer takes; errors are the point of some callers, so they are ignored. */
 static void raw_send(int fd, const void *data, size_t len)
 {
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        p += n;
-        len -= (size_t)n;
-    }
+    (void)it_send_all(fd, data, len);
 }
 
 static void raw_send_str(int fd, const char *s)
@@ -263,27 +232,6 @@ static void download_check(struct download *d, const char *p, size_t n)
     d->body += n;
 }
 
-/* Copies header `name`'s value from a head (CRLF lines) into out; false if absent. */
-static bool head_value(const char *head, const char *name, char *out, size_t cap)
-{
-    size_t nlen = strlen(name);
-    for (const char *line = strstr(head, "\r\n"); line != NULL; line = strstr(line, "\r\n")) {
-        line += 2;
-        if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
-            const char *v = line + nlen + 1;
-            while (*v == ' ')
-                v++;
-            size_t len = strcspn(v, "\r");
-            if (len >= cap)
-                len = cap - 1;
-            memcpy(out, v, len);
-            out[len] = '\0';
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Sends "GET path" and reads the response head. 0, or a negative errno. */
 static int download_start(struct download *d, int port, const char *path)
 {
@@ -313,9 +261,9 @@ static int download_start(struct download *d, int port, const char *path)
     if (sscanf(d->buf, "HTTP/1.%*d %d", &d->status) != 1)
         return -EPROTO;
     char value[64];
-    if (head_value(d->buf, "Content-Length", value, sizeof(value)))
+    if (it_head_value(d->buf, "Content-Length", value, sizeof(value)))
         d->content_length = atoll(value);
-    head_value(d->buf, "X-Backend", d->backend, sizeof(d->backend));
+    it_head_value(d->buf, "X-Backend", d->backend, sizeof(d->backend));
     size_t head_len = (size_t)(end + 4 - d->buf);
     download_check(d, d->buf + head_len, len - head_len);
     return 0;
@@ -699,15 +647,11 @@ static uint64_t test_seed(void)
 
 IT_TEST(concurrent_mix)
 {
-    int a = it_backend_start(env, "a");
-    int b = it_backend_start(env, "b");
-    int c = it_backend_start(env, "c");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 3);
     cfg.workers = 2;
     cfg.upstream_ms = 5000;
     cfg.idle_ms = 5000;
-    it_config_add_pool(&cfg, "web", 1, 3, a, b, c);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     struct mix_params p = {
@@ -843,7 +787,7 @@ static int rude_act(int port, enum rude kind, struct rng *r, int *errors)
         bytes_add(&got, "", 1);
         const char *body = strstr(got.p, "\r\n\r\n");
         char backend[64] = "";
-        head_value(got.p, "X-Backend", backend, sizeof(backend));
+        it_head_value(got.p, "X-Backend", backend, sizeof(backend));
         if (strncmp(got.p, "HTTP/1.1 200 ", 13) != 0 || body == NULL || backend[0] == '\0' ||
             strncmp(body + 4, backend, strlen(backend)) != 0) {
             fprintf(stderr, "rude half-close: no complete 200 response; got %zu bytes: %.200s\n",
@@ -976,15 +920,11 @@ static struct it_conn *next_conn(struct it_env *env, struct it_conn *c, int port
 
 IT_TEST(rude_backends)
 {
-    int pa = it_backend_start(env, "a");
-    int pb = it_backend_start(env, "b");
-    int pc = it_backend_start(env, "c");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 3);
     cfg.workers = 2;
     cfg.upstream_ms = 5000;
     cfg.idle_ms = 5000;
-    it_config_add_pool(&cfg, "web", 1, 3, pa, pb, pc);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     /* Dropped requests get 502; the same connection then serves on. */
@@ -1104,13 +1044,11 @@ IT_TEST(rude_backends)
 
 IT_TEST(slow_reader_bounded_memory)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 1);
     cfg.workers = 1;
     cfg.upstream_ms = 5000;
     cfg.idle_ms = 5000; /* longer than the reader's pause */
-    it_config_add_pool(&cfg, "web", 1, 1, a);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     pid_t fpid = it_proc_pid(f->proc);
 

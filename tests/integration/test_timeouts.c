@@ -14,11 +14,9 @@ static void assert_proxy_error(struct it_env *env, const struct it_response *r)
 
 IT_TEST(upstream_timeout_gateway_timeout)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 1);
     cfg.upstream_ms = 500;
-    it_config_add_pool(&cfg, "web", 1, 1, a);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     struct it_conn *c = it_connect(env, f->port);
@@ -40,11 +38,9 @@ IT_TEST(upstream_timeout_gateway_timeout)
 
 IT_TEST(client_header_timeout_request_timeout)
 {
-    int a = it_backend_start(env, "a");
     struct it_config cfg;
-    it_config_init(&cfg);
+    it_config_demo_pool(env, &cfg, 1);
     cfg.client_header_ms = 500;
-    it_config_add_pool(&cfg, "web", 1, 1, a);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     struct it_conn *c = it_connect(env, f->port);

@@ -3,21 +3,10 @@
  * plugins: configuration getters and their errors (with file and line),
  * unknown keys, failing create(), and the other host functions.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
+#include "plugin_fixture.h"
 
 #include "../plugins/test_strategy.h"
 #include "http_request.h"
-#include "log.h"
-#include "plugin_host.h"
-#include "plugin_loader.h"
-
-#include <stdio.h>
-#include <string.h>
 
 #define TEST_PLUGIN(name) FC_TEST_PLUGIN_DIR "/" name ".so"
 #define CONFIG_FILE "test.conf"
@@ -25,62 +14,10 @@
 static struct fc_plugin *test_strategy;
 static struct fc_plugin *create_fails;
 
-/* Log lines captured through the log sink. */
-static char lines[80][512];
-static int n_lines;
-
-static void capture(void *arg, enum fc_log_level level, const char *line)
-{
-    if (n_lines < (int)(sizeof(lines) / sizeof(lines[0])))
-        snprintf(lines[n_lines++], sizeof(lines[0]), "%s", line);
-}
-
-static int logged(const char *line)
-{
-    for (int i = 0; i < n_lines; i++)
-        if (strcmp(lines[i], line) == 0)
-            return 1;
-    return 0;
-}
-
-static void print_log(void)
-{
-    for (int i = 0; i < n_lines; i++)
-        print_message("log: %s\n", lines[i]);
-}
-
-#define assert_logged(line)                                                                        \
-    do {                                                                                           \
-        if (!logged(line))                                                                         \
-            print_log();                                                                           \
-        assert_true(logged(line));                                                                 \
-    } while (0)
-
-/* A `strategy` group parsed from text, as the config loader would hand it over. */
-struct parsed {
-    config_t lc;
-    struct fc_conf_plugin conf;
-};
-
-static char plugin_name[] = "test_strategy";
-
-static void parse(struct parsed *p, const char *text)
-{
-    config_init(&p->lc);
-    if (config_read_string(&p->lc, text) != CONFIG_TRUE)
-        fail_msg("line %d: %s", config_error_line(&p->lc), config_error_text(&p->lc));
-    config_setting_t *group = config_lookup(&p->lc, "strategy");
-    assert_non_null(group);
-    p->conf.name = plugin_name;
-    p->conf.path = plugin_name;
-    p->conf.group = group;
-    p->conf.line = config_setting_source_line(group);
-}
-
-static int create_with(struct fc_instance *inst, struct parsed *p, const char *text,
+static int create_with(struct fc_instance *inst, struct parsed_group *p, const char *text,
                        const char *const *core_keys)
 {
-    parse(p, text);
+    parse_group(p, text, "strategy", "test_strategy");
     return fc_instance_create(inst, test_strategy, &p->conf, CONFIG_FILE, core_keys, NULL, NULL,
                               "pool web: strategy test_strategy");
 }
@@ -92,14 +29,9 @@ static const struct test_strategy_state *state_of(const struct fc_instance *inst
 
 static int group_setup(void **unused)
 {
-    char err[512];
-    if (fc_plugin_load(TEST_PLUGIN("test_strategy"), FC_PLUGIN_STRATEGY, &test_strategy, err,
-                       sizeof(err)) < 0 ||
-        fc_plugin_load(TEST_PLUGIN("create_fails"), FC_PLUGIN_STRATEGY, &create_fails, err,
-                       sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
+    if (load_plugin(TEST_PLUGIN("test_strategy"), FC_PLUGIN_STRATEGY, &test_strategy) < 0 ||
+        load_plugin(TEST_PLUGIN("create_fails"), FC_PLUGIN_STRATEGY, &create_fails) < 0)
         return -1;
-    }
     return 0;
 }
 
@@ -112,22 +44,20 @@ static int group_teardown(void **unused)
 
 static int setup(void **unused)
 {
-    n_lines = 0;
-    fc_log_set_sink(capture, NULL);
-    fc_log_set_level(FC_LOG_INFO);
+    log_capture_start();
     return 0;
 }
 
 static int teardown(void **unused)
 {
-    fc_log_set_sink(NULL, NULL);
+    log_capture_stop();
     return 0;
 }
 
 static void test_values_read(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
@@ -148,7 +78,7 @@ static void test_values_read(void **unused)
     assert_string_equal(s->label, "hello");
     assert_true(s->ratio == 0.25);
     assert_int_equal(s->flag, 1);
-    assert_int_equal(n_lines, 0);
+    assert_int_equal(n_log_lines, 0);
 
     assert_int_equal(inst.host.size, sizeof(struct fc_host));
     assert_int_equal(inst.host.abi_minor, FC_ABI_MINOR);
@@ -165,7 +95,7 @@ static void test_values_read(void **unused)
 static void test_defaults_when_absent(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p, "strategy = { plugin = \"test_strategy\"; };", NULL),
                      0);
@@ -192,7 +122,7 @@ static void test_defaults_when_absent(void **unused)
 static void test_numeric_conversions(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
@@ -219,7 +149,7 @@ static void test_numeric_conversions(void **unused)
 static void test_wrong_types(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
@@ -237,7 +167,7 @@ static void test_wrong_types(void **unused)
     assert_logged("test.conf:6: strategy.flag: expected a boolean (true or false) for strategy plugin "
                   "\"test_strategy\"");
     /* A key of the wrong type was still read: it is not also reported as unknown. */
-    assert_int_equal(n_lines, 4);
+    assert_int_equal(n_log_lines, 4);
     /* The created state was destroyed (the sanitizer build proves no leak) and inst reset. */
     assert_null(inst.plugin);
     assert_null(inst.state);
@@ -248,7 +178,7 @@ static void test_wrong_types(void **unused)
 static void test_unknown_keys(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
@@ -263,13 +193,13 @@ static void test_unknown_keys(void **unused)
     assert_logged("test.conf:3: strategy.anwser: unknown key for strategy plugin \"test_strategy\"");
     assert_logged("test.conf:5: strategy.retries: unknown key for strategy plugin \"test_strategy\"");
     assert_logged("test.conf:6: strategy.colour: unknown key for strategy plugin \"test_strategy\"");
-    assert_int_equal(n_lines, 3);
+    assert_int_equal(n_log_lines, 3);
     assert_null(inst.state);
     config_destroy(&p.lc);
 
     /* Keys the core reads itself are not the plugin's to know. */
     static const char *const core_keys[] = {"retries", "colour", NULL};
-    n_lines = 0;
+    n_log_lines = 0;
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
                                  "    plugin = \"test_strategy\";\n"
@@ -279,7 +209,7 @@ static void test_unknown_keys(void **unused)
                                  "};\n",
                                  core_keys),
                      0);
-    assert_int_equal(n_lines, 0);
+    assert_int_equal(n_log_lines, 0);
     fc_instance_destroy(&inst);
     config_destroy(&p.lc);
 }
@@ -287,7 +217,7 @@ static void test_unknown_keys(void **unused)
 static void test_unknown_and_wrong_type_together(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
@@ -306,7 +236,7 @@ static void test_unknown_and_wrong_type_together(void **unused)
 static void test_config_error(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
 
     assert_int_equal(create_with(&inst, &p,
                                  "strategy = {\n"
@@ -317,7 +247,7 @@ static void test_config_error(void **unused)
                                  NULL),
                      FC_EINVAL);
     assert_logged("test.conf:4: strategy.answer: must not be negative, got -1");
-    assert_int_equal(n_lines, 1);
+    assert_int_equal(n_log_lines, 1);
     config_destroy(&p.lc);
 }
 
@@ -325,7 +255,7 @@ static void test_config_error(void **unused)
 static void test_group_size_limit(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
     char text[4096];
     const char *core_keys[64];
     char names[64][8];
@@ -341,7 +271,7 @@ static void test_group_size_limit(void **unused)
     assert_int_equal(create_with(&inst, &p, text, core_keys), 0);
     assert_int_equal(config_setting_index(config_setting_get_member(p.conf.group, "answer")), 63);
     assert_int_equal(state_of(&inst)->answer, 64);
-    assert_int_equal(n_lines, 0);
+    assert_int_equal(n_log_lines, 0);
     fc_instance_destroy(&inst);
     config_destroy(&p.lc);
 
@@ -378,7 +308,7 @@ static void test_create_fails(void **unused)
 static void test_getters_outside_create(void **unused)
 {
     struct fc_instance inst;
-    struct parsed p;
+    struct parsed_group p;
     int64_t i = 5;
     double d = 5;
     int b = 5;
@@ -416,13 +346,13 @@ static void test_log(void **unused)
                      0);
     fc_log_set_level(FC_LOG_WARN);
     inst.host.log(&inst.host, FC_LOG_INFO, "hidden %d", 1);
-    assert_int_equal(n_lines, 0);
+    assert_int_equal(n_log_lines, 0);
     inst.host.log(&inst.host, FC_LOG_WARN, "shown %d", 2);
-    assert_int_equal(n_lines, 1);
-    assert_string_equal(lines[0], "pool api: strategy test_strategy: shown 2");
+    assert_int_equal(n_log_lines, 1);
+    assert_string_equal(log_lines[0], "pool api: strategy test_strategy: shown 2");
     /* A level out of range is clamped, not used as an index. */
     inst.host.log(&inst.host, (enum fc_log_level)99, "loud");
-    assert_string_equal(lines[1], "pool api: strategy test_strategy: loud");
+    assert_string_equal(log_lines[1], "pool api: strategy test_strategy: loud");
     fc_instance_destroy(&inst);
 }
 

@@ -1,41 +1,26 @@
 /*
- * What the health checker tests share: a libuv loop standing in for the main
- * loop, a health plugin loaded through the real loader and created through the
- * real host from a `health` group parsed as the config loader would hand it,
- * a synthetic pool whose backends point at 127.0.0.1 sockets the test owns,
- * and a probe_done hook recording each verdict together with whether the
- * plugin still had handles on the loop when it came.
+ * What the health checker tests share, on top of ../plugin_fixture.h: a
+ * libuv loop standing in for the main loop, a health plugin loaded through
+ * the real loader and created through the real host from a `health` group
+ * parsed as the config loader would hand it, a synthetic pool whose backends
+ * point at 127.0.0.1 sockets the test owns, and a probe_done hook recording
+ * each verdict together with whether the plugin still had handles on the
+ * loop when it came.
  *
  * Included by exactly one test program each; everything is static.
  */
 #ifndef FC_TEST_PROBE_HARNESS_H
 #define FC_TEST_PROBE_HARNESS_H
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "log.h"
-#include "plugin_host.h"
-#include "plugin_loader.h"
+#include "../plugin_fixture.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdio.h>
-#include <string.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <uv.h>
 
 #define CONFIG_FILE "test.conf"
 #define MAX_BACKENDS 4
-/* No test may spin the loop longer than this, whatever the plugin does. */
-#define GUARD_MS 5000
-/* How long after its timeout a probe may end; see probe_expecting_timeout(). */
-#define TIMEOUT_SLACK_MS 100
 
 /* The keys the core reads from a `health` group itself. */
 static const char *const health_core_keys[] = {"interval_ms", "timeout_ms", "rise",
@@ -51,11 +36,7 @@ struct probe_result {
 };
 
 struct harness {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    int guard_fired;
-    uv_timer_t reference; /* as long as a probe's timeout, started with it */
-    uint64_t reference_fired_ms;
+    struct test_loop loop;
     int in_probe; /* inside the plugin's probe(): probe_done must not come now */
     int early_done;
     int destroy_in_done; /* destroy the instance inside probe_done, as the host may */
@@ -63,9 +44,8 @@ struct harness {
     struct fc_plugin *plugin;
     struct fc_instance inst;
     int have_inst;
-    config_t lc;
-    int have_lc;
-    struct fc_conf_plugin conf;
+    struct parsed_group group;
+    int have_group;
 
     struct fc_backend_state states[MAX_BACKENDS];
     struct sockaddr_storage addrs[MAX_BACKENDS];
@@ -82,56 +62,10 @@ struct harness {
 
 static struct harness H;
 
-/* Log lines captured through the log sink. */
-static char log_lines[64][512];
-static int n_log_lines;
-
-static void capture_log(void *arg, enum fc_log_level level, const char *line)
-{
-    if (n_log_lines < (int)(sizeof(log_lines) / sizeof(log_lines[0])))
-        snprintf(log_lines[n_log_lines++], sizeof(log_lines[0]), "%s", line);
-}
-
-static int logged(const char *line)
-{
-    for (int i = 0; i < n_log_lines; i++)
-        if (strcmp(log_lines[i], line) == 0)
-            return 1;
-    return 0;
-}
-
-#define assert_logged(line)                                                                        \
-    do {                                                                                           \
-        if (!logged(line))                                                                         \
-            for (int i_ = 0; i_ < n_log_lines; i_++)                                               \
-                print_message("log: %s\n", log_lines[i_]);                                         \
-        assert_true(logged(line));                                                                 \
-    } while (0)
-
-/* Monotonic milliseconds, read now (uv_now() is the loop's cached time). */
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
-static int owned_by_test(const uv_handle_t *h)
-{
-    return h == (const uv_handle_t *)&H.guard || h == (const uv_handle_t *)&H.reference ||
-           (H.test_owns != NULL && H.test_owns(h));
-}
-
-static void count_foreign(uv_handle_t *h, void *arg)
-{
-    if (!owned_by_test(h))
-        (*(int *)arg)++;
-}
-
 /* Handles on the loop that are not the test's: the plugin's, closing or not. */
 static int plugin_handles(void)
 {
-    int n = 0;
-    uv_walk(&H.loop, count_foreign, &n);
-    return n;
+    return test_loop_foreign_handles(&H.loop, H.test_owns);
 }
 
 static void on_probe_done(void *owner, struct fc_probe *probe, int ok, const char *reason)
@@ -149,16 +83,6 @@ static void on_probe_done(void *owner, struct fc_probe *probe, int ok, const cha
         fc_instance_destroy(&H.inst);
         H.have_inst = 0;
     }
-}
-
-static void on_guard(uv_timer_t *t)
-{
-    H.guard_fired = 1;
-}
-
-static void on_reference(uv_timer_t *t)
-{
-    H.reference_fired_ms = now_ms();
 }
 
 /* Sets backend i to 127.0.0.1:port. */
@@ -205,20 +129,12 @@ static int bound_socket(void)
 /* Loads the plugin; a pool of n backends, all pointing at the refused port until set. */
 static int harness_setup(const char *plugin_path, uint32_t n)
 {
-    char err[512];
     memset(&H, 0, sizeof(H));
-    n_log_lines = 0;
-    fc_log_set_sink(capture_log, NULL);
-    fc_log_set_level(FC_LOG_INFO);
-
-    if (uv_loop_init(&H.loop) != 0)
+    log_capture_start();
+    if (test_loop_init(&H.loop) != 0)
         return -1;
-    uv_timer_init(&H.loop, &H.guard);
-    uv_timer_init(&H.loop, &H.reference);
-    if (fc_plugin_load(plugin_path, FC_PLUGIN_HEALTH, &H.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
+    if (load_plugin(plugin_path, FC_PLUGIN_HEALTH, &H.plugin) < 0)
         return -1;
-    }
 
     H.refused_fd = bound_socket();
     uint16_t refused = local_port(H.refused_fd);
@@ -238,43 +154,19 @@ static int harness_setup(const char *plugin_path, uint32_t n)
 }
 
 /*
- * Creates the instance from a health group whose own lines are `body`. The
- * group's first key sits on line 5 of CONFIG_FILE:
- *
- *   1 pools = ( {
- *   2   name = "web";
- *   3   health = {
- *   4     plugin = "...";
- *   5     <body>
+ * Creates the instance from a health group whose own lines are `body`; its
+ * first key sits on line 5 of CONFIG_FILE (see parse_pool_group()).
  */
 static int create_instance(const char *body)
 {
-    char text[2048];
-    snprintf(text, sizeof(text),
-             "pools = ( {\n"
-             "  name = \"web\";\n"
-             "  health = {\n"
-             "    plugin = \"%s\";\n"
-             "%s\n"
-             "  };\n"
-             "} );\n",
-             H.plugin->desc->name, body);
-    config_init(&H.lc);
-    H.have_lc = 1;
-    if (config_read_string(&H.lc, text) != CONFIG_TRUE)
-        fail_msg("line %d: %s", config_error_line(&H.lc), config_error_text(&H.lc));
-    const config_setting_t *group = config_lookup(&H.lc, "pools.[0].health");
-    assert_non_null(group);
-    H.conf = (struct fc_conf_plugin){.name = (char *)H.plugin->desc->name,
-                                     .path = (char *)H.plugin->desc->name,
-                                     .group = group,
-                                     .line = config_setting_source_line(group)};
+    H.have_group = 1;
+    parse_pool_group(&H.group, "health", H.plugin->desc->name, body);
 
-    struct fc_instance_hooks hooks = {.main_loop = &H.loop, .probe_done = on_probe_done};
+    struct fc_instance_hooks hooks = {.main_loop = &H.loop.uv, .probe_done = on_probe_done};
     char label[64];
     snprintf(label, sizeof(label), "pool web: health %s", H.plugin->desc->name);
-    int rc = fc_instance_create(&H.inst, H.plugin, &H.conf, CONFIG_FILE, health_core_keys, &H.pool,
-                                &hooks, label);
+    int rc = fc_instance_create(&H.inst, H.plugin, &H.group.conf, CONFIG_FILE, health_core_keys,
+                                &H.pool, &hooks, label);
     H.have_inst = rc == 0;
     return rc;
 }
@@ -284,7 +176,7 @@ static int start_probe(uint32_t i, uint32_t timeout_ms)
 {
     struct probe_result *r = &H.results[i];
     memset(r, 0, sizeof(*r));
-    uv_update_time(&H.loop);
+    uv_update_time(&H.loop.uv);
     r->started_ms = now_ms();
     H.in_probe = 1;
     int rc = H.plugin->desc->health->probe(H.inst.state, &H.views[i], timeout_ms,
@@ -294,32 +186,33 @@ static int start_probe(uint32_t i, uint32_t timeout_ms)
     return rc;
 }
 
-/* Runs the loop until backends [0, n) all have a verdict, or the guard fires. */
+/* Whether the probe whose result is *r has its verdict. */
+static int has_verdict(const void *r)
+{
+    return ((const struct probe_result *)r)->done > 0;
+}
+
+/* Whether backends [0, *n) all have a verdict. */
+static int all_done(const void *n)
+{
+    for (uint32_t i = 0; i < *(const uint32_t *)n; i++)
+        if (H.results[i].done == 0)
+            return 0;
+    return 1;
+}
+
+/* Runs the loop until backends [0, n) all have a verdict; fails after GUARD_MS. */
 static void run_until_done(uint32_t n)
 {
-    uv_timer_start(&H.guard, on_guard, GUARD_MS, 0);
-    for (;;) {
-        uint32_t done = 0;
-        for (uint32_t i = 0; i < n; i++)
-            done += H.results[i].done > 0;
-        if (done == n || H.guard_fired)
-            break;
-        uv_run(&H.loop, UV_RUN_ONCE);
-    }
-    uv_timer_stop(&H.guard);
-    assert_false(H.guard_fired);
+    test_loop_run_until(&H.loop, all_done, &n);
 }
 
 /* Waits for the verdict on backend i; checks the probe left nothing behind. */
 static struct probe_result *wait_for(uint32_t i)
 {
-    uv_timer_start(&H.guard, on_guard, GUARD_MS, 0);
-    while (H.results[i].done == 0 && !H.guard_fired)
-        uv_run(&H.loop, UV_RUN_ONCE);
-    uv_timer_stop(&H.guard);
-    assert_false(H.guard_fired);
+    test_loop_run_until(&H.loop, has_verdict, &H.results[i]);
     /* Let anything late show itself: a second probe_done would be counted. */
-    uv_run(&H.loop, UV_RUN_NOWAIT);
+    uv_run(&H.loop.uv, UV_RUN_NOWAIT);
     assert_int_equal(H.results[i].done, 1);
     assert_int_equal(H.results[i].leftover, 0);
     return &H.results[i];
@@ -336,33 +229,53 @@ static struct probe_result *probe_one(uint32_t i, uint32_t timeout_ms)
  * Probes backend i, which must time out, and checks that this costs one
  * timeout and no more: probe_done comes no earlier than timeout_ms after
  * probe(), and at most TIMEOUT_SLACK_MS after a reference timer of the same
- * length, started at the same loop time, fired. Measuring the excess from the
- * reference timer rather than from the start keeps a loaded machine, which
- * wakes the whole loop late, from counting against the plugin.
+ * length, started at the same loop time, fired (see test_loop_assert_in_time()).
  */
 static struct probe_result *probe_expecting_timeout(uint32_t i, uint32_t timeout_ms)
 {
     char expected[64];
     snprintf(expected, sizeof(expected), "timeout after %u ms", (unsigned)timeout_ms);
 
-    H.reference_fired_ms = 0;
     assert_int_equal(start_probe(i, timeout_ms), 0);
     /* No uv_update_time() since probe(): both timers are due at the same loop time. */
-    uv_timer_start(&H.reference, on_reference, timeout_ms, 0);
+    test_loop_arm_reference(&H.loop, timeout_ms);
     struct probe_result *r = wait_for(i);
     assert_false(r->ok);
     assert_string_equal(r->reason, expected);
-
-    uint64_t took = r->ended_ms - r->started_ms;
-    if (took + 1 < timeout_ms) /* + 1: the loop's clock counts whole milliseconds */
-        fail_msg("the probe ended after %llu ms, before its %u ms timeout",
-                 (unsigned long long)took, (unsigned)timeout_ms);
-    /* Not fired yet: the probe ended in the same turn of the loop, before it. */
-    uint64_t reference = H.reference_fired_ms != 0 ? H.reference_fired_ms : r->ended_ms;
-    if (r->ended_ms > reference + TIMEOUT_SLACK_MS)
-        fail_msg("the probe ended %llu ms after its %u ms timeout was due",
-                 (unsigned long long)(r->ended_ms - reference), (unsigned)timeout_ms);
+    test_loop_assert_in_time(&H.loop, "the probe ended", r->started_ms, r->ended_ms, timeout_ms, 1);
     return r;
+}
+
+/*
+ * Waits for the probes started on backends 0 and 1, and checks that each
+ * came once, that 0 passed and 1 failed with `reason1`, and that whichever
+ * came last found every handle of both probes closed.
+ */
+static void finish_two_probes(const char *reason1)
+{
+    run_until_done(2);
+    uv_run(&H.loop.uv, UV_RUN_NOWAIT);
+    assert_int_equal(H.results[0].done, 1);
+    assert_int_equal(H.results[1].done, 1);
+    assert_true(H.results[0].ok);
+    assert_false(H.results[1].ok);
+    assert_string_equal(H.results[1].reason, reason1);
+    assert_true(H.results[0].leftover == 0 || H.results[1].leftover == 0);
+    assert_int_equal(plugin_handles(), 0);
+}
+
+/*
+ * What every checker that connects must do with an address that
+ * uv_tcp_connect() refuses before probe() returns (not IPv4 or IPv6): fail
+ * the probe with the reason, and still give the verdict later, from the loop.
+ */
+static void expect_connect_fails_synchronously(void)
+{
+    set_backend_unix(0);
+    assert_int_equal(create_instance(""), 0);
+    struct probe_result *r = probe_one(0, 1000); /* asserts probe_done came later, from the loop */
+    assert_false(r->ok);
+    assert_string_equal(r->reason, "connect: invalid argument");
 }
 
 /*
@@ -375,27 +288,20 @@ static int harness_teardown(void (*close_test_handles)(void))
     if (H.have_inst)
         fc_instance_destroy(&H.inst);
     H.have_inst = 0;
-    if (H.have_lc)
-        config_destroy(&H.lc);
-    H.have_lc = 0;
+    if (H.have_group)
+        config_destroy(&H.group.lc);
+    H.have_group = 0;
 
     if (close_test_handles != NULL)
         close_test_handles();
-    uv_close((uv_handle_t *)&H.guard, NULL);
-    uv_close((uv_handle_t *)&H.reference, NULL);
-    uv_run(&H.loop, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(&H.loop);
+    int rc = test_loop_close(&H.loop);
     /* Only now: a handle left open would call back into the plugin's code. */
     fc_plugin_unload(H.plugin);
     H.plugin = NULL;
     if (H.refused_fd >= 0)
         close(H.refused_fd);
-    fc_log_set_sink(NULL, NULL);
-    if (rc != 0) {
-        fprintf(stderr, "uv_loop_close: %s\n", uv_strerror(rc));
-        return -1;
-    }
-    return 0;
+    log_capture_stop();
+    return rc;
 }
 
 #endif

@@ -148,7 +148,7 @@ static struct server *start_server(uint32_t k, enum server_mode mode, int status
     memset(srv, 0, sizeof(*srv));
     srv->mode = mode;
     srv->status = status;
-    assert_int_equal(uv_tcp_init(&H.loop, &srv->listener), 0);
+    assert_int_equal(uv_tcp_init(&H.loop.uv, &srv->listener), 0);
     srv->listener.data = srv;
     struct sockaddr_in sin;
     uv_ip4_addr("127.0.0.1", 0, &sin);
@@ -389,26 +389,12 @@ static void test_two_backends_at_once(void **unused)
     /* One probe per backend at a time: a second one for backend 0 is refused. */
     assert_int_equal(start_probe(0, 1000) < 0, 1);
     H.results[0] = (struct probe_result){0};
-    run_until_done(2);
-    uv_run(&H.loop, UV_RUN_NOWAIT);
-    assert_int_equal(H.results[0].done, 1);
-    assert_int_equal(H.results[1].done, 1);
-    assert_true(H.results[0].ok);
-    assert_false(H.results[1].ok);
-    assert_string_equal(H.results[1].reason, "HTTP 503");
-    /* Whichever came last found every handle of both probes closed. */
-    assert_true(H.results[0].leftover == 0 || H.results[1].leftover == 0);
-    assert_int_equal(plugin_handles(), 0);
+    finish_two_probes("HTTP 503");
 }
 
 static void test_connect_fails_synchronously(void **unused)
 {
-    /* uv_tcp_connect() refuses a non-IP address before probe() returns. */
-    set_backend_unix(0);
-    assert_int_equal(create_instance(""), 0);
-    struct probe_result *r = probe_one(0, 1000); /* asserts probe_done came later, from the loop */
-    assert_false(r->ok);
-    assert_string_equal(r->reason, "connect: invalid argument");
+    expect_connect_fails_synchronously();
 }
 
 static void test_destroy_inside_probe_done(void **unused)
@@ -458,8 +444,8 @@ static void test_bad_options(void **unused)
         n_log_lines = 0;
         if (create_instance(cases[i].body) == 0)
             fail_msg("accepted: %s", cases[i].body);
-        config_destroy(&H.lc);
-        H.have_lc = 0;
+        config_destroy(&H.group.lc);
+        H.have_group = 0;
         if (cases[i].line != NULL)
             assert_logged(cases[i].line);
         /* Every refusal names the file and the line of the key. */

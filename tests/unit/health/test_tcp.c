@@ -104,25 +104,12 @@ static void test_two_backends_at_once(void **unused)
     assert_int_equal(create_instance(""), 0);
     assert_int_equal(start_probe(0, 1000), 0);
     assert_int_equal(start_probe(1, 1000), 0);
-    run_until_done(2);
-    uv_run(&H.loop, UV_RUN_NOWAIT);
-    assert_int_equal(H.results[0].done, 1);
-    assert_int_equal(H.results[1].done, 1);
-    assert_true(H.results[0].ok);
-    assert_false(H.results[1].ok);
-    assert_string_equal(H.results[1].reason, "connect: connection refused");
-    assert_true(H.results[0].leftover == 0 || H.results[1].leftover == 0);
-    assert_int_equal(plugin_handles(), 0);
+    finish_two_probes("connect: connection refused");
 }
 
 static void test_connect_fails_synchronously(void **unused)
 {
-    /* uv_tcp_connect() refuses a non-IP address before probe() returns. */
-    set_backend_unix(0);
-    assert_int_equal(create_instance(""), 0);
-    struct probe_result *r = probe_one(0, 1000); /* asserts probe_done came later, from the loop */
-    assert_false(r->ok);
-    assert_string_equal(r->reason, "connect: invalid argument");
+    expect_connect_fails_synchronously();
 }
 
 static void test_destroy_inside_probe_done(void **unused)

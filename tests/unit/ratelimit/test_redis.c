@@ -10,16 +10,7 @@
  * redis-server must be installed (tests/run.sh installs it): a missing one
  * fails the tests, it does not skip them.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "log.h"
-#include "plugin_host.h"
-#include "plugin_loader.h"
+#include "../plugin_fixture.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,28 +18,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <uv.h>
 
 #define REDIS_PLUGIN FC_PLUGIN_BUILD_DIR "/redis.so"
 #define CONFIG_FILE "test.conf"
 #define N_WORKERS 2
 #define N_LIMITERS 2
-/* No test may spin the loop longer than this, whatever the plugin does. */
-#define GUARD_MS 5000
-/*
- * How late a verdict may come after a reference timer of the check's timeout,
- * started at the same loop time, fired. Measuring from the reference rather
- * than from the start keeps a loaded machine, which wakes the whole loop
- * late, from counting against the plugin.
- */
-#define SLACK_MS 100
 /* How long redis-server may take to answer PING after it was started. */
 #define REDIS_START_MS 5000
 
@@ -68,18 +47,12 @@ struct limiter {
     struct fc_instance inst;
     int have_inst;
     int started[N_WORKERS]; /* worker_start() called, worker_stop() not yet */
-    config_t lc;
-    int have_lc;
-    struct fc_conf_plugin conf;
+    struct parsed_group group;
+    int have_group;
 };
 
 static struct {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    int guard_fired;
-    uv_timer_t nap;
-    uv_timer_t reference; /* as long as a check's timeout, started with it */
-    uint64_t reference_fired_ms;
+    struct test_loop loop;
     int in_check;   /* inside the plugin's check(): ratelimit_done must not come now */
     int early_done; /* it did */
     struct fc_plugin *plugin;
@@ -91,37 +64,6 @@ static struct {
     char redis_sock[108]; /* the Unix socket redis-server also listens on */
     char redis_log[108];  /* its log */
 } T;
-
-/* Log lines captured through the log sink. */
-static char log_lines[64][512];
-static int n_log_lines;
-
-static void capture_log(void *arg, enum fc_log_level level, const char *line)
-{
-    if (n_log_lines < (int)(sizeof(log_lines) / sizeof(log_lines[0])))
-        snprintf(log_lines[n_log_lines++], sizeof(log_lines[0]), "%s", line);
-}
-
-static int logged(const char *line)
-{
-    for (int i = 0; i < n_log_lines; i++)
-        if (strcmp(log_lines[i], line) == 0)
-            return 1;
-    return 0;
-}
-
-#define assert_logged(line)                                                                        \
-    do {                                                                                           \
-        if (!logged(line))                                                                         \
-            for (int i_ = 0; i_ < n_log_lines; i_++)                                               \
-                print_message("log: %s\n", log_lines[i_]);                                         \
-        assert_true(logged(line));                                                                 \
-    } while (0)
-
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
 
 /* ------------------------------------------------------------------------ */
 /* redis-server                                                              */
@@ -377,39 +319,15 @@ static void on_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending,
     v->ended_ms = now_ms();
 }
 
-static void on_guard(uv_timer_t *t)
-{
-    T.guard_fired = 1;
-}
-
-static void on_nap(uv_timer_t *t)
-{
-}
-
-static void on_reference(uv_timer_t *t)
-{
-    T.reference_fired_ms = now_ms();
-}
-
 static int setup(void **unused)
 {
-    char err[512];
     memset(&T, 0, sizeof(T));
     T.silent_fd = -1;
     T.busy_fd = -1;
-    n_log_lines = 0;
-    fc_log_set_sink(capture_log, NULL);
-    fc_log_set_level(FC_LOG_INFO);
-    if (uv_loop_init(&T.loop) != 0)
+    log_capture_start();
+    if (test_loop_init(&T.loop) != 0)
         return -1;
-    uv_timer_init(&T.loop, &T.guard);
-    uv_timer_init(&T.loop, &T.nap);
-    uv_timer_init(&T.loop, &T.reference);
-    if (fc_plugin_load(REDIS_PLUGIN, FC_PLUGIN_RATELIMIT, &T.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
+    return load_plugin(REDIS_PLUGIN, FC_PLUGIN_RATELIMIT, &T.plugin);
 }
 
 /*
@@ -424,19 +342,15 @@ static int teardown(void **unused)
         struct limiter *l = &T.lim[i];
         for (uint32_t w = 0; w < N_WORKERS; w++)
             if (l->have_inst && l->started[w])
-                T.plugin->desc->ratelimit->worker_stop(l->inst.state, w, &T.loop);
+                T.plugin->desc->ratelimit->worker_stop(l->inst.state, w, &T.loop.uv);
         if (l->have_inst)
             fc_instance_destroy(&l->inst);
         l->have_inst = 0;
-        if (l->have_lc)
-            config_destroy(&l->lc);
-        l->have_lc = 0;
+        if (l->have_group)
+            config_destroy(&l->group.lc);
+        l->have_group = 0;
     }
-    uv_close((uv_handle_t *)&T.guard, NULL);
-    uv_close((uv_handle_t *)&T.nap, NULL);
-    uv_close((uv_handle_t *)&T.reference, NULL);
-    uv_run(&T.loop, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(&T.loop);
+    int rc = test_loop_close(&T.loop);
     /* Only now: a handle left open would call back into the plugin's code. */
     fc_plugin_unload(T.plugin);
     T.plugin = NULL;
@@ -445,53 +359,26 @@ static int teardown(void **unused)
         close(T.silent_fd);
     if (T.busy_fd >= 0)
         close(T.busy_fd);
-    fc_log_set_sink(NULL, NULL);
-    if (rc != 0) {
-        fprintf(stderr, "uv_loop_close: %s\n", uv_strerror(rc));
-        return -1;
-    }
-    return 0;
+    log_capture_stop();
+    return rc;
 }
 
 /*
- * Creates limiter i from a rate_limit group whose own lines are `body`. The
- * group's first key sits on line 5 of CONFIG_FILE:
- *
- *   1 pools = ( {
- *   2   name = "web";
- *   3   rate_limit = {
- *   4     plugin = "redis";
- *   5     <body>
+ * Creates limiter i from a rate_limit group whose own lines are `body`; its
+ * group sits on line 3 of CONFIG_FILE and its first key on line 5 (see
+ * parse_pool_group()).
  */
 static int create_limiter(int i, const char *body)
 {
     struct limiter *l = &T.lim[i];
-    char text[2048];
-    snprintf(text, sizeof(text),
-             "pools = ( {\n"
-             "  name = \"web\";\n"
-             "  rate_limit = {\n"
-             "    plugin = \"redis\";\n"
-             "    %s\n"
-             "  };\n"
-             "} );\n",
-             body);
-    if (l->have_lc)
-        config_destroy(&l->lc);
-    config_init(&l->lc);
-    l->have_lc = 1;
-    if (config_read_string(&l->lc, text) != CONFIG_TRUE)
-        fail_msg("line %d: %s", config_error_line(&l->lc), config_error_text(&l->lc));
-    const config_setting_t *group = config_lookup(&l->lc, "pools.[0].rate_limit");
-    assert_non_null(group);
-    l->conf = (struct fc_conf_plugin){.name = "redis",
-                                      .path = "redis",
-                                      .group = group,
-                                      .line = config_setting_source_line(group)};
+    if (l->have_group)
+        config_destroy(&l->group.lc);
+    l->have_group = 1;
+    parse_pool_group(&l->group, "rate_limit", "redis", body);
     struct fc_instance_hooks hooks = {
         .owner = l, .worker_count = N_WORKERS, .ratelimit_done = on_ratelimit_done};
-    int rc = fc_instance_create(&l->inst, T.plugin, &l->conf, CONFIG_FILE, ratelimit_core_keys,
-                                NULL, &hooks, "pool web: rate_limit redis");
+    int rc = fc_instance_create(&l->inst, T.plugin, &l->group.conf, CONFIG_FILE,
+                                ratelimit_core_keys, NULL, &hooks, "pool web: rate_limit redis");
     l->have_inst = rc == 0;
     return rc;
 }
@@ -499,14 +386,14 @@ static int create_limiter(int i, const char *body)
 static void start_worker(int i, uint32_t w)
 {
     struct limiter *l = &T.lim[i];
-    assert_int_equal(T.plugin->desc->ratelimit->worker_start(l->inst.state, w, &T.loop), 0);
+    assert_int_equal(T.plugin->desc->ratelimit->worker_start(l->inst.state, w, &T.loop.uv), 0);
     l->started[w] = 1;
 }
 
 static void stop_worker(int i, uint32_t w)
 {
     struct limiter *l = &T.lim[i];
-    T.plugin->desc->ratelimit->worker_stop(l->inst.state, w, &T.loop);
+    T.plugin->desc->ratelimit->worker_stop(l->inst.state, w, &T.loop.uv);
     l->started[w] = 0;
 }
 
@@ -523,12 +410,12 @@ static int start_check(int i, uint32_t w, const char *key, struct verdict *v)
 {
     struct limiter *l = &T.lim[i];
     memset(v, 0, sizeof(*v));
-    uv_update_time(&T.loop);
+    uv_update_time(&T.loop.uv);
     v->started_ms = now_ms();
     struct fc_ratelimit_args args = {
         .size = sizeof(args),
         .worker = w,
-        .loop = &T.loop,
+        .loop = &T.loop.uv,
         .key = key,
         .key_len = strlen(key),
         .pending = (struct fc_ratelimit_pending *)(void *)v,
@@ -554,25 +441,23 @@ static int start_check(int i, uint32_t w, const char *key, struct verdict *v)
  */
 static void arm_reference(unsigned ms)
 {
-    T.reference_fired_ms = 0;
-    uv_timer_start(&T.reference, on_reference, ms, 0);
+    test_loop_arm_reference(&T.loop, ms);
 }
 
 /*
- * Fails unless *v (waited for) came within SLACK_MS of the reference timer
- * (or before it) and, if `at_least`, no earlier than timeout_ms after check().
+ * Fails unless *v (waited for) came within TIMEOUT_SLACK_MS of the reference
+ * timer (or before it) and, if `at_least`, no earlier than timeout_ms after
+ * check().
  */
 static void assert_in_time(const struct verdict *v, unsigned timeout_ms, int at_least)
 {
-    uint64_t took = v->ended_ms - v->started_ms;
-    if (at_least && took + 1 < timeout_ms) /* + 1: the loop's clock counts whole ms */
-        fail_msg("the verdict came after %llu ms, before the %u ms timeout",
-                 (unsigned long long)took, timeout_ms);
-    /* Not fired yet: the verdict came first, in the same turn of the loop or before. */
-    uint64_t reference = T.reference_fired_ms != 0 ? T.reference_fired_ms : v->ended_ms;
-    if (v->ended_ms > reference + SLACK_MS)
-        fail_msg("the verdict came %llu ms after the %u ms timeout was due",
-                 (unsigned long long)(v->ended_ms - reference), timeout_ms);
+    test_loop_assert_in_time(&T.loop, "the verdict came", v->started_ms, v->ended_ms, timeout_ms,
+                             at_least);
+}
+
+static int has_verdict(const void *v)
+{
+    return ((const struct verdict *)v)->done > 0;
 }
 
 /* Runs the loop until *v has its verdict, or fails after GUARD_MS. */
@@ -580,12 +465,7 @@ static void wait_verdict(struct verdict *v)
 {
     if (v->rc != FC_RATELIMIT_PENDING)
         return;
-    uv_timer_start(&T.guard, on_guard, GUARD_MS, 0);
-    while (v->done == 0 && !T.guard_fired)
-        uv_run(&T.loop, UV_RUN_ONCE);
-    uv_timer_stop(&T.guard);
-    if (T.guard_fired)
-        fail_msg("no verdict within %d ms", GUARD_MS);
+    test_loop_run_until(&T.loop, has_verdict, v);
     assert_int_equal(v->done, 1);
 }
 
@@ -603,26 +483,13 @@ static int check(int i, uint32_t w, const char *key, uint64_t *retry_ms)
 /* Runs the loop for about ms milliseconds. */
 static void run_for(unsigned ms)
 {
-    uv_update_time(&T.loop);
-    uv_timer_start(&T.nap, on_nap, ms, 0);
-    while (uv_is_active((uv_handle_t *)&T.nap))
-        uv_run(&T.loop, UV_RUN_ONCE);
-}
-
-static void count_plugin_handle(uv_handle_t *h, void *arg)
-{
-    int test_owns = h == (uv_handle_t *)&T.guard || h == (uv_handle_t *)&T.nap ||
-                    h == (uv_handle_t *)&T.reference;
-    if (!test_owns)
-        (*(int *)arg)++;
+    test_loop_run_for(&T.loop, ms);
 }
 
 /* Handles on the loop that are not the test's: the plugin's, closing or not. */
 static int plugin_handles(void)
 {
-    int n = 0;
-    uv_walk(&T.loop, count_plugin_handle, &n);
-    return n;
+    return test_loop_foreign_handles(&T.loop, NULL);
 }
 
 static const char *verdict_name(int v)

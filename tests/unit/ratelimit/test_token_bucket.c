@@ -4,20 +4,9 @@
  * config loader hands it over, with the host's clock replaced by one the
  * tests move (struct fc_instance_hooks.now_ns).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "log.h"
-#include "plugin_host.h"
-#include "plugin_loader.h"
+#include "../plugin_fixture.h"
 
 #include <pthread.h>
-#include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
 #define TOKEN_BUCKET FC_PLUGIN_BUILD_DIR "/token_bucket.so"
@@ -46,30 +35,12 @@ struct fixture {
     struct fc_plugin *plugin;
     struct fc_instance inst;
     int have_inst;
-    config_t lc;
-    int have_lc;
-    struct fc_conf_plugin conf;
+    struct parsed_group group;
+    int have_group;
 };
 static struct fixture fx;
 
-/* Log lines captured through the log sink. */
-static char log_lines[64][512];
-static int n_log_lines;
-
-static void capture_log(void *arg, enum fc_log_level level, const char *line)
-{
-    if (n_log_lines < (int)(sizeof(log_lines) / sizeof(log_lines[0])))
-        snprintf(log_lines[n_log_lines++], sizeof(log_lines[0]), "%s", line);
-}
-
-static int logged(const char *line)
-{
-    for (int i = 0; i < n_log_lines; i++)
-        if (strcmp(log_lines[i], line) == 0)
-            return 1;
-    return 0;
-}
-
+/* Number of captured log lines that contain `part`. */
 static int logged_containing(const char *part)
 {
     int n = 0;
@@ -78,32 +49,12 @@ static int logged_containing(const char *part)
     return n;
 }
 
-static void dump_log(void)
-{
-    for (int i = 0; i < n_log_lines; i++)
-        print_message("log: %s\n", log_lines[i]);
-}
-
-#define assert_logged(line)                                                                        \
-    do {                                                                                           \
-        if (!logged(line))                                                                         \
-            dump_log();                                                                            \
-        assert_true(logged(line));                                                                 \
-    } while (0)
-
 static int setup(void **unused)
 {
-    char err[512];
     memset(&fx, 0, sizeof(fx));
-    n_log_lines = 0;
-    fc_log_set_sink(capture_log, NULL);
-    fc_log_set_level(FC_LOG_INFO);
+    log_capture_start();
     clock_ns = 1000 * SEC;
-    if (fc_plugin_load(TOKEN_BUCKET, FC_PLUGIN_RATELIMIT, &fx.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
+    return load_plugin(TOKEN_BUCKET, FC_PLUGIN_RATELIMIT, &fx.plugin);
 }
 
 static void drop_instance(void)
@@ -111,9 +62,9 @@ static void drop_instance(void)
     if (fx.have_inst)
         fc_instance_destroy(&fx.inst);
     fx.have_inst = 0;
-    if (fx.have_lc)
-        config_destroy(&fx.lc);
-    fx.have_lc = 0;
+    if (fx.have_group)
+        config_destroy(&fx.group.lc);
+    fx.have_group = 0;
 }
 
 static int teardown(void **unused)
@@ -121,47 +72,24 @@ static int teardown(void **unused)
     drop_instance();
     fc_plugin_unload(fx.plugin);
     fx.plugin = NULL;
-    fc_log_set_sink(NULL, NULL);
+    log_capture_stop();
     return 0;
 }
 
 /*
  * Creates the instance from a rate_limit group whose own lines are `body`
- * (replacing any earlier one). The group's first key sits on line 5 of
- * CONFIG_FILE:
- *
- *   1 pools = ( {
- *   2   name = "web";
- *   3   rate_limit = {
- *   4     plugin = "token_bucket";
- *   5     <body>
+ * (replacing any earlier one); its first key sits on line 5 of CONFIG_FILE
+ * (see parse_pool_group()).
  */
 static int create(const char *body)
 {
-    char text[2048];
     drop_instance();
-    snprintf(text, sizeof(text),
-             "pools = ( {\n"
-             "  name = \"web\";\n"
-             "  rate_limit = {\n"
-             "    plugin = \"token_bucket\";\n"
-             "%s\n"
-             "  };\n"
-             "} );\n",
-             body);
-    config_init(&fx.lc);
-    fx.have_lc = 1;
-    if (config_read_string(&fx.lc, text) != CONFIG_TRUE)
-        fail_msg("line %d: %s", config_error_line(&fx.lc), config_error_text(&fx.lc));
-    const config_setting_t *group = config_lookup(&fx.lc, "pools.[0].rate_limit");
-    assert_non_null(group);
-    fx.conf = (struct fc_conf_plugin){.name = "token_bucket",
-                                      .path = TOKEN_BUCKET,
-                                      .group = group,
-                                      .line = config_setting_source_line(group)};
+    fx.have_group = 1;
+    parse_pool_group(&fx.group, "rate_limit", "token_bucket", body);
     struct fc_instance_hooks hooks = {.worker_count = 4, .now_ns = test_clock};
-    int rc = fc_instance_create(&fx.inst, fx.plugin, &fx.conf, CONFIG_FILE, ratelimit_core_keys,
-                                NULL, &hooks, "pool web: ratelimit token_bucket");
+    int rc =
+        fc_instance_create(&fx.inst, fx.plugin, &fx.group.conf, CONFIG_FILE, ratelimit_core_keys,
+                           NULL, &hooks, "pool web: ratelimit token_bucket");
     fx.have_inst = rc == 0;
     return rc;
 }

@@ -9,22 +9,11 @@
  * the same on every run; the bounds still leave room for a change of the
  * generator or of the test's backends.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
+#include "../plugin_fixture.h"
 #include "http_request.h"
-#include "log.h"
-#include "plugin_host.h"
-#include "plugin_loader.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdio.h>
-#include <string.h>
 
 #define IP_HASH FC_PLUGIN_BUILD_DIR "/ip_hash.so"
 #define N 4
@@ -50,26 +39,6 @@ static const struct fc_pool_view pool_without_2 = {
 
 static struct fc_plugin *plugin;
 static struct fc_instance inst;
-
-/* Log lines captured through the log sink. */
-static char lines[16][512];
-static int n_lines;
-
-static void capture(void *arg, enum fc_log_level level, const char *line)
-{
-    if (n_lines < (int)(sizeof(lines) / sizeof(lines[0])))
-        snprintf(lines[n_lines++], sizeof(lines[0]), "%s", line);
-}
-
-static int logged(const char *line)
-{
-    for (int i = 0; i < n_lines; i++)
-        if (strcmp(lines[i], line) == 0)
-            return 1;
-    for (int i = 0; i < n_lines; i++)
-        print_message("log: %s\n", lines[i]);
-    return 0;
-}
 
 /* ---- client addresses ---------------------------------------------------- */
 
@@ -163,38 +132,18 @@ static void create_over(struct fc_instance *in, const struct fc_pool_view *p)
                      0);
 }
 
-/* A `strategy` group parsed from text, as the config loader would hand it over. */
-struct parsed {
-    config_t lc;
-    struct fc_conf_plugin conf;
-};
-
-static char plugin_name[] = "ip_hash";
-
-static int create_with(struct fc_instance *in, struct parsed *p, const char *text,
+/* Creates *in over `over` from the `strategy` group in text, parsed into *p. */
+static int create_with(struct fc_instance *in, struct parsed_group *p, const char *text,
                        const struct fc_pool_view *over)
 {
-    config_init(&p->lc);
-    if (config_read_string(&p->lc, text) != CONFIG_TRUE)
-        fail_msg("line %d: %s", config_error_line(&p->lc), config_error_text(&p->lc));
-    config_setting_t *group = config_lookup(&p->lc, "strategy");
-    assert_non_null(group);
-    p->conf.name = plugin_name;
-    p->conf.path = plugin_name;
-    p->conf.group = group;
-    p->conf.line = config_setting_source_line(group);
+    parse_group(p, text, "strategy", "ip_hash");
     return fc_instance_create(in, plugin, &p->conf, "test.conf", NULL, over, NULL,
                               "pool web: strategy ip_hash");
 }
 
 static int group_setup(void **unused)
 {
-    char err[512];
-    if (fc_plugin_load(IP_HASH, FC_PLUGIN_STRATEGY, &plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
+    return load_plugin(IP_HASH, FC_PLUGIN_STRATEGY, &plugin);
 }
 
 static int group_teardown(void **unused)
@@ -208,8 +157,7 @@ static int setup(void **unused)
 {
     for (int i = 0; i < N; i++)
         states[i] = (struct fc_backend_state){.up = 1, .inflight = 0};
-    n_lines = 0;
-    fc_log_set_sink(capture, NULL);
+    log_capture_start();
     create_over(&inst, &pool);
     return 0;
 }
@@ -217,7 +165,7 @@ static int setup(void **unused)
 static int teardown(void **unused)
 {
     fc_instance_destroy(&inst);
-    fc_log_set_sink(NULL, NULL);
+    log_capture_stop();
     return 0;
 }
 
@@ -507,14 +455,14 @@ static struct fc_span span(const char *s)
 static void test_header_key(void **unused)
 {
     struct fc_instance h;
-    struct parsed p;
+    struct parsed_group p;
     static struct fc_request req;
 
     assert_int_equal(
         create_with(&h, &p, "strategy = { plugin = \"ip_hash\"; key = \"header:X-Session\"; };",
                     &pool),
         0);
-    assert_int_equal(n_lines, 0);
+    assert_int_equal(n_log_lines, 0);
     config_destroy(&p.lc);
 
     memset(&req, 0, sizeof(req));
@@ -569,10 +517,10 @@ static void test_header_key(void **unused)
 static void expect_refused(const char *text, const char *line)
 {
     struct fc_instance bad;
-    struct parsed p;
-    n_lines = 0;
+    struct parsed_group p;
+    n_log_lines = 0;
     assert_int_equal(create_with(&bad, &p, text, &pool), FC_EINVAL);
-    assert_true(logged(line));
+    assert_logged(line);
     assert_null(bad.state);
     config_destroy(&p.lc);
 }

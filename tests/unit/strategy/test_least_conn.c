@@ -1,90 +1,12 @@
 /*
  * Tests of plugins/strategy/least_conn.c, loaded through the real loader and
  * host, against a synthetic pool whose weights and backend states (up,
- * in-flight counts) the tests set. pick() does not count its own picks in
- * flight (the core does), so the counts stay what a test sets.
+ * in-flight counts) the tests set (see strategy_fixture.h).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "plugin_host.h"
-#include "plugin_loader.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "strategy_fixture.h"
 
 #define LEAST_CONN FC_PLUGIN_BUILD_DIR "/least_conn.so"
-#define N 4
-
-static struct fc_backend_state states[N];
-static struct fc_backend_view views[N];
-static struct fc_pool_view pool = {.name = "web", .n_backends = N, .backends = views};
-
-/* Each test gets a fresh copy of the plugin, so its first instance starts at backend 0. */
-struct fixture {
-    struct fc_plugin *plugin;
-    struct fc_instance inst;
-    int have_inst;
-};
-static struct fixture fx;
-
-static int pick(const uint8_t *tried)
-{
-    struct fc_pick_args args = {.size = sizeof(args), .worker = 0, .tried = tried};
-    return fx.plugin->desc->strategy->pick(fx.inst.state, &args);
-}
-
-/* (Re)creates the instance for a pool of n backends with these weights, all up and idle. */
-static void use_pool(uint32_t n, const uint32_t *weights)
-{
-    if (fx.have_inst)
-        fc_instance_destroy(&fx.inst);
-    fx.have_inst = 0;
-    for (uint32_t i = 0; i < N; i++) {
-        states[i] = (struct fc_backend_state){.up = 1, .inflight = 0};
-        views[i] = (struct fc_backend_view){.index = i,
-                                            .weight = weights ? weights[i] : 1,
-                                            .address = "127.0.0.1:9000",
-                                            .state = &states[i]};
-    }
-    pool.n_backends = n;
-    assert_int_equal(fc_instance_create(&fx.inst, fx.plugin, NULL, NULL, NULL, &pool, NULL,
-                                        "pool web: strategy least_conn"),
-                     0);
-    fx.have_inst = 1;
-}
-
-static void set_inflight(uint32_t a, uint32_t b, uint32_t c, uint32_t d)
-{
-    states[0].inflight = a;
-    states[1].inflight = b;
-    states[2].inflight = c;
-    states[3].inflight = d;
-}
-
-static int setup(void **unused)
-{
-    char err[512];
-    memset(&fx, 0, sizeof(fx));
-    if (fc_plugin_load(LEAST_CONN, FC_PLUGIN_STRATEGY, &fx.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **unused)
-{
-    if (fx.have_inst)
-        fc_instance_destroy(&fx.inst);
-    fc_plugin_unload(fx.plugin);
-    memset(&fx, 0, sizeof(fx));
-    return 0;
-}
+#define N MAX_BACKENDS
 
 static void test_descriptor(void **unused)
 {
@@ -111,12 +33,8 @@ static void test_even_distribution_exact(void **unused)
 {
     use_pool(4, NULL);
     set_inflight(2, 2, 2, 2);
-    int count[N] = {0};
-    for (int i = 0; i < 10000; i++) {
-        int b = pick(NULL);
-        assert_true(b >= 0 && b < N);
-        count[b]++;
-    }
+    int count[N];
+    count_picks(count, 10000, NULL);
     for (int i = 0; i < N; i++)
         assert_int_equal(count[i], 2500);
 }
@@ -235,10 +153,8 @@ static void test_instances_start_apart(void **unused)
     use_pool(3, NULL);
     for (int k = 1; k <= 3; k++) {
         struct fc_instance other;
-        struct fc_pick_args args = {.size = sizeof(args), .worker = (uint32_t)k};
-        assert_int_equal(
-            fc_instance_create(&other, fx.plugin, NULL, NULL, NULL, &pool, NULL, "other"), 0);
-        assert_int_equal(fx.plugin->desc->strategy->pick(other.state, &args), k % 3);
+        create_other(&other);
+        assert_int_equal(pick_from(&other, (uint32_t)k, NULL), k % 3);
         fc_instance_destroy(&other);
     }
     assert_int_equal(pick(NULL), 0);
@@ -252,7 +168,7 @@ static void test_empty_pool(void **unused)
 
 int main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) STRATEGY_TEST(name, LEAST_CONN)
     const struct CMUnitTest tests[] = {
         T(test_descriptor),
         T(test_equal_load_rotates),

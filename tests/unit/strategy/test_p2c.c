@@ -1,111 +1,29 @@
 /*
  * Tests of plugins/strategy/p2c.c (power of two random choices), loaded
  * through the real loader and host, against synthetic pools whose weights and
- * backend states (up, in-flight counts) the tests set.
+ * backend states (up, in-flight counts) the tests set (see strategy_fixture.h).
  *
  * The picks are random, so distributions are checked over 10,000 picks within
  * bounds of at least six standard deviations (a false failure is rarer than
  * one run in a hundred million); what must never happen (the most loaded of
  * the pool picked, a down or tried backend picked) is checked exactly.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "plugin_host.h"
-#include "plugin_loader.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "strategy_fixture.h"
 
 #define P2C FC_PLUGIN_BUILD_DIR "/p2c.so"
-#define N 4
+#define N MAX_BACKENDS
 #define PICKS 10000
-
-static struct fc_backend_state states[N];
-static struct fc_backend_view views[N];
-static struct fc_pool_view pool = {.name = "web", .n_backends = N, .backends = views};
-
-struct fixture {
-    struct fc_plugin *plugin;
-    struct fc_instance inst;
-    int have_inst;
-};
-static struct fixture fx;
-
-static int pick(const uint8_t *tried)
-{
-    struct fc_pick_args args = {.size = sizeof(args), .worker = 0, .tried = tried};
-    return fx.plugin->desc->strategy->pick(fx.inst.state, &args);
-}
-
-/* (Re)creates the instance for a pool of n backends with these weights (NULL: all 1). */
-static void use_pool(uint32_t n, const uint32_t *weights)
-{
-    if (fx.have_inst)
-        fc_instance_destroy(&fx.inst);
-    fx.have_inst = 0;
-    for (uint32_t i = 0; i < N; i++) {
-        states[i] = (struct fc_backend_state){.up = 1, .inflight = 0};
-        views[i] = (struct fc_backend_view){.index = i,
-                                            .weight = weights && i < n ? weights[i] : 1,
-                                            .address = "127.0.0.1:9000",
-                                            .state = &states[i]};
-    }
-    pool.n_backends = n;
-    assert_int_equal(fc_instance_create(&fx.inst, fx.plugin, NULL, NULL, NULL, &pool, NULL,
-                                        "pool web: strategy p2c"),
-                     0);
-    fx.have_inst = 1;
-}
-
-static void set_inflight(uint32_t a, uint32_t b, uint32_t c, uint32_t d)
-{
-    states[0].inflight = a;
-    states[1].inflight = b;
-    states[2].inflight = c;
-    states[3].inflight = d;
-}
 
 /* PICKS picks into count[]; every one must be a backend of the pool. */
 static void run_picks(int *count, const uint8_t *tried)
 {
-    memset(count, 0, N * sizeof(*count));
-    for (int i = 0; i < PICKS; i++) {
-        int b = pick(tried);
-        if (b < 0 || b >= (int)pool.n_backends)
-            fail_msg("pick %d returned %d", i, b);
-        count[b]++;
-    }
+    count_picks(count, PICKS, tried);
 }
 
 static void assert_near(int got, int expected, int tolerance)
 {
     if (got < expected - tolerance || got > expected + tolerance)
         fail_msg("count %d outside %d +- %d", got, expected, tolerance);
-}
-
-static int setup(void **unused)
-{
-    char err[512];
-    memset(&fx, 0, sizeof(fx));
-    if (fc_plugin_load(P2C, FC_PLUGIN_STRATEGY, &fx.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **unused)
-{
-    if (fx.have_inst)
-        fc_instance_destroy(&fx.inst);
-    fc_plugin_unload(fx.plugin);
-    memset(&fx, 0, sizeof(fx));
-    return 0;
 }
 
 static void test_descriptor(void **unused)
@@ -283,12 +201,10 @@ static void test_instances_draw_independently(void **unused)
     /* Each instance has its own generator: two never repeat each other's 100 picks. */
     use_pool(4, NULL);
     struct fc_instance other;
-    struct fc_pick_args args = {.size = sizeof(args), .worker = 1};
-    assert_int_equal(fc_instance_create(&other, fx.plugin, NULL, NULL, NULL, &pool, NULL, "other"),
-                     0);
+    create_other(&other);
     int same = 0;
     for (int i = 0; i < 100; i++)
-        same += pick(NULL) == fx.plugin->desc->strategy->pick(other.state, &args);
+        same += pick(NULL) == pick_from(&other, 1, NULL);
     fc_instance_destroy(&other);
     assert_true(same < 100);
 }
@@ -301,7 +217,7 @@ static void test_empty_pool(void **unused)
 
 int main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) STRATEGY_TEST(name, P2C)
     const struct CMUnitTest tests[] = {
         T(test_descriptor),
         T(test_equal_load_even),

@@ -1,62 +1,22 @@
 /*
  * Tests of plugins/strategy/round_robin.c, loaded through the real loader and
- * host, against a synthetic pool whose backend states the tests set.
+ * host, against a synthetic pool whose backend states the tests set (see
+ * strategy_fixture.h).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "plugin_host.h"
-#include "plugin_loader.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "strategy_fixture.h"
 
 #define ROUND_ROBIN FC_PLUGIN_BUILD_DIR "/round_robin.so"
 #define N 3
 
-static struct fc_backend_state states[N];
-static const struct fc_backend_view views[N] = {
-    {.index = 0, .weight = 1, .address = "127.0.0.1:9001", .state = &states[0]},
-    {.index = 1, .weight = 5, .address = "127.0.0.1:9002", .state = &states[1]},
-    {.index = 2, .weight = 1, .address = "127.0.0.1:9003", .state = &states[2]},
-};
-static const struct fc_pool_view pool = {.name = "web", .n_backends = N, .backends = views};
+/* Backend 1 weighs 5: round-robin must ignore it. */
+static const uint32_t weights[N] = {1, 5, 1};
 
-/* Each test gets a fresh copy of the plugin, so its first instance starts at backend 0. */
-struct fixture {
-    struct fc_plugin *plugin;
-    struct fc_instance inst;
-};
-static struct fixture fx;
-
-static int pick(const uint8_t *tried)
+/* Every test starts with the instance over these three, at backend 0. */
+static int setup(void **state)
 {
-    struct fc_pick_args args = {.size = sizeof(args), .worker = 0, .tried = tried};
-    return fx.plugin->desc->strategy->pick(fx.inst.state, &args);
-}
-
-static int setup(void **unused)
-{
-    char err[512];
-    for (int i = 0; i < N; i++)
-        states[i] = (struct fc_backend_state){.up = 1, .inflight = 0};
-    if (fc_plugin_load(ROUND_ROBIN, FC_PLUGIN_STRATEGY, &fx.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
+    if (strategy_setup(state) < 0)
         return -1;
-    }
-    return fc_instance_create(&fx.inst, fx.plugin, NULL, NULL, NULL, &pool, NULL,
-                              "pool web: strategy round_robin");
-}
-
-static int teardown(void **unused)
-{
-    fc_instance_destroy(&fx.inst);
-    fc_plugin_unload(fx.plugin);
-    fx.plugin = NULL;
+    use_pool(N, weights);
     return 0;
 }
 
@@ -114,19 +74,13 @@ static void test_all_down(void **unused)
 static void test_even_distribution(void **unused)
 {
     /* Weights are ignored: backend 1 has weight 5 and gets the same share. */
-    int count[N] = {0};
-    for (int i = 0; i < 9999; i++) {
-        int b = pick(NULL);
-        assert_true(b >= 0 && b < N);
-        count[b]++;
-    }
+    int count[N];
+    count_picks(count, 9999, NULL);
     for (int i = 0; i < N; i++)
         assert_int_equal(count[i], 3333);
 
     /* 10,000 picks cannot split evenly in three: no backend is ahead by more than one. */
-    memset(count, 0, sizeof(count));
-    for (int i = 0; i < 10000; i++)
-        count[pick(NULL)]++;
+    count_picks(count, 10000, NULL);
     assert_int_equal(count[0], 3334);
     assert_int_equal(count[1], 3333);
     assert_int_equal(count[2], 3333);
@@ -137,10 +91,8 @@ static void test_instances_start_apart(void **unused)
     /* The setup made instance 0; the next ones start at backends 1, 2, then 0 again. */
     for (int k = 1; k <= 3; k++) {
         struct fc_instance other;
-        struct fc_pick_args args = {.size = sizeof(args), .worker = (uint32_t)k};
-        assert_int_equal(
-            fc_instance_create(&other, fx.plugin, NULL, NULL, NULL, &pool, NULL, "other"), 0);
-        assert_int_equal(fx.plugin->desc->strategy->pick(other.state, &args), k % N);
+        create_other(&other);
+        assert_int_equal(pick_from(&other, (uint32_t)k, NULL), k % N);
         fc_instance_destroy(&other);
     }
     assert_int_equal(pick(NULL), 0);
@@ -158,7 +110,8 @@ static void test_empty_pool(void **unused)
 
 int main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name)                                                                                    \
+    cmocka_unit_test_prestate_setup_teardown(name, setup, strategy_teardown, (void *)ROUND_ROBIN)
     const struct CMUnitTest tests[] = {
         T(test_descriptor),
         T(test_sequence),

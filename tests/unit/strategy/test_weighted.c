@@ -1,65 +1,16 @@
 /*
  * Tests of plugins/strategy/weighted.c (smooth weighted round-robin), loaded
  * through the real loader and host, against synthetic pools whose weights and
- * backend states the tests set. The algorithm is deterministic, so sequences
- * and counts are checked exactly.
+ * backend states the tests set (see strategy_fixture.h). The algorithm is
+ * deterministic, so sequences and counts are checked exactly.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-/* cmocka.h needs the four headers above first. */
-#include <cmocka.h>
-
-#include "plugin_host.h"
-#include "plugin_loader.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "strategy_fixture.h"
 
 #define WEIGHTED FC_PLUGIN_BUILD_DIR "/weighted.so"
-#define N 4
-
-static struct fc_backend_state states[N];
-static struct fc_backend_view views[N];
-static struct fc_pool_view pool = {.name = "web", .n_backends = N, .backends = views};
-
-/* Each test gets a fresh copy of the plugin, so its first instance starts the cycle at 0. */
-struct fixture {
-    struct fc_plugin *plugin;
-    struct fc_instance inst;
-    int have_inst;
-};
-static struct fixture fx;
+#define N MAX_BACKENDS
 
 /* a a b a c a a: weights 5, 1, 1. */
 static const int SEQ_511[] = {0, 0, 1, 0, 2, 0, 0};
-
-static int pick(const uint8_t *tried)
-{
-    struct fc_pick_args args = {.size = sizeof(args), .worker = 0, .tried = tried};
-    return fx.plugin->desc->strategy->pick(fx.inst.state, &args);
-}
-
-/* (Re)creates the instance for a pool of n backends with these weights, all up. */
-static void use_pool(uint32_t n, const uint32_t *weights)
-{
-    if (fx.have_inst)
-        fc_instance_destroy(&fx.inst);
-    fx.have_inst = 0;
-    for (uint32_t i = 0; i < N; i++) {
-        states[i] = (struct fc_backend_state){.up = 1, .inflight = 0};
-        views[i] = (struct fc_backend_view){.index = i,
-                                            .weight = i < n ? weights[i] : 1,
-                                            .address = "127.0.0.1:9000",
-                                            .state = &states[i]};
-    }
-    pool.n_backends = n;
-    assert_int_equal(fc_instance_create(&fx.inst, fx.plugin, NULL, NULL, NULL, &pool, NULL,
-                                        "pool web: strategy weighted"),
-                     0);
-    fx.have_inst = 1;
-}
 
 static void expect_sequence(const int *expected, size_t n, const uint8_t *tried)
 {
@@ -68,26 +19,6 @@ static void expect_sequence(const int *expected, size_t n, const uint8_t *tried)
         if (b != expected[i])
             fail_msg("pick %zu: got backend %d, expected %d", i + 1, b, expected[i]);
     }
-}
-
-static int setup(void **unused)
-{
-    char err[512];
-    memset(&fx, 0, sizeof(fx));
-    if (fc_plugin_load(WEIGHTED, FC_PLUGIN_STRATEGY, &fx.plugin, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **unused)
-{
-    if (fx.have_inst)
-        fc_instance_destroy(&fx.inst);
-    fc_plugin_unload(fx.plugin);
-    memset(&fx, 0, sizeof(fx));
-    return 0;
 }
 
 static void test_descriptor(void **unused)
@@ -129,9 +60,8 @@ static void test_distribution_exact(void **unused)
     /* 10,000 picks of 5,1,1: 1428 whole cycles of 7, then a a b a. */
     static const uint32_t w511[] = {5, 1, 1};
     use_pool(3, w511);
-    int count[N] = {0};
-    for (int i = 0; i < 10000; i++)
-        count[pick(NULL)]++;
+    int count[N];
+    count_picks(count, 10000, NULL);
     assert_int_equal(count[0], 1428 * 5 + 3);
     assert_int_equal(count[1], 1428 + 1);
     assert_int_equal(count[2], 1428);
@@ -223,12 +153,9 @@ static void test_instances_start_apart(void **unused)
     use_pool(3, w);
     for (int k = 1; k <= 8; k++) {
         struct fc_instance other;
-        struct fc_pick_args args = {.size = sizeof(args), .worker = (uint32_t)k};
-        assert_int_equal(
-            fc_instance_create(&other, fx.plugin, NULL, NULL, NULL, &pool, NULL, "other"), 0);
+        create_other(&other);
         for (int i = 0; i < 14; i++)
-            assert_int_equal(fx.plugin->desc->strategy->pick(other.state, &args),
-                             SEQ_511[(k + i) % 7]);
+            assert_int_equal(pick_from(&other, (uint32_t)k, NULL), SEQ_511[(k + i) % 7]);
         fc_instance_destroy(&other);
     }
     expect_sequence(SEQ_511, 7, NULL);
@@ -242,7 +169,7 @@ static void test_empty_pool(void **unused)
 
 int main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) STRATEGY_TEST(name, WEIGHTED)
     const struct CMUnitTest tests[] = {
         T(test_descriptor),
         T(test_sequence_5_1_1),
