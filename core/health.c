@@ -82,10 +82,17 @@ static uint64_t now_ns(void)
 static void publish_up(struct fc_gen_pool *pool, struct fc_backend_shared *b)
 {
     int up = pool->health != NULL ? b->active.up : 1;
-    uint64_t until = __atomic_load_n(&b->passive_until_ns, __ATOMIC_ACQUIRE);
-    if (until != 0)
+    if (__atomic_load_n(&b->passive_until_ns, __ATOMIC_SEQ_CST) != 0)
         up = 0;
-    __atomic_store_n(&b->state.up, (uint32_t)up, __ATOMIC_RELEASE);
+    __atomic_store_n(&b->state.up, (uint32_t)up, __ATOMIC_SEQ_CST);
+    /*
+     * A worker may have taken the backend out between the load and the store
+     * (it sets passive_until_ns, then up = 0): look again, so that our store
+     * cannot undo its. Sequentially consistent on both sides, so that either
+     * this load sees its mark or its up = 0 comes after our store.
+     */
+    if (up && __atomic_load_n(&b->passive_until_ns, __ATOMIC_SEQ_CST) != 0)
+        __atomic_store_n(&b->state.up, 0, __ATOMIC_SEQ_CST);
 }
 
 /*
@@ -125,8 +132,8 @@ void fc_health_report_failure_at(struct fc_gen_pool *pool, uint32_t i, const cha
     if (!__atomic_load_n(&b->state.up, __ATOMIC_RELAXED))
         return; /* already out */
     __atomic_store_n(&b->passive_until_ns, now + (uint64_t)conf->fail_timeout_ms * 1000000,
-                     __ATOMIC_RELEASE);
-    __atomic_store_n(&b->state.up, 0, __ATOMIC_RELEASE);
+                     __ATOMIC_SEQ_CST);
+    __atomic_store_n(&b->state.up, 0, __ATOMIC_SEQ_CST); /* see publish_up() */
     __atomic_store_n(&b->passive_tripped, 1, __ATOMIC_RELEASE);
     if (pool->health != NULL)
         fc_log_warn("pool %s: backend %s DOWN (%s, %u in a row; back when health checks pass)",

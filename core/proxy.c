@@ -929,7 +929,7 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     case PH_HEAD:
         client_close(c); /* gone between requests or in the middle of a head */
         break;
-    case PH_RATELIMIT: /* not reading while waiting for a verdict */
+    case PH_RATELIMIT: /* the close waits for the verdict: see client_close() */
     case PH_CONNECTING:
     case PH_PROXY:
         if (!c->req_done || n != UV_EOF)
@@ -1091,7 +1091,8 @@ static void ratelimit_verdict(struct fc_client *c, int verdict, uint64_t retry_a
 /*
  * Asks the pool's rate limiter about the request, keyed by the client address
  * or the configured header. The verdict may come later, through
- * fc_proxy_ratelimit_done(); the connection waits without reading meanwhile.
+ * fc_proxy_ratelimit_done(); meanwhile what the client sends waits in the
+ * buffer, and a close waits for the verdict (the limiter holds a handle).
  */
 static void ratelimit_check(struct fc_client *c)
 {
@@ -1254,12 +1255,14 @@ static void upstream_timer_cb(uv_timer_t *t)
      * upstream_ms counts the backend's silence. Rather than restarting the
      * timer on every read and write, activity only notes the time, and the
      * timer, when it fires, sleeps again for what is left. Waiting on a slow
-     * client is not the backend's fault: it starts the count afresh.
+     * client (to read the response, or to send the rest of its body while
+     * the backend has taken all we had) is not the backend's fault: it
+     * starts the count afresh.
      */
     uint64_t now = uv_now(&c->w->loop);
     uint64_t limit = wcfg(c->w)->timeouts.upstream_ms;
-    if (c->writing || c->resp_done)
-        u->last_active = now;
+    if (c->writing || c->resp_done || (!c->req_done && !u->writing))
+        u->last_active = now; /* waiting on the client (its response, or its body) */
     if (now - u->last_active < limit) {
         uv_timer_start(&u->timer, upstream_timer_cb, limit - (now - u->last_active), 0);
         return;
@@ -1728,6 +1731,8 @@ static void on_client_written(struct fc_client *c)
     if (c->phase != PH_PROXY && c->phase != PH_CONNECTING)
         return;
     uv_timer_stop(&c->timer);
+    if (c->up != NULL)
+        c->up->last_active = uv_now(&c->w->loop); /* the client's wait ends: a fresh count */
     if (c->resp_done) {
         txn_end(c);
         return;

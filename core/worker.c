@@ -231,15 +231,32 @@ void fc_worker_maybe_done(struct fc_worker *w)
     }
 }
 
-/* Close callbacks of the last iteration have run: the generations can go. */
-static void release_prepare_cb(uv_prepare_t *h)
+/*
+ * Retired generations are released in two steps, one loop iteration apart:
+ * a retire can happen in any phase of an iteration (a timer, a write
+ * callback, a read), and the handles a plugin's worker_stop() closed get
+ * their close callbacks in that iteration's closing phase, which must run
+ * while the plugin's code is still loaded. The idle handle (which also keeps
+ * the loop from blocking meanwhile) moves `retired` to `ready` in one
+ * iteration and releases `ready` in the next, so a whole closing phase always
+ * lies between a worker_stop() and the release.
+ */
+static void release_idle_cb(uv_idle_t *h)
 {
     struct fc_worker *w = h->data;
-    uint32_t n = w->n_retired;
+    for (uint32_t i = 0; i < w->n_ready; i++)
+        fc_generation_release(w->ready[i]);
+    w->n_ready = 0;
+    struct fc_generation **swap = w->ready;
+    uint32_t cap = w->cap_ready;
+    w->ready = w->retired;
+    w->cap_ready = w->cap_retired;
+    w->n_ready = w->n_retired;
+    w->retired = swap;
+    w->cap_retired = cap;
     w->n_retired = 0;
-    uv_prepare_stop(h);
-    for (uint32_t i = 0; i < n; i++)
-        fc_generation_release(w->retired[i]);
+    if (w->n_ready == 0)
+        uv_idle_stop(h);
 }
 
 void fc_worker_retire(struct fc_worker *w, struct fc_generation *g)
@@ -259,7 +276,7 @@ void fc_worker_retire(struct fc_worker *w, struct fc_generation *g)
         w->cap_retired = cap;
     }
     w->retired[w->n_retired++] = g;
-    uv_prepare_start(&w->release_prepare, release_prepare_cb);
+    uv_idle_start(&w->release_idle, release_idle_cb);
 }
 
 static void switch_generation(struct fc_worker *w, struct fc_generation *g)
@@ -302,8 +319,8 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
         return rc;
     uv_async_init(&w->loop, &w->wakeup, wakeup_cb);
     w->wakeup.data = w;
-    uv_prepare_init(&w->loop, &w->release_prepare);
-    w->release_prepare.data = w;
+    uv_idle_init(&w->loop, &w->release_idle);
+    w->release_idle.data = w;
     uv_check_init(&w->loop, &w->flush_check);
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, flush_check_cb);
@@ -372,9 +389,12 @@ void fc_worker_join(struct fc_worker *w)
     w->gen = NULL;
     for (uint32_t i = 0; i < w->n_retired; i++)
         fc_generation_release(w->retired[i]);
+    for (uint32_t i = 0; i < w->n_ready; i++)
+        fc_generation_release(w->ready[i]);
     free(w->retired);
-    w->retired = NULL;
-    w->n_retired = 0;
+    free(w->ready);
+    w->retired = w->ready = NULL;
+    w->n_retired = w->n_ready = 0;
     if (w->log_len > 0)
         flush_access_log(w);
     free(w->log_buf);

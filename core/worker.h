@@ -39,9 +39,10 @@ struct fc_worker {
     uv_thread_t thread;
     uv_async_t wakeup;
     uv_check_t flush_check;
-    uv_prepare_t release_prepare;     /**< releases `retired` at the next loop iteration */
-    struct fc_generation **retired;   /**< generations this worker is done with */
-    uint32_t n_retired, cap_retired;
+    uv_idle_t release_idle;          /**< releases retired generations; see worker.c */
+    struct fc_generation **retired;  /**< done with in this iteration */
+    struct fc_generation **ready;    /**< done with in the previous one: released next */
+    uint32_t n_retired, cap_retired, n_ready, cap_ready;
 
     struct fc_generation *gen;     /**< the generation new requests use; one reference held */
     struct fc_generation *pending; /**< published by the main thread (atomic exchange) */
@@ -112,9 +113,9 @@ void fc_worker_access_log(struct fc_worker *w, const char *line, size_t len);
 
 /**
  * The worker is done with generation g: runs the rate limiters' worker_stop()
- * here, and drops the worker's reference at the start of the next loop
- * iteration, once the close callbacks of handles the plugins closed have run
- * (their code must still be loaded then).
+ * here, and drops the worker's reference a full loop iteration later, once
+ * the close callbacks of handles the plugins closed have run (their code
+ * must still be loaded then).
  */
 void fc_worker_retire(struct fc_worker *w, struct fc_generation *g);
 

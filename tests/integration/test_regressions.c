@@ -459,6 +459,37 @@ IT_TEST(slow_upload_is_not_a_timeout)
     expect_still_serving(env, f->port, "ok");
 }
 
+/*
+ * The client pauses in the middle of its body, longer than upstream_ms, after
+ * the backend has taken everything it was sent: the wait is the client's, so
+ * no 504, and the backend is not marked down (here max_fails = 2, and two
+ * such uploads in a row used to take it out).
+ */
+IT_TEST(client_pause_in_body_is_not_a_backend_timeout)
+{
+    int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    cfg.upstream_ms = 500;
+    cfg.pools[0].pool_options = "max_fails = 2;";
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    for (int round = 0; round < 2; round++) {
+        struct it_conn *c = it_connect(env, f->port);
+        it_conn_set_timeout(c, 5000);
+        it_send_str(c, "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n01234");
+        it_sleep_ms(1000);
+        it_send_str(c, "56789");
+        struct it_response r;
+        it_expect_response(c, "POST", &r);
+        assert_int_equal(r.status, 200);
+        it_response_free(&r);
+    }
+    const char *err = it_proc_stderr(env, f->proc);
+    if (strstr(err, "DOWN") != NULL || strstr(err, "no response within") != NULL)
+        fail_msg("fulcrum blamed the backend for a client's pause:\n%s", err);
+    expect_still_serving(env, f->port, "ok");
+}
+
 /* ---- 5: an Upgrade request does not wedge the connection ----------------- */
 
 IT_TEST(upgrade_request_then_next_request)
@@ -712,6 +743,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(interim_responses_to_slow_client),
     IT_CASE(interim_response_then_split_final_head),
     IT_CASE(slow_upload_is_not_a_timeout),
+    IT_CASE(client_pause_in_body_is_not_a_backend_timeout),
     IT_CASE(upgrade_request_then_next_request),
     IT_CASE(ambiguous_heads_rejected),
     IT_CASE(absolute_form_routed_by_authority),
