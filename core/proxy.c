@@ -1860,12 +1860,16 @@ static void client_process(struct fc_client *c)
 /* Worker-wide operations                                                    */
 /* ------------------------------------------------------------------------ */
 
-void fc_proxy_listener_removed(struct fc_worker *w, struct fc_listener *l)
+/*
+ * Ends the connections accepted on `l` (all of the worker's when NULL)
+ * gracefully: idle ones now, the others after their current response.
+ */
+static void wind_down(struct fc_worker *w, const struct fc_listener *l)
 {
     struct fc_client *c = w->clients;
     while (c != NULL) {
         struct fc_client *next = c->next;
-        if (c->listener == l) {
+        if (l == NULL || c->listener == l) {
             if (c->phase == PH_IDLE && c->in_len == 0)
                 client_close(c);
             else
@@ -1875,17 +1879,14 @@ void fc_proxy_listener_removed(struct fc_worker *w, struct fc_listener *l)
     }
 }
 
+void fc_proxy_listener_removed(struct fc_worker *w, struct fc_listener *l)
+{
+    wind_down(w, l);
+}
+
 void fc_proxy_drain(struct fc_worker *w)
 {
-    struct fc_client *c = w->clients;
-    while (c != NULL) {
-        struct fc_client *next = c->next;
-        if (c->phase == PH_IDLE && c->in_len == 0)
-            client_close(c);
-        else
-            c->keep_alive = 0;
-        c = next;
-    }
+    wind_down(w, NULL);
 }
 
 void fc_proxy_close_clients(struct fc_worker *w)
