@@ -132,6 +132,7 @@ struct fc_client {
         rl_waiting : 1, close_deferred : 1;
     struct fc_ratelimit_pending rl_pending;
     uint64_t retry_after_s; /* for a 429 */
+    uint64_t deadline;      /* uv_now() by which the client timer acts; 0: none */
     int err_status; /* set by a parser callback that refuses the request */
 
     /* The transaction. */
@@ -154,6 +155,7 @@ static void client_process(struct fc_client *c);
 static void client_close(struct fc_client *c);
 static void client_write(struct fc_client *c, uv_buf_t *bufs, unsigned n);
 static void client_read_start(struct fc_client *c);
+static void client_timer_stop(struct fc_client *c);
 static void client_read_stop(struct fc_client *c);
 static void reply(struct fc_client *c, int status, int close);
 static void txn_connect(struct fc_client *c);
@@ -446,9 +448,23 @@ static int paused(enum llhttp_errno e)
 /* Timers                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The client's timer is lazy, like the backend's: arming it only moves a
+ * deadline, and the timer, when it fires, sleeps again until the deadline or
+ * does nothing if there is none. A keep-alive request thus costs no timer
+ * heap operation in the common case, where the deadline moves every time.
+ */
 static void client_timer_cb(uv_timer_t *t)
 {
     struct fc_client *c = t->data;
+    if (c->deadline == 0)
+        return; /* disarmed since */
+    uint64_t now = uv_now(&c->w->loop);
+    if (now < c->deadline) {
+        uv_timer_start(&c->timer, client_timer_cb, c->deadline - now, 0);
+        return;
+    }
+    c->deadline = 0;
     switch (c->phase) {
     case PH_IDLE:
         client_close(c); /* keep-alive timeout: nothing to answer */
@@ -474,7 +490,16 @@ static void client_timer_cb(uv_timer_t *t)
 
 static void client_timer_arm(struct fc_client *c, uint32_t ms)
 {
-    uv_timer_start(&c->timer, client_timer_cb, ms, 0);
+    uint64_t deadline = uv_now(&c->w->loop) + ms;
+    /* The timer must fire by the deadline: restart it only when it would be late. */
+    if (!uv_is_active((uv_handle_t *)&c->timer) || deadline < c->deadline || c->deadline == 0)
+        uv_timer_start(&c->timer, client_timer_cb, ms, 0);
+    c->deadline = deadline;
+}
+
+static void client_timer_stop(struct fc_client *c)
+{
+    c->deadline = 0; /* the timer may still fire once, and then does nothing */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1153,7 +1178,7 @@ static void txn_begin(struct fc_client *c)
      * away is noticed; what it sends meanwhile (a body, pipelined requests)
      * waits in the buffer, and reading pauses only when the buffer is full.
      */
-    uv_timer_stop(&c->timer);
+    client_timer_stop(c);
     c->phase = PH_CONNECTING;
     c->gen = w->gen;
     c->gen->workers[w->index].requests++;
@@ -1422,7 +1447,7 @@ static void forward_request_body(struct fc_client *c)
      * the backend's (upstream_ms), not the client's. */
     client_read_stop(c);
     if (!c->writing)
-        uv_timer_stop(&c->timer);
+        client_timer_stop(c);
     upstream_write(c, bufs, n);
 }
 
@@ -1443,7 +1468,7 @@ static void on_upstream_written(struct fc_client *c)
             return;
     }
     if (c->req_done) {
-        uv_timer_stop(&c->timer);
+        client_timer_stop(c);
         return;
     }
     if (c->in_off < c->in_len) {
@@ -1730,7 +1755,7 @@ static void on_client_written(struct fc_client *c)
     }
     if (c->phase != PH_PROXY && c->phase != PH_CONNECTING)
         return;
-    uv_timer_stop(&c->timer);
+    client_timer_stop(c);
     if (c->up != NULL)
         c->up->last_active = uv_now(&c->w->loop); /* the client's wait ends: a fresh count */
     if (c->resp_done) {
