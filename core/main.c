@@ -100,6 +100,27 @@ static int open_access_log(const struct fc_config *cfg)
     return fd;
 }
 
+/*
+ * Points the access log at what cfg asks for. The descriptor workers write to
+ * stays the same number: the new target is dup2()ed onto it. A target that
+ * cannot be opened keeps the previous one (and says so).
+ */
+static void apply_access_log(const struct fc_config *cfg)
+{
+    if (cfg->access_log == FC_ACCESS_LOG_OFF) {
+        __atomic_store_n(&fc_runtime.access_log_on, 0, __ATOMIC_RELAXED);
+        return;
+    }
+    int fd = open_access_log(cfg);
+    if (fd < 0)
+        return;
+    if (dup2(fd, fc_runtime.access_log_fd) < 0)
+        fc_log_error("access log: dup2: %s", strerror(errno));
+    else
+        __atomic_store_n(&fc_runtime.access_log_on, 1, __ATOMIC_RELAXED);
+    close(fd);
+}
+
 static void release_generation(void *arg)
 {
     fc_generation_release(arg);
@@ -167,6 +188,7 @@ static void reload(struct daemon *d)
     if (fc_health_start(g, d->loop) != 0)
         fc_log_error("reload: cannot start health checks: out of memory");
     fc_health_stop(old, release_generation, old);
+    apply_access_log(g->cfg);
     fc_log_capture_errors(NULL, 0);
     d->reloads.ok++;
     d->reloads.last_ok_unix = (uint64_t)time(NULL);
@@ -221,18 +243,11 @@ static void signal_cb(uv_signal_t *h, int signum)
         if (!d->stopping)
             reload(d);
         break;
-    case SIGUSR1: {
-        int fd = open_access_log(d->gen->cfg);
-        if (fd >= 0 && fc_runtime.access_log_fd >= 0) {
-            /* Same descriptor number: workers keep writing to it without noticing. */
-            dup2(fd, fc_runtime.access_log_fd);
-            close(fd);
+    case SIGUSR1:
+        apply_access_log(d->gen->cfg);
+        if (d->gen->cfg->access_log != FC_ACCESS_LOG_OFF)
             fc_log_info("access log reopened");
-        } else if (fd >= 0) {
-            close(fd);
-        }
         break;
-    }
     case SIGTERM:
     case SIGINT:
         if (d->stopping)
@@ -344,7 +359,12 @@ int main(int argc, char **argv)
     uv_async_init(d.loop, &d.exited_async, exited_cb);
     d.exited_async.data = &d;
     fc_runtime.worker_exited = &d.exited_async;
-    fc_runtime.access_log_fd = open_access_log(d.gen->cfg);
+    fc_runtime.access_log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fc_runtime.access_log_fd < 0) {
+        fc_log_error("/dev/null: %s", strerror(errno));
+        return 1;
+    }
+    apply_access_log(d.gen->cfg);
 
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)

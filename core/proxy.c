@@ -1195,7 +1195,7 @@ static void txn_begin(struct fc_client *c)
     c->client_10 = req->http_major == 1 && req->http_minor == 0;
     c->head_req = c->parser->method == HTTP_HEAD;
     c->keep_alive = llhttp_should_keep_alive(c->parser) && !w->draining;
-    if (fc_runtime.access_log_fd >= 0)
+    if (__atomic_load_n(&fc_runtime.access_log_on, __ATOMIC_RELAXED))
         snprintf(c->mem->log_req, sizeof(c->mem->log_req), "%.*s %.*s HTTP/%u.%u",
                  (int)req->method.len, req->method.p,
                  (int)(req->target.len > 200 ? 200 : req->target.len), req->target.p,
@@ -1777,7 +1777,7 @@ static void on_client_written(struct fc_client *c)
 
 static void access_log(struct fc_client *c)
 {
-    if (fc_runtime.access_log_fd < 0 || c->mem == NULL)
+    if (!__atomic_load_n(&fc_runtime.access_log_on, __ATOMIC_RELAXED) || c->mem == NULL)
         return;
     char line[512];
     time_t now = time(NULL);

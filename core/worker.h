@@ -76,7 +76,13 @@ struct fc_worker {
 
 /** Runtime settings shared by all workers, written only before they start. */
 struct fc_runtime {
-    int access_log_fd; /**< -1: off. Reopened in place (dup2) on SIGUSR1. */
+    /**
+     * Always open (on /dev/null while the log is off); the main thread points
+     * it at the configured file with dup2() at start, on reload and on
+     * SIGUSR1, so workers never see it change.
+     */
+    int access_log_fd;
+    uint32_t access_log_on; /**< atomic: write access log lines */
     uv_async_t *worker_exited; /**< signalled by each worker thread as it ends */
 };
 extern struct fc_runtime fc_runtime;
