@@ -189,6 +189,7 @@ static int build_ratelimit(struct fc_generation *g, const struct fc_generation *
     }
     struct fc_instance_hooks hooks = {
         .owner = &rl->inst,
+        .pool_name = conf->name,
         .main_loop = main_loop,
         .worker_count = g->n_workers,
         .ratelimit_done = fc_proxy_ratelimit_done,
@@ -305,8 +306,10 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
     struct fc_plugin *plugin = plugin_get(g, &conf->strategy, FC_PLUGIN_STRATEGY, where);
     if (plugin == NULL)
         return FC_EINVAL;
-    struct fc_instance_hooks hooks = {
-        .owner = pool, .main_loop = main_loop, .worker_count = g->n_workers};
+    struct fc_instance_hooks hooks = {.owner = pool,
+                                      .pool_name = conf->name,
+                                      .main_loop = main_loop,
+                                      .worker_count = g->n_workers};
     char label[192];
     snprintf(label, sizeof(label), "pool %s: strategy %s", conf->name, plugin->desc->name);
     for (uint32_t w = 0; w < g->n_workers; w++) {

@@ -262,6 +262,7 @@ int fc_health_pool_create(struct fc_gen_pool *pool, const struct fc_plugin *plug
     }
     struct fc_instance_hooks hooks = {
         .owner = hp,
+        .pool_name = pool->conf->name,
         .main_loop = main_loop,
         .worker_count = n_workers,
         .probe_done = probe_done,

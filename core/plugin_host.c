@@ -264,6 +264,11 @@ static void config_error(const struct fc_host *host, const char *key, const char
     inst->config_failed = 1;
 }
 
+static const char *pool_name(const struct fc_host *host)
+{
+    return fc_instance_of(host)->pool_name;
+}
+
 static uint64_t now_ns(const struct fc_host *host)
 {
     const struct fc_instance *inst = fc_instance_of(host);
@@ -431,10 +436,14 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     inst->host.request_header = request_header;
     inst->host.probe_done = probe_done;
     inst->host.ratelimit_done = ratelimit_done;
+    inst->host.pool_name = pool_name;
 
     inst->plugin = plugin;
     if (hooks != NULL)
         inst->hooks = *hooks;
+    snprintf(inst->pool_name, sizeof(inst->pool_name), "%s",
+             inst->hooks.pool_name != NULL ? inst->hooks.pool_name : "");
+    inst->hooks.pool_name = NULL; /* the copy above is what lasts */
     if (label != NULL)
         snprintf(inst->label, sizeof(inst->label), "%s", label);
     else

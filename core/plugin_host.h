@@ -25,6 +25,8 @@ struct fc_instance_hooks {
                            uint64_t retry_after_ms);
     /** Replaces the monotonic clock the plugin sees (tests inject time with it). */
     uint64_t (*now_ns)(void *owner);
+    /** The pool's name, copied into the instance (fc_host.pool_name). NULL: "". */
+    const char *pool_name;
 };
 
 struct fc_instance {
@@ -33,6 +35,7 @@ struct fc_instance {
     void *state;                    /**< the plugin's, from create() */
     struct fc_instance_hooks hooks;
     char label[192]; /**< log prefix, e.g. "pool web: strategy round_robin" */
+    char pool_name[128]; /**< a copy: the instance may outlive the config it came from */
     /** Copies of the strings config_string() handed out; freed by fc_instance_destroy(). */
     struct fc_instance_string *strings;
 

@@ -47,12 +47,15 @@
  * address is resolved once, at create(), on the main thread.
  *
  * Options, read and checked at create():
- *   rate        required   tokens per second, a number > 0 (at most 1e9);
+ *   rate        required   tokens per second, a number > 0 (at most 1e6);
  *   burst       ceil(rate) the bucket's size, an integer >= 1; burst / rate,
  *                          the time to refill it, at most 1e9 s;
  *   address     "127.0.0.1:6379"   "host:port", "[v6addr]:port", or
  *                          "unix:/path/to/redis.sock";
- *   key_prefix  "fulcrum:rl:"      prepended to each key in Redis;
+ *   key_prefix  "fulcrum:rl:POOL:" prepended to each key in Redis; the
+ *                          default names the pool, so that pools sharing a
+ *                          Redis keep apart; give two pools the same prefix
+ *                          to make them share one limit;
  *   timeout_ms  50         how long a check may wait for Redis (1 to 60000);
  *   on_error    "allow"    verdict when Redis is unreachable, errs or is
  *                          slower than timeout_ms: "allow" or "deny" (a 429
@@ -79,8 +82,12 @@
 #define DEFAULT_PREFIX "fulcrum:rl:"
 #define DEFAULT_TIMEOUT_MS 50
 #define TIMEOUT_MS_MAX 60000
-/* As token_bucket's limits. In Lua's doubles, a TAT at most REFILL_LIMIT_S ahead stays exact. */
-#define RATE_MAX 1e9
+/*
+ * At most one token per microsecond: the script's unit. (Lua numbers are
+ * doubles; a TAT near today's time in microseconds resolves 0.25 us, so a
+ * finer interval would be lost in rounding.) As token_bucket's limits.
+ */
+#define RATE_MAX 1e6
 #define REFILL_LIMIT_S 1e9
 #define PREFIX_MAX 512
 /* Reconnect backoff: doubles from the first to the last value. */
@@ -113,11 +120,12 @@ static const char gcra_script[] =
     "local tolerance = tonumber(ARGV[2])\n"
     "local tat = tonumber(redis.call('GET', KEYS[1]))\n"
     "if tat == nil or tat < now then tat = now end\n"
+    "if tat > now + tolerance then tat = now + tolerance end\n"
     "local new_tat = tat + interval\n"
     "local late = new_tat - now - tolerance\n"
     "if late > 0 then return {0, math.ceil(late / 1000)} end\n"
     "redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',\n"
-    "           math.ceil((new_tat - now) / 1000))\n"
+    "           math.max(1, math.ceil((new_tat - now) / 1000)))\n"
     "return {1, 0}\n";
 
 struct redis_limiter;
@@ -173,6 +181,7 @@ struct redis_limiter {
     const char *unix_path; /* non-NULL for "unix:/path" */
     const char *prefix;
     size_t prefix_len;
+    char *default_prefix; /* owned: DEFAULT_PREFIX + pool name + ":" */
     uint32_t timeout_ms;
     int error_verdict;
     uint64_t error_retry_ms;
@@ -279,6 +288,7 @@ static void redis_destroy(void *state)
         }
     }
     free(rl->workers);
+    free(rl->default_prefix);
     free(rl);
 }
 
@@ -288,7 +298,7 @@ static int redis_create(const struct fc_host *host, void **state)
     int64_t burst = 0;
     int64_t timeout_ms = DEFAULT_TIMEOUT_MS;
     const char *address = DEFAULT_ADDRESS;
-    const char *prefix = DEFAULT_PREFIX;
+    const char *prefix = NULL; /* default: DEFAULT_PREFIX + pool name + ":" */
     const char *on_error = "allow";
     int rc = 0;
 
@@ -343,7 +353,7 @@ static int redis_create(const struct fc_host *host, void **state)
                            on_error);
         rc = FC_EINVAL;
     }
-    if (strlen(prefix) > PREFIX_MAX) {
+    if (prefix != NULL && strlen(prefix) > PREFIX_MAX) {
         host->config_error(host, "key_prefix", "expected at most %d bytes (got %zu)", PREFIX_MAX,
                            strlen(prefix));
         rc = FC_EINVAL;
@@ -362,6 +372,19 @@ static int redis_create(const struct fc_host *host, void **state)
     snprintf(rl->interval, sizeof(rl->interval), "%.17g", interval_us);
     snprintf(rl->tolerance, sizeof(rl->tolerance), "%.17g", interval_us * (double)burst);
     rl->address = address;
+    if (prefix == NULL && host->pool_name(host)[0] == '\0') {
+        prefix = DEFAULT_PREFIX; /* no pool to name (a test harness) */
+    } else if (prefix == NULL) {
+        const char *pool = host->pool_name(host);
+        size_t len = strlen(DEFAULT_PREFIX) + strlen(pool) + 2;
+        rl->default_prefix = malloc(len);
+        if (rl->default_prefix == NULL) {
+            rc = FC_ENOMEM;
+            goto fail;
+        }
+        snprintf(rl->default_prefix, len, "%s%s:", DEFAULT_PREFIX, pool);
+        prefix = rl->default_prefix;
+    }
     rl->prefix = prefix;
     rl->prefix_len = strlen(prefix);
     rl->timeout_ms = (uint32_t)timeout_ms;

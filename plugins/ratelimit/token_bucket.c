@@ -76,8 +76,8 @@
 
 #define MAX_KEYS_DEFAULT 100000
 #define MAX_KEYS_LIMIT 100000000
-/* T >= 1 ns. */
-#define RATE_LIMIT 1e9
+/* T >= 1 us: the interval is whole nanoseconds, so its rounding stays under 0.05%. */
+#define RATE_LIMIT 1e6
 /* Time to refill a whole bucket, burst * T, at most ~31 years: TAT never nears 2^64. */
 #define REFILL_LIMIT_S 1e9
 

@@ -262,6 +262,13 @@ struct fc_host {
      */
     void (*ratelimit_done)(const struct fc_host *host, struct fc_ratelimit_pending *pending,
                            int verdict, uint64_t retry_after_ms);
+
+    /**
+     * The name of the pool the instance serves, e.g. to keep the state of
+     * two pools apart in a store they share. Owned by the host, valid for the
+     * instance's life. Any thread.
+     */
+    const char *(*pool_name)(const struct fc_host *host);
 };
 
 /* ------------------------------------------------------------------------ */

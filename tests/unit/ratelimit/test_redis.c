@@ -49,6 +49,7 @@ struct limiter {
     int started[N_WORKERS]; /* worker_start() called, worker_stop() not yet */
     struct parsed_group group;
     int have_group;
+    const char *pool; /* the pool it serves (fc_host.pool_name); NULL: none */
 };
 
 static struct {
@@ -375,8 +376,10 @@ static int create_limiter(int i, const char *body)
         config_destroy(&l->group.lc);
     l->have_group = 1;
     parse_pool_group(&l->group, "rate_limit", "redis", body);
-    struct fc_instance_hooks hooks = {
-        .owner = l, .worker_count = N_WORKERS, .ratelimit_done = on_ratelimit_done};
+    struct fc_instance_hooks hooks = {.owner = l,
+                                      .worker_count = N_WORKERS,
+                                      .ratelimit_done = on_ratelimit_done,
+                                      .pool_name = l->pool};
     int rc = fc_instance_create(&l->inst, T.plugin, &l->group.conf, CONFIG_FILE,
                                 ratelimit_core_keys, NULL, &hooks, "pool web: rate_limit redis");
     l->have_inst = rc == 0;
@@ -595,6 +598,33 @@ static void test_two_instances_share_one_limit(void **unused)
         allowed += v[i].verdict == FC_RATELIMIT_ALLOW;
     }
     assert_int_equal(allowed, 4);
+}
+
+/*
+ * Two pools on one Redis, each with the default key_prefix: the prefix names
+ * the pool, so a client's requests to one pool do not spend its tokens in the
+ * other.
+ */
+static void test_pools_keep_apart_by_default(void **unused)
+{
+    redis_start(0);
+    char body[256];
+    snprintf(body, sizeof(body), "rate = 0.016; burst = 2; timeout_ms = 1000; "
+                                 "address = \"127.0.0.1:%d\";",
+             T.redis_port);
+    T.lim[0].pool = "web";
+    T.lim[1].pool = "api";
+    limiter(0, body);
+    limiter(1, body);
+    for (int i = 0; i < N_LIMITERS; i++) {
+        uint64_t retry = 0;
+        assert_verdict(check(i, 0, "client", &retry), FC_RATELIMIT_ALLOW);
+        assert_verdict(check(i, 1, "client", &retry), FC_RATELIMIT_ALLOW);
+        assert_verdict(check(i, 0, "client", &retry), FC_RATELIMIT_DENY);
+    }
+    assert_true(redis_int("EXISTS fulcrum:rl:web:client") == 1);
+    assert_true(redis_int("EXISTS fulcrum:rl:api:client") == 1);
+    T.lim[0].pool = T.lim[1].pool = NULL;
 }
 
 static void test_noscript_after_script_flush(void **unused)
@@ -951,9 +981,9 @@ static void test_bad_options(void **unused)
     bad("burst = 5;", "test.conf:3: pool \"web\": rate_limit.rate: required: tokens per second, "
                       "a number > 0");
     bad("rate = 0.0;", "test.conf:5: pool \"web\": rate_limit.rate: expected tokens per second, "
-                       "> 0 and <= 1000000000 (got 0)");
+                       "> 0 and <= 1000000 (got 0)");
     bad("rate = -3;", "test.conf:5: pool \"web\": rate_limit.rate: expected tokens per second, "
-                      "> 0 and <= 1000000000 (got -3)");
+                      "> 0 and <= 1000000 (got -3)");
     bad("rate = \"fast\";", "test.conf:5: pool \"web\": rate_limit.rate: expected a number for "
                             "ratelimit plugin \"redis\"");
     bad("rate = 1.0; burst = 0;",
@@ -984,7 +1014,7 @@ static void test_bad_options(void **unused)
         "test.conf:5: pool \"web\": rate_limit.on_error: expected \"allow\" or \"deny\" (got "
         "\"never\")");
     assert_logged("test.conf:5: pool \"web\": rate_limit.rate: expected tokens per second, "
-                  "> 0 and <= 1000000000 (got 0)");
+                  "> 0 and <= 1000000 (got 0)");
 
     /* The core's own key is not the plugin's business; good values pass. */
     n_log_lines = 0;
@@ -1008,6 +1038,7 @@ int main(void)
         TC(test_descriptor),
         TC(test_burst_then_deny),
         TC(test_two_instances_share_one_limit),
+        TC(test_pools_keep_apart_by_default),
         TC(test_noscript_after_script_flush),
         TC(test_killed_redis_allows),
         TC(test_killed_redis_denies),

@@ -476,11 +476,11 @@ static void test_config_errors(void **unused)
                    "test.conf:3: pool \"web\": rate_limit.rate: required: tokens per second, a "
                    "number > 0");
     expect_refused("rate = 0.0;", "test.conf:5: pool \"web\": rate_limit.rate: expected tokens "
-                                  "per second, > 0 and <= 1000000000 (got 0)");
+                                  "per second, > 0 and <= 1000000 (got 0)");
     expect_refused("rate = -1;", "test.conf:5: pool \"web\": rate_limit.rate: expected tokens "
-                                 "per second, > 0 and <= 1000000000 (got -1)");
+                                 "per second, > 0 and <= 1000000 (got -1)");
     expect_refused("rate = 2e9;", "test.conf:5: pool \"web\": rate_limit.rate: expected tokens "
-                                  "per second, > 0 and <= 1000000000 (got 2e+09)");
+                                  "per second, > 0 and <= 1000000 (got 2e+09)");
     expect_refused("rate = \"fast\";", "test.conf:5: pool \"web\": rate_limit.rate: expected a "
                                        "number for ratelimit plugin \"token_bucket\"");
     expect_refused("rate = 1.0;\n    burst = 0;",
