@@ -57,6 +57,9 @@
  *                          Redis keep apart; give two pools the same prefix
  *                          to make them share one limit;
  *   timeout_ms  50         how long a check may wait for Redis (1 to 60000);
+ *   username, password     AUTH when the connection opens (password alone for
+ *                          requirepass; both for a Redis 6 ACL user);
+ *   db          0          SELECT this database when it is not 0;
  *   on_error    "allow"    verdict when Redis is unreachable, errs or is
  *                          slower than timeout_ms: "allow" or "deny" (a 429
  *                          with Retry-After: 1).
@@ -176,6 +179,10 @@ struct redis_limiter {
     char interval[32];  /* ARGV[1]: 1e6 / rate, in microseconds */
     char tolerance[32]; /* ARGV[2]: burst * interval */
     const char *address;
+    const char *username; /* AUTH: NULL, or the ACL user (Redis 6+) */
+    const char *password; /* AUTH: NULL for none */
+    int64_t db;           /* SELECT when not 0 */
+    char db_text[24];
     char ip[INET6_ADDRSTRLEN]; /* the address, resolved at create() */
     int port;
     const char *unix_path; /* non-NULL for "unix:/path" */
@@ -300,6 +307,8 @@ static int redis_create(const struct fc_host *host, void **state)
     const char *address = DEFAULT_ADDRESS;
     const char *prefix = NULL; /* default: DEFAULT_PREFIX + pool name + ":" */
     const char *on_error = "allow";
+    const char *username = NULL, *password = NULL;
+    int64_t db = 0;
     int rc = 0;
 
     /* Every getter runs, so that each wrong key is reported, not only the first. */
@@ -310,6 +319,9 @@ static int redis_create(const struct fc_host *host, void **state)
         host->config_string(host, "address", &address),
         host->config_string(host, "key_prefix", &prefix),
         host->config_string(host, "on_error", &on_error),
+        host->config_string(host, "username", &username),
+        host->config_string(host, "password", &password),
+        host->config_int(host, "db", &db),
     };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         if (more[i] == FC_ENOMEM || (more[i] < 0 && more[i] != FC_ENOENT))
@@ -353,6 +365,15 @@ static int redis_create(const struct fc_host *host, void **state)
                            on_error);
         rc = FC_EINVAL;
     }
+    if (db < 0 || db > 100000) {
+        host->config_error(host, "db", "expected a database number from 0 (got %lld)",
+                           (long long)db);
+        rc = FC_EINVAL;
+    }
+    if (username != NULL && password == NULL) {
+        host->config_error(host, "username", "needs a password");
+        rc = FC_EINVAL;
+    }
     if (prefix != NULL && strlen(prefix) > PREFIX_MAX) {
         host->config_error(host, "key_prefix", "expected at most %d bytes (got %zu)", PREFIX_MAX,
                            strlen(prefix));
@@ -372,6 +393,10 @@ static int redis_create(const struct fc_host *host, void **state)
     snprintf(rl->interval, sizeof(rl->interval), "%.17g", interval_us);
     snprintf(rl->tolerance, sizeof(rl->tolerance), "%.17g", interval_us * (double)burst);
     rl->address = address;
+    rl->username = username;
+    rl->password = password;
+    rl->db = db;
+    snprintf(rl->db_text, sizeof(rl->db_text), "%lld", (long long)db);
     if (prefix == NULL && host->pool_name(host)[0] == '\0') {
         prefix = DEFAULT_PREFIX; /* no pool to name (a test harness) */
     } else if (prefix == NULL) {
@@ -702,6 +727,22 @@ static void on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
+/*
+ * AUTH and SELECT. A refused one makes the connection useless (checks would
+ * fail, or worse, count in the wrong database): say why and drop it, so that
+ * checks get the on_error verdict and a new attempt follows the backoff.
+ */
+static void on_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_worker *w = ac->data;
+    redisReply *reply = r;
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR || ac != w->ac)
+        return;
+    warn_throttled(w, privdata, reply->str);
+    mark_down(w, privdata);
+    redisAsyncFree(ac); /* deferred by hiredis until this callback returns */
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_worker *w = ac->data;
@@ -804,6 +845,26 @@ static void connect_worker(struct redis_worker *w)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     w->ac = ac;
+    /* Pipelined before the script: Redis answers them in order, before any check. */
+    int queued = REDIS_OK;
+    if (rl->password != NULL) {
+        const char *auth[3] = {"AUTH", rl->username ? rl->username : rl->password, rl->password};
+        size_t auth_lens[3] = {4, strlen(auth[1]), strlen(rl->password)};
+        queued = redisAsyncCommandArgv(ac, on_setup_reply, (void *)"AUTH failed",
+                                       rl->username ? 3 : 2, auth, auth_lens);
+    }
+    if (queued == REDIS_OK && rl->db != 0) {
+        const char *sel[2] = {"SELECT", rl->db_text};
+        size_t sel_lens[2] = {6, strlen(rl->db_text)};
+        queued = redisAsyncCommandArgv(ac, on_setup_reply, (void *)"SELECT failed", 2, sel,
+                                       sel_lens);
+    }
+    if (queued != REDIS_OK) {
+        w->ac = NULL;
+        redisAsyncFree(ac);
+        schedule_retry(w, "cannot queue AUTH or SELECT");
+        return;
+    }
     const char *argv[3] = {"SCRIPT", "LOAD", gcra_script};
     size_t lens[3] = {6, 4, sizeof(gcra_script) - 1};
     if (redisAsyncCommandArgv(ac, on_script_loaded, w, 3, argv, lens) != REDIS_OK) {

@@ -627,6 +627,50 @@ static void test_pools_keep_apart_by_default(void **unused)
     T.lim[0].pool = T.lim[1].pool = NULL;
 }
 
+/*
+ * password and db: AUTH and SELECT go out when a connection opens. A SELECT
+ * Redis refuses (database 20 of 16) makes checks fail, which shows it is
+ * sent; with the password and a valid database, the limit works.
+ */
+static void test_auth_and_select(void **unused)
+{
+    redis_start(0);
+    redis_ok("CONFIG SET requirepass s3cret");
+    char body[256];
+    snprintf(body, sizeof(body), "rate = 0.016; burst = 1; timeout_ms = 1000; on_error = "
+                                 "\"deny\"; password = \"s3cret\"; db = 20; "
+                                 "address = \"127.0.0.1:%d\";",
+             T.redis_port);
+    limiter(0, body);
+    uint64_t retry = 0;
+    assert_verdict(check(0, 0, "client", &retry), FC_RATELIMIT_DENY);
+    assert_int_equal(retry, 1000); /* Redis failed: on_error's verdict */
+
+    snprintf(body, sizeof(body), "rate = 0.016; burst = 1; timeout_ms = 1000; on_error = "
+                                 "\"deny\"; password = \"s3cret\"; db = 1; "
+                                 "address = \"127.0.0.1:%d\";",
+             T.redis_port);
+    limiter(1, body);
+    assert_verdict(check(1, 0, "client", &retry), FC_RATELIMIT_ALLOW);
+    assert_verdict(check(1, 1, "client", &retry), FC_RATELIMIT_DENY);
+    assert_true(retry > 50000); /* the bucket's answer, not the error one */
+}
+
+/* Without the password Redis refuses every command: on_error decides. */
+static void test_auth_missing(void **unused)
+{
+    redis_start(0);
+    redis_ok("CONFIG SET requirepass s3cret");
+    char body[256];
+    snprintf(body, sizeof(body), "rate = 0.016; burst = 5; timeout_ms = 1000; on_error = "
+                                 "\"deny\"; address = \"127.0.0.1:%d\";",
+             T.redis_port);
+    limiter(0, body);
+    uint64_t retry = 0;
+    assert_verdict(check(0, 0, "client", &retry), FC_RATELIMIT_DENY);
+    assert_int_equal(retry, 1000);
+}
+
 static void test_noscript_after_script_flush(void **unused)
 {
     redis_start(0);
@@ -996,6 +1040,10 @@ static void test_bad_options(void **unused)
     bad("rate = 1.0; timeout_ms = 0;",
         "test.conf:5: pool \"web\": rate_limit.timeout_ms: expected milliseconds from 1 to 60000 "
         "(got 0)");
+    bad("rate = 1.0; db = -1;",
+        "test.conf:5: pool \"web\": rate_limit.db: expected a database number from 0 (got -1)");
+    bad("rate = 1.0; username = \"u\";",
+        "test.conf:5: pool \"web\": rate_limit.username: needs a password");
     bad("rate = 1.0; on_error = \"maybe\";", "test.conf:5: pool \"web\": rate_limit.on_error: "
                                              "expected \"allow\" or \"deny\" (got \"maybe\")");
     bad("rate = 1.0; address = \"127.0.0.1:99999\";",
@@ -1039,6 +1087,8 @@ int main(void)
         TC(test_burst_then_deny),
         TC(test_two_instances_share_one_limit),
         TC(test_pools_keep_apart_by_default),
+        TC(test_auth_and_select),
+        TC(test_auth_missing),
         TC(test_noscript_after_script_flush),
         TC(test_killed_redis_allows),
         TC(test_killed_redis_denies),
