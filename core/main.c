@@ -366,6 +366,21 @@ int main(int argc, char **argv)
     }
     apply_access_log(d.gen->cfg);
 
+    /*
+     * Signals first: once a listener is bound, a client (or a test, or
+     * systemd) may take the daemon for ready and signal it; the handlers run
+     * when the loop starts, after the workers.
+     */
+    uv_timer_init(d.loop, &d.shutdown_timer);
+    d.shutdown_timer.data = &d;
+    uv_signal_t *sigs[] = {&d.sig_hup, &d.sig_term, &d.sig_int, &d.sig_usr1};
+    int signums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        uv_signal_init(d.loop, sigs[i]);
+        sigs[i]->data = &d;
+        uv_signal_start(sigs[i], signal_cb, signums[i]);
+    }
+
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
         return 1;
@@ -378,16 +393,6 @@ int main(int argc, char **argv)
                            d.gen->cfg->n_listeners) != 0)
             return 1;
     free(fds);
-
-    uv_timer_init(d.loop, &d.shutdown_timer);
-    d.shutdown_timer.data = &d;
-    uv_signal_t *sigs[] = {&d.sig_hup, &d.sig_term, &d.sig_int, &d.sig_usr1};
-    int signums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
-    for (int i = 0; i < 4; i++) {
-        uv_signal_init(d.loop, sigs[i]);
-        sigs[i]->data = &d;
-        uv_signal_start(sigs[i], signal_cb, signums[i]);
-    }
 
     fc_proxy_init();
     for (uint32_t w = 0; w < n_workers; w++)
