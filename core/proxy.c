@@ -86,7 +86,7 @@ struct fc_upstream {
     uint64_t last_active; /* uv_now() of the last byte read or written: see upstream_timer_cb() */
     int handles;
     unsigned connected : 1, reused : 1, writing : 1, reading : 1, got_bytes : 1, closing : 1,
-        idle : 1, head_done : 1, msg_done : 1, keep_alive : 1, timed_out : 1;
+        idle : 1, head_done : 1, msg_done : 1, keep_alive : 1;
 };
 
 /* The handle a rate limiter gets for a verdict it gives later: the client it is for. */
@@ -128,7 +128,7 @@ struct fc_client {
     unsigned closing : 1, reading : 1, writing : 1, eof : 1, in_process : 1, again : 1,
         head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1, head_pending : 1,
         head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1, resp_done : 1,
-        dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1, lingering : 1,
+        dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
         rl_waiting : 1, close_deferred : 1;
     struct fc_ratelimit_pending rl_pending;
     uint64_t retry_after_s; /* for a 429 */
@@ -635,7 +635,7 @@ static int upstream_attach(struct fc_client *c, struct fc_upstream *u)
     }
     u->c = c;
     u->len = u->off = 0;
-    u->got_bytes = u->head_done = u->msg_done = u->keep_alive = u->timed_out = 0;
+    u->got_bytes = u->head_done = u->msg_done = u->keep_alive = 0;
     llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
     u->parser.data = u;
     c->up = u;
@@ -1301,6 +1301,37 @@ static void upstream_timer_cb(uv_timer_t *t)
         txn_abort(c, NULL);
 }
 
+/* Out of memory for an upstream connection: the transaction ends with 502. */
+static void attach_failed(struct fc_client *c)
+{
+    c->up = NULL;
+    backend_inflight_add(c, -1);
+    reply(c, 502, 1);
+}
+
+/*
+ * Connects a new upstream connection to backend b (c->backend) for the
+ * transaction; upstream_connect_cb() goes on. On failure the transaction has
+ * been answered, or handed to connect_failed() for another backend.
+ */
+static void upstream_open(struct fc_client *c, struct fc_backend_shared *b)
+{
+    struct fc_upstream *u = upstream_new(c->w, b);
+    if (u == NULL || upstream_attach(c, u) != 0) {
+        if (u != NULL)
+            upstream_close(u);
+        attach_failed(c);
+        return;
+    }
+    int rc = uv_tcp_connect(&u->creq, &u->tcp, c->pool->views[c->backend].sockaddr,
+                            upstream_connect_cb);
+    if (rc != 0) {
+        connect_failed(c, rc, 0);
+        return;
+    }
+    uv_timer_start(&u->timer, upstream_timer_cb, wcfg(c->w)->timeouts.connect_ms, 0);
+}
+
 static void txn_connect(struct fc_client *c)
 {
     struct fc_worker *w = c->w;
@@ -1326,35 +1357,17 @@ static void txn_connect(struct fc_client *c)
     backend_inflight_add(c, 1);
 
     struct fc_upstream *u = upstream_take_idle(w, b);
-    if (u != NULL) {
-        if (upstream_attach(c, u) != 0) {
-            upstream_close(u);
-            c->up = NULL;
-            backend_inflight_add(c, -1);
-            reply(c, 502, 1);
-            return;
-        }
-        u->reused = 1;
-        send_request_head(c);
+    if (u == NULL) {
+        upstream_open(c, b);
         return;
     }
-    u = upstream_new(w, b);
-    if (u == NULL || upstream_attach(c, u) != 0) {
-        if (u != NULL)
-            upstream_close(u);
-        c->up = NULL;
-        backend_inflight_add(c, -1);
-        reply(c, 502, 1);
+    if (upstream_attach(c, u) != 0) {
+        upstream_close(u);
+        attach_failed(c);
         return;
     }
-    u->reused = 0;
-    const struct fc_backend_view *v = &pool->views[idx];
-    int rc = uv_tcp_connect(&u->creq, &u->tcp, v->sockaddr, upstream_connect_cb);
-    if (rc != 0) {
-        connect_failed(c, rc, 0);
-        return;
-    }
-    uv_timer_start(&u->timer, upstream_timer_cb, wcfg(w)->timeouts.connect_ms, 0);
+    u->reused = 1;
+    send_request_head(c);
 }
 
 static void upstream_connect_cb(uv_connect_t *req, int status)
@@ -1508,25 +1521,9 @@ static int retry_stale(struct fc_client *c)
     struct fc_backend_shared *b = u->backend;
     upstream_close(u);
     c->up = NULL;
-    struct fc_upstream *fresh = upstream_new(c->w, b);
-    if (fresh == NULL || upstream_attach(c, fresh) != 0) {
-        if (fresh != NULL)
-            upstream_close(fresh);
-        c->up = NULL;
-        backend_inflight_add(c, -1);
-        reply(c, 502, 1);
-        return 1;
-    }
-    /* The head is still in the output buffer; send it again once connected. */
-    c->head_pending = 0;
+    /* The head is written again, from the request still parsed in place, once connected. */
     c->phase = PH_CONNECTING;
-    int rc = uv_tcp_connect(&fresh->creq, &fresh->tcp, c->pool->views[c->backend].sockaddr,
-                            upstream_connect_cb);
-    if (rc != 0) {
-        connect_failed(c, rc, 0);
-        return 1;
-    }
-    uv_timer_start(&fresh->timer, upstream_timer_cb, wcfg(c->w)->timeouts.connect_ms, 0);
+    upstream_open(c, b);
     return 1;
 }
 

@@ -490,6 +490,43 @@ IT_TEST(client_pause_in_body_is_not_a_backend_timeout)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* Answers the first request of a connection, then dies as the second arrives. */
+static void h_dies_on_reuse(int fd, void *arg)
+{
+    (void)arg;
+    char *buf = malloc(HANDLER_BUF);
+    size_t len = 0;
+    ssize_t n = buf != NULL ? read_request(fd, buf, &len) : -1;
+    if (n >= 0 && it_raw_write_str(fd, ok_response) == 0) {
+        it_raw_consume(buf, &len, (size_t)n);
+        read_request(fd, buf, &len); /* ...and the connection closes unanswered */
+    }
+    free(buf);
+}
+
+/*
+ * A pooled connection that the backend closes just as a request reuses it:
+ * a request without a body goes again on a fresh connection, so the client
+ * never sees the race (retries = 0: this is not a retry on another backend).
+ */
+IT_TEST(reused_connection_closed_by_backend_is_replaced)
+{
+    int b = it_raw_backend_start(env, h_dies_on_reuse, NULL);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    cfg.pools[0].retries = 0;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    for (int i = 0; i < 4; i++) {
+        struct it_response r;
+        it_get(env, f->port, "test", "/", &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "ok");
+        it_response_free(&r);
+    }
+    /* The first connection served one request, every later request needed a new one. */
+    assert_int_equal(it_raw_backend_conns(env, b), 4);
+}
+
 /* ---- 5: an Upgrade request does not wedge the connection ----------------- */
 
 IT_TEST(upgrade_request_then_next_request)
@@ -744,6 +781,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(interim_response_then_split_final_head),
     IT_CASE(slow_upload_is_not_a_timeout),
     IT_CASE(client_pause_in_body_is_not_a_backend_timeout),
+    IT_CASE(reused_connection_closed_by_backend_is_replaced),
     IT_CASE(upgrade_request_then_next_request),
     IT_CASE(ambiguous_heads_rejected),
     IT_CASE(absolute_form_routed_by_authority),
