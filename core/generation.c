@@ -96,12 +96,18 @@ static void plugin_release(struct fc_plugin *p)
 static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
                                     enum fc_plugin_kind kind, const char *where);
 
+/* FNV-1a over a NUL-terminated string, continuing from h. */
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    for (const char *c = s ? s : ""; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3u;
+    return h;
+}
+
 /* Hashes a setting and everything under it: names, types and values. */
 static uint64_t hash_setting(uint64_t h, const config_setting_t *s)
 {
-    const char *name = config_setting_name(s);
-    for (const char *c = name ? name : ""; *c; c++)
-        h = (h ^ (uint8_t)*c) * 0x100000001b3u;
+    h = hash_str(h, config_setting_name(s));
     int type = config_setting_type(s);
     h = (h ^ (uint64_t)type) * 0x100000001b3u;
     char buf[64];
@@ -126,8 +132,7 @@ static uint64_t hash_setting(uint64_t h, const config_setting_t *s)
             h = hash_setting(h, config_setting_get_elem(s, (unsigned)i));
         break;
     }
-    for (const char *c = text; *c; c++)
-        h = (h ^ (uint8_t)*c) * 0x100000001b3u;
+    h = hash_str(h, text);
     return (h ^ 0xff) * 0x100000001b3u;
 }
 
@@ -170,10 +175,8 @@ static int build_ratelimit(struct fc_generation *g, const struct fc_generation *
     struct fc_plugin *plugin = plugin_get(g, &conf->rate_limit, FC_PLUGIN_RATELIMIT, where);
     if (plugin == NULL)
         return FC_EINVAL;
+    /* The group holds the core's `key` too: the hash covers everything that configures it. */
     uint64_t settings = hash_setting(plugin->digest, conf->rate_limit.group);
-    const char *header = conf->rate_limit_conf.header;
-    for (const char *c = header ? header : ""; *c; c++)
-        settings = (settings ^ (uint8_t)*c) * 0x100000001b3u;
 
     struct fc_ratelimit_shared *rl = find_ratelimit(previous, conf->name, settings);
     if (rl != NULL) {

@@ -52,7 +52,6 @@ struct fc_worker {
 
     struct fc_listener **listeners;
     uint32_t n_listeners;
-    int *initial_fds; /**< sockets the main thread bound for this worker, one per listener */
 
     uv_tcp_t reject; /**< accepts and closes a connection when memory runs out */
     int reject_busy;
