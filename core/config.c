@@ -594,9 +594,9 @@ static void load_backends(struct loader *ld, const config_setting_t *pg, const c
 
 static void load_pool(struct loader *ld, const config_setting_t *pg, uint32_t index)
 {
-    static const char *const keys[] = {"name",    "strategy", "health",    "rate_limit",
-                                       "retries", "backends", "max_fails", "fail_timeout_ms",
-                                       NULL};
+    static const char *const keys[] = {"name",       "strategy",        "health",
+                                       "rate_limit", "retries",         "backends",
+                                       "max_fails",  "fail_timeout_ms", NULL};
     struct fc_conf_pool *pool = &ld->cfg->pools[index];
     char prefix[288];
     if (ld->pool_named[index])

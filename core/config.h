@@ -13,10 +13,10 @@
 
 /** A `strategy`, `health` or `rate_limit` group: which plugin, and its own keys. */
 struct fc_conf_plugin {
-    char *name;               /**< value of `plugin`; NULL when the group is absent */
-    char *path;               /**< resolved file: <plugin_dir>/<name>.so, or name if it has a '/' */
+    char *name; /**< value of `plugin`; NULL when the group is absent */
+    char *path; /**< resolved file: <plugin_dir>/<name>.so, or name if it has a '/' */
     const config_setting_t *group; /**< the group, owned by fc_config.lc */
-    int line;                 /**< line of the group */
+    int line;                      /**< line of the group */
 };
 
 struct fc_conf_backend {
@@ -44,13 +44,13 @@ struct fc_conf_ratelimit {
 struct fc_conf_pool {
     char *name;
     int line;
-    struct fc_conf_plugin strategy;   /**< required */
-    struct fc_conf_plugin health;     /**< optional: name == NULL when absent */
-    struct fc_conf_health health_conf; /**< valid when health.name != NULL */
-    struct fc_conf_plugin rate_limit; /**< optional: name == NULL when absent */
+    struct fc_conf_plugin strategy;           /**< required */
+    struct fc_conf_plugin health;             /**< optional: name == NULL when absent */
+    struct fc_conf_health health_conf;        /**< valid when health.name != NULL */
+    struct fc_conf_plugin rate_limit;         /**< optional: name == NULL when absent */
     struct fc_conf_ratelimit rate_limit_conf; /**< valid when rate_limit.name != NULL */
-    uint32_t retries;                 /**< default 1 */
-    uint32_t max_fails;       /**< default 3: consecutive failures that mark a backend down; 0 off */
+    uint32_t retries;                         /**< default 1 */
+    uint32_t max_fails; /**< default 3: consecutive failures that mark a backend down; 0 off */
     uint32_t fail_timeout_ms; /**< default 10000: how long a passively marked backend stays down */
     struct fc_conf_backend *backends;
     uint32_t n_backends; /**< at least 1 */
@@ -78,9 +78,9 @@ enum fc_access_log_kind {
 };
 
 struct fc_config {
-    char *path;       /**< the file as given */
-    char *dir;        /**< its folder, against which relative paths resolve */
-    config_t lc;      /**< parsed tree, kept for plugin keys */
+    char *path;  /**< the file as given */
+    char *dir;   /**< its folder, against which relative paths resolve */
+    config_t lc; /**< parsed tree, kept for plugin keys */
 
     uint32_t workers; /**< resolved: 0 in the file becomes the number of CPUs */
     char *plugin_dir; /**< resolved; default "plugins" next to the file */

@@ -199,8 +199,8 @@ static int build_ratelimit(struct fc_generation *g, const struct fc_generation *
     };
     char label[192];
     snprintf(label, sizeof(label), "pool %s: rate_limit %s", conf->name, plugin->desc->name);
-    int rc = fc_instance_create(&rl->inst, plugin, &conf->rate_limit, g->cfg->path, core_keys,
-                                NULL, &hooks, label);
+    int rc = fc_instance_create(&rl->inst, plugin, &conf->rate_limit, g->cfg->path, core_keys, NULL,
+                                &hooks, label);
     if (rc != 0) {
         free(rl->started);
         free(rl);
@@ -246,8 +246,8 @@ static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_con
     return p;
 }
 
-static int build_pool(struct fc_generation *g, const struct fc_generation *previous,
-                      uint32_t index, void *main_loop)
+static int build_pool(struct fc_generation *g, const struct fc_generation *previous, uint32_t index,
+                      void *main_loop)
 {
     const struct fc_conf_pool *conf = &g->cfg->pools[index];
     struct fc_gen_pool *pool = &g->pools[index];
@@ -316,8 +316,8 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
     char label[192];
     snprintf(label, sizeof(label), "pool %s: strategy %s", conf->name, plugin->desc->name);
     for (uint32_t w = 0; w < g->n_workers; w++) {
-        int rc = fc_instance_create(&pool->strategy[w], plugin, &conf->strategy, g->cfg->path,
-                                    NULL, &pool->view, &hooks, label);
+        int rc = fc_instance_create(&pool->strategy[w], plugin, &conf->strategy, g->cfg->path, NULL,
+                                    &pool->view, &hooks, label);
         if (rc != 0) {
             /* The ones already created are destroyed with the generation. */
             pool->strategy[w].plugin = NULL;
@@ -410,8 +410,7 @@ void fc_generation_worker_enter(struct fc_generation *g, uint32_t worker, void *
             continue;
         int rc = ops->worker_start(rl->inst.state, worker, loop);
         if (rc != 0)
-            fc_log_error("%s: worker_start() failed on worker %u (%d)", rl->inst.label, worker,
-                         rc);
+            fc_log_error("%s: worker_start() failed on worker %u (%d)", rl->inst.label, worker, rc);
     }
 }
 

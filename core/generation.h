@@ -73,10 +73,10 @@ struct fc_gen_pool {
     const struct fc_conf_pool *conf;
     struct fc_health_pool *health; /**< NULL without a `health` group */
     struct fc_pool_view view;
-    struct fc_backend_view *views;        /**< [n_backends] */
-    struct fc_backend_shared **shared;    /**< [n_backends] */
-    struct fc_instance *strategy;         /**< [worker_count]: one instance per worker */
-    struct fc_instance *ratelimit;        /**< NULL, or &rl->inst: shared by all workers */
+    struct fc_backend_view *views;     /**< [n_backends] */
+    struct fc_backend_shared **shared; /**< [n_backends] */
+    struct fc_instance *strategy;      /**< [worker_count]: one instance per worker */
+    struct fc_instance *ratelimit;     /**< NULL, or &rl->inst: shared by all workers */
     struct fc_ratelimit_shared *rl;
 };
 
@@ -94,9 +94,9 @@ struct fc_generation {
     uint32_t n_workers;
     struct fc_plugin **plugins; /**< distinct loaded files, owned */
     uint32_t n_plugins;
-    struct fc_gen_pool *pools;  /**< [cfg->n_pools] */
-    struct fc_gen_worker *workers; /**< [n_workers] */
-    struct fc_generation *next_dead; /**< main thread's list of generations to destroy */
+    struct fc_gen_pool *pools;        /**< [cfg->n_pools] */
+    struct fc_gen_worker *workers;    /**< [n_workers] */
+    struct fc_generation *next_dead;  /**< main thread's list of generations to destroy */
     struct fc_health_run *health_run; /**< running checkers and scan; NULL when stopped */
 };
 

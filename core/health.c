@@ -41,7 +41,7 @@ struct fc_health_pool {
 struct fc_health_run {
     struct fc_generation *g;
     uv_timer_t scan;
-    uint32_t open;     /* handles and probes that must end before done() */
+    uint32_t open; /* handles and probes that must end before done() */
     int stopping;
     void (*done)(void *arg);
     void *done_arg;
@@ -211,8 +211,8 @@ static void probe_done(void *owner, struct fc_probe *probe, int ok, const char *
                     pool->views[probe->backend].address, hc->rise, hc->rise);
     else
         fc_log_debug("pool %s: backend %s check %s%s%s", pool->conf->name,
-                     pool->views[probe->backend].address, ok ? "passed" : "failed",
-                     ok ? "" : ": ", ok ? "" : (reason ? reason : ""));
+                     pool->views[probe->backend].address, ok ? "passed" : "failed", ok ? "" : ": ",
+                     ok ? "" : (reason ? reason : ""));
     publish_up(pool, b);
     if (hp->run != NULL)
         run_release(hp->run); /* a probe in flight was holding the run */
@@ -245,8 +245,8 @@ int fc_health_pool_create(struct fc_gen_pool *pool, const struct fc_plugin *plug
                           const char *config_file, void *main_loop, uint32_t n_workers,
                           struct fc_health_pool **out)
 {
-    static const char *const core_keys[] = {"interval_ms", "timeout_ms", "rise", "fall",
-                                            "initial", NULL};
+    static const char *const core_keys[] = {"interval_ms", "timeout_ms", "rise",
+                                            "fall",        "initial",    NULL};
     struct fc_health_pool *hp = calloc(1, sizeof(*hp));
     if (hp == NULL)
         return FC_ENOMEM;

@@ -22,8 +22,8 @@ enum fc_header_kind {
     FC_HDR_HOP,     /**< Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade */
     FC_HDR_FRAMING, /**< Content-Length, Transfer-Encoding */
     FC_HDR_HOST,
-    FC_HDR_XFF,     /**< X-Forwarded-For */
-    FC_HDR_XFP,     /**< X-Forwarded-Proto */
+    FC_HDR_XFF, /**< X-Forwarded-For */
+    FC_HDR_XFP, /**< X-Forwarded-Proto */
 };
 
 struct fc_header {

@@ -306,8 +306,19 @@ int fc_rewrite_response(const struct fc_request *resp, unsigned flags, char *out
 {
     struct out o = {out, 0, cap};
     int st = resp->status; /* three digits: llhttp accepts no other */
-    char status[13] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ', (char)('0' + st / 100 % 10),
-                       (char)('0' + st / 10 % 10), (char)('0' + st % 10), ' '};
+    char status[13] = {'H',
+                       'T',
+                       'T',
+                       'P',
+                       '/',
+                       '1',
+                       '.',
+                       '1',
+                       ' ',
+                       (char)('0' + st / 100 % 10),
+                       (char)('0' + st / 10 % 10),
+                       (char)('0' + st % 10),
+                       ' '};
     put(&o, status, sizeof(status));
     put_span(&o, resp->reason);
     put(&o, "\r\n", 2);

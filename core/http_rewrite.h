@@ -51,7 +51,7 @@ int fc_span_equals(struct fc_span s, const char *lower);
 struct fc_forward_info {
     const char *client_ip; /**< appended to X-Forwarded-For */
     size_t client_ip_len;
-    const char *proto; /**< X-Forwarded-Proto value, "http" */
+    const char *proto;        /**< X-Forwarded-Proto value, "http" */
     const char *default_host; /**< Host sent when the client sent none (HTTP/1.0) */
     size_t default_host_len;
 };

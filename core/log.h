@@ -15,7 +15,8 @@ typedef void (*fc_log_sink_fn)(void *arg, enum fc_log_level level, const char *l
 void fc_log_set_level(enum fc_log_level level);
 enum fc_log_level fc_log_get_level(void);
 
-/** Sends lines to `fn` instead of stderr; NULL restores stderr. Not thread-safe: set at start-up. */
+/** Sends lines to `fn` instead of stderr; NULL restores stderr. Not thread-safe: set at start-up.
+ */
 void fc_log_set_sink(fc_log_sink_fn fn, void *arg);
 
 void fc_log(enum fc_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

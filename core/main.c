@@ -143,8 +143,7 @@ static int check_new_listeners(const struct fc_config *next, const struct fc_con
             continue;
         int fd = fc_listen_socket((const struct sockaddr *)&l->addr, l->addr_len);
         if (fd < 0) {
-            fc_log_error("%s:%d: listener %s: %s", next->path, l->line, l->address,
-                         strerror(-fd));
+            fc_log_error("%s:%d: listener %s: %s", next->path, l->line, l->address, strerror(-fd));
             rc = FC_ERROR;
             continue;
         }
@@ -258,8 +257,7 @@ static void signal_cb(uv_signal_t *h, int signum)
         for (uint32_t i = 0; i < d->n_workers; i++)
             fc_worker_request_stop(&d->workers[i], 1);
         fc_health_stop(d->gen, NULL, NULL);
-        uv_timer_start(&d->shutdown_timer, shutdown_timer_cb, d->gen->cfg->timeouts.shutdown_ms,
-                       0);
+        uv_timer_start(&d->shutdown_timer, shutdown_timer_cb, d->gen->cfg->timeouts.shutdown_ms, 0);
         uv_unref((uv_handle_t *)&d->shutdown_timer);
         break;
     }
@@ -295,8 +293,10 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
-        {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;

@@ -125,8 +125,7 @@ static int find_key(const struct fc_host *host, const char *key, const char *get
  * The path of a key as the config loader writes it, so that a plugin's keys
  * read like the rest: `pool "web": strategy.max_inflight`.
  */
-static const char *key_path(const struct fc_instance *inst, const char *key, char *buf,
-                            size_t len)
+static const char *key_path(const struct fc_instance *inst, const char *key, char *buf, size_t len)
 {
     const config_setting_t *group = inst->conf != NULL ? inst->conf->group : NULL;
     const char *gname = group != NULL ? config_setting_name(group) : NULL;
@@ -389,8 +388,8 @@ static int report_unknown_keys(const struct fc_instance *inst)
         char path[256];
         fc_log_error("%s:%d: %s: unknown key for %s plugin \"%s\"", setting_file(inst, s),
                      setting_line(inst, s),
-                     key_path(inst, config_setting_name(s), path, sizeof(path)),
-                     plugin_kind(inst), plugin_name(inst));
+                     key_path(inst, config_setting_name(s), path, sizeof(path)), plugin_kind(inst),
+                     plugin_name(inst));
         unknown++;
     }
     return unknown;

@@ -30,11 +30,11 @@ struct fc_instance_hooks {
 };
 
 struct fc_instance {
-    struct fc_host host; /**< handed to the plugin; the instance is found from it */
+    struct fc_host host;            /**< handed to the plugin; the instance is found from it */
     const struct fc_plugin *plugin; /**< borrowed: outlives the instance */
     void *state;                    /**< the plugin's, from create() */
     struct fc_instance_hooks hooks;
-    char label[192]; /**< log prefix, e.g. "pool web: strategy round_robin" */
+    char label[192];     /**< log prefix, e.g. "pool web: strategy round_robin" */
     char pool_name[128]; /**< a copy: the instance may outlive the config it came from */
     /** Copies of the strings config_string() handed out; freed by fc_instance_destroy(). */
     struct fc_instance_string *strings;

@@ -16,9 +16,9 @@
 #include <stddef.h>
 
 struct fc_plugin {
-    char *path;  /**< the file it was loaded from */
-    int memfd;   /**< private copy, open until unload */
-    void *handle; /**< from dlopen */
+    char *path;                              /**< the file it was loaded from */
+    int memfd;                               /**< private copy, open until unload */
+    void *handle;                            /**< from dlopen */
     const struct fc_plugin_descriptor *desc; /**< inside the loaded object */
     uint64_t digest; /**< hash of the file's bytes: the same code loaded twice has the same */
     uint32_t refs;   /**< holders (generations, shared instances); main thread only */

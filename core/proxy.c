@@ -63,10 +63,10 @@ enum phase {
 struct fc_txn_mem {
     struct fc_request req;
     struct fc_request resp;
-    llhttp_t parser;          /* the client's request parser */
-    uv_write_t wreq;          /* the write to the client */
-    uint8_t tried_small[32];  /* fc_client.tried for pools of up to 32 backends */
-    char log_req[256]; /* "GET /path HTTP/1.1" for the access log */
+    llhttp_t parser;         /* the client's request parser */
+    uv_write_t wreq;         /* the write to the client */
+    uint8_t tried_small[32]; /* fc_client.tried for pools of up to 32 backends */
+    char log_req[256];       /* "GET /path HTTP/1.1" for the access log */
     /* followed by the input buffer (in_cap bytes) and the output buffer */
 };
 
@@ -126,14 +126,14 @@ struct fc_client {
 
     enum phase phase;
     unsigned closing : 1, reading : 1, writing : 1, eof : 1, in_process : 1, again : 1,
-        head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1, head_pending : 1,
-        head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1, resp_done : 1,
-        dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
-        rl_waiting : 1, close_deferred : 1;
+        head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1, head_pending : 1, head_req : 1,
+        client_10 : 1, keep_alive : 1, resp_started : 1, resp_done : 1, dechunk : 1,
+        close_after_reply : 1, stale_retried : 1, head_writing : 1, rl_waiting : 1,
+        close_deferred : 1;
     struct fc_ratelimit_pending rl_pending;
     uint64_t retry_after_s; /* for a 429 */
     uint64_t deadline;      /* uv_now() by which the client timer acts; 0: none */
-    int err_status; /* set by a parser callback that refuses the request */
+    int err_status;         /* set by a parser callback that refuses the request */
 
     /* The transaction. */
     struct fc_generation *gen;
@@ -651,8 +651,7 @@ static int upstream_attach(struct fc_client *c, struct fc_upstream *u)
  * went out synchronously (the caller goes on), 0 when a write is pending (the
  * callback goes on), or a negative error.
  */
-static int write_some(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, unsigned n,
-                      uv_write_cb cb)
+static int write_some(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
@@ -746,8 +745,7 @@ static void upstream_write(struct fc_client *c, uv_buf_t *bufs, unsigned n)
     int rc = write_some((uv_stream_t *)&u->tcp, &u->wreq, bufs, n, upstream_write_cb);
     if (rc < 0) {
         /* The read side reports the failure (EOF or reset) with the right status. */
-        fc_log_debug("backend %s: write: %s", c->pool->views[c->backend].address,
-                     uv_strerror(rc));
+        fc_log_debug("backend %s: write: %s", c->pool->views[c->backend].address, uv_strerror(rc));
         c->head_writing = 0;
         return;
     }
@@ -791,8 +789,8 @@ static void reply(struct fc_client *c, int status, int close)
     c->phase = PH_REPLY;
     c->resp_started = 1;
     client_read_stop(c);
-    int n = fc_error_response(status, close, status == 429 ? c->retry_after_s : 0, c->out,
-                              c->out_cap);
+    int n =
+        fc_error_response(status, close, status == 429 ? c->retry_after_s : 0, c->out, c->out_cap);
     uv_buf_t buf = uv_buf_init(c->out, (unsigned)n);
     client_write(c, &buf, 1);
 }
@@ -1323,8 +1321,8 @@ static void upstream_open(struct fc_client *c, struct fc_backend_shared *b)
         attach_failed(c);
         return;
     }
-    int rc = uv_tcp_connect(&u->creq, &u->tcp, c->pool->views[c->backend].sockaddr,
-                            upstream_connect_cb);
+    int rc =
+        uv_tcp_connect(&u->creq, &u->tcp, c->pool->views[c->backend].sockaddr, upstream_connect_cb);
     if (rc != 0) {
         connect_failed(c, rc, 0);
         return;
@@ -1785,9 +1783,11 @@ static void access_log(struct fc_client *c)
     const char *backend = (c->pool && c->backend >= 0) ? c->pool->views[c->backend].address : "-";
     double ms = (double)(uv_hrtime() - c->t_start) / 1e6;
     int n = snprintf(line, sizeof(line), "%s %s \"%s\" %d %llu %s %.3fms", ts, c->ip,
-                     c->mem->log_req[0] ? c->mem->log_req : "-", c->status, (unsigned long long)c->bytes_out, backend, ms);
+                     c->mem->log_req[0] ? c->mem->log_req : "-", c->status,
+                     (unsigned long long)c->bytes_out, backend, ms);
     if (n > 0)
-        fc_worker_access_log(c->w, line, (size_t)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
+        fc_worker_access_log(c->w, line,
+                             (size_t)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
 }
 
 /*

@@ -309,8 +309,8 @@ static void wakeup_cb(uv_async_t *h)
         fc_worker_maybe_done(w);
 }
 
-int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *gen,
-                   int *listen_fds, uint32_t n_listen_fds)
+int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *gen, int *listen_fds,
+                   uint32_t n_listen_fds)
 {
     memset(w, 0, sizeof(*w));
     w->index = index;

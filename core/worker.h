@@ -39,9 +39,9 @@ struct fc_worker {
     uv_thread_t thread;
     uv_async_t wakeup;
     uv_check_t flush_check;
-    uv_idle_t release_idle;          /**< releases retired generations; see worker.c */
-    struct fc_generation **retired;  /**< done with in this iteration */
-    struct fc_generation **ready;    /**< done with in the previous one: released next */
+    uv_idle_t release_idle;         /**< releases retired generations; see worker.c */
+    struct fc_generation **retired; /**< done with in this iteration */
+    struct fc_generation **ready;   /**< done with in the previous one: released next */
     uint32_t n_retired, cap_retired, n_ready, cap_ready;
 
     struct fc_generation *gen;     /**< the generation new requests use; one reference held */
@@ -81,14 +81,14 @@ struct fc_runtime {
      * SIGUSR1, so workers never see it change.
      */
     int access_log_fd;
-    uint32_t access_log_on; /**< atomic: write access log lines */
+    uint32_t access_log_on;    /**< atomic: write access log lines */
     uv_async_t *worker_exited; /**< signalled by each worker thread as it ends */
 };
 extern struct fc_runtime fc_runtime;
 
 /** Prepares worker `index` (loop, handles) on the calling (main) thread. */
-int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *gen,
-                   int *listen_fds, uint32_t n_listen_fds);
+int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *gen, int *listen_fds,
+                   uint32_t n_listen_fds);
 
 /** Starts the worker's thread. */
 int fc_worker_start(struct fc_worker *w);

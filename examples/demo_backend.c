@@ -63,9 +63,9 @@
 #include <uv.h>
 
 #define READ_BUF_SIZE (64 * 1024)
-#define PIECE_SIZE (64 * 1024)       /* bytes of body generated per write */
-#define CHUNK_SIZE (16 * 1024)       /* largest chunk of a chunked download */
-#define MAX_INFLIGHT 2               /* body pieces queued at once per connection */
+#define PIECE_SIZE (64 * 1024) /* bytes of body generated per write */
+#define CHUNK_SIZE (16 * 1024) /* largest chunk of a chunked download */
+#define MAX_INFLIGHT 2         /* body pieces queued at once per connection */
 #define MAX_URL (8 * 1024)
 #define MAX_HEADERS (64 * 1024)
 #define MAX_BYTES (1024ull * 1024 * 1024)
@@ -81,8 +81,8 @@ struct conn;
 /* Everything the process shares; lives in main()'s frame. */
 struct server {
     uv_loop_t loop;
-    const char *name;      /* sent as X-Backend */
-    char *name_body;       /* "NAME\n", the body of most answers */
+    const char *name; /* sent as X-Backend */
+    char *name_body;  /* "NAME\n", the body of most answers */
     size_t name_body_len;
     const char *hc_file; /* NULL: always healthy */
     uint64_t delay_ms;   /* --delay-ms: every answer waits this long first */
@@ -267,34 +267,62 @@ static const char *query_param(const char *q, size_t qlen, const char *key, size
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -359,13 +387,12 @@ static size_t format_head(struct conn *c, char *dst, size_t cap, int status, con
                           int64_t content_length, bool chunked)
 {
     const struct request *r = &c->req;
-    int n = snprintf(dst, cap, "HTTP/1.1 %d %s\r\nX-Backend: %s\r\n", status,
-                     reason_phrase(status), c->srv->name);
+    int n = snprintf(dst, cap, "HTTP/1.1 %d %s\r\nX-Backend: %s\r\n", status, reason_phrase(status),
+                     c->srv->name);
     if (ctype != NULL)
         n += snprintf(dst + n, cap - (size_t)n, "Content-Type: %s\r\n", ctype);
     if (content_length >= 0)
-        n += snprintf(dst + n, cap - (size_t)n, "Content-Length: %" PRId64 "\r\n",
-                      content_length);
+        n += snprintf(dst + n, cap - (size_t)n, "Content-Length: %" PRId64 "\r\n", content_length);
     if (chunked)
         n += snprintf(dst + n, cap - (size_t)n, "Transfer-Encoding: chunked\r\n");
     if (c->resp.close_after)
@@ -386,8 +413,7 @@ static void response_start(struct conn *c, bool close_after)
 }
 
 /* A complete response with a small in-memory body. */
-static void respond(struct conn *c, int status, const char *body, size_t body_len,
-                    bool close_after)
+static void respond(struct conn *c, int status, const char *body, size_t body_len, bool close_after)
 {
     bool bodyless = status == 204 || status == 304;
     response_start(c, close_after);
@@ -960,12 +986,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"name", required_argument, NULL, 'n'},
-        {"listen", required_argument, NULL, 'l'},
-        {"hc-file", required_argument, NULL, 'H'},
-        {"delay-ms", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"name", required_argument, NULL, 'n'},    {"listen", required_argument, NULL, 'l'},
+        {"hc-file", required_argument, NULL, 'H'}, {"delay-ms", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     struct server srv;
     const char *listen_addr = NULL;
@@ -975,9 +998,15 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     while ((opt = getopt_long(argc, argv, "n:l:H:d:h", opts, NULL)) != -1) {
         switch (opt) {
-        case 'n': srv.name = optarg; break;
-        case 'l': listen_addr = optarg; break;
-        case 'H': srv.hc_file = optarg; break;
+        case 'n':
+            srv.name = optarg;
+            break;
+        case 'l':
+            listen_addr = optarg;
+            break;
+        case 'H':
+            srv.hc_file = optarg;
+            break;
         case 'd':
             if (parse_u64(optarg, strlen(optarg), MAX_SLOW_MS, &srv.delay_ms) < 0) {
                 fprintf(stderr, "demo_backend: --delay-ms %s: expected 0 to %d\n", optarg,
@@ -985,8 +1014,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (srv.name == NULL || listen_addr == NULL || optind != argc) {

@@ -856,8 +856,8 @@ static void connect_worker(struct redis_worker *w)
     if (queued == REDIS_OK && rl->db != 0) {
         const char *sel[2] = {"SELECT", rl->db_text};
         size_t sel_lens[2] = {6, strlen(rl->db_text)};
-        queued = redisAsyncCommandArgv(ac, on_setup_reply, (void *)"SELECT failed", 2, sel,
-                                       sel_lens);
+        queued =
+            redisAsyncCommandArgv(ac, on_setup_reply, (void *)"SELECT failed", 2, sel, sel_lens);
     }
     if (queued != REDIS_OK) {
         w->ac = NULL;

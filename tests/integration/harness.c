@@ -690,9 +690,9 @@ struct it_raw_conn {
     struct it_raw_conn *next; /* in the order accepted */
     struct it_raw_backend *rb;
     pthread_t thread;
-    bool started;       /* its thread runs (or ran): teardown joins it */
-    int fd;             /* -1 once closed; under rb->lock */
-    char *data;         /* what the handler read; under rb->lock */
+    bool started; /* its thread runs (or ran): teardown joins it */
+    int fd;       /* -1 once closed; under rb->lock */
+    char *data;   /* what the handler read; under rb->lock */
     size_t len, cap;
 };
 

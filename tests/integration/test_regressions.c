@@ -46,8 +46,8 @@ static ssize_t read_request(int fd, char *buf, size_t *len)
     if (head_is_chunked(buf, (size_t)head)) {
         /* The last chunk: "0" on a line of its own (the head's CRLF ends the line before). */
         size_t base = (size_t)head - 2, sub = *len - base;
-        ssize_t r = it_raw_read_until(fd, buf + base, HANDLER_BUF - base, &sub, "\r\n0\r\n",
-                                      HANDLER_MS);
+        ssize_t r =
+            it_raw_read_until(fd, buf + base, HANDLER_BUF - base, &sub, "\r\n0\r\n", HANDLER_MS);
         *len = base + sub;
         if (r < 0)
             return r;
@@ -757,8 +757,8 @@ IT_TEST(response_before_request_written)
     it_pattern_fill(body, 0, len);
     struct it_conn *c = it_connect(env, f->port);
     it_conn_set_timeout(c, 5000);
-    it_send_str(c, it_strf(env, "POST /big HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n",
-                           len));
+    it_send_str(
+        c, it_strf(env, "POST /big HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len));
     /* The proxy may stop taking the body once the answer is out; that is its right. */
     it_send_raw(c, body, len);
     free(body);

@@ -120,7 +120,8 @@ static void test_passive_cooldown(void **state)
     fc_health_scan(&fx.g, t0 + 1000 * MS);
     assert_int_equal(fx.shared[0].state.up, 1);
     assert_int_equal(n_logged, 2);
-    assert_string_equal(logged[1], "pool web: backend 127.0.0.1:9001 UP (cool-down of 1000 ms over)");
+    assert_string_equal(logged[1],
+                        "pool web: backend 127.0.0.1:9001 UP (cool-down of 1000 ms over)");
     fc_log_set_sink(NULL, NULL);
 }
 
@@ -164,12 +165,9 @@ static void test_passive_with_checker(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rise_fall),
-        cmocka_unit_test(test_rise_fall_one),
-        cmocka_unit_test(test_passive_cooldown),
-        cmocka_unit_test(test_passive_success_resets),
-        cmocka_unit_test(test_passive_disabled),
-        cmocka_unit_test(test_passive_with_checker),
+        cmocka_unit_test(test_rise_fall),        cmocka_unit_test(test_rise_fall_one),
+        cmocka_unit_test(test_passive_cooldown), cmocka_unit_test(test_passive_success_resets),
+        cmocka_unit_test(test_passive_disabled), cmocka_unit_test(test_passive_with_checker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

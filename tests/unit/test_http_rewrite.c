@@ -137,18 +137,19 @@ static void test_request_hop_by_hop_removed(void **state)
     const char *want = "POST /x HTTP/1.1\r\nHost: h\r\nX-Kept: 2\r\nContent-Length: 3\r\n"
                        "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n";
     assert_request_rewrite(in, want, 1);
-    assert_request_rewrite(in, want, 7); /* the same, split at odd places */
+    assert_request_rewrite(in, want, 7);          /* the same, split at odd places */
     assert_request_rewrite(in, want, strlen(in)); /* one byte at a time */
 }
 
 static void test_request_forwarded_for_appended(void **state)
 {
-    assert_request_rewrite("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3\r\n"
-                           "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.4.5.6, 10.7.8.9\r\n\r\n",
-                           "GET / HTTP/1.1\r\nHost: h\r\n"
-                           "X-Forwarded-For: 10.1.2.3, 10.4.5.6, 10.7.8.9, 192.0.2.7\r\n"
-                           "X-Forwarded-Proto: http\r\n\r\n",
-                           1);
+    assert_request_rewrite(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3\r\n"
+        "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.4.5.6, 10.7.8.9\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n"
+        "X-Forwarded-For: 10.1.2.3, 10.4.5.6, 10.7.8.9, 192.0.2.7\r\n"
+        "X-Forwarded-Proto: http\r\n\r\n",
+        1);
 }
 
 static void test_request_http10_gets_host(void **state)
@@ -179,10 +180,11 @@ static void test_request_does_not_fit(void **state)
 static void test_ambiguous_heads_refused(void **state)
 {
     /* A folded value could hide a Transfer-Encoding from us and show it to a backend. */
-    assert_int_equal(try_parse("GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n Transfer-Encoding: chunked\r\n"
-                               "Content-Length: 5\r\n\r\n",
-                               HTTP_REQUEST, 1),
-                     HPE_CB_HEADER_VALUE_COMPLETE);
+    assert_int_equal(
+        try_parse("GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n Transfer-Encoding: chunked\r\n"
+                  "Content-Length: 5\r\n\r\n",
+                  HTTP_REQUEST, 1),
+        HPE_CB_HEADER_VALUE_COMPLETE);
     assert_int_equal(try_parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HTTP_REQUEST, 1),
                      HPE_CB_HEADER_VALUE_COMPLETE);
     /* More names in Connection than the proxy can strip. */
@@ -257,8 +259,9 @@ static void test_response_hop_by_hop_removed(void **state)
 static void test_response_connection_flags(void **state)
 {
     const char *in = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-    assert_response_rewrite(in, FC_RESP_CLOSE,
-                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_response_rewrite(
+        in, FC_RESP_CLOSE,
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_response_rewrite(
         in, FC_RESP_KEEPALIVE,
         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
@@ -267,7 +270,8 @@ static void test_response_connection_flags(void **state)
 static void test_response_dechunk_drops_transfer_encoding(void **state)
 {
     const char *in = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n";
-    assert_response_rewrite(in, 0, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n");
+    assert_response_rewrite(in, 0,
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n");
     assert_response_rewrite(in, FC_RESP_DECHUNK | FC_RESP_CLOSE,
                             "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n");
 }

@@ -161,11 +161,15 @@ static void test_wrong_types(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:3: strategy.answer: expected an integer for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:4: strategy.label: expected a string for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:5: strategy.ratio: expected a number for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:6: strategy.flag: expected a boolean (true or false) for strategy plugin "
-                  "\"test_strategy\"");
+    assert_logged(
+        "test.conf:3: strategy.answer: expected an integer for strategy plugin \"test_strategy\"");
+    assert_logged(
+        "test.conf:4: strategy.label: expected a string for strategy plugin \"test_strategy\"");
+    assert_logged(
+        "test.conf:5: strategy.ratio: expected a number for strategy plugin \"test_strategy\"");
+    assert_logged(
+        "test.conf:6: strategy.flag: expected a boolean (true or false) for strategy plugin "
+        "\"test_strategy\"");
     /* A key of the wrong type was still read: it is not also reported as unknown. */
     assert_int_equal(n_log_lines, 4);
     /* The created state was destroyed (the sanitizer build proves no leak) and inst reset. */
@@ -190,9 +194,12 @@ static void test_unknown_keys(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:3: strategy.anwser: unknown key for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:5: strategy.retries: unknown key for strategy plugin \"test_strategy\"");
-    assert_logged("test.conf:6: strategy.colour: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged(
+        "test.conf:3: strategy.anwser: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged(
+        "test.conf:5: strategy.retries: unknown key for strategy plugin \"test_strategy\"");
+    assert_logged(
+        "test.conf:6: strategy.colour: unknown key for strategy plugin \"test_strategy\"");
     assert_int_equal(n_log_lines, 3);
     assert_null(inst.state);
     config_destroy(&p.lc);
@@ -227,8 +234,9 @@ static void test_unknown_and_wrong_type_together(void **unused)
                                  "};\n",
                                  NULL),
                      FC_EINVAL);
-    assert_logged("test.conf:3: strategy.flag: expected a boolean (true or false) for strategy plugin "
-                  "\"test_strategy\"");
+    assert_logged(
+        "test.conf:3: strategy.flag: expected a boolean (true or false) for strategy plugin "
+        "\"test_strategy\"");
     assert_logged("test.conf:4: strategy.flg: unknown key for strategy plugin \"test_strategy\"");
     config_destroy(&p.lc);
 }

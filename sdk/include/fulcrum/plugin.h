@@ -104,11 +104,11 @@ struct fc_backend_state {
  * the whole life of the plugin instance that received it.
  */
 struct fc_backend_view {
-    uint32_t index;                      /**< position in its pool, 0 .. n_backends-1 */
-    uint32_t weight;                     /**< configured weight, >= 1 */
-    const char *address;                 /**< "127.0.0.1:9001" or "[::1]:9001", as configured */
-    const struct sockaddr *sockaddr;     /**< resolved address */
-    socklen_t sockaddr_len;              /**< length of *sockaddr */
+    uint32_t index;                       /**< position in its pool, 0 .. n_backends-1 */
+    uint32_t weight;                      /**< configured weight, >= 1 */
+    const char *address;                  /**< "127.0.0.1:9001" or "[::1]:9001", as configured */
+    const struct sockaddr *sockaddr;      /**< resolved address */
+    socklen_t sockaddr_len;               /**< length of *sockaddr */
     const struct fc_backend_state *state; /**< live state; read with the accessors below */
 };
 
@@ -438,13 +438,13 @@ struct fc_ratelimit_ops {
  * right after loading the file, before running any of the plugin's code.
  */
 struct fc_plugin_descriptor {
-    uint32_t magic;     /**< FC_PLUGIN_MAGIC */
-    uint16_t abi_major; /**< FC_ABI_MAJOR the plugin was built against */
-    uint16_t abi_minor; /**< FC_ABI_MINOR the plugin was built against */
-    uint32_t size;      /**< sizeof(struct fc_plugin_descriptor) */
-    uint32_t kind;      /**< enum fc_plugin_kind */
-    const char *name;   /**< short name, e.g. "round_robin" */
-    const char *version; /**< the plugin's own version, e.g. "1.0.0" */
+    uint32_t magic;          /**< FC_PLUGIN_MAGIC */
+    uint16_t abi_major;      /**< FC_ABI_MAJOR the plugin was built against */
+    uint16_t abi_minor;      /**< FC_ABI_MINOR the plugin was built against */
+    uint32_t size;           /**< sizeof(struct fc_plugin_descriptor) */
+    uint32_t kind;           /**< enum fc_plugin_kind */
+    const char *name;        /**< short name, e.g. "round_robin" */
+    const char *version;     /**< the plugin's own version, e.g. "1.0.0" */
     const char *description; /**< one line for `fulcrum -t` and logs */
     /** Exactly one of these, matching kind; the others NULL. */
     const struct fc_strategy_ops *strategy;
@@ -459,12 +459,12 @@ struct fc_plugin_descriptor {
  *                        .version = "1.0.0", .description = "...",
  *                        .strategy = &mine_ops);
  */
-#define FC_PLUGIN_DESCRIPTOR(...)                                                                \
-    FC_PLUGIN_EXPORT const struct fc_plugin_descriptor fc_plugin = {                            \
-        .magic = FC_PLUGIN_MAGIC,                                                                \
-        .abi_major = FC_ABI_MAJOR,                                                               \
-        .abi_minor = FC_ABI_MINOR,                                                               \
-        .size = sizeof(struct fc_plugin_descriptor),                                             \
+#define FC_PLUGIN_DESCRIPTOR(...)                                                                  \
+    FC_PLUGIN_EXPORT const struct fc_plugin_descriptor fc_plugin = {                               \
+        .magic = FC_PLUGIN_MAGIC,                                                                  \
+        .abi_major = FC_ABI_MAJOR,                                                                 \
+        .abi_minor = FC_ABI_MINOR,                                                                 \
+        .size = sizeof(struct fc_plugin_descriptor),                                               \
         __VA_ARGS__}
 
 #ifdef __cplusplus

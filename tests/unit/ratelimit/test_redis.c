@@ -609,8 +609,9 @@ static void test_pools_keep_apart_by_default(void **unused)
 {
     redis_start(0);
     char body[256];
-    snprintf(body, sizeof(body), "rate = 0.016; burst = 2; timeout_ms = 1000; "
-                                 "address = \"127.0.0.1:%d\";",
+    snprintf(body, sizeof(body),
+             "rate = 0.016; burst = 2; timeout_ms = 1000; "
+             "address = \"127.0.0.1:%d\";",
              T.redis_port);
     T.lim[0].pool = "web";
     T.lim[1].pool = "api";
@@ -637,18 +638,20 @@ static void test_auth_and_select(void **unused)
     redis_start(0);
     redis_ok("CONFIG SET requirepass s3cret");
     char body[256];
-    snprintf(body, sizeof(body), "rate = 0.016; burst = 1; timeout_ms = 1000; on_error = "
-                                 "\"deny\"; password = \"s3cret\"; db = 20; "
-                                 "address = \"127.0.0.1:%d\";",
+    snprintf(body, sizeof(body),
+             "rate = 0.016; burst = 1; timeout_ms = 1000; on_error = "
+             "\"deny\"; password = \"s3cret\"; db = 20; "
+             "address = \"127.0.0.1:%d\";",
              T.redis_port);
     limiter(0, body);
     uint64_t retry = 0;
     assert_verdict(check(0, 0, "client", &retry), FC_RATELIMIT_DENY);
     assert_int_equal(retry, 1000); /* Redis failed: on_error's verdict */
 
-    snprintf(body, sizeof(body), "rate = 0.016; burst = 1; timeout_ms = 1000; on_error = "
-                                 "\"deny\"; password = \"s3cret\"; db = 1; "
-                                 "address = \"127.0.0.1:%d\";",
+    snprintf(body, sizeof(body),
+             "rate = 0.016; burst = 1; timeout_ms = 1000; on_error = "
+             "\"deny\"; password = \"s3cret\"; db = 1; "
+             "address = \"127.0.0.1:%d\";",
              T.redis_port);
     limiter(1, body);
     assert_verdict(check(1, 0, "client", &retry), FC_RATELIMIT_ALLOW);
@@ -662,8 +665,9 @@ static void test_auth_missing(void **unused)
     redis_start(0);
     redis_ok("CONFIG SET requirepass s3cret");
     char body[256];
-    snprintf(body, sizeof(body), "rate = 0.016; burst = 5; timeout_ms = 1000; on_error = "
-                                 "\"deny\"; address = \"127.0.0.1:%d\";",
+    snprintf(body, sizeof(body),
+             "rate = 0.016; burst = 5; timeout_ms = 1000; on_error = "
+             "\"deny\"; address = \"127.0.0.1:%d\";",
              T.redis_port);
     limiter(0, body);
     uint64_t retry = 0;

@@ -171,16 +171,11 @@ int main(void)
 {
 #define T(name) STRATEGY_TEST(name, WEIGHTED)
     const struct CMUnitTest tests[] = {
-        T(test_descriptor),
-        T(test_sequence_5_1_1),
-        T(test_sequence_3_2),
-        T(test_sequence_equal_weights),
-        T(test_distribution_exact),
-        T(test_distribution_cycles_exact),
-        T(test_down_skipped),
-        T(test_tried_skipped),
-        T(test_all_down),
-        T(test_instances_start_apart),
+        T(test_descriptor),         T(test_sequence_5_1_1),
+        T(test_sequence_3_2),       T(test_sequence_equal_weights),
+        T(test_distribution_exact), T(test_distribution_cycles_exact),
+        T(test_down_skipped),       T(test_tried_skipped),
+        T(test_all_down),           T(test_instances_start_apart),
         T(test_empty_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
