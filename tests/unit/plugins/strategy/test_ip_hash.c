@@ -9,7 +9,7 @@
  * the same on every run; the bounds still leave room for a change of the
  * generator or of the test's backends.
  */
-#include "../plugin_fixture.h"
+#include "plugin_fixture.h"
 #include "http_request.h"
 
 #include <arpa/inet.h>

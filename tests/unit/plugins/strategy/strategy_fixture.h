@@ -13,7 +13,7 @@
 #ifndef FC_TEST_STRATEGY_FIXTURE_H
 #define FC_TEST_STRATEGY_FIXTURE_H
 
-#include "../plugin_fixture.h"
+#include "plugin_fixture.h"
 
 /* The most backends a test's pool has. */
 #define MAX_BACKENDS 4

@@ -4,7 +4,7 @@
  * config loader hands it over, with the host's clock replaced by one the
  * tests move (struct fc_instance_hooks.now_ns).
  */
-#include "../plugin_fixture.h"
+#include "plugin_fixture.h"
 
 #include <pthread.h>
 #include <unistd.h>

@@ -10,7 +10,7 @@
  * redis-server must be installed (tests/run.sh installs it): a missing one
  * fails the tests, it does not skip them.
  */
-#include "../plugin_fixture.h"
+#include "plugin_fixture.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
  */
 #include "plugin_fixture.h"
 
-#include "../plugins/test_strategy.h"
+#include "test_strategy.h"
 #include "http_request.h"
 
 #define TEST_PLUGIN(name) FC_TEST_PLUGIN_DIR "/" name ".so"

@@ -12,7 +12,7 @@
 #ifndef FC_TEST_PROBE_HARNESS_H
 #define FC_TEST_PROBE_HARNESS_H
 
-#include "../plugin_fixture.h"
+#include "plugin_fixture.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
