@@ -1,13 +1,13 @@
 #include "generation.h"
 
 #include "log.h"
-#include "proxy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void (*reaper_fn)(void *arg, struct fc_generation *g);
+static fc_ratelimit_done_fn ratelimit_done_fn;
 static void *reaper_arg;
 static uint64_t next_id = 1;
 
@@ -15,6 +15,11 @@ void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), vo
 {
     reaper_fn = fn;
     reaper_arg = arg;
+}
+
+void fc_generation_set_ratelimit_done(fc_ratelimit_done_fn fn)
+{
+    ratelimit_done_fn = fn;
 }
 
 void fc_generation_acquire(struct fc_generation *g)
@@ -77,6 +82,11 @@ static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
     return s;
 }
 
+void fc_backend_shared_acquire(struct fc_backend_shared *s)
+{
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+}
+
 void fc_backend_shared_release(struct fc_backend_shared *s)
 {
     if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
@@ -85,12 +95,6 @@ void fc_backend_shared_release(struct fc_backend_shared *s)
     free(s->idle);
     free(s->key);
     free(s);
-}
-
-static void plugin_release(struct fc_plugin *p)
-{
-    if (--p->refs == 0)
-        fc_plugin_unload(p);
 }
 
 static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
@@ -156,7 +160,7 @@ static void ratelimit_release(struct fc_ratelimit_shared *rl)
     if (--rl->refs > 0)
         return;
     fc_instance_destroy(&rl->inst);
-    plugin_release(rl->plugin);
+    fc_plugin_release(rl->plugin);
     free(rl->started);
     free(rl);
 }
@@ -195,7 +199,7 @@ static int build_ratelimit(struct fc_generation *g, const struct fc_generation *
         .pool_name = conf->name,
         .main_loop = main_loop,
         .worker_count = g->n_workers,
-        .ratelimit_done = fc_proxy_ratelimit_done,
+        .ratelimit_done = ratelimit_done_fn,
     };
     char label[192];
     snprintf(label, sizeof(label), "pool %s: rate_limit %s", conf->name, plugin->desc->name);
@@ -206,7 +210,7 @@ static int build_ratelimit(struct fc_generation *g, const struct fc_generation *
         free(rl);
         return rc;
     }
-    plugin->refs++;
+    fc_plugin_acquire(plugin);
     rl->plugin = plugin;
     rl->refs = 1;
     rl->settings = settings;
@@ -241,8 +245,7 @@ static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_con
                      err);
         return NULL;
     }
-    p->refs = 1;
-    g->plugins[g->n_plugins++] = p;
+    g->plugins[g->n_plugins++] = p; /* the generation holds the reference of the load */
     return p;
 }
 
@@ -268,7 +271,7 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
             return FC_ENOMEM;
         struct fc_backend_shared *s = find_shared(previous, key);
         if (s != NULL) {
-            __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+            fc_backend_shared_acquire(s);
             free(key);
         } else if ((s = shared_new(key, g->n_workers)) == NULL) {
             free(key);
@@ -387,7 +390,7 @@ void fc_generation_destroy(struct fc_generation *g)
     }
     /* Code last: no instance of it is left. */
     for (uint32_t i = 0; i < g->n_plugins; i++)
-        plugin_release(g->plugins[i]);
+        fc_plugin_release(g->plugins[i]);
     free(g->plugins);
     free(g->pools);
     free(g->workers);
@@ -427,44 +430,4 @@ void fc_generation_worker_leave(struct fc_generation *g, uint32_t worker, void *
         if (ops->worker_stop != NULL)
             ops->worker_stop(rl->inst.state, worker, loop);
     }
-}
-
-static int host_matches(const char *want, const char *host, size_t len)
-{
-    /* The port, if any, is not part of the match. */
-    const char *colon = memchr(host, ':', len);
-    if (colon != NULL && host[0] != '[')
-        len = (size_t)(colon - host);
-    size_t n = strlen(want);
-    if (n != len)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char a = want[i], b = host[i];
-        if (a >= 'A' && a <= 'Z')
-            a = (char)(a + 32);
-        if (b >= 'A' && b <= 'Z')
-            b = (char)(b + 32);
-        if (a != b)
-            return 0;
-    }
-    return 1;
-}
-
-struct fc_gen_pool *fc_generation_route(struct fc_generation *g, uint32_t listener_pool,
-                                        const char *host, size_t host_len, const char *target,
-                                        size_t target_len)
-{
-    const struct fc_config *cfg = g->cfg;
-    for (uint32_t i = 0; i < cfg->n_routes; i++) {
-        const struct fc_conf_route *r = &cfg->routes[i];
-        if (r->host != NULL && (host == NULL || !host_matches(r->host, host, host_len)))
-            continue;
-        if (r->path_prefix != NULL) {
-            size_t n = strlen(r->path_prefix);
-            if (target_len < n || memcmp(target, r->path_prefix, n) != 0)
-                continue;
-        }
-        return &g->pools[r->pool];
-    }
-    return &g->pools[listener_pool];
 }

@@ -109,6 +109,9 @@ struct fc_generation {
 int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previous,
                         uint32_t n_workers, void *main_loop, struct fc_generation **out);
 
+/** Takes a reference to a backend's shared state. Any thread, on state the caller can reach. */
+void fc_backend_shared_acquire(struct fc_backend_shared *s);
+
 /**
  * Drops a reference to a backend's shared state (held by each generation that
  * has the backend and by each open upstream connection to it). Any thread.
@@ -128,6 +131,14 @@ void fc_generation_release(struct fc_generation *g);
 /** How the last release reaches the main thread: fn(arg, g) must get g destroyed there. */
 void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), void *arg);
 
+/**
+ * The function rate limiter instances get as their host's ratelimit_done():
+ * the transaction's (txn.c sets it before the first generation is built).
+ */
+typedef void (*fc_ratelimit_done_fn)(void *owner, struct fc_ratelimit_pending *pending, int verdict,
+                                     uint64_t retry_after_ms);
+void fc_generation_set_ratelimit_done(fc_ratelimit_done_fn fn);
+
 /** Destroys a generation with no references left. Main thread only. */
 void fc_generation_destroy(struct fc_generation *g);
 
@@ -139,9 +150,25 @@ void fc_generation_destroy(struct fc_generation *g);
 void fc_generation_worker_enter(struct fc_generation *g, uint32_t worker, void *loop);
 void fc_generation_worker_leave(struct fc_generation *g, uint32_t worker, void *loop);
 
-/** Finds the pool for a request: first matching route, else the listener's pool. */
-struct fc_gen_pool *fc_generation_route(struct fc_generation *g, uint32_t listener_pool,
-                                        const char *host, size_t host_len, const char *target,
-                                        size_t target_len);
+/**
+ * A request of `worker` starts on g: it holds g through the worker's own
+ * counter, so this costs no atomic operation. Worker thread.
+ */
+static inline void fc_generation_request_start(struct fc_generation *g, uint32_t worker)
+{
+    g->workers[worker].requests++;
+}
+
+/** That request ended. Returns the worker's requests still running on g. */
+static inline uint64_t fc_generation_request_end(struct fc_generation *g, uint32_t worker)
+{
+    return --g->workers[worker].requests;
+}
+
+/** Requests of `worker` running on g. */
+static inline uint64_t fc_generation_requests(const struct fc_generation *g, uint32_t worker)
+{
+    return g->workers[worker].requests;
+}
 
 #endif

@@ -4,11 +4,13 @@
  * starts the workers, and then runs the control loop: signals (reload, stop,
  * log reopening) and the destruction of generations nobody uses any more.
  */
+#include "access_log.h"
 #include "config.h"
 #include "generation.h"
 #include "health.h"
+#include "listener.h"
 #include "log.h"
-#include "proxy.h"
+#include "txn.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -84,43 +86,6 @@ static void reap_cb(uv_async_t *h)
     reap(h->data);
 }
 
-static int open_access_log(const struct fc_config *cfg)
-{
-    switch (cfg->access_log) {
-    case FC_ACCESS_LOG_OFF:
-        return -1;
-    case FC_ACCESS_LOG_STDOUT:
-        return dup(STDOUT_FILENO);
-    case FC_ACCESS_LOG_FILE:
-        break;
-    }
-    int fd = open(cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        fc_log_error("%s: access log %s: %s", cfg->path, cfg->access_log_path, strerror(errno));
-    return fd;
-}
-
-/*
- * Points the access log at what cfg asks for. The descriptor workers write to
- * stays the same number: the new target is dup2()ed onto it. A target that
- * cannot be opened keeps the previous one (and says so).
- */
-static void apply_access_log(const struct fc_config *cfg)
-{
-    if (cfg->access_log == FC_ACCESS_LOG_OFF) {
-        __atomic_store_n(&fc_runtime.access_log_on, 0, __ATOMIC_RELAXED);
-        return;
-    }
-    int fd = open_access_log(cfg);
-    if (fd < 0)
-        return;
-    if (dup2(fd, fc_runtime.access_log_fd) < 0)
-        fc_log_error("access log: dup2: %s", strerror(errno));
-    else
-        __atomic_store_n(&fc_runtime.access_log_on, 1, __ATOMIC_RELAXED);
-    close(fd);
-}
-
 static void release_generation(void *arg)
 {
     fc_generation_release(arg);
@@ -187,7 +152,7 @@ static void reload(struct daemon *d)
     if (fc_health_start(g, d->loop) != 0)
         fc_log_error("reload: cannot start health checks: out of memory");
     fc_health_stop(old, release_generation, old);
-    apply_access_log(g->cfg);
+    fc_access_log_apply(g->cfg);
     fc_log_capture_errors(NULL, 0);
     d->reloads.ok++;
     d->reloads.last_ok_unix = (uint64_t)time(NULL);
@@ -243,7 +208,7 @@ static void signal_cb(uv_signal_t *h, int signum)
             reload(d);
         break;
     case SIGUSR1:
-        apply_access_log(d->gen->cfg);
+        fc_access_log_apply(d->gen->cfg);
         if (d->gen->cfg->access_log != FC_ACCESS_LOG_OFF)
             fc_log_info("access log reopened");
         break;
@@ -328,6 +293,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    fc_txn_init();
     struct daemon d = {.config_path = config_path};
     d.loop = uv_default_loop();
 
@@ -358,13 +324,10 @@ int main(int argc, char **argv)
     fc_generation_set_reaper(reaper, &d);
     uv_async_init(d.loop, &d.exited_async, exited_cb);
     d.exited_async.data = &d;
-    fc_runtime.worker_exited = &d.exited_async;
-    fc_runtime.access_log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (fc_runtime.access_log_fd < 0) {
-        fc_log_error("/dev/null: %s", strerror(errno));
+    fc_worker_notify_exit(&d.exited_async);
+    if (fc_access_log_init() != 0)
         return 1;
-    }
-    apply_access_log(d.gen->cfg);
+    fc_access_log_apply(d.gen->cfg);
 
     /*
      * Signals first: once a listener is bound, a client (or a test, or
@@ -394,7 +357,6 @@ int main(int argc, char **argv)
             return 1;
     free(fds);
 
-    fc_proxy_init();
     for (uint32_t w = 0; w < n_workers; w++)
         if (fc_worker_start(&d.workers[w]) != 0) {
             fc_log_error("cannot start worker thread %u", w);
@@ -416,8 +378,7 @@ int main(int argc, char **argv)
     uv_run(d.loop, UV_RUN_DEFAULT);
     uv_loop_close(d.loop);
     uv_mutex_destroy(&d.reap_lock);
-    if (fc_runtime.access_log_fd >= 0)
-        close(fc_runtime.access_log_fd);
+    fc_access_log_shutdown();
     fc_log_info("stopped");
     return 0;
 }

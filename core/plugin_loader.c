@@ -266,6 +266,8 @@ int fc_plugin_load(const char *path, enum fc_plugin_kind kind, struct fc_plugin 
         err[0] = '\0';
 
     struct fc_plugin *p = calloc(1, sizeof(*p));
+    if (p != NULL)
+        p->refs = 1; /* the caller's */
     char *path_copy = strdup(path);
     if (p == NULL || path_copy == NULL) {
         set_error(err, errlen, path, "out of memory");
@@ -317,6 +319,17 @@ int fc_plugin_load(const char *path, enum fc_plugin_kind kind, struct fc_plugin 
 fail:
     fc_plugin_unload(p);
     return rc;
+}
+
+void fc_plugin_acquire(struct fc_plugin *p)
+{
+    p->refs++;
+}
+
+void fc_plugin_release(struct fc_plugin *p)
+{
+    if (--p->refs == 0)
+        fc_plugin_unload(p);
 }
 
 void fc_plugin_unload(struct fc_plugin *p)

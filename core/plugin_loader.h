@@ -21,7 +21,7 @@ struct fc_plugin {
     void *handle;                            /**< from dlopen */
     const struct fc_plugin_descriptor *desc; /**< inside the loaded object */
     uint64_t digest; /**< hash of the file's bytes: the same code loaded twice has the same */
-    uint32_t refs;   /**< holders (generations, shared instances); main thread only */
+    uint32_t refs;   /**< holders: see fc_plugin_acquire(); main thread only */
 };
 
 /**
@@ -35,7 +35,18 @@ struct fc_plugin {
 int fc_plugin_load(const char *path, enum fc_plugin_kind kind, struct fc_plugin **out, char *err,
                    size_t errlen);
 
-/** Unloads; call only when no instance of it is left. NULL is accepted. */
+/**
+ * References, for code several holders share (generations, rate limiter
+ * instances handed on across reloads). fc_plugin_load() returns one; the last
+ * release unloads. Main thread only.
+ */
+void fc_plugin_acquire(struct fc_plugin *p);
+void fc_plugin_release(struct fc_plugin *p);
+
+/**
+ * Unloads at once, whatever the count (for a plugin with one holder, such as
+ * a test's). Call only when no instance of it is left. NULL is accepted.
+ */
 void fc_plugin_unload(struct fc_plugin *p);
 
 /** "strategy", "health", "ratelimit", or "unknown". */

@@ -1,207 +1,35 @@
+/*
+ * Worker threads; see worker.h. This file is the thread's lifecycle only:
+ * starting its loop, adopting new generations, draining and stopping. The
+ * request path runs in the rooms below it (listener.c, client.c,
+ * upstream.c, txn*.c, access_log.c), which report up through the two hooks
+ * of struct fc_worker.
+ */
 #include "worker.h"
 
+#include "access_log.h"
+#include "client.h"
+#include "generation.h"
+#include "listener.h"
 #include "log.h"
-#include "proxy.h"
+#include "txn.h"
+#include "upstream.h"
 
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-struct fc_runtime fc_runtime = {.access_log_fd = -1};
+static uv_async_t *exit_notify;
 
-#define LOG_BUF_SIZE (64 * 1024)
-/* Free lists keep at most this many blocks each; beyond, memory goes back to malloc. */
-#define FREE_LIST_MAX 4096
-
-int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
+void fc_worker_notify_exit(uv_async_t *async)
 {
-    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    /* Each worker binds its own socket to the same address; the kernel spreads connections. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-        goto fail;
-    if (addr->sa_family == AF_INET6 &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
-        goto fail;
-    if (bind(fd, addr, len) != 0 || listen(fd, 1024) != 0)
-        goto fail;
-    return fd;
-fail:;
-    int err = -errno;
-    close(fd);
-    return err;
+    exit_notify = async;
 }
 
-void *fc_worker_alloc(struct fc_worker *w, struct fc_free_block **list, uint32_t *count,
-                      size_t size)
-{
-    (void)w;
-    struct fc_free_block *b = *list;
-    if (b != NULL) {
-        *list = b->next;
-        (*count)--;
-        return b;
-    }
-    return malloc(size < sizeof(*b) ? sizeof(*b) : size);
-}
-
-void fc_worker_free(struct fc_worker *w, struct fc_free_block **list, uint32_t *count, void *p)
-{
-    (void)w;
-    if (*count >= FREE_LIST_MAX) {
-        free(p);
-        return;
-    }
-    struct fc_free_block *b = p;
-    b->next = *list;
-    *list = b;
-    (*count)++;
-}
-
-static void flush_access_log(struct fc_worker *w)
-{
-    size_t off = 0;
-    while (off < w->log_len) {
-        ssize_t n = write(fc_runtime.access_log_fd, w->log_buf + off, w->log_len - off);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            break; /* a log that cannot be written must not stop the proxy */
-        }
-        off += (size_t)n;
-    }
-    w->log_len = 0;
-}
-
-void fc_worker_access_log(struct fc_worker *w, const char *line, size_t len)
-{
-    if (w->log_buf == NULL) {
-        w->log_buf = malloc(LOG_BUF_SIZE);
-        if (w->log_buf == NULL)
-            return;
-    }
-    if (w->log_len + len + 1 > LOG_BUF_SIZE)
-        flush_access_log(w);
-    if (len + 1 > LOG_BUF_SIZE)
-        return;
-    memcpy(w->log_buf + w->log_len, line, len);
-    w->log_len += len;
-    w->log_buf[w->log_len++] = '\n';
-}
-
-/* After each loop iteration: the lines of this iteration go out in one write. */
+/* After each loop iteration: the access log lines of this iteration go out in one write. */
 static void flush_check_cb(uv_check_t *h)
 {
-    struct fc_worker *w = h->data;
-    if (w->log_len > 0)
-        flush_access_log(w);
-}
-
-static void listener_on_close(uv_handle_t *h)
-{
-    struct fc_listener *l = h->data;
-    l->closed = 1;
-    if (l->conns == 0)
-        free(l);
-    /* else: the last of its connections frees it */
-}
-
-/* Stops accepting on l; its open connections keep it allocated until they end. */
-static void listener_close(struct fc_listener *l)
-{
-    free(l->address);
-    l->address = NULL;
-    l->conf_index = -1;
-    uv_close((uv_handle_t *)&l->tcp, listener_on_close);
-}
-
-static void close_listeners(struct fc_worker *w)
-{
-    for (uint32_t i = 0; i < w->n_listeners; i++)
-        listener_close(w->listeners[i]);
-    free(w->listeners);
-    w->listeners = NULL;
-    w->n_listeners = 0;
-}
-
-/* A listener of this worker on an fd that is bound and listening already. */
-static struct fc_listener *listener_open(struct fc_worker *w, const char *address, int32_t index,
-                                         int fd)
-{
-    struct fc_listener *l = calloc(1, sizeof(*l));
-    if (l == NULL || (l->address = strdup(address)) == NULL) {
-        free(l);
-        close(fd);
-        return NULL;
-    }
-    l->worker = w;
-    l->conf_index = index;
-    uv_tcp_init(&w->loop, &l->tcp);
-    l->tcp.data = l;
-    int rc = uv_tcp_open(&l->tcp, fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, fc_proxy_on_connection);
-    if (rc != 0) {
-        fc_log_error("listener %s: %s", address, uv_strerror(rc));
-        listener_close(l);
-        return NULL;
-    }
-    return l;
-}
-
-/*
- * Brings the worker's listeners in line with generation g: a listener whose
- * address stays keeps its socket (and its connections); a new address gets a
- * socket of this worker's own; a removed one stops accepting, and its
- * connections end after their current request.
- */
-static void update_listeners(struct fc_worker *w, struct fc_generation *g)
-{
-    const struct fc_config *cfg = g->cfg;
-    struct fc_listener **next = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*next));
-    if (next == NULL) {
-        fc_log_error("worker %u: out of memory updating listeners", w->index);
-        return;
-    }
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < w->n_listeners; i++) {
-        struct fc_listener *l = w->listeners[i];
-        l->conf_index = -1;
-        for (uint32_t k = 0; k < cfg->n_listeners; k++)
-            if (strcmp(cfg->listeners[k].address, l->address) == 0)
-                l->conf_index = (int32_t)k;
-        if (l->conf_index >= 0) {
-            next[n++] = l;
-            continue;
-        }
-        fc_proxy_listener_removed(w, l);
-        listener_close(l);
-    }
-    for (uint32_t k = 0; k < cfg->n_listeners && !w->draining; k++) {
-        int found = 0;
-        for (uint32_t i = 0; i < n; i++)
-            found |= next[i]->conf_index == (int32_t)k;
-        if (found)
-            continue;
-        const struct fc_conf_listener *cl = &cfg->listeners[k];
-        int fd = fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len);
-        if (fd < 0) {
-            fc_log_error("listener %s: worker %u: %s", cl->address, w->index, strerror(-fd));
-            continue;
-        }
-        struct fc_listener *l = listener_open(w, cl->address, (int32_t)k, fd);
-        if (l != NULL)
-            next[n++] = l;
-    }
-    free(w->listeners);
-    w->listeners = next;
-    w->n_listeners = n;
+    fc_access_log_flush(h->data);
 }
 
 static void close_handle(uv_handle_t *h, void *arg)
@@ -214,16 +42,17 @@ static void close_handle(uv_handle_t *h, void *arg)
 /*
  * Once draining has closed the last client connection, nothing keeps the loop
  * alive but idle upstream connections and the worker's own handles: close them
- * and let uv_run() return.
+ * and let uv_run() return. The rooms call it (through on_connection_closed)
+ * whenever a connection closes.
  */
-void fc_worker_maybe_done(struct fc_worker *w)
+static void maybe_done(struct fc_worker *w)
 {
-    if (!w->draining || w->n_clients > 0)
+    if (!w->draining || fc_clients_count(w) > 0)
         return;
     /* Last use of the current generation on this thread: rate limiters close their handles. */
     fc_generation_worker_leave(w->gen, w->index, &w->loop);
-    fc_proxy_close_idle_upstreams(w);
-    if (w->n_upstreams > 0)
+    fc_upstreams_close_idle(w);
+    if (fc_upstreams_count(w) > 0)
         return;
     if (!uv_is_closing((uv_handle_t *)&w->wakeup)) {
         uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -259,7 +88,13 @@ static void release_idle_cb(uv_idle_t *h)
         uv_idle_stop(h);
 }
 
-void fc_worker_retire(struct fc_worker *w, struct fc_generation *g)
+/*
+ * The worker is done with generation g: runs the rate limiters' worker_stop()
+ * here, and drops the worker's reference a full loop iteration later, once
+ * the close callbacks of handles the plugins closed have run (their code
+ * must still be loaded then).
+ */
+static void retire(struct fc_worker *w, struct fc_generation *g)
 {
     fc_generation_worker_leave(g, w->index, &w->loop);
     if (w->n_retired == w->cap_retired) {
@@ -279,16 +114,22 @@ void fc_worker_retire(struct fc_worker *w, struct fc_generation *g)
     uv_idle_start(&w->release_idle, release_idle_cb);
 }
 
+/* A reload removed listener l: its idle connections close, the others after their request. */
+static void listener_removed(struct fc_worker *w, struct fc_listener *l)
+{
+    fc_txn_wind_down(w, l);
+}
+
 static void switch_generation(struct fc_worker *w, struct fc_generation *g)
 {
     struct fc_generation *old = w->gen;
     w->gen = g;
     fc_generation_worker_enter(g, w->index, &w->loop);
     if (!w->draining)
-        update_listeners(w, g);
-    if (old->workers[w->index].requests == 0)
-        fc_worker_retire(w, old);
-    /* else: its last request here releases it */
+        fc_listeners_update(w, g->cfg, fc_client_on_connection, listener_removed);
+    if (fc_generation_requests(old, w->index) == 0)
+        retire(w, old);
+    /* else: its last request here releases it (on_generation_done) */
 }
 
 static void wakeup_cb(uv_async_t *h)
@@ -300,13 +141,13 @@ static void wakeup_cb(uv_async_t *h)
     uint32_t stop = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
     if (stop >= 1 && !w->draining) {
         w->draining = 1;
-        close_listeners(w);
-        fc_proxy_drain(w);
+        fc_listeners_close(w);
+        fc_txn_wind_down(w, NULL);
     }
     if (stop >= 2)
-        fc_proxy_close_clients(w);
+        fc_clients_close(w);
     if (stop >= 1)
-        fc_worker_maybe_done(w);
+        maybe_done(w);
 }
 
 int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *gen, int *listen_fds,
@@ -314,6 +155,8 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
 {
     memset(w, 0, sizeof(*w));
     w->index = index;
+    w->on_connection_closed = maybe_done;
+    w->on_generation_done = retire;
     int rc = uv_loop_init(&w->loop);
     if (rc != 0)
         return rc;
@@ -328,12 +171,15 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
 
     fc_generation_acquire(gen);
     w->gen = gen;
+    if (fc_client_worker_init(w) != 0 || fc_upstream_worker_init(w) != 0 ||
+        fc_txn_worker_init(w) != 0 || fc_access_log_worker_init(w) != 0)
+        return UV_ENOMEM;
     w->listeners = calloc(n_listen_fds, sizeof(*w->listeners));
     if (w->listeners == NULL && n_listen_fds > 0)
         return UV_ENOMEM;
     for (uint32_t i = 0; i < n_listen_fds; i++) {
-        struct fc_listener *l =
-            listener_open(w, gen->cfg->listeners[i].address, (int32_t)i, listen_fds[i]);
+        struct fc_listener *l = fc_listener_open(w, gen->cfg->listeners[i].address, (int32_t)i,
+                                                 listen_fds[i], fc_client_on_connection);
         if (l == NULL) {
             for (uint32_t k = i + 1; k < n_listen_fds; k++)
                 close(listen_fds[k]);
@@ -350,8 +196,8 @@ static void worker_main(void *arg)
     fc_generation_worker_enter(w->gen, w->index, &w->loop);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
-    if (fc_runtime.worker_exited != NULL)
-        uv_async_send(fc_runtime.worker_exited);
+    if (exit_notify != NULL)
+        uv_async_send(exit_notify);
 }
 
 int fc_worker_start(struct fc_worker *w)
@@ -395,8 +241,10 @@ void fc_worker_join(struct fc_worker *w)
     free(w->ready);
     w->retired = w->ready = NULL;
     w->n_retired = w->n_ready = 0;
-    if (w->log_len > 0)
-        flush_access_log(w);
-    free(w->log_buf);
-    fc_proxy_free_lists(w);
+    free(w->listeners);
+    w->listeners = NULL;
+    fc_access_log_worker_free(w);
+    fc_txn_worker_free(w);
+    fc_upstream_worker_free(w);
+    fc_client_worker_free(w);
 }

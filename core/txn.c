@@ -1,0 +1,924 @@
+/*
+ * The transaction: one request, top to bottom.
+ *
+ *   receive the head -> check it -> route -> rate limit -> pick a backend
+ *   -> upstream connection -> request head and body -> response head
+ *   -> response body -> end (the next request may wait in the buffer)
+ *
+ * and, beside that path, the proxy's own replies (400 ... 504) and what
+ * happens when a side fails or is too slow. The sections below follow that
+ * order. The two transports (client.c, upstream.c) move bytes and report
+ * what happened through the event tables at the end of this file; they never
+ * call each other, and everything that gives those events a meaning for the
+ * request is here.
+ *
+ * Parsing. A request is parsed with llhttp in place, in the client's input
+ * buffer: the head stays contiguous until it is complete, so the parser's
+ * callbacks only record spans of it. The head of a request with a body pauses
+ * the parser, so that the body is relayed only once an upstream connection
+ * is ready; the body is relayed *as received* — the raw bytes the parser
+ * consumed, framing included — so Content-Length and chunked bodies pass
+ * through with one copy at most (none: they are written from the buffer they
+ * were read into). The response comes back the same way, parsed in the
+ * upstream connection's buffer, its head rewritten into the output buffer and
+ * its body relayed raw. The one exception is a chunked response to an
+ * HTTP/1.0 client, which cannot read chunked framing: its body is decoded in
+ * place and the connection closed at its end.
+ *
+ * Back-pressure. Each direction has at most one write in flight. While a
+ * write to one side is pending, nothing is read from the other side, so a
+ * transaction holds at most one input buffer per side whatever the body size.
+ * Writes are first tried synchronously; only what the socket did not take
+ * waits for a callback.
+ *
+ * Memory. Everything a request needs (struct fc_txn: parser state, heads,
+ * input and output buffers, the write request) comes from the worker's free
+ * list when the first byte of a request arrives and goes back when the
+ * connection turns idle, so an idle keep-alive connection costs only its
+ * struct fc_client, and the steady state allocates nothing. Code that calls
+ * something which may end the transaction (a write that completes at once, a
+ * close) checks c->txn before it touches t again.
+ *
+ * Everything here runs on the transaction's worker.
+ */
+#include "txn_state.h"
+
+#include "access_log.h"
+#include "client.h"
+#include "config.h"
+#include "errors.h"
+#include "freelist.h"
+#include "generation.h"
+#include "health.h"
+#include "http_rewrite.h"
+#include "listener.h"
+#include "log.h"
+#include "route.h"
+#include "upstream.h"
+
+#include <llhttp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* 1. The request head                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void backend_inflight_add(struct fc_txn *t, int delta)
+{
+    struct fc_backend_shared *b = t->pool->shared[t->backend];
+    if (delta > 0)
+        __atomic_add_fetch(&b->state.inflight, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_sub_fetch(&b->state.inflight, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The head is complete: start the transaction on the worker's current
+ * generation, check the head, route it, and ask the rate limiter (if any).
+ *
+ * Reading goes on while the request is served, so that a client that goes
+ * away is noticed; what it sends meanwhile (a body, pipelined requests) waits
+ * in the buffer, and reading pauses only when the buffer is full.
+ */
+void fc_txn_begin(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    struct fc_worker *w = c->w;
+    struct fc_request *req = &t->req;
+    fc_client_timer_stop(c);
+    t->phase = FC_TXN_CONNECTING;
+    t->gen = w->gen;
+    fc_generation_request_start(t->gen, w->index);
+    t->attempts = 0;
+    t->backend = -1;
+    t->resp_started = t->resp_done = t->dechunk = 0;
+    t->stale_retried = 0;
+    t->head_writing = 0;
+    t->bytes_out = 0;
+    t->status = 0;
+    t->body_seen = 0;
+    req->http_major = t->parser.http_major;
+    req->http_minor = t->parser.http_minor;
+    t->client_10 = req->http_major == 1 && req->http_minor == 0;
+    t->head_req = t->parser.method == HTTP_HEAD;
+    t->keep_alive = llhttp_should_keep_alive(&t->parser) && !w->draining;
+    if (fc_access_log_on())
+        snprintf(t->log_req, sizeof(t->log_req), "%.*s %.*s HTTP/%u.%u", (int)req->method.len,
+                 req->method.p, (int)(req->target.len > 200 ? 200 : req->target.len), req->target.p,
+                 req->http_major, req->http_minor);
+
+    const struct fc_config *cfg = t->gen->cfg;
+    int32_t li = c->listener->conf_index;
+    if (li < 0) {
+        /* Its listener was removed by a reload: this connection ends here. */
+        t->keep_alive = 0;
+        fc_txn_reply(t, 503, 1);
+        return;
+    }
+    if (t->parser.method == HTTP_CONNECT) {
+        fc_txn_reply(t, 405, 1);
+        return;
+    }
+    if (fc_head_request_complete(req) != 0) {
+        fc_log_debug("client %s: unsupported request target", c->ip);
+        fc_txn_reply(t, 400, 1);
+        return;
+    }
+    if (req->host.p == NULL && !t->client_10) {
+        fc_log_debug("client %s: HTTP/1.1 request without Host", c->ip);
+        fc_txn_reply(t, 400, 1);
+        return;
+    }
+    if (cfg->limits.max_body_bytes && !(t->parser.flags & F_CHUNKED) &&
+        t->parser.content_length > cfg->limits.max_body_bytes) {
+        fc_txn_reply(t, 413, 1);
+        return;
+    }
+    uint32_t pool = fc_route_pool(cfg, cfg->listeners[li].pool, req->host.p, req->host.len,
+                                  req->target.p, req->target.len);
+    t->pool = &t->gen->pools[pool];
+    uint32_t nb = t->pool->view.n_backends;
+    t->tried = nb <= sizeof(t->tried_small) ? t->tried_small : calloc(nb, 1);
+    if (t->tried == NULL) {
+        fc_txn_reply(t, 503, 1);
+        return;
+    }
+    memset(t->tried, 0, nb);
+    if (t->pool->ratelimit != NULL)
+        fc_txn_ratelimit_check(t);
+    else
+        fc_txn_connect(t);
+}
+
+/* Parses what the input buffer holds of a request head; at its end, fc_txn_begin(). */
+void fc_txn_parse_head(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    if (t->in_off == t->in_len)
+        return;
+    if (t->phase == FC_TXN_IDLE) {
+        t->phase = FC_TXN_HEAD;
+        t->t_start = uv_hrtime();
+        t->log_req[0] = '\0';
+        fc_client_timer_arm(c, fc_txn_config(t)->timeouts.client_header_ms);
+    }
+    const char *start = t->in + t->in_off;
+    enum llhttp_errno e = llhttp_execute(&t->parser, start, t->in_len - t->in_off);
+    if (e == HPE_OK) {
+        t->in_off = t->in_len;
+        if (t->in_len == t->in_cap) {
+            t->req_done = 0;
+            fc_txn_reply(t, 431, 1);
+        }
+        return;
+    }
+    if (fc_parser_paused(e) && t->head_done) {
+        t->in_off = (uint32_t)(llhttp_get_error_pos(&t->parser) - t->in);
+        t->req_done = t->msg_done;
+        fc_txn_begin(t);
+        return;
+    }
+    fc_log_debug("client %s: bad request: %s", c->ip, llhttp_get_error_reason(&t->parser));
+    t->req_done = 0;
+    fc_txn_reply(t, fc_txn_parse_error_status(t), 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. The rate limiter                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void ratelimit_verdict(struct fc_txn *t, int verdict, uint64_t retry_after_ms)
+{
+    if (verdict != FC_RATELIMIT_DENY) {
+        t->phase = FC_TXN_CONNECTING;
+        fc_txn_connect(t);
+        return;
+    }
+    /* Whole seconds, rounded up: a client that waits that long finds a token. */
+    t->retry_after_s = (retry_after_ms + 999) / 1000;
+    if (t->retry_after_s == 0)
+        t->retry_after_s = 1;
+    fc_txn_reply(t, 429, 0);
+}
+
+/*
+ * Asks the pool's rate limiter about the request, keyed by the client address
+ * or the configured header. The verdict may come later, through
+ * fc_txn_ratelimit_done(); meanwhile what the client sends waits in the buffer,
+ * and a close waits for the verdict (the limiter holds a handle).
+ */
+void fc_txn_ratelimit_check(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    struct fc_instance *rl = t->pool->ratelimit;
+    const char *key = c->ip;
+    size_t key_len = c->ip_len;
+    const char *header = t->pool->conf->rate_limit_conf.header;
+    if (header != NULL) {
+        size_t len;
+        const char *v = fc_request_header(&t->req, header, &len);
+        if (v != NULL && len > 0) {
+            key = v;
+            key_len = len;
+        }
+    }
+    struct fc_ratelimit_args args = {
+        .size = sizeof(args),
+        .worker = c->w->index,
+        .loop = &c->w->loop,
+        .key = key,
+        .key_len = key_len,
+        .request = &t->req,
+        .pending = &t->rl_pending,
+    };
+    uint64_t retry_after_ms = 0;
+    t->phase = FC_TXN_RATELIMIT;
+    t->rl_waiting = 1;
+    int verdict = rl->plugin->desc->ratelimit->check(rl->state, &args, &retry_after_ms);
+    if (verdict == FC_RATELIMIT_PENDING)
+        return; /* fc_txn_ratelimit_done() goes on, possibly already has */
+    t->rl_waiting = 0;
+    ratelimit_verdict(t, verdict, retry_after_ms);
+}
+
+/* The host's ratelimit_done(), on the worker of the request. `owner` is the limiter's instance. */
+void fc_txn_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, int verdict,
+                           uint64_t retry_after_ms)
+{
+    struct fc_txn *t = pending->t;
+    if (!t->rl_waiting) {
+        fc_log_error("%s: ratelimit_done() for a check that is not pending",
+                     ((struct fc_instance *)owner)->label);
+        return;
+    }
+    t->rl_waiting = 0;
+    if (t->close_deferred) {
+        fc_client_close(t->c);
+        return;
+    }
+    ratelimit_verdict(t, verdict, retry_after_ms);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. Picking a backend and an upstream connection                           */
+/* ------------------------------------------------------------------------ */
+
+/* Gives u to the transaction, with a fresh response parser. Returns 0 or FC_ENOMEM. */
+static int attach(struct fc_txn *t, struct fc_upstream *u)
+{
+    if (fc_upstream_attach(u, t) != 0)
+        return FC_ENOMEM;
+    t->up = u;
+    t->up_head_done = t->up_msg_done = t->up_keep_alive = 0;
+    fc_txn_response_parser_init(t);
+    return 0;
+}
+
+/* Out of memory for an upstream connection: the transaction ends with 502. */
+static void attach_failed(struct fc_txn *t)
+{
+    t->up = NULL;
+    backend_inflight_add(t, -1);
+    fc_txn_reply(t, 502, 1);
+}
+
+/* The connect to the picked backend failed: another backend, or 502/504. */
+void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
+{
+    struct fc_client *c = t->c;
+    fc_log_warn("client %s: backend %s: connect: %s", c->ip, t->pool->views[t->backend].address,
+                timed_out ? "timed out" : uv_strerror(err));
+    fc_upstream_close(t->up);
+    t->up = NULL;
+    backend_inflight_add(t, -1);
+    fc_health_report_failure(t->pool, (uint32_t)t->backend,
+                             timed_out ? "connect timed out" : "connect failed");
+    t->tried[t->backend] = 1;
+    t->attempts++;
+    if (t->attempts > t->pool->conf->retries) {
+        fc_txn_reply(t, timed_out ? 504 : 502, 0);
+        return;
+    }
+    fc_txn_connect(t);
+}
+
+/*
+ * Connects a new upstream connection to backend b (t->backend); the
+ * transport's on_connect goes on. On failure the transaction has been
+ * answered, or handed to fc_txn_connect_failed() for another backend.
+ */
+static void upstream_open(struct fc_txn *t, struct fc_backend_shared *b)
+{
+    struct fc_upstream *u = fc_upstream_new(t->c->w, b);
+    if (u == NULL || attach(t, u) != 0) {
+        if (u != NULL)
+            fc_upstream_close(u);
+        attach_failed(t);
+        return;
+    }
+    int rc = fc_upstream_connect(u, t->pool->views[t->backend].sockaddr,
+                                 fc_txn_config(t)->timeouts.connect_ms);
+    if (rc != 0)
+        fc_txn_connect_failed(t, rc, 0);
+}
+
+/*
+ * The pool's strategy picks the backend (skipping those this request failed
+ * to connect to); an idle connection to it is reused, or a new one opened.
+ */
+void fc_txn_connect(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    struct fc_worker *w = c->w;
+    struct fc_gen_pool *pool = t->pool;
+    struct fc_instance *inst = &pool->strategy[w->index];
+    struct fc_pick_args args = {
+        .size = sizeof(args),
+        .worker = w->index,
+        .request = &t->req,
+        .client = &c->peer.sa,
+        .client_len = c->peer_len,
+        .tried = t->attempts ? t->tried : NULL,
+    };
+    int idx = inst->plugin->desc->strategy->pick(inst->state, &args);
+    if (idx < 0 || (uint32_t)idx >= pool->view.n_backends) {
+        if (t->attempts == 0)
+            fc_log_warn("client %s: pool %s: no backend available", c->ip, pool->conf->name);
+        fc_txn_reply(t, t->attempts ? 502 : 503, 0);
+        return;
+    }
+    t->backend = idx;
+    struct fc_backend_shared *b = pool->shared[idx];
+    backend_inflight_add(t, 1);
+
+    struct fc_upstream *u = fc_upstream_take_idle(w, b);
+    if (u == NULL) {
+        upstream_open(t, b);
+        return;
+    }
+    if (attach(t, u) != 0) {
+        fc_upstream_close(u);
+        attach_failed(t);
+        return;
+    }
+    fc_txn_send_request_head(t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. The request goes upstream                                              */
+/* ------------------------------------------------------------------------ */
+
+static void send_to_upstream(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
+{
+    int rc = fc_upstream_write(t->up, bufs, n);
+    if (rc < 0) {
+        /* The read side reports the failure (EOF or reset) with the right status. */
+        fc_log_debug("backend %s: write: %s", t->pool->views[t->backend].address, uv_strerror(rc));
+        t->head_writing = 0;
+        return;
+    }
+    if (rc == 1)
+        fc_txn_upstream_written(t);
+}
+
+/*
+ * Relays what the input buffer holds of the request: the rewritten head first
+ * if it has not gone yet, then raw body bytes up to the end of the message.
+ */
+void fc_txn_forward_body(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    if (t->up == NULL || t->up->writing)
+        return;
+    uv_buf_t bufs[2];
+    unsigned n = 0;
+    if (t->head_pending) {
+        bufs[n++] = uv_buf_init(t->out, t->out_len);
+        t->head_pending = 0;
+        t->head_writing = 1; /* t->out is busy until fc_txn_upstream_written() */
+        if (!t->req_has_body)
+            fc_parser_resume(&t->parser); /* paused at the end of a bodiless request */
+    }
+    if (!t->req_done) {
+        const char *start = t->in + t->in_off;
+        size_t avail = t->in_len - t->in_off;
+        fc_parser_resume(&t->parser); /* paused at the end of the head */
+        enum llhttp_errno e = avail ? llhttp_execute(&t->parser, start, avail) : HPE_OK;
+        size_t used;
+        if (e == HPE_OK) {
+            used = avail;
+        } else if (fc_parser_paused(e) && t->msg_done) {
+            used = (size_t)(llhttp_get_error_pos(&t->parser) - start);
+            t->req_done = 1;
+        } else {
+            fc_log_debug("client %s: bad request body: %s", c->ip,
+                         llhttp_get_error_reason(&t->parser));
+            t->req_done = 0;
+            fc_txn_reply(t, fc_txn_parse_error_status(t), 1);
+            return;
+        }
+        if (used > 0)
+            bufs[n++] = uv_buf_init((char *)start, (unsigned)used);
+        t->in_off += (uint32_t)used;
+    }
+    if (n == 0) {
+        fc_client_read_start(c); /* wait for more body */
+        fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
+        return;
+    }
+    /* Nothing more is read from the client until the backend took this; the wait is
+     * the backend's (upstream_ms), not the client's. */
+    fc_client_read_stop(c);
+    if (!c->writing)
+        fc_client_timer_stop(c);
+    send_to_upstream(t, bufs, n);
+}
+
+/* Connected (or reusing an idle connection): the rewritten head, then the body, go out. */
+void fc_txn_send_request_head(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    struct fc_upstream *u = t->up;
+    const struct fc_backend_view *v = &t->pool->views[t->backend];
+    struct fc_forward_info fw = {
+        .client_ip = c->ip,
+        .client_ip_len = c->ip_len,
+        .proto = "http",
+        .default_host = v->address,
+        .default_host_len = strlen(v->address),
+    };
+    int n = fc_rewrite_request(&t->req, &fw, t->out, t->out_cap);
+    if (n < 0) {
+        fc_txn_reply(t, 431, 1);
+        return;
+    }
+    t->out_len = (uint32_t)n;
+    t->head_pending = 1;
+    t->phase = FC_TXN_PROXY;
+    u->last_active = uv_now(&c->w->loop);
+    fc_upstream_timer_arm(u, fc_txn_config(t)->timeouts.upstream_ms);
+    fc_upstream_read_start(u);
+    fc_txn_forward_body(t);
+}
+
+void fc_txn_upstream_written(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    if (c->closing || t->phase != FC_TXN_PROXY)
+        return;
+    struct fc_upstream *u = t->up;
+    /* The backend is taking the request: that is progress, as a response byte would be. */
+    u->last_active = uv_now(&c->w->loop);
+    if (t->head_writing) {
+        t->head_writing = 0;
+        if (u->off < u->len)
+            fc_txn_relay_response(t); /* a response that arrived while the head was going out */
+        else if (!c->writing)
+            fc_upstream_read_start(u);
+        if (c->closing || c->txn != t || t->phase != FC_TXN_PROXY)
+            return;
+    }
+    if (t->req_done) {
+        fc_client_timer_stop(c);
+        return;
+    }
+    if (t->in_off < t->in_len) {
+        fc_txn_forward_body(t); /* bytes that arrived with the head */
+        return;
+    }
+    /* Everything read so far was relayed: the buffer starts over. */
+    t->in_off = t->in_len = 0;
+    fc_client_read_start(c);
+    fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. The response comes back                                                */
+/* ------------------------------------------------------------------------ */
+
+static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
+{
+    struct fc_client *c = t->c;
+    for (unsigned i = 0; i < n; i++)
+        t->bytes_out += bufs[i].len;
+    int rc = fc_client_write(c, &t->wreq, bufs, n);
+    if (rc < 0) {
+        fc_log_debug("client %s: write: %s", c->ip, uv_strerror(rc));
+        fc_txn_abort(t, NULL);
+        return;
+    }
+    if (rc == 0) {
+        /* Back-pressure: read no more of the response until the client took this. */
+        if (t->up != NULL)
+            fc_upstream_read_stop(t->up);
+        /* A client that does not read its response is a stalled client. */
+        fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
+        return;
+    }
+    fc_txn_client_written(t);
+}
+
+/* A keep-alive connection that died before answering: try once more on a fresh one. */
+static int retry_stale(struct fc_txn *t)
+{
+    struct fc_upstream *u = t->up;
+    if (!u->reused || u->got_bytes || t->req_has_body || t->stale_retried || t->resp_started)
+        return 0;
+    t->stale_retried = 1;
+    struct fc_backend_shared *b = u->backend;
+    fc_upstream_close(u);
+    t->up = NULL;
+    /* The head is written again, from the request still parsed in place, once connected. */
+    t->phase = FC_TXN_CONNECTING;
+    upstream_open(t, b);
+    return 1;
+}
+
+void fc_txn_upstream_failed(struct fc_txn *t, const char *why)
+{
+    if (retry_stale(t))
+        return;
+    if (!t->resp_started) {
+        fc_log_warn("client %s: backend %s: %s", t->c->ip, t->pool->views[t->backend].address, why);
+        fc_txn_reply(t, 502, 0);
+    } else {
+        fc_txn_abort(t, why);
+    }
+}
+
+/*
+ * The response head is complete: relay an interim one and wait for the next,
+ * or rewrite the final one into the output buffer (bufs[0]) and parse what
+ * follows it. Returns the number of buffers to write (bufs[1] is the body
+ * part that came with the head), or -1 when the transaction has gone on
+ * without it. *start and *used describe the body bytes parsed.
+ */
+static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, size_t *used,
+                         size_t avail)
+{
+    struct fc_client *c = t->c;
+    struct fc_upstream *u = t->up;
+    struct fc_request *resp = &t->resp;
+    llhttp_t *p = &t->resp_parser;
+    int status = p->status_code;
+    resp->status = status;
+    resp->http_major = p->http_major;
+    resp->http_minor = p->http_minor;
+    if (status == 101) {
+        fc_txn_upstream_failed(t, "unexpected 101 Switching Protocols");
+        return -1;
+    }
+    if (status < 200) {
+        /* Interim response: relay it to HTTP/1.1 clients, then wait for the final one. */
+        int hn = t->client_10 ? 0 : fc_rewrite_response(resp, 0, t->out, t->out_cap);
+        u->off += (uint32_t)*used;
+        t->up_head_done = 0;
+        /* The next head starts here: move it to the front, so that a series of
+         * interim responses never fills the buffer. */
+        uint32_t left = u->len - u->off;
+        memmove(u->buf, u->buf + u->off, left);
+        u->len = left;
+        u->off = 0;
+        if (hn > 0) {
+            uv_buf_t b = uv_buf_init(t->out, (unsigned)hn);
+            send_to_client(t, &b, 1);
+        } else {
+            fc_txn_relay_response(t);
+        }
+        return -1;
+    }
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    int bodiless = t->head_req || status == 204 || status == 304;
+    int delimited = bodiless || chunked || (p->flags & F_CONTENT_LENGTH);
+    t->dechunk = chunked && t->client_10 && !bodiless;
+    if (!delimited || t->dechunk)
+        t->keep_alive = 0; /* the end of the body is the end of the connection */
+    unsigned flags = 0;
+    if (!t->keep_alive || c->w->draining)
+        flags |= FC_RESP_CLOSE;
+    else if (t->client_10)
+        flags |= FC_RESP_KEEPALIVE;
+    if (t->dechunk)
+        flags |= FC_RESP_DECHUNK;
+    int hn = fc_rewrite_response(resp, flags, t->out, t->out_cap);
+    if (hn < 0) {
+        fc_txn_upstream_failed(t, "response head too large");
+        return -1;
+    }
+    t->status = status;
+    t->resp_started = 1;
+    fc_health_report_success(&t->pool->shared[t->backend]->passive_failures);
+    bufs[0] = uv_buf_init(t->out, (unsigned)hn);
+    struct fc_instance *inst = &t->pool->strategy[c->w->index];
+    if (inst->plugin->desc->strategy->outcome)
+        inst->plugin->desc->strategy->outcome(inst->state, (uint32_t)t->backend, status,
+                                              (uv_hrtime() - t->t_start) / 1000);
+    /* The head may have ended exactly here; the body (if any) follows. */
+    const char *body = *start + *used;
+    size_t rest = avail - *used;
+    u->off += (uint32_t)*used;
+    *start = body;
+    *used = 0;
+    if (t->up_msg_done || rest == 0)
+        return 1;
+    fc_parser_resume(p);
+    t->dechunk_w = u->off;
+    enum llhttp_errno e = llhttp_execute(p, body, rest);
+    if (e == HPE_OK) {
+        *used = rest;
+    } else if (e == HPE_PAUSED) {
+        *used = (size_t)(llhttp_get_error_pos(p) - body);
+    } else {
+        /* The head goes out; the broken body ends the connection after it. */
+        const char *why = llhttp_get_error_reason(p);
+        const char *backend = t->pool->views[t->backend].address;
+        t->keep_alive = 0;
+        t->up_keep_alive = 0;
+        send_to_client(t, bufs, 1);
+        if (!c->closing) {
+            fc_log_warn("client %s: backend %s: %s", c->ip, backend, why);
+            fc_client_close(c);
+        }
+        return -1;
+    }
+    return 1;
+}
+
+/*
+ * Parses what the upstream buffer holds and relays it: the response head
+ * (rewritten) when it is complete, then body bytes. Called again after each
+ * write to the client completes, until the buffer is consumed.
+ */
+void fc_txn_relay_response(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    struct fc_upstream *u = t->up;
+    if (c->writing || t->resp_done)
+        return;
+    if (t->head_writing) {
+        /* The output buffer still holds the request head being sent: answer after it. */
+        fc_upstream_read_stop(u);
+        return;
+    }
+    uv_buf_t bufs[2];
+    unsigned n = 0;
+    const char *start = u->buf + u->off;
+    size_t avail = u->len - u->off;
+    if (avail == 0)
+        return;
+    fc_parser_resume(&t->resp_parser);
+    t->dechunk_w = u->off;
+    enum llhttp_errno e = llhttp_execute(&t->resp_parser, start, avail);
+    size_t used;
+    if (e == HPE_OK) {
+        used = avail;
+    } else if (e == HPE_PAUSED) {
+        used = (size_t)(llhttp_get_error_pos(&t->resp_parser) - start);
+    } else {
+        fc_txn_upstream_failed(t, llhttp_get_error_reason(&t->resp_parser));
+        return;
+    }
+
+    if (!t->up_head_done) {
+        /* Still in the head: it must fit in the buffer. Read on for the rest. */
+        u->off += (uint32_t)used;
+        if (u->len == FC_UPSTREAM_BUF_SIZE) {
+            fc_txn_upstream_failed(t, "response head too large");
+            return;
+        }
+        fc_upstream_read_start(u);
+        return;
+    }
+    if (!t->resp_started) {
+        int hn = response_head(t, bufs, &start, &used, avail);
+        if (hn < 0)
+            return;
+        n = (unsigned)hn;
+    }
+
+    if (used > 0) {
+        if (t->dechunk) {
+            uint32_t from = (uint32_t)(start - u->buf);
+            if (t->dechunk_w > from)
+                bufs[n++] = uv_buf_init((char *)start, t->dechunk_w - from);
+        } else {
+            bufs[n++] = uv_buf_init((char *)start, (unsigned)used);
+        }
+        u->off += (uint32_t)used;
+    }
+    if (t->up_msg_done) {
+        t->resp_done = 1;
+        t->up_keep_alive = llhttp_should_keep_alive(&t->resp_parser) && u->off == u->len;
+    }
+    if (n > 0) {
+        send_to_client(t, bufs, n); /* stops reading the backend if the client lags */
+        return;
+    }
+    if (t->resp_done)
+        fc_txn_end(t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 6. The response went out: the end, and the next request                   */
+/* ------------------------------------------------------------------------ */
+
+static void access_log(struct fc_txn *t)
+{
+    struct fc_access_entry e = {
+        .client_ip = t->c->ip,
+        .request_line = t->log_req,
+        .status = t->status,
+        .bytes_sent = t->bytes_out,
+        .backend = (t->pool && t->backend >= 0) ? t->pool->views[t->backend].address : NULL,
+        .started_ns = t->t_start,
+    };
+    fc_access_log_write(t->c->w, &e);
+}
+
+/* Ends the transaction's hold on its generation and backend, if it has one. */
+void fc_txn_release(struct fc_txn *t)
+{
+    struct fc_worker *w = t->c->w;
+    if (t->up != NULL) {
+        fc_upstream_close(t->up);
+        t->up = NULL;
+        backend_inflight_add(t, -1);
+    }
+    if (t->gen != NULL) {
+        struct fc_generation *g = t->gen;
+        t->gen = NULL;
+        if (fc_generation_request_end(g, w->index) == 0 && g != w->gen)
+            w->on_generation_done(w, g);
+    }
+    if (t->tried != t->tried_small)
+        free(t->tried);
+    t->tried = NULL;
+}
+
+/* A complete response went out and the connection ends: release, then linger. */
+static void txn_linger(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    if (c->closing || c->lingering)
+        return;
+    fc_txn_release(t);
+    fc_txn_free(c);
+    fc_client_linger(c);
+}
+
+void fc_txn_client_written(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    if (c->closing)
+        return;
+    if (t->phase == FC_TXN_REPLY) {
+        if (t->close_after_reply) {
+            access_log(t);
+            txn_linger(t);
+            return;
+        }
+        fc_txn_end(t);
+        return;
+    }
+    if (t->phase != FC_TXN_PROXY && t->phase != FC_TXN_CONNECTING)
+        return;
+    fc_client_timer_stop(c);
+    if (t->up != NULL)
+        t->up->last_active = uv_now(&c->w->loop); /* the client's wait ends: a fresh count */
+    if (t->resp_done) {
+        fc_txn_end(t);
+        return;
+    }
+    struct fc_upstream *u = t->up;
+    if (u == NULL)
+        return;
+    if (u->off < u->len) {
+        fc_txn_relay_response(t);
+        return;
+    }
+    u->off = u->len = 0;
+    fc_upstream_read_start(u);
+    if (!t->req_done && c->reading)
+        fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
+}
+
+/*
+ * The response has been written in full. The upstream connection goes back to
+ * the pool if both messages ended cleanly; the client connection waits for its
+ * next request, which may already be in the buffer (pipelining).
+ */
+void fc_txn_end(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    access_log(t);
+    struct fc_upstream *u = t->up;
+    if (u != NULL) {
+        t->up = NULL;
+        backend_inflight_add(t, -1);
+        if (t->up_keep_alive && t->req_done && t->resp_done && !u->writing)
+            fc_upstream_park(u);
+        else
+            fc_upstream_close(u);
+    }
+    int keep = t->keep_alive && t->req_done && !c->w->draining && !c->eof;
+    fc_txn_release(t);
+    if (!keep) {
+        txn_linger(t);
+        return;
+    }
+    /* Next request. */
+    t->phase = FC_TXN_IDLE;
+    t->pool = NULL;
+    t->backend = -1;
+    t->head_done = t->msg_done = t->req_done = 0;
+    t->resp_started = t->resp_done = 0;
+    t->err_status = 0;
+    t->head_pending = 0;
+    /* The message is complete: start the parser afresh (this also leaves the state
+     * in which an Upgrade request pauses, since the upgrade never happens). */
+    llhttp_reset(&t->parser);
+    uint32_t left = t->in_len - t->in_off;
+    if (left > 0) {
+        memmove(t->in, t->in + t->in_off, left);
+        t->in_len = left;
+        t->in_off = 0;
+    } else {
+        fc_txn_free(c); /* idle: no memory held beyond the connection itself */
+    }
+    fc_client_timer_arm(c, c->w->gen->cfg->timeouts.idle_ms);
+    fc_client_read_start(c);
+    if (left > 0)
+        fc_txn_process(t);
+}
+
+/*
+ * Runs the connection's state machine on what it has read. Re-entry (a step
+ * that completes synchronously and starts the next pipelined request) is
+ * turned into another turn of the loop, so the stack stays flat. A step may
+ * end the transaction (c->txn changes): the loop stops there.
+ */
+void fc_txn_process(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    if (t->in_process) {
+        t->again = 1;
+        return;
+    }
+    t->in_process = 1;
+    do {
+        t->again = 0;
+        if (t->phase == FC_TXN_IDLE || t->phase == FC_TXN_HEAD)
+            fc_txn_parse_head(t);
+        else if (t->phase == FC_TXN_PROXY && !t->req_done)
+            fc_txn_forward_body(t);
+    } while (c->txn == t && t->again && !c->closing);
+    if (c->txn == t)
+        t->in_process = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The proxy's own replies, and giving up                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Answers the current request with `status`. The connection stays open only
+ * when the request was read to its end and nothing forces a close.
+ */
+void fc_txn_reply(struct fc_txn *t, int status, int close)
+{
+    struct fc_client *c = t->c;
+    if (c->closing)
+        return;
+    if (t->up != NULL) {
+        fc_upstream_close(t->up);
+        t->up = NULL;
+        backend_inflight_add(t, -1);
+    }
+    if (t->resp_started || c->writing) {
+        /* Part of a response went out, or is going out: nothing valid can follow. */
+        fc_client_close(c);
+        return;
+    }
+    if (!t->req_done || !t->keep_alive || c->w->draining)
+        close = 1;
+    t->close_after_reply = close;
+    t->status = status;
+    t->phase = FC_TXN_REPLY;
+    t->resp_started = 1;
+    fc_client_read_stop(c);
+    int n =
+        fc_error_response(status, close, status == 429 ? t->retry_after_s : 0, t->out, t->out_cap);
+    uv_buf_t buf = uv_buf_init(t->out, (unsigned)n);
+    send_to_client(t, &buf, 1);
+}
+
+/* Ends the transaction and the connection after an error nothing can be answered to. */
+void fc_txn_abort(struct fc_txn *t, const char *why)
+{
+    if (why != NULL && t->pool != NULL && t->backend >= 0)
+        fc_log_warn("client %s: backend %s: %s", t->c->ip, t->pool->views[t->backend].address, why);
+    fc_client_close(t->c);
+}

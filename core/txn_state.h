@@ -1,0 +1,183 @@
+/*
+ * The state of one transaction (struct fc_txn, the request memory), shared
+ * by the files of the transaction room:
+ *
+ *   txn.c         the request path, step by step, in the order a request
+ *                 takes; the steps it exports are declared below in that
+ *                 order, as its table of contents
+ *   txn_events.c  what each event of the two transports means for the
+ *                 request, and the event tables handed to them
+ *   txn_parser.c  the llhttp callbacks that record request and response heads
+ *   txn_state.c   taking and giving back request memory
+ *
+ * Nothing outside these files includes this header: the worker sees txn.h.
+ * Everything here runs on the transaction's worker.
+ */
+#ifndef FC_TXN_STATE_H
+#define FC_TXN_STATE_H
+
+#include "client.h"
+#include "config.h"
+#include "freelist.h"
+#include "generation.h"
+#include "http_request.h"
+#include "worker_types.h"
+
+#include <llhttp.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct fc_upstream;
+
+enum fc_txn_phase {
+    FC_TXN_IDLE,       /**< between requests */
+    FC_TXN_HEAD,       /**< receiving a request head */
+    FC_TXN_RATELIMIT,  /**< head complete: waiting for the rate limiter's verdict */
+    FC_TXN_CONNECTING, /**< head complete: picking a backend, connecting */
+    FC_TXN_PROXY,      /**< upstream connected: relaying both ways */
+    FC_TXN_REPLY,      /**< writing a response of the proxy's own */
+};
+
+/* The handle a rate limiter gets for a verdict it gives later. */
+struct fc_ratelimit_pending {
+    struct fc_txn *t;
+};
+
+/*
+ * The request memory. The fields up to `req` are reset when it is taken;
+ * the heads and parsers after it are set up as they are used.
+ */
+struct fc_txn {
+    struct fc_client *c;
+    char *in, *out; /* input and output buffers, right after this struct */
+    uint32_t in_cap, out_cap;
+    uint32_t in_len, in_off; /* read so far; parsed so far */
+    uint32_t out_len;
+    uint32_t dechunk_w; /* HTTP/1.0 client of a chunked response: decoded bytes end here */
+    enum fc_txn_phase phase;
+    unsigned in_process : 1, again : 1, head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1,
+        head_pending : 1, head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1,
+        resp_done : 1, dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
+        rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1;
+    int err_status;         /* set by a parser callback that refuses the request */
+    uint64_t retry_after_s; /* for a 429 */
+    struct fc_ratelimit_pending rl_pending;
+
+    struct fc_generation *gen; /* held (fc_generation_request_start) while the request runs */
+    struct fc_gen_pool *pool;
+    struct fc_upstream *up;
+    int32_t backend; /* index in pool, -1 none */
+    uint32_t attempts;
+    uint8_t *tried; /* tried_small, or allocated for larger pools */
+    uint64_t body_seen;
+    uint64_t t_start; /* uv_hrtime() at the request's first byte */
+    uint64_t bytes_out;
+    int status;
+
+    struct fc_request req;
+    struct fc_request resp;
+    llhttp_t parser;      /* the client's request parser */
+    llhttp_t resp_parser; /* the backend's response parser */
+    uv_write_t wreq;      /* the write to the client */
+    uint8_t tried_small[32];
+    char log_req[256]; /* "GET /path HTTP/1.1" for the access log */
+};
+
+/* The worker's request memory: blocks of one size, which follows max_header_bytes. */
+struct fc_txn_cache {
+    struct fc_freelist free;
+    size_t size;
+};
+
+static inline const struct fc_config *fc_txn_config(const struct fc_txn *t)
+{
+    return t->c->w->gen->cfg;
+}
+
+/* ---- txn_state.c: request memory ---------------------------------------- */
+
+/**
+ * Takes request memory for c (c->txn), sized for the current generation's
+ * max_header_bytes, with a fresh request parser. NULL when out of memory.
+ */
+struct fc_txn *fc_txn_acquire(struct fc_client *c);
+
+/** Gives c->txn back (NULL is fine) and clears it. */
+void fc_txn_free(struct fc_client *c);
+
+/* ---- txn_parser.c: the heads ---------------------------------------------- */
+
+/** Prepares the callbacks of both parsers. Main thread, before any worker starts. */
+void fc_txn_parsers_init(void);
+
+/** A fresh request parser in t->parser (at the start of a connection's requests). */
+void fc_txn_request_parser_init(struct fc_txn *t);
+
+/** A fresh response parser in t->resp_parser (for each response). */
+void fc_txn_response_parser_init(struct fc_txn *t);
+
+/*
+ * Resumes a parser that paused at the end of a message. A request that asked
+ * for an upgrade pauses with HPE_PAUSED_UPGRADE, which llhttp_resume() does not
+ * clear; the proxy strips Upgrade and refuses 101, so the connection simply
+ * goes on in HTTP.
+ */
+static inline void fc_parser_resume(llhttp_t *p)
+{
+    enum llhttp_errno e = llhttp_get_errno(p);
+    if (e == HPE_PAUSED)
+        llhttp_resume(p);
+    else if (e == HPE_PAUSED_UPGRADE)
+        llhttp_resume_after_upgrade(p);
+}
+
+static inline int fc_parser_paused(enum llhttp_errno e)
+{
+    return e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE;
+}
+
+/** The status for a request the parser refused: what a callback set, else 400. */
+static inline int fc_txn_parse_error_status(const struct fc_txn *t)
+{
+    return t->err_status ? t->err_status : 400;
+}
+
+/* ---- txn.c: the steps of a request, in order ------------------------------ */
+
+/** Runs the request on what the input buffer holds (re-entry becomes another turn). */
+void fc_txn_process(struct fc_txn *t);
+/** 1. Parses the request head; at its end, fc_txn_begin(). */
+void fc_txn_parse_head(struct fc_txn *t);
+/** 1. The head is complete: checks, route, then the rate limiter or the pick. */
+void fc_txn_begin(struct fc_txn *t);
+/** 2. Asks the pool's rate limiter. */
+void fc_txn_ratelimit_check(struct fc_txn *t);
+/** 2. The host's ratelimit_done(): a verdict the limiter left pending. */
+void fc_txn_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, int verdict,
+                           uint64_t retry_after_ms);
+/** 3. Picks a backend and an upstream connection to it. */
+void fc_txn_connect(struct fc_txn *t);
+/** 3. The connect failed (or timed out): another backend, or 502/504. */
+void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out);
+/** 4. Connected: the rewritten request head goes out, then the body. */
+void fc_txn_send_request_head(struct fc_txn *t);
+/** 4. Relays what the input buffer holds of the request. */
+void fc_txn_forward_body(struct fc_txn *t);
+/** 4. The backend took what was written to it. */
+void fc_txn_upstream_written(struct fc_txn *t);
+/** 5. Parses and relays what the upstream buffer holds of the response. */
+void fc_txn_relay_response(struct fc_txn *t);
+/** 5. The backend failed before or during its response: a retry, 502, or the end. */
+void fc_txn_upstream_failed(struct fc_txn *t, const char *why);
+/** 6. The client took what was written to it. */
+void fc_txn_client_written(struct fc_txn *t);
+/** 6. The response went out in full: the next request, or the close. */
+void fc_txn_end(struct fc_txn *t);
+/** Lets go of the generation and the backend (idempotent). */
+void fc_txn_release(struct fc_txn *t);
+/** Answers the request with the proxy's own response (`close`: then close). */
+void fc_txn_reply(struct fc_txn *t, int status, int close);
+/** Ends the request and the connection: nothing valid can be answered. */
+void fc_txn_abort(struct fc_txn *t, const char *why);
+
+#endif

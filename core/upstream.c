@@ -1,0 +1,295 @@
+/*
+ * The upstream transport and the keep-alive pool; see upstream.h.
+ */
+#include "upstream.h"
+
+#include "config.h"
+#include "freelist.h"
+#include "generation.h"
+#include "stream.h"
+
+#include <fulcrum/plugin.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fc_upstream_set {
+    struct fc_upstream *head; /* every open upstream connection, idle or busy */
+    uint32_t n;
+    struct fc_freelist free;     /* struct fc_upstream */
+    struct fc_freelist free_buf; /* read buffers */
+};
+
+static const struct fc_upstream_events *events;
+
+void fc_upstream_set_events(const struct fc_upstream_events *ev)
+{
+    events = ev;
+}
+
+int fc_upstream_worker_init(struct fc_worker *w)
+{
+    w->upstreams = calloc(1, sizeof(*w->upstreams));
+    return w->upstreams != NULL ? 0 : FC_ENOMEM;
+}
+
+void fc_upstream_worker_free(struct fc_worker *w)
+{
+    if (w->upstreams == NULL)
+        return;
+    fc_freelist_clear(&w->upstreams->free);
+    fc_freelist_clear(&w->upstreams->free_buf);
+    free(w->upstreams);
+    w->upstreams = NULL;
+}
+
+uint32_t fc_upstreams_count(const struct fc_worker *w)
+{
+    return w->upstreams->n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life of a connection                                                      */
+/* ------------------------------------------------------------------------ */
+
+static void on_close(uv_handle_t *h)
+{
+    struct fc_upstream *u = h->data;
+    if (--u->handles > 0)
+        return;
+    struct fc_worker *w = u->w;
+    struct fc_upstream_set *set = w->upstreams;
+    if (u->all_prev)
+        u->all_prev->all_next = u->all_next;
+    if (u->all_next)
+        u->all_next->all_prev = u->all_prev;
+    if (set->head == u)
+        set->head = u->all_next;
+    set->n--;
+    if (u->buf)
+        fc_freelist_put(&set->free_buf, u->buf);
+    struct fc_backend_shared *b = u->backend;
+    fc_freelist_put(&set->free, u);
+    fc_backend_shared_release(b); /* last: the backend may go with its last reference */
+    w->on_connection_closed(w);
+}
+
+static void idle_unlink(struct fc_upstream *u)
+{
+    if (!u->idle)
+        return;
+    struct fc_idle_list *l = &u->backend->idle[u->w->index];
+    if (u->idle_prev)
+        u->idle_prev->idle_next = u->idle_next;
+    else
+        l->head = u->idle_next;
+    if (u->idle_next)
+        u->idle_next->idle_prev = u->idle_prev;
+    u->idle_next = u->idle_prev = NULL;
+    l->count--;
+    u->idle = 0;
+}
+
+void fc_upstream_close(struct fc_upstream *u)
+{
+    if (u->closing)
+        return;
+    u->closing = 1;
+    idle_unlink(u);
+    u->txn = NULL;
+    uv_close((uv_handle_t *)&u->tcp, on_close);
+    uv_close((uv_handle_t *)&u->timer, on_close);
+}
+
+void fc_upstreams_close_idle(struct fc_worker *w)
+{
+    struct fc_upstream *u = w->upstreams->head;
+    while (u != NULL) {
+        struct fc_upstream *next = u->all_next;
+        if (u->txn == NULL)
+            fc_upstream_close(u);
+        u = next;
+    }
+}
+
+struct fc_upstream *fc_upstream_new(struct fc_worker *w, struct fc_backend_shared *b)
+{
+    struct fc_upstream_set *set = w->upstreams;
+    struct fc_upstream *u = fc_freelist_get(&set->free, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    memset(u, 0, sizeof(*u));
+    u->w = w;
+    u->backend = b;
+    fc_backend_shared_acquire(b);
+    uv_tcp_init(&w->loop, &u->tcp);
+    uv_timer_init(&w->loop, &u->timer);
+    u->tcp.data = u->timer.data = u->creq.data = u->wreq.data = u;
+    u->handles = 2;
+    u->all_next = set->head;
+    if (u->all_next)
+        u->all_next->all_prev = u;
+    set->head = u;
+    set->n++;
+    return u;
+}
+
+int fc_upstream_attach(struct fc_upstream *u, struct fc_txn *t)
+{
+    if (u->buf == NULL) {
+        u->buf = fc_freelist_get(&u->w->upstreams->free_buf, FC_UPSTREAM_BUF_SIZE);
+        if (u->buf == NULL)
+            return FC_ENOMEM;
+    }
+    u->txn = t;
+    u->len = u->off = 0;
+    u->got_bytes = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct fc_upstream *u = t->data;
+    if (u->txn == NULL) {
+        fc_upstream_close(u); /* idle for idle_ms */
+        return;
+    }
+    events->on_timeout(u);
+}
+
+void fc_upstream_timer_arm(struct fc_upstream *u, uint64_t ms)
+{
+    uv_timer_start(&u->timer, timer_cb, ms, 0);
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+    struct fc_upstream *u = req->data;
+    if (status == UV_ECANCELED || u->closing || u->txn == NULL)
+        return;
+    if (status == 0) {
+        u->connected = 1;
+        uv_tcp_nodelay(&u->tcp, 1);
+    }
+    events->on_connect(u, status);
+}
+
+int fc_upstream_connect(struct fc_upstream *u, const struct sockaddr *addr, uint32_t timeout_ms)
+{
+    int rc = uv_tcp_connect(&u->creq, &u->tcp, addr, connect_cb);
+    if (rc == 0)
+        fc_upstream_timer_arm(u, timeout_ms);
+    return rc;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct fc_upstream *u = h->data;
+    if (u->idle || u->buf == NULL) {
+        static __thread char sink[64]; /* contents unused: the connection is dropped */
+        buf->base = sink;
+        buf->len = sizeof(sink);
+        return;
+    }
+    buf->base = u->buf + u->len;
+    buf->len = FC_UPSTREAM_BUF_SIZE - u->len;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct fc_upstream *u = s->data;
+    if (u->idle) {
+        if (n != 0)
+            fc_upstream_close(u); /* closed, or spoke out of turn, while idle */
+        return;
+    }
+    if (u->txn == NULL || u->closing)
+        return;
+    if (n > 0) {
+        u->len += (uint32_t)n;
+        u->got_bytes = 1;
+        u->last_active = uv_now(&u->w->loop);
+        events->on_read(u);
+        return;
+    }
+    if (n == 0)
+        return;
+    fc_upstream_read_stop(u);
+    events->on_read_end(u, (int)n);
+}
+
+void fc_upstream_read_start(struct fc_upstream *u)
+{
+    if (u->reading)
+        return;
+    if (uv_read_start((uv_stream_t *)&u->tcp, alloc_cb, read_cb) == 0)
+        u->reading = 1;
+}
+
+void fc_upstream_read_stop(struct fc_upstream *u)
+{
+    if (!u->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&u->tcp);
+    u->reading = 0;
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    struct fc_upstream *u = req->data;
+    u->writing = 0;
+    if (u->txn == NULL || u->closing)
+        return;
+    events->on_written(u, status);
+}
+
+int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n)
+{
+    int rc = fc_stream_write((uv_stream_t *)&u->tcp, &u->wreq, bufs, n, write_cb);
+    if (rc == 0)
+        u->writing = 1;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The keep-alive pool                                                       */
+/* ------------------------------------------------------------------------ */
+
+void fc_upstream_park(struct fc_upstream *u)
+{
+    struct fc_worker *w = u->w;
+    if (w->draining) {
+        fc_upstream_close(u);
+        return;
+    }
+    u->txn = NULL;
+    if (u->buf) {
+        fc_freelist_put(&w->upstreams->free_buf, u->buf);
+        u->buf = NULL;
+    }
+    u->len = u->off = 0;
+    struct fc_idle_list *l = &u->backend->idle[w->index];
+    u->idle_prev = NULL;
+    u->idle_next = l->head;
+    if (l->head)
+        l->head->idle_prev = u;
+    l->head = u;
+    l->count++;
+    u->idle = 1;
+    /* Reading goes on: an idle connection that speaks or closes is dropped at once. */
+    fc_upstream_read_start(u);
+    fc_upstream_timer_arm(u, w->gen->cfg->timeouts.idle_ms);
+}
+
+struct fc_upstream *fc_upstream_take_idle(struct fc_worker *w, struct fc_backend_shared *b)
+{
+    struct fc_upstream *u = b->idle[w->index].head;
+    if (u == NULL)
+        return NULL;
+    idle_unlink(u);
+    u->reused = 1;
+    return u; /* its idle timer is replaced when the request goes out */
+}

@@ -1,0 +1,120 @@
+/*
+ * The upstream transport: TCP connections from a worker to backends, and the
+ * worker's keep-alive pool of idle ones. It connects, reads into its own
+ * buffer, writes, keeps each connection's timer and closes; what those events
+ * mean for the request is the transaction's business (txn.c), which it
+ * reports to through struct fc_upstream_events. It never calls the client
+ * transport.
+ *
+ * A connection serves one transaction at a time (`txn`), or sits idle in the
+ * pool of its backend for this worker. An idle connection that speaks or
+ * closes is dropped at once, and one idle for timeouts.idle_ms too. Every
+ * connection holds a reference to its backend's shared state
+ * (fc_backend_shared_acquire()), so a backend removed by a reload lives on
+ * until its last connection closes.
+ *
+ * Everything here runs on the connection's worker.
+ */
+#ifndef FC_UPSTREAM_H
+#define FC_UPSTREAM_H
+
+#include "worker_types.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+struct fc_txn;
+struct fc_backend_shared;
+
+/* The read buffer of a busy connection: also the largest response head accepted. */
+#define FC_UPSTREAM_BUF_SIZE (16 * 1024)
+
+struct fc_upstream {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    struct fc_worker *w;
+    struct fc_backend_shared *backend; /**< one reference held */
+    struct fc_txn *txn;                /**< the transaction it serves; NULL when idle */
+    struct fc_upstream *idle_next, *idle_prev;
+    struct fc_upstream *all_next, *all_prev; /**< every upstream of the worker */
+    char *buf; /**< FC_UPSTREAM_BUF_SIZE while busy; what was read is [off, len) */
+    uint32_t len, off;
+    uint64_t last_active; /**< uv_now() of the last byte read or written (see txn.c) */
+    int handles;
+    unsigned connected : 1, reused : 1, writing : 1, reading : 1, got_bytes : 1, closing : 1,
+        idle : 1;
+};
+
+/**
+ * What the transport reports to the transaction of a busy connection. Each
+ * runs on the worker, in a libuv callback of the connection, and never for a
+ * connection that is closing or idle.
+ */
+struct fc_upstream_events {
+    /** The connect ended: 0 (connected, TCP_NODELAY set) or a libuv error. */
+    void (*on_connect)(struct fc_upstream *u, int status);
+    /** Bytes were appended to u->buf (u->len grew). */
+    void (*on_read)(struct fc_upstream *u);
+    /** Reading stopped: the backend closed (UV_EOF) or failed. */
+    void (*on_read_end)(struct fc_upstream *u, int status);
+    /** A write that fc_upstream_write() left pending ended (status < 0: failed). */
+    void (*on_written)(struct fc_upstream *u, int status);
+    /** The timer set with fc_upstream_timer_arm() fired. */
+    void (*on_timeout)(struct fc_upstream *u);
+};
+
+/** Sets the events of every upstream connection. Main thread, before any worker starts. */
+void fc_upstream_set_events(const struct fc_upstream_events *ev);
+
+/** The worker's set of upstream connections (w->upstreams). Returns 0 or FC_ENOMEM. */
+int fc_upstream_worker_init(struct fc_worker *w);
+
+/** Frees the set and its free lists. The worker's loop has stopped. */
+void fc_upstream_worker_free(struct fc_worker *w);
+
+/** Open upstream connections of the worker, idle or busy. */
+uint32_t fc_upstreams_count(const struct fc_worker *w);
+
+/** Closes every idle upstream connection of the worker. */
+void fc_upstreams_close_idle(struct fc_worker *w);
+
+/** An idle connection to b from this worker's pool, taken out of it; NULL when none. */
+struct fc_upstream *fc_upstream_take_idle(struct fc_worker *w, struct fc_backend_shared *b);
+
+/** A new, unconnected connection to b. NULL when out of memory. */
+struct fc_upstream *fc_upstream_new(struct fc_worker *w, struct fc_backend_shared *b);
+
+/**
+ * Connects u (attached already) to addr, with `timeout_ms` for the connect
+ * (on_timeout). Returns 0, or the libuv error of a connect refused at once.
+ */
+int fc_upstream_connect(struct fc_upstream *u, const struct sockaddr *addr, uint32_t timeout_ms);
+
+/** Hands u (new, or idle from fc_upstream_take_idle()) to t. Returns 0 or FC_ENOMEM. */
+int fc_upstream_attach(struct fc_upstream *u, struct fc_txn *t);
+
+void fc_upstream_read_start(struct fc_upstream *u);
+void fc_upstream_read_stop(struct fc_upstream *u);
+
+/**
+ * Writes bufs with the connection's write request. Returns 1 when all went
+ * out at once, 0 when the write is pending (u->writing is set until
+ * on_written), or a negative libuv error.
+ */
+int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n);
+
+/** on_timeout in `ms` (replacing what the timer was set to). */
+void fc_upstream_timer_arm(struct fc_upstream *u, uint64_t ms);
+
+/**
+ * The transaction is done with u and both messages ended cleanly: back to
+ * the pool of its backend, or closed when the worker drains.
+ */
+void fc_upstream_park(struct fc_upstream *u);
+
+/** Closes u; its transaction (if any) lets go of it. */
+void fc_upstream_close(struct fc_upstream *u);
+
+#endif
