@@ -8,6 +8,7 @@
 
 static void (*reaper_fn)(void *arg, struct fc_generation *g);
 static fc_ratelimit_done_fn ratelimit_done_fn;
+static fc_probe_done_fn probe_done_fn;
 static void *reaper_arg;
 static uint64_t next_id = 1;
 
@@ -20,6 +21,11 @@ void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), vo
 void fc_generation_set_ratelimit_done(fc_ratelimit_done_fn fn)
 {
     ratelimit_done_fn = fn;
+}
+
+void fc_generation_set_probe_done(fc_probe_done_fn fn)
+{
+    probe_done_fn = fn;
 }
 
 void fc_generation_acquire(struct fc_generation *g)
@@ -249,6 +255,38 @@ static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_con
     return p;
 }
 
+/*
+ * The pool's health checker instance. It validates its keys here, so a bad
+ * `health` group fails the build; health.c runs it once the generation is
+ * started (fc_health_start()).
+ */
+static int build_health(struct fc_generation *g, struct fc_gen_pool *pool, void *main_loop)
+{
+    static const char *const core_keys[] = {"interval_ms", "timeout_ms", "rise",
+                                            "fall",        "initial",    NULL};
+    const struct fc_conf_pool *conf = pool->conf;
+    char where[160];
+    snprintf(where, sizeof(where), "pool \"%s\": health", conf->name);
+    struct fc_plugin *plugin = plugin_get(g, &conf->health, FC_PLUGIN_HEALTH, where);
+    if (plugin == NULL)
+        return FC_EINVAL;
+    struct fc_instance_hooks hooks = {
+        .owner = pool,
+        .pool_name = conf->name,
+        .main_loop = main_loop,
+        .worker_count = g->n_workers,
+        .probe_done = probe_done_fn,
+    };
+    char label[192];
+    snprintf(label, sizeof(label), "pool %s: health %s", conf->name, plugin->desc->name);
+    int rc = fc_instance_create(&pool->health_inst, plugin, &conf->health, g->cfg->path, core_keys,
+                                &pool->view, &hooks, label);
+    if (rc != 0)
+        return rc;
+    pool->health = &pool->health_inst;
+    return 0;
+}
+
 static int build_pool(struct fc_generation *g, const struct fc_generation *previous, uint32_t index,
                       void *main_loop)
 {
@@ -298,13 +336,7 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
             return rc;
     }
     if (conf->health.name != NULL) {
-        char hwhere[160];
-        snprintf(hwhere, sizeof(hwhere), "pool \"%s\": health", conf->name);
-        struct fc_plugin *hplugin = plugin_get(g, &conf->health, FC_PLUGIN_HEALTH, hwhere);
-        if (hplugin == NULL)
-            return FC_EINVAL;
-        int rc = fc_health_pool_create(pool, hplugin, g->cfg->path, main_loop, g->n_workers,
-                                       &pool->health);
+        int rc = build_health(g, pool, main_loop);
         if (rc != 0)
             return rc;
     }
@@ -372,7 +404,7 @@ void fc_generation_destroy(struct fc_generation *g)
     if (g->pools != NULL) {
         for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
             struct fc_gen_pool *pool = &g->pools[p];
-            fc_health_pool_destroy(pool->health);
+            fc_instance_destroy(pool->health); /* NULL: none; its probes ended before */
             if (pool->rl != NULL)
                 ratelimit_release(pool->rl);
             if (pool->strategy != NULL)

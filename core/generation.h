@@ -19,13 +19,19 @@
 #define FC_GENERATION_H
 
 #include "config.h"
-#include "health.h"
 #include "plugin_host.h"
 
 #include <stdint.h>
 #include <uv.h>
 
 struct fc_upstream;
+
+/** The rise/fall counters of one backend's active health checks (see health.h). */
+struct fc_health_counters {
+    uint32_t passes; /**< consecutive passing probes */
+    uint32_t fails;  /**< consecutive failing probes */
+    int up;          /**< the active verdict */
+};
 
 /** Per worker list of idle upstream connections to one backend. */
 struct fc_idle_list {
@@ -52,7 +58,7 @@ struct fc_backend_shared {
     uint64_t passive_until_ns;        /**< end of a passive cool-down, 0 none (atomic) */
 };
 
-/** A pool's active health checker, run on the main loop (health.c). */
+/** What health.c keeps of a pool while its checker runs (probe slots, the timer). */
 struct fc_health_pool;
 
 /**
@@ -71,7 +77,9 @@ struct fc_ratelimit_shared {
 
 struct fc_gen_pool {
     const struct fc_conf_pool *conf;
-    struct fc_health_pool *health; /**< NULL without a `health` group */
+    struct fc_instance *health; /**< the checker instance (&health_inst); NULL: no `health` group */
+    struct fc_instance health_inst;
+    struct fc_health_pool *checker; /**< health.c's, while the generation's checkers run */
     struct fc_pool_view view;
     struct fc_backend_view *views;     /**< [n_backends] */
     struct fc_backend_shared **shared; /**< [n_backends] */
@@ -138,6 +146,13 @@ void fc_generation_set_reaper(void (*fn)(void *arg, struct fc_generation *g), vo
 typedef void (*fc_ratelimit_done_fn)(void *owner, struct fc_ratelimit_pending *pending, int verdict,
                                      uint64_t retry_after_ms);
 void fc_generation_set_ratelimit_done(fc_ratelimit_done_fn fn);
+
+/**
+ * Likewise the function health checker instances get as probe_done(), with
+ * their pool (struct fc_gen_pool) as `owner`: health.c's, which runs them.
+ */
+typedef void (*fc_probe_done_fn)(void *owner, struct fc_probe *probe, int ok, const char *reason);
+void fc_generation_set_probe_done(fc_probe_done_fn fn);
 
 /** Destroys a generation with no references left. Main thread only. */
 void fc_generation_destroy(struct fc_generation *g);

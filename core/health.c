@@ -13,7 +13,6 @@
  */
 #include "health.h"
 
-#include "generation.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -28,14 +27,13 @@ struct fc_probe {
     int in_flight;
 };
 
+/* A pool's checker while it runs: created by fc_health_start(), freed with its run. */
 struct fc_health_pool {
-    struct fc_instance inst;
     struct fc_gen_pool *pool;
     struct fc_probe *probes; /* [n_backends] */
     uv_timer_t timer;
-    int timer_open;
     uint32_t in_flight;
-    struct fc_health_run *run; /* while started */
+    struct fc_health_run *run;
 };
 
 struct fc_health_run {
@@ -174,9 +172,14 @@ static void run_release(struct fc_health_run *run)
     void (*done)(void *) = run->done;
     void *arg = run->done_arg;
     struct fc_generation *g = run->g;
-    for (uint32_t p = 0; p < g->cfg->n_pools; p++)
-        if (g->pools[p].health != NULL)
-            g->pools[p].health->run = NULL;
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        struct fc_health_pool *hp = g->pools[p].checker;
+        if (hp == NULL)
+            continue;
+        g->pools[p].checker = NULL;
+        free(hp->probes);
+        free(hp);
+    }
     g->health_run = NULL;
     free(run);
     if (done != NULL)
@@ -188,12 +191,13 @@ static void run_handle_closed(uv_handle_t *h)
     run_release(h->data);
 }
 
+/* The host's probe_done() of every checker instance; `owner` is its pool. */
 static void probe_done(void *owner, struct fc_probe *probe, int ok, const char *reason)
 {
-    struct fc_health_pool *hp = owner;
-    struct fc_gen_pool *pool = hp->pool;
+    struct fc_gen_pool *pool = owner;
+    struct fc_health_pool *hp = probe->hp;
     if (!probe->in_flight) {
-        fc_log_error("%s: probe_done() called twice for one probe", hp->inst.label);
+        fc_log_error("%s: probe_done() called twice for one probe", pool->health->label);
         return;
     }
     probe->in_flight = 0;
@@ -214,17 +218,23 @@ static void probe_done(void *owner, struct fc_probe *probe, int ok, const char *
                      pool->views[probe->backend].address, ok ? "passed" : "failed", ok ? "" : ": ",
                      ok ? "" : (reason ? reason : ""));
     publish_up(pool, b);
-    if (hp->run != NULL)
-        run_release(hp->run); /* a probe in flight was holding the run */
+    run_release(hp->run); /* a probe in flight was holding the run */
+}
+
+void fc_health_init(void)
+{
+    fc_generation_set_probe_done(probe_done);
 }
 
 static void tick_cb(uv_timer_t *t)
 {
     struct fc_health_pool *hp = t->data;
     struct fc_health_run *run = hp->run;
-    if (run == NULL || run->stopping)
+    if (run->stopping)
         return;
-    const struct fc_health_ops *ops = hp->inst.plugin->desc->health;
+    /* The run outlives this tick: the pool's timer holds it until its close callback. */
+    const struct fc_instance *inst = hp->pool->health;
+    const struct fc_health_ops *ops = inst->plugin->desc->health;
     for (uint32_t i = 0; i < hp->pool->view.n_backends; i++) {
         struct fc_probe *probe = &hp->probes[i];
         if (probe->in_flight)
@@ -232,61 +242,31 @@ static void tick_cb(uv_timer_t *t)
         probe->in_flight = 1;
         hp->in_flight++;
         run->open++;
-        int rc = ops->probe(hp->inst.state, &hp->pool->views[i],
+        int rc = ops->probe(inst->state, &hp->pool->views[i],
                             hp->pool->conf->health_conf.timeout_ms, probe);
         if (rc != 0 && probe->in_flight)
-            probe_done(hp, probe, 0, "the probe could not start");
-        if (hp->run == NULL)
-            return; /* the last release ran done(): nothing below is ours any more */
+            probe_done(hp->pool, probe, 0, "the probe could not start");
     }
 }
 
-int fc_health_pool_create(struct fc_gen_pool *pool, const struct fc_plugin *plugin,
-                          const char *config_file, void *main_loop, uint32_t n_workers,
-                          struct fc_health_pool **out)
+/* The checker of a pool with a health instance: one probe slot per backend. */
+static struct fc_health_pool *checker_new(struct fc_gen_pool *pool, struct fc_health_run *run)
 {
-    static const char *const core_keys[] = {"interval_ms", "timeout_ms", "rise",
-                                            "fall",        "initial",    NULL};
     struct fc_health_pool *hp = calloc(1, sizeof(*hp));
     if (hp == NULL)
-        return FC_ENOMEM;
+        return NULL;
     hp->pool = pool;
-    hp->probes = calloc(pool->view.n_backends, sizeof(*hp->probes));
+    hp->run = run;
+    hp->probes = calloc(pool->view.n_backends ? pool->view.n_backends : 1, sizeof(*hp->probes));
     if (hp->probes == NULL) {
         free(hp);
-        return FC_ENOMEM;
+        return NULL;
     }
     for (uint32_t i = 0; i < pool->view.n_backends; i++) {
         hp->probes[i].hp = hp;
         hp->probes[i].backend = i;
     }
-    struct fc_instance_hooks hooks = {
-        .owner = hp,
-        .pool_name = pool->conf->name,
-        .main_loop = main_loop,
-        .worker_count = n_workers,
-        .probe_done = probe_done,
-    };
-    char label[192];
-    snprintf(label, sizeof(label), "pool %s: health %s", pool->conf->name, plugin->desc->name);
-    int rc = fc_instance_create(&hp->inst, plugin, &pool->conf->health, config_file, core_keys,
-                                &pool->view, &hooks, label);
-    if (rc != 0) {
-        free(hp->probes);
-        free(hp);
-        return rc;
-    }
-    *out = hp;
-    return 0;
-}
-
-void fc_health_pool_destroy(struct fc_health_pool *hp)
-{
-    if (hp == NULL)
-        return;
-    fc_instance_destroy(&hp->inst);
-    free(hp->probes);
-    free(hp);
+    return hp;
 }
 
 int fc_health_start(struct fc_generation *g, uv_loop_t *loop)
@@ -301,18 +281,25 @@ int fc_health_start(struct fc_generation *g, uv_loop_t *loop)
     uv_timer_start(&run->scan, scan_cb, SCAN_INTERVAL_MS, SCAN_INTERVAL_MS);
     uv_unref((uv_handle_t *)&run->scan);
     g->health_run = run;
+    int rc = 0;
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
-        struct fc_health_pool *hp = g->pools[p].health;
-        if (hp == NULL)
+        struct fc_gen_pool *pool = &g->pools[p];
+        if (pool->health == NULL)
             continue;
-        hp->run = run;
+        struct fc_health_pool *hp = checker_new(pool, run);
+        if (hp == NULL) {
+            fc_log_error("pool %s: out of memory: health checks not started", pool->conf->name);
+            rc = FC_ENOMEM;
+            continue;
+        }
+        pool->checker = hp;
         run->open++;
         uv_timer_init(loop, &hp->timer);
         hp->timer.data = hp;
         /* The first round at once, so that an initially down backend soon comes up. */
         uv_timer_start(&hp->timer, tick_cb, 0, g->cfg->pools[p].health_conf.interval_ms);
     }
-    return 0;
+    return rc;
 }
 
 static void pool_timer_closed(uv_handle_t *h)
@@ -336,7 +323,7 @@ void fc_health_stop(struct fc_generation *g, void (*done)(void *arg), void *arg)
     /* Hold the run while closing, so done() cannot run before the last close is queued. */
     run->open++;
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
-        struct fc_health_pool *hp = g->pools[p].health;
+        struct fc_health_pool *hp = g->pools[p].checker;
         if (hp != NULL)
             uv_close((uv_handle_t *)&hp->timer, pool_timer_closed);
     }

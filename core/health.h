@@ -15,19 +15,10 @@
 #ifndef FC_HEALTH_H
 #define FC_HEALTH_H
 
+#include "generation.h"
+
 #include <stdint.h>
 #include <uv.h>
-
-struct fc_generation;
-struct fc_gen_pool;
-struct fc_backend_shared;
-
-/** The rise/fall counters of one backend. */
-struct fc_health_counters {
-    uint32_t passes; /**< consecutive passing probes */
-    uint32_t fails;  /**< consecutive failing probes */
-    int up;          /**< the active verdict */
-};
 
 enum fc_health_transition {
     FC_HEALTH_SAME = 0,
@@ -43,21 +34,16 @@ enum fc_health_transition {
 enum fc_health_transition fc_health_apply(struct fc_health_counters *h, int ok, uint32_t rise,
                                           uint32_t fall);
 
-struct fc_plugin;
-struct fc_health_pool;
+/**
+ * Hands the generations this room's probe_done(), which their health checker
+ * instances call. Main thread, before the first generation is built.
+ */
+void fc_health_init(void);
 
 /**
- * Creates the pool's checker: the plugin instance (which validates its keys)
- * and one probe slot per backend. Runs nothing yet. Main thread.
+ * Starts the generation's active checkers (the instances it built, with one
+ * probe slot per backend) and passive scan on the main loop.
  */
-int fc_health_pool_create(struct fc_gen_pool *pool, const struct fc_plugin *plugin,
-                          const char *config_file, void *main_loop, uint32_t n_workers,
-                          struct fc_health_pool **out);
-
-/** Destroys a checker that is stopped (or was never started). */
-void fc_health_pool_destroy(struct fc_health_pool *hp);
-
-/** Starts the generation's active checkers and passive scan on the main loop. */
 int fc_health_start(struct fc_generation *g, uv_loop_t *loop);
 
 /**

@@ -294,6 +294,7 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     fc_txn_init();
+    fc_health_init();
     struct daemon d = {.config_path = config_path};
     d.loop = uv_default_loop();
 

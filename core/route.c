@@ -18,8 +18,9 @@ static void host_name(const char *s, size_t len, const char **out, size_t *out_l
             return;
         }
     } else {
+        /* One colon starts a port; several make a bare IPv6 address, which has none. */
         const char *colon = memchr(s, ':', len);
-        if (colon != NULL)
+        if (colon != NULL && memchr(colon + 1, ':', len - (size_t)(colon + 1 - s)) == NULL)
             len = (size_t)(colon - s);
     }
     if (len > 0 && s[len - 1] == '.')

@@ -85,7 +85,7 @@ static void fixture_init(uint32_t max_fails, int with_checker)
     fx.pool.view.n_backends = 2;
     fx.pool.view.backends = fx.views;
     /* Only its presence matters to the passive logic. */
-    fx.pool.health = with_checker ? (struct fc_health_pool *)(void *)&fx : NULL;
+    fx.pool.health = with_checker ? &fx.pool.health_inst : NULL;
     const char *names[2] = {"127.0.0.1:9001", "127.0.0.1:9002"};
     for (int i = 0; i < 2; i++) {
         fx.shared[i].state.up = 1;
