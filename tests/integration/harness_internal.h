@@ -122,6 +122,15 @@ int it_bind_any_port(int *port);
  */
 int it_wait_fd(int fd, short events, int timeout_ms);
 
+/*
+ * One send() of the *len bytes at *p, with `flags`; advances *p and *len past
+ * what went out. Returns 0 when some bytes went out or the call was
+ * interrupted (send again), -EAGAIN when the socket has no room (wait for
+ * POLLOUT, then send again), or a negative errno (-EPIPE if send() wrote
+ * nothing without an error).
+ */
+int it_send_some(int fd, const char **p, size_t *len, int flags);
+
 /* ---- raw backends (raw_backend.c) --------------------------------------- */
 
 /* Teardown: stops accepting, wakes every handler, joins every thread, frees it all. */

@@ -58,6 +58,17 @@ static int connect_loopback(int fd, int port)
     return r;
 }
 
+/* A non-blocking TCP socket with TCP_NODELAY, for a client; or a negative errno. */
+static int client_socket(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
 /* A client connection over fd, which it now owns; owned by env until it_conn_close(). */
 static struct it_conn *conn_new(struct it_env *env, int fd)
 {
@@ -73,15 +84,31 @@ static struct it_conn *conn_new(struct it_env *env, int fd)
     return conn;
 }
 
+/*
+ * Connects fd, a socket from client_socket() that the caller has set up, to
+ * 127.0.0.1:port and makes it a connection; fails the test, closing fd, if it
+ * cannot. `source` is the address fd is bound to, for the message, or NULL.
+ */
+static struct it_conn *conn_connect(struct it_env *env, int fd, int port, const char *source)
+{
+    int r = connect_loopback(fd, port);
+    if (r != 0) {
+        close(fd);
+        if (source != NULL)
+            it_fail("connect 127.0.0.1:%d from %s: %s", port, source, strerror(-r));
+        else
+            it_fail("connect 127.0.0.1:%d: %s", port, strerror(-r));
+    }
+    return conn_new(env, fd);
+}
+
 struct it_conn *it_connect_raw(struct it_env *env, int port, int *err)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = client_socket();
     if (fd < 0) {
-        *err = -errno;
+        *err = fd;
         return NULL;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     int r = connect_loopback(fd, port);
     if (r != 0) {
         close(fd);
@@ -109,44 +136,30 @@ struct it_conn *it_connect_from(struct it_env *env, int port, const char *source
     if (inet_pton(AF_INET, source, &src.sin_addr) != 1)
         it_fail("it_connect_from: \"%s\" is not an IPv4 address", source);
 
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = client_socket();
     if (fd < 0)
-        it_fail("socket: %s", strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        it_fail("socket: %s", strerror(-fd));
     /* Port 0: the kernel picks a source port on that address. */
     if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
         int e = errno;
         close(fd);
         it_fail("bind %s:0: %s", source, strerror(e));
     }
-    int r = connect_loopback(fd, port);
-    if (r != 0) {
-        close(fd);
-        it_fail("connect 127.0.0.1:%d from %s: %s", port, source, strerror(-r));
-    }
-    return conn_new(env, fd);
+    return conn_connect(env, fd, port, source);
 }
 
 struct it_conn *it_connect_rcvbuf(struct it_env *env, int port, int rcvbuf)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = client_socket();
     if (fd < 0)
-        it_fail("socket: %s", strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        it_fail("socket: %s", strerror(-fd));
     /* Before connect(), so that the window scale of the handshake fits it too. */
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) {
         int e = errno;
         close(fd);
         it_fail("setsockopt SO_RCVBUF %d: %s", rcvbuf, strerror(e));
     }
-    int r = connect_loopback(fd, port);
-    if (r != 0) {
-        close(fd);
-        it_fail("connect 127.0.0.1:%d: %s", port, strerror(-r));
-    }
-    return conn_new(env, fd);
+    return conn_connect(env, fd, port, NULL);
 }
 
 int it_conn_fd(const struct it_conn *conn)
@@ -182,21 +195,11 @@ int it_send_raw(struct it_conn *conn, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
-        ssize_t n = send(conn->fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int r = it_wait_fd(conn->fd, POLLOUT, conn->timeout_ms);
-            if (r != 0)
-                return r;
-            continue;
-        }
-        return n < 0 ? -errno : -EPIPE;
+        int r = it_send_some(conn->fd, &p, &len, MSG_NOSIGNAL);
+        if (r == -EAGAIN)
+            r = it_wait_fd(conn->fd, POLLOUT, conn->timeout_ms);
+        if (r != 0)
+            return r;
     }
     return 0;
 }

@@ -185,21 +185,11 @@ int it_raw_write(int fd, const void *data, size_t len)
     while (len > 0) {
         if (rc != NULL && raw_stopping(rc->rb))
             return -ECANCELED;
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int r = it_wait_fd(fd, POLLOUT, ms_left(deadline));
-            if (r != 0)
-                return r;
-            continue;
-        }
-        return n < 0 ? -errno : -EPIPE;
+        int r = it_send_some(fd, &p, &len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r == -EAGAIN)
+            r = it_wait_fd(fd, POLLOUT, ms_left(deadline));
+        if (r != 0)
+            return r;
     }
     return 0;
 }

@@ -1,8 +1,10 @@
 /*
  * Ports and plain sockets: ports on 127.0.0.1 that are free or dead, waiting
  * for a descriptor with a deadline (which the HTTP client, the raw backends
- * and the Redis probe all use), and the plain-socket helpers for the clients
- * that the it_conn functions do not fit, which must never fail the test.
+ * and the Redis probe all use), one step of a non-blocking send (the HTTP
+ * client's and the raw backends'), and the plain-socket helpers for the
+ * clients that the it_conn functions do not fit, which must never fail the
+ * test.
  */
 #define _GNU_SOURCE
 #include "harness_internal.h"
@@ -74,7 +76,7 @@ int it_dead_port(struct it_env *env)
     return port;
 }
 
-/* ---- waiting ------------------------------------------------------------ */
+/* ---- waiting and sending ------------------------------------------------ */
 
 int it_wait_fd(int fd, short events, int timeout_ms)
 {
@@ -92,6 +94,21 @@ int it_wait_fd(int fd, short events, int timeout_ms)
         if (errno != EINTR)
             return -errno;
     }
+}
+
+int it_send_some(int fd, const char **p, size_t *len, int flags)
+{
+    ssize_t n = send(fd, *p, *len, flags);
+    if (n > 0) {
+        *p += n;
+        *len -= (size_t)n;
+        return 0;
+    }
+    if (n < 0 && errno == EINTR)
+        return 0;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -EAGAIN;
+    return n < 0 ? -errno : -EPIPE;
 }
 
 /* ---- plain sockets ------------------------------------------------------ */
