@@ -4,7 +4,9 @@
  * small blocking client that sees exactly the bytes a user would see.
  *
  * Plain POSIX (plus prctl(PR_SET_PDEATHSIG) on Linux); it links none of the
- * daemon's code, so a bug in the proxy cannot hide a bug in the test.
+ * daemon's code, so a bug in the proxy cannot hide a bug in the test. Each
+ * section below names the file that implements it; what those files share,
+ * and the tests do not see, is in harness_internal.h.
  *
  * Lifetime. Every test runs inside an environment (struct it_env) made by the
  * cmocka setup function it_setup() and destroyed by it_teardown(), which cmocka
@@ -44,7 +46,7 @@
 #define IT_IO_TIMEOUT_MS 10000    /* one blocking send or receive */
 #define IT_STOP_TIMEOUT_MS 6000   /* a child to exit after SIGTERM at teardown */
 
-/* ---- environment and test registration -------------------------------- */
+/* ---- environment and test registration (harness.c) --------------------- */
 
 struct it_env;
 
@@ -96,11 +98,16 @@ char *it_strf(struct it_env *env, const char *fmt, ...) __attribute__((format(pr
 /* Number of times `needle` occurs in `text`, not overlapping. */
 size_t it_count(const char *text, const char *needle);
 
-/* ---- time, ports ------------------------------------------------------- */
+/* Zeroed memory owned by the env, freed at teardown (after the raw backends stop). */
+void *it_zalloc(struct it_env *env, size_t size);
+
+/* ---- time (harness.c) -------------------------------------------------- */
 
 /* Monotonic milliseconds. */
 int64_t it_now_ms(void);
 void it_sleep_ms(int ms);
+
+/* ---- ports (sockets.c) ------------------------------------------------- */
 
 /*
  * A port on 127.0.0.1 that was free a moment ago: bound with port 0, read
@@ -116,7 +123,7 @@ int it_free_port(void);
  */
 int it_dead_port(struct it_env *env);
 
-/* ---- child processes --------------------------------------------------- */
+/* ---- child processes (processes.c) ------------------------------------- */
 
 struct it_proc;
 
@@ -153,7 +160,7 @@ struct it_run_result {
 void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
             struct it_run_result *result);
 
-/* ---- demo backends ----------------------------------------------------- */
+/* ---- demo backends (backends.c) ---------------------------------------- */
 
 /*
  * Starts `demo_backend --name NAME --listen 127.0.0.1:0` and waits for its
@@ -170,7 +177,7 @@ struct it_proc *it_backend_proc(struct it_env *env, const char *name);
  */
 int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra);
 
-/* ---- raw backends ------------------------------------------------------ */
+/* ---- raw backends (raw_backend.c) -------------------------------------- */
 
 /*
  * A backend scripted byte by byte, for responses the demo backend cannot
@@ -217,9 +224,6 @@ const char *it_raw_backend_received(struct it_env *env, int port, size_t i, size
 /* The same for every connection, concatenated in the order accepted ("" if none). */
 const char *it_raw_backend_received_all(struct it_env *env, int port, size_t *len);
 
-/* Zeroed memory owned by the env, freed at teardown (after the raw backends stop). */
-void *it_zalloc(struct it_env *env, size_t size);
-
 /*
  * For handlers. One recv() of at most cap bytes, waiting up to timeout_ms for
  * something to arrive; what it reads is recorded. Returns the number of bytes,
@@ -257,7 +261,7 @@ int it_raw_write_str(int fd, const char *s);
 /* For handlers. Sleeps; false (early) if the raw backend is stopping. */
 bool it_raw_sleep_ms(int ms);
 
-/* ---- redis-server ------------------------------------------------------ */
+/* ---- redis-server (redis.c) -------------------------------------------- */
 
 /*
  * Starts `redis-server` (found on PATH) on 127.0.0.1:port, or on a free port
@@ -271,7 +275,7 @@ bool it_raw_sleep_ms(int ms);
  */
 int it_redis_start(struct it_env *env, int port, struct it_proc **proc);
 
-/* ---- fulcrum ----------------------------------------------------------- */
+/* ---- fulcrum (fulcrum.c) ----------------------------------------------- */
 
 #define IT_MAX_POOLS 4
 #define IT_MAX_POOL_BACKENDS 8
@@ -371,7 +375,7 @@ int it_fulcrum_reload(struct it_env *env, struct it_fulcrum *f, const struct it_
  */
 int it_fulcrum_reload_text(struct it_env *env, struct it_fulcrum *f, const char *text);
 
-/* ---- HTTP client ------------------------------------------------------- */
+/* ---- HTTP client (http_client.c) --------------------------------------- */
 
 struct it_conn;
 
@@ -480,7 +484,7 @@ void it_fetch(struct it_env *env, int port, const char *method, const char *requ
 void it_get(struct it_env *env, int port, const char *host, const char *path,
             struct it_response *resp);
 
-/* ---- plain sockets ----------------------------------------------------- */
+/* ---- plain sockets (sockets.c) ----------------------------------------- */
 
 /*
  * For clients that the it_conn functions do not fit: threads of the test and
@@ -505,7 +509,7 @@ int it_send_all(int fd, const void *data, size_t len);
  */
 bool it_head_value(const char *head, const char *name, char *out, size_t cap);
 
-/* ---- body checks ------------------------------------------------------- */
+/* ---- body checks (backends.c) ------------------------------------------ */
 
 #define IT_FNV1A64_INIT UINT64_C(0xcbf29ce484222325)
 
