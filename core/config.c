@@ -1,5 +1,6 @@
 /*
- * Loading and validating the configuration file (schema v1, see DESIGN.md).
+ * Loading and validating the configuration file (schema v1; every key is in
+ * the README's configuration reference).
  *
  * The file is parsed with libconfig into cfg->lc, which the config keeps: the
  * keys of the `strategy`, `health` and `rate_limit` groups other than `plugin`
