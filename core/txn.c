@@ -7,10 +7,10 @@
  *
  * and, beside that path, the proxy's own replies (400 ... 504) and what
  * happens when a side fails or is too slow. The sections below follow that
- * order. The two transports (client.c, upstream.c) move bytes and report
- * what happened through the event tables at the end of this file; they never
- * call each other, and everything that gives those events a meaning for the
- * request is here.
+ * order; the steps other files lead to are declared, in the same order, in
+ * txn_state.h. The two transports (client.c, upstream.c) move bytes and
+ * report what happened through event tables; txn_events.c turns each event
+ * into the step it leads to here. The transports never call each other.
  *
  * Parsing. A request is parsed with llhttp in place, in the client's input
  * buffer: the head stays contiguous until it is complete, so the parser's
