@@ -275,11 +275,14 @@ int fc_prober_start(struct fc_prober *prober, struct fc_probe *probe,
     size_t cap = 0;
     if (a.on_data != NULL)
         cap = a.recv_max == 0 || a.recv_max > FC_PROBE_RECV_MAX ? FC_PROBE_RECV_MAX : a.recv_max;
-    if (a.send_len > SIZE_MAX - sizeof(struct fc_probe_conn) - cap)
+    struct fc_probe_conn *c = NULL;
+    if (a.send_len <= SIZE_MAX - sizeof(*c) - cap)
+        c = malloc(sizeof(*c) + a.send_len + cap);
+    if (c == NULL) {
+        fc_log_error("%s: probe_connect(): out of memory (%zu bytes to send)", label_of(prober),
+                     a.send_len);
         return FC_ENOMEM;
-    struct fc_probe_conn *c = malloc(sizeof(*c) + a.send_len + cap);
-    if (c == NULL)
-        return FC_ENOMEM;
+    }
     memset(c, 0, sizeof(*c));
 
     /* A failed init registers no handle: nothing to close. */

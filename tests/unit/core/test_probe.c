@@ -399,6 +399,11 @@ static void test_invalid_args(void **unused)
     assert_int_equal(start(0, &args), FC_EINVAL);
     assert_logged("pool web: health tcp: probe_connect(): send is NULL but send_len is not 0");
 
+    /* More to send than memory can hold: refused before any allocation. */
+    args.send = "x";
+    args.send_len = SIZE_MAX;
+    assert_int_equal(start(0, &args), FC_ENOMEM);
+
     /* An instance without a main loop and probe_done hook (a strategy's, `fulcrum -t`'s). */
     struct fc_instance bare;
     assert_int_equal(fc_instance_create(&bare, H.plugin, NULL, NULL, NULL, &H.pool, NULL, "bare"),
