@@ -4,8 +4,10 @@
  * fc_instance_create() and fc_instance_destroy() run on the main thread. The
  * configuration getters are only valid while create() runs, on that thread,
  * so the bookkeeping they do (which keys were read, whether a value was
- * rejected) needs no lock. The other host functions may run on any thread and
- * only read the instance.
+ * rejected) needs no lock. So does the probe service (probe_connect(), and
+ * probe_done(), which looks at it), which health instances use on the main
+ * thread only. The other host functions may run on any thread and only read
+ * the instance.
  */
 #include "plugin_host.h"
 
@@ -310,7 +312,19 @@ static void probe_done(const struct fc_host *host, struct fc_probe *probe, int o
         fc_log_error("%s: probe_done() called, but this instance runs no probes", inst->label);
         return;
     }
+    /* Its own verdict follows from the loop; a second one would end the next probe early. */
+    if (fc_prober_runs(&inst->prober, probe)) {
+        fc_log_error("%s: probe_done() called for a probe that probe_connect() runs", inst->label);
+        return;
+    }
     inst->hooks.probe_done(inst->hooks.owner, probe, ok, reason != NULL ? reason : "");
+}
+
+/* The probe service (ABI 1.1): core/probe.c does the work, on the instance's prober. */
+static int probe_connect(const struct fc_host *host, struct fc_probe *probe,
+                         const struct fc_probe_args *args)
+{
+    return fc_prober_start(&fc_instance_of(host)->prober, probe, args);
 }
 
 static void ratelimit_done(const struct fc_host *host, struct fc_ratelimit_pending *pending,
@@ -436,6 +450,7 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     inst->host.probe_done = probe_done;
     inst->host.ratelimit_done = ratelimit_done;
     inst->host.pool_name = pool_name;
+    inst->host.probe_connect = probe_connect;
 
     inst->plugin = plugin;
     if (hooks != NULL)
@@ -443,10 +458,14 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     snprintf(inst->pool_name, sizeof(inst->pool_name), "%s",
              inst->hooks.pool_name != NULL ? inst->hooks.pool_name : "");
     inst->hooks.pool_name = NULL; /* the copy above is what lasts */
+    inst->prober = (struct fc_prober){.loop = inst->hooks.main_loop,
+                                      .report = inst->hooks.probe_done,
+                                      .report_arg = inst->hooks.owner};
     if (label != NULL)
         snprintf(inst->label, sizeof(inst->label), "%s", label);
     else
         snprintf(inst->label, sizeof(inst->label), "%s %s", plugin_kind(inst), plugin_name(inst));
+    inst->prober.label = inst->label;
     inst->conf = conf;
     inst->config_file = config_file;
     inst->core_keys = core_keys;

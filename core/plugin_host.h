@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "plugin_loader.h"
+#include "probe.h"
 
 #include <fulcrum/plugin.h>
 #include <stdint.h>
@@ -38,6 +39,11 @@ struct fc_instance {
     char pool_name[128]; /**< a copy: the instance may outlive the config it came from */
     /** Copies of the strings config_string() handed out; freed by fc_instance_destroy(). */
     struct fc_instance_string *strings;
+    /**
+     * The probes that probe_connect() runs for the plugin, on hooks.main_loop,
+     * reported through hooks.probe_done.
+     */
+    struct fc_prober prober;
 
     /* Only meaningful during create(). */
     const struct fc_conf_plugin *conf;

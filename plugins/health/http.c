@@ -24,23 +24,20 @@
  * rejects), "connect: connection refused" (or another connect error), "write:
  * ...", "read: ...", "invalid response" (not an HTTP/1.x status line),
  * "connection closed before the status line", or "timeout after N ms" (one
- * timer covers connect, write and read, so a backend that accepts and never
- * answers costs exactly one timeout). A passing probe reports "HTTP 200".
+ * deadline covers connect, write and read, so a backend that accepts and
+ * never answers costs exactly one timeout). A passing probe reports "HTTP 200".
  *
- * The host runs at most one probe per backend at a time, so create() makes
- * one probe slot per backend, with its handles, read buffer and request text,
- * and a probe allocates nothing. A probe ends by closing its two handles (the
- * TCP handle and the timer) and calls probe_done() from the last close
- * callback: by then libuv has cancelled the pending connect and write
- * requests, so nothing of the probe is left on the loop, and the host may
- * destroy the instance right after the last probe_done(). This holds too when
- * a probe fails before probe() returns (uv_tcp_connect refusing the address):
- * probe_done() still comes later, from the loop.
+ * The core's probe service (fc_host.probe_connect(), ABI 1.1) does the I/O:
+ * it connects, writes the request, keeps the deadline, words the connect,
+ * write, read and timeout failures, refuses a second probe of a backend while
+ * one runs, and closes the connection before it reports. What is left here is
+ * what makes this checker `http`: the request text, built once per backend at
+ * create(), and http_judge(), which reads the status line out of the bytes
+ * received so far. Neither changes after create(), so the plugin allocates
+ * nothing per probe and needs to know nothing of when a probe ends.
  */
 #include <fulcrum/plugin.h>
-#include <uv.h>
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,32 +50,16 @@
 /* Enough for any sane status line; a longer one is judged on these bytes. */
 #define STATUS_LINE_MAX 256
 
-struct http_check;
-
-/* One backend's probe: reused by each probe of that backend. */
-struct http_slot {
-    struct http_check *check;
-    struct fc_probe *probe;
-    int busy; /* a probe runs: from probe() to its probe_done() */
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_connect_t connect;
-    uv_write_t write;
-    int open_handles; /* handles whose close callback has not run yet */
-    int ending;       /* the verdict is in; the handles are closing */
-    int ok;
-    uint32_t timeout_ms;
-    char reason[80];
-    char *request; /* the whole request, built at create() */
-    size_t request_len;
-    size_t len; /* bytes of the response in buf */
-    char buf[STATUS_LINE_MAX];
+/* The request of one backend, built at create(); the probe service copies it. */
+struct http_request {
+    char *text;
+    size_t len;
 };
 
 struct http_check {
     const struct fc_host *host;
-    uint32_t n_slots;
-    struct http_slot *slots;               /* one per backend */
+    uint32_t n_backends;
+    struct http_request *requests;         /* one per backend */
     uint64_t expect[(CODE_MAX + 64) / 64]; /* bit c set: status c passes */
 };
 
@@ -162,7 +143,7 @@ static int is_token_text(const char *s)
     return 1;
 }
 
-static int build_request(struct http_slot *slot, const char *path, const char *host)
+static int build_request(struct http_request *req, const char *path, const char *host)
 {
     static const char fmt[] = "GET %s HTTP/1.1\r\n"
                               "Host: %s\r\n"
@@ -172,11 +153,11 @@ static int build_request(struct http_slot *slot, const char *path, const char *h
     int n = snprintf(NULL, 0, fmt, path, host);
     if (n < 0)
         return FC_EINVAL;
-    slot->request = malloc((size_t)n + 1);
-    if (slot->request == NULL)
+    req->text = malloc((size_t)n + 1);
+    if (req->text == NULL)
         return FC_ENOMEM;
-    snprintf(slot->request, (size_t)n + 1, fmt, path, host);
-    slot->request_len = (size_t)n;
+    snprintf(req->text, (size_t)n + 1, fmt, path, host);
+    req->len = (size_t)n;
     return 0;
 }
 
@@ -185,9 +166,9 @@ static void http_destroy(void *state)
     struct http_check *c = state;
     if (c == NULL)
         return;
-    for (uint32_t i = 0; i < c->n_slots; i++)
-        free(c->slots[i].request);
-    free(c->slots);
+    for (uint32_t i = 0; i < c->n_backends; i++)
+        free(c->requests[i].text);
+    free(c->requests);
     free(c);
 }
 
@@ -233,16 +214,15 @@ static int http_create(const struct fc_host *host, const struct fc_pool_view *po
     if (rc < 0)
         goto fail;
 
-    c->n_slots = pool->n_backends;
-    c->slots = calloc(c->n_slots > 0 ? c->n_slots : 1, sizeof(*c->slots));
-    if (c->slots == NULL) {
+    c->requests = calloc(pool->n_backends > 0 ? pool->n_backends : 1, sizeof(*c->requests));
+    if (c->requests == NULL) {
         rc = FC_ENOMEM;
         goto fail;
     }
-    for (uint32_t i = 0; i < c->n_slots; i++) {
-        struct http_slot *slot = &c->slots[i];
-        slot->check = c;
-        rc = build_request(slot, path, vhost != NULL ? vhost : pool->backends[i].address);
+    c->n_backends = pool->n_backends;
+    for (uint32_t i = 0; i < c->n_backends; i++) {
+        const char *name = vhost != NULL ? vhost : pool->backends[i].address;
+        rc = build_request(&c->requests[i], path, name);
         if (rc < 0)
             goto fail;
     }
@@ -257,50 +237,6 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* Probes                                                                    */
 /* ------------------------------------------------------------------------ */
-
-static void on_close(uv_handle_t *handle)
-{
-    struct http_slot *slot = handle->data;
-    if (--slot->open_handles > 0)
-        return;
-
-    /* Everything of this probe is off the loop: hand the verdict over. */
-    struct fc_probe *probe = slot->probe;
-    const struct fc_host *host = slot->check->host;
-    int ok = slot->ok;
-    char reason[sizeof(slot->reason)];
-    memcpy(reason, slot->reason, sizeof(reason));
-    slot->probe = NULL;
-    slot->busy = 0;
-    /*
-     * The host may destroy the instance inside this call, so the arguments
-     * live on the stack and nothing of the slot is touched after it.
-     */
-    host->probe_done(host, probe, ok, reason);
-}
-
-/*
- * Records the verdict and closes the probe's handles; the last close callback
- * reports it. Only the first call of a probe counts: later events (a
- * cancelled connect or write) find the probe already ending.
- */
-static void finish(struct http_slot *slot, int ok, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void finish(struct http_slot *slot, int ok, const char *fmt, ...)
-{
-    if (slot->ending)
-        return;
-    slot->ending = 1;
-    slot->ok = ok;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(slot->reason, sizeof(slot->reason), fmt, ap);
-    va_end(ap);
-
-    uv_close((uv_handle_t *)&slot->timer, on_close);
-    uv_close((uv_handle_t *)&slot->tcp, on_close);
-}
 
 /*
  * Reads the status code from an HTTP/1.x status line of `len` bytes
@@ -323,123 +259,60 @@ static int status_code(const char *line, size_t len)
     return code < 100 ? -1 : code;
 }
 
-static void judge(struct http_slot *slot, size_t line_len)
+/*
+ * The probe service's on_data(): judges the status line once the `len`
+ * bytes received so far hold one, or can no longer become one.
+ */
+static int http_judge(void *arg, const char *data, size_t len, int eof, char *reason,
+                      size_t reason_len)
 {
-    int code = status_code(slot->buf, line_len);
-    if (code < 0)
-        finish(slot, 0, "invalid response");
-    else
-        finish(slot, expect_has(slot->check, (unsigned)code), "HTTP %d", code);
-}
+    const struct http_check *c = arg;
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
-{
-    struct http_slot *slot = handle->data;
-    *buf = uv_buf_init(slot->buf + slot->len, (unsigned)(sizeof(slot->buf) - slot->len));
-}
-
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
-{
-    struct http_slot *slot = stream->data;
-
-    if (nread == UV_EOF) {
-        finish(slot, 0, "connection closed before the status line");
-        return;
+    /* The service hands every byte with eof = 0 first: at eof the line is incomplete. */
+    if (eof) {
+        snprintf(reason, reason_len, "connection closed before the status line");
+        return FC_PROBE_FAIL;
     }
-    if (nread < 0) {
-        finish(slot, 0, "read: %s", uv_strerror((int)nread));
-        return;
+    /*
+     * Judged up to the end of the line, or on all there is when that cannot
+     * become a status line (anything but "HTTP/" at the start: no need to
+     * wait) or fills the buffer (a long reason phrase: the code is in it).
+     */
+    size_t line_len = len;
+    if (memcmp(data, "HTTP/", len < 5 ? len : 5) == 0) {
+        const char *eol = memchr(data, '\n', len);
+        if (eol != NULL)
+            line_len = (size_t)(eol - data) + 1;
+        else if (len < STATUS_LINE_MAX)
+            return FC_PROBE_MORE;
     }
-    size_t before = slot->len;
-    slot->len += (size_t)nread;
-
-    /* Anything but "HTTP/" at the start cannot become a status line: no need to wait. */
-    size_t prefix = slot->len < 5 ? slot->len : 5;
-    if (memcmp(slot->buf, "HTTP/", prefix) != 0) {
-        judge(slot, slot->len);
-        return;
+    int code = status_code(data, line_len);
+    if (code < 0) {
+        snprintf(reason, reason_len, "invalid response");
+        return FC_PROBE_FAIL;
     }
-    const char *eol = memchr(slot->buf + before, '\n', slot->len - before);
-    if (eol != NULL)
-        judge(slot, (size_t)(eol - slot->buf) + 1);
-    else if (slot->len == sizeof(slot->buf))
-        judge(slot, slot->len); /* a long reason phrase: the code is in what we have */
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    struct http_slot *slot = req->data;
-    if (status < 0)
-        finish(slot, 0, "write: %s", uv_strerror(status));
-}
-
-static void on_connect(uv_connect_t *req, int status)
-{
-    struct http_slot *slot = req->data;
-
-    if (slot->ending) /* cancelled by finish() */
-        return;
-    if (status < 0) {
-        finish(slot, 0, "connect: %s", uv_strerror(status));
-        return;
-    }
-    int rc = uv_read_start((uv_stream_t *)&slot->tcp, on_alloc, on_read);
-    if (rc < 0) {
-        finish(slot, 0, "read: %s", uv_strerror(rc));
-        return;
-    }
-    /* uv_write only reads the buffer; the request text is never written to. */
-    uv_buf_t buf = uv_buf_init(slot->request, (unsigned)slot->request_len);
-    rc = uv_write(&slot->write, (uv_stream_t *)&slot->tcp, &buf, 1, on_write);
-    if (rc < 0)
-        finish(slot, 0, "write: %s", uv_strerror(rc));
-}
-
-static void on_timeout(uv_timer_t *timer)
-{
-    struct http_slot *slot = timer->data;
-    finish(slot, 0, "timeout after %u ms", slot->timeout_ms);
+    snprintf(reason, reason_len, "HTTP %d", code);
+    return expect_has(c, (unsigned)code) ? FC_PROBE_PASS : FC_PROBE_FAIL;
 }
 
 static int http_probe(void *state, const struct fc_backend_view *backend, uint32_t timeout_ms,
                       struct fc_probe *probe)
 {
     struct http_check *c = state;
-
-    /* Asked here, not at create(): a configuration check creates instances without a loop. */
-    uv_loop_t *loop = c->host->main_loop(c->host);
-    if (loop == NULL || backend->index >= c->n_slots || backend->sockaddr == NULL)
+    if (backend->index >= c->n_backends)
         return FC_EINVAL;
-    struct http_slot *slot = &c->slots[backend->index];
-    if (slot->busy) {
-        c->host->log(c->host, FC_LOG_ERROR, "backend %s: a probe is already in flight",
-                     backend->address);
-        return FC_EINVAL;
-    }
-
-    /* A failed init registers no handle: nothing to close. */
-    int rc = uv_tcp_init(loop, &slot->tcp);
-    if (rc < 0)
-        return FC_ERROR;
-    uv_timer_init(loop, &slot->timer); /* cannot fail */
-    slot->busy = 1;
-    slot->probe = probe;
-    slot->timer.data = slot;
-    slot->tcp.data = slot;
-    slot->connect.data = slot;
-    slot->write.data = slot;
-    slot->open_handles = 2;
-    slot->ending = 0;
-    slot->ok = 0;
-    slot->reason[0] = '\0';
-    slot->timeout_ms = timeout_ms;
-    slot->len = 0;
-
-    uv_timer_start(&slot->timer, on_timeout, timeout_ms, 0);
-    rc = uv_tcp_connect(&slot->connect, &slot->tcp, backend->sockaddr, on_connect);
-    if (rc < 0)
-        finish(slot, 0, "connect: %s", uv_strerror(rc)); /* probe_done follows from the loop */
-    return 0;
+    const struct http_request *req = &c->requests[backend->index];
+    const struct fc_probe_args args = {
+        .size = sizeof(args),
+        .backend = backend,
+        .timeout_ms = timeout_ms,
+        .send = req->text,
+        .send_len = req->len,
+        .recv_max = STATUS_LINE_MAX,
+        .on_data = http_judge,
+        .arg = c,
+    };
+    return c->host->probe_connect(c->host, probe, &args);
 }
 
 static const struct fc_health_ops http_ops = {
@@ -449,6 +322,6 @@ static const struct fc_health_ops http_ops = {
     .probe = http_probe,
 };
 
-FC_PLUGIN_DESCRIPTOR(.kind = FC_PLUGIN_HEALTH, .name = "http", .version = "1.0.0",
+FC_PLUGIN_DESCRIPTOR(.kind = FC_PLUGIN_HEALTH, .name = "http", .version = "1.1.0",
                      .description = "GET a path on a new connection and judge the status code",
                      .health = &http_ops);

@@ -10,17 +10,23 @@
  * Three kinds of plugin exist:
  *   - strategy:  picks the backend of a pool for each request (one instance per
  *                worker thread and pool);
- *   - health:    probes backends of a pool, on the main thread's loop;
+ *   - health:    probes backends of a pool, on the main thread's loop, most
+ *                simply through the core's probe service (probe_connect());
  *   - ratelimit: decides whether a request may pass, possibly asynchronously
  *                (one instance per pool, shared by every worker thread).
  *
  * Versioning. FC_ABI_MAJOR changes when an existing declaration changes meaning
  * or layout; the host refuses a plugin built for another major. FC_ABI_MINOR
  * grows when something is appended (a host function at the end of struct
- * fc_host, an optional op at the end of an ops table); the host refuses a
- * plugin built against a newer minor than its own, and accepts older ones.
- * Tables carry their own size so that each side can tell which fields the
- * other one knows: a plugin built against 1.0 sees only the fields of 1.0.
+ * fc_host, an optional op at the end of an ops table, a field at the end of
+ * an argument struct, a new declaration); the host refuses a plugin built
+ * against a newer minor than its own, and accepts older ones. Tables and
+ * argument structs carry their own size so that each side can tell which
+ * fields the other one knows: a plugin built against 1.0 sees only the
+ * fields of 1.0 and keeps working unchanged in a 1.1 host. Since a host
+ * never loads a plugin built against a newer minor, a plugin may use every
+ * declaration of the header it was built against without checking
+ * fc_host.abi_minor first.
  *
  * ABI changelog:
  *   1.0  First release: descriptor, host table, strategy, health and
@@ -28,6 +34,13 @@
  *        Header-only helpers added since, within 1.0 (static inline: they
  *        compile into the plugin, add no symbol and change no layout, so
  *        the version stays 1.0): fc_load_cmp(), fc_backend_load_cmp().
+ *   1.1  The health probe service: fc_host.probe_connect() (appended to
+ *        struct fc_host), struct fc_probe_args, enum fc_probe_step and
+ *        FC_PROBE_RECV_MAX. The core connects, sends, receives, keeps the
+ *        deadline and closes before it reports, so a health plugin only
+ *        says what to send and how to judge the answer, and needs no libuv.
+ *        Health plugins built against 1.0, which do their own I/O on
+ *        main_loop() and call probe_done(), keep working unchanged.
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -48,7 +61,7 @@ extern "C" {
 
 /** The ABI this header describes. */
 #define FC_ABI_MAJOR 1
-#define FC_ABI_MINOR 0
+#define FC_ABI_MINOR 1
 
 /** First field of every descriptor: guards against a symbol that only shares the name. */
 #define FC_PLUGIN_MAGIC 0x66634c42u /* "fcLB" */
@@ -173,8 +186,15 @@ static inline int fc_backend_load_cmp(const struct fc_backend_view *a,
 /** An HTTP request, opaque to plugins; read it with fc_host.request_header(). */
 struct fc_request;
 
-/** A health probe in progress, opaque to plugins; finished with fc_host.probe_done(). */
+/**
+ * A health probe in progress, opaque to plugins; finished with
+ * fc_host.probe_done(), or handed to fc_host.probe_connect() (ABI 1.1), which
+ * then finishes it.
+ */
 struct fc_probe;
+
+/** What fc_host.probe_connect() is asked to do; defined with the health checker plugins. */
+struct fc_probe_args;
 
 /** A rate-limit decision in progress, opaque; finished with fc_host.ratelimit_done(). */
 struct fc_ratelimit_pending;
@@ -226,8 +246,10 @@ struct fc_host {
     /**
      * The libuv loop (a uv_loop_t *) of the main thread, on which health
      * checkers run. Plugins may start their own handles on it from health ops
-     * only; libuv 1.x is ABI-stable. Strategy and ratelimit instances get
-     * their worker's loop in the arguments of their ops instead.
+     * only; libuv 1.x is ABI-stable. A health plugin that lets the core do
+     * its I/O (probe_connect(), ABI 1.1) needs no loop; plugins built against
+     * 1.0 use this one. Strategy and ratelimit instances get their worker's
+     * loop in the arguments of their ops instead.
      */
     void *(*main_loop)(const struct fc_host *host);
 
@@ -249,7 +271,8 @@ struct fc_host {
      * exactly once per probe, on the main thread, with ok = 1 for a passing
      * check, 0 for a failing one, and a short reason for the log
      * ("HTTP 503", "connect: connection refused", "timeout"). The reason is
-     * copied. The probe handle is invalid after the call.
+     * copied. The probe handle is invalid after the call. Not for a probe
+     * handed to probe_connect(): the core finishes that one itself.
      */
     void (*probe_done)(const struct fc_host *host, struct fc_probe *probe, int ok,
                        const char *reason);
@@ -269,6 +292,38 @@ struct fc_host {
      * instance's life. Any thread.
      */
     const char *(*pool_name)(const struct fc_host *host);
+
+    /* ---- ABI 1.1 ---- */
+
+    /**
+     * Health: the probe service. Runs `probe`, the handle that
+     * fc_health_ops.probe() received, for the plugin: connects to
+     * args->backend, calls args->on_connected, writes args->send, and hands
+     * args->on_data the bytes that come back, until a callback returns
+     * FC_PROBE_PASS or FC_PROBE_FAIL, all within one deadline of
+     * args->timeout_ms. Then the core closes the connection and its timer,
+     * and only once they are closed finishes the probe as probe_done()
+     * would, with the callback's reason or one of its own:
+     * "connect: <libuv's error>" (e.g. "connect: connection refused"),
+     * "timeout after N ms", "write: <error>", "read: <error>".
+     *
+     * The verdict never comes before probe_connect() returns, not even when
+     * the connect fails at once: it comes later, from the loop. The host may
+     * destroy the instance inside that verdict, so once it is in, the core
+     * calls none of the callbacks again and touches neither args->arg nor
+     * anything else of the plugin. The plugin never calls probe_done() for
+     * a probe it handed over, and starts at most one probe per handle.
+     *
+     * args is borrowed for the duration of the call (args->send is copied);
+     * args->arg must stay valid until the probe's verdict is in. Returns 0,
+     * or, when the probe could not start, a negative code after logging why
+     * (FC_EINVAL: invalid args, an instance that runs no probes, a probe
+     * already running on this handle; FC_ENOMEM; FC_ERROR: no socket): no
+     * verdict follows then, and probe() should return that code. Main
+     * thread only, from health ops or from a probe's callbacks.
+     */
+    int (*probe_connect)(const struct fc_host *host, struct fc_probe *probe,
+                         const struct fc_probe_args *args);
 };
 
 /* ------------------------------------------------------------------------ */
@@ -363,11 +418,73 @@ struct fc_health_ops {
      * Required. Starts one probe of `backend` (borrowed for the instance's
      * life) that must end within timeout_ms, on the main loop, and end with
      * exactly one host->probe_done(probe, ...) — possibly before probe()
-     * returns. Returns 0, or a negative code when it could not even start
+     * returns — or hands it to host->probe_connect() (ABI 1.1), which ends
+     * it. Returns 0, or a negative code when it could not even start
      * (counted as a failed check; probe_done must then not be called).
      */
     int (*probe)(void *state, const struct fc_backend_view *backend, uint32_t timeout_ms,
                  struct fc_probe *probe);
+};
+
+/** What a probe callback (struct fc_probe_args) returns (ABI 1.1). */
+enum fc_probe_step {
+    FC_PROBE_MORE = 0, /**< no verdict yet: read on */
+    FC_PROBE_PASS = 1, /**< the backend passes; the probe ends */
+    FC_PROBE_FAIL = 2, /**< the backend fails; the probe ends */
+};
+
+/**
+ * The most bytes of an answer that the probe service keeps for on_data()
+ * (ABI 1.1); every 1.x host keeps exactly min(recv_max, FC_PROBE_RECV_MAX).
+ */
+#define FC_PROBE_RECV_MAX 4096
+
+/**
+ * One probe for fc_host.probe_connect() (ABI 1.1). Borrowed for the duration
+ * of that call; the core copies what it needs. Fields the plugin leaves out
+ * of a designated initializer are zero, which means "none" for each of them.
+ *
+ * Both callbacks run on the main thread, from the loop, with `reason` a
+ * buffer of reason_len bytes (at least 64) holding "": a callback that
+ * returns FC_PROBE_PASS or FC_PROBE_FAIL writes its reason for the log there
+ * ("HTTP 200", "connected"), NUL-terminated, e.g. with snprintf(); left
+ * empty, the core says "passed" or "failed". Any other return value than the
+ * three steps counts as FC_PROBE_FAIL. A callback that returns FC_PROBE_MORE
+ * where nothing more can come (at the end of the answer, with the buffer
+ * full, or from on_connected() without an on_data()) fails the probe, with
+ * its reason or "no verdict". Neither callback may call probe_done().
+ */
+struct fc_probe_args {
+    /** sizeof(struct fc_probe_args) as the plugin was built. */
+    uint32_t size;
+    const struct fc_backend_view *backend; /**< where to connect: its sockaddr (no DNS runs) */
+    uint32_t timeout_ms;                   /**< one deadline for connect, send and receive */
+    /** Written once connected (and on_connected() said FC_PROBE_MORE); may be empty. Copied. */
+    const void *send;
+    size_t send_len;
+    /**
+     * Bytes of the answer kept for on_data(): 0 or more than
+     * FC_PROBE_RECV_MAX means FC_PROBE_RECV_MAX.
+     */
+    size_t recv_max;
+    /**
+     * Optional. Called once connected, before anything is sent or read;
+     * returns a step. A check that only needs the connection (`tcp`) passes
+     * here.
+     */
+    int (*on_connected)(void *arg, char *reason, size_t reason_len);
+    /**
+     * Called after each read with every byte received so far, from the
+     * first (data, len; borrowed for the call), and once more with eof = 1
+     * and no new bytes when the peer closed. Must return a verdict when eof
+     * is set or len has reached the recv_max kept (nothing more is read).
+     * Required unless on_connected() always decides; the core reads the
+     * answer only when it is set.
+     */
+    int (*on_data)(void *arg, const char *data, size_t len, int eof, char *reason,
+                   size_t reason_len);
+    /** Passed to the callbacks; must stay valid until the verdict is in. */
+    void *arg;
 };
 
 /* ------------------------------------------------------------------------ */

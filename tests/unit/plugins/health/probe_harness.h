@@ -7,7 +7,10 @@
  * each verdict together with whether the plugin still had handles on the
  * loop when it came.
  *
- * Included by exactly one test program each; everything is static.
+ * Included by exactly one test program each; everything is static, and the
+ * functions inline, as in plugin_fixture.h, so that a program that needs
+ * only some of them (tests/unit/core/test_probe.c) does not warn about the
+ * others.
  */
 #ifndef FC_TEST_PROBE_HARNESS_H
 #define FC_TEST_PROBE_HARNESS_H
@@ -63,12 +66,12 @@ struct harness {
 static struct harness H;
 
 /* Handles on the loop that are not the test's: the plugin's, closing or not. */
-static int plugin_handles(void)
+static inline int plugin_handles(void)
 {
     return test_loop_foreign_handles(&H.loop, H.test_owns);
 }
 
-static void on_probe_done(void *owner, struct fc_probe *probe, int ok, const char *reason)
+static inline void on_probe_done(void *owner, struct fc_probe *probe, int ok, const char *reason)
 {
     /* The probe handle the tests pass is the address of the backend's result. */
     struct probe_result *r = (struct probe_result *)(void *)probe;
@@ -86,7 +89,7 @@ static void on_probe_done(void *owner, struct fc_probe *probe, int ok, const cha
 }
 
 /* Sets backend i to 127.0.0.1:port. */
-static void set_backend(uint32_t i, uint16_t port)
+static inline void set_backend(uint32_t i, uint16_t port)
 {
     struct sockaddr_in *sin = (struct sockaddr_in *)&H.addrs[i];
     memset(&H.addrs[i], 0, sizeof(H.addrs[i]));
@@ -98,7 +101,7 @@ static void set_backend(uint32_t i, uint16_t port)
 }
 
 /* Sets backend i to an address uv_tcp_connect() refuses on the spot (not IPv4 or IPv6). */
-static void set_backend_unix(uint32_t i)
+static inline void set_backend_unix(uint32_t i)
 {
     struct sockaddr_un *sun = (struct sockaddr_un *)&H.addrs[i];
     memset(&H.addrs[i], 0, sizeof(H.addrs[i]));
@@ -108,7 +111,7 @@ static void set_backend_unix(uint32_t i)
     H.views[i].sockaddr_len = sizeof(*sun);
 }
 
-static uint16_t local_port(int fd)
+static inline uint16_t local_port(int fd)
 {
     struct sockaddr_in sin;
     socklen_t len = sizeof(sin);
@@ -117,7 +120,7 @@ static uint16_t local_port(int fd)
 }
 
 /* A TCP socket bound to 127.0.0.1 on a port the kernel picks. */
-static int bound_socket(void)
+static inline int bound_socket(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
@@ -127,7 +130,7 @@ static int bound_socket(void)
 }
 
 /* Loads the plugin; a pool of n backends, all pointing at the refused port until set. */
-static int harness_setup(const char *plugin_path, uint32_t n)
+static inline int harness_setup(const char *plugin_path, uint32_t n)
 {
     memset(&H, 0, sizeof(H));
     log_capture_start();
@@ -157,7 +160,7 @@ static int harness_setup(const char *plugin_path, uint32_t n)
  * Creates the instance from a health group whose own lines are `body`; its
  * first key sits on line 5 of CONFIG_FILE (see parse_pool_group()).
  */
-static int create_instance(const char *body)
+static inline int create_instance(const char *body)
 {
     H.have_group = 1;
     parse_pool_group(&H.group, "health", H.plugin->desc->name, body);
@@ -172,7 +175,7 @@ static int create_instance(const char *body)
 }
 
 /* Starts a probe of backend i; its verdict lands in H.results[i]. */
-static int start_probe(uint32_t i, uint32_t timeout_ms)
+static inline int start_probe(uint32_t i, uint32_t timeout_ms)
 {
     struct probe_result *r = &H.results[i];
     memset(r, 0, sizeof(*r));
@@ -187,13 +190,13 @@ static int start_probe(uint32_t i, uint32_t timeout_ms)
 }
 
 /* Whether the probe whose result is *r has its verdict. */
-static int has_verdict(const void *r)
+static inline int has_verdict(const void *r)
 {
     return ((const struct probe_result *)r)->done > 0;
 }
 
 /* Whether backends [0, *n) all have a verdict. */
-static int all_done(const void *n)
+static inline int all_done(const void *n)
 {
     for (uint32_t i = 0; i < *(const uint32_t *)n; i++)
         if (H.results[i].done == 0)
@@ -202,13 +205,13 @@ static int all_done(const void *n)
 }
 
 /* Runs the loop until backends [0, n) all have a verdict; fails after GUARD_MS. */
-static void run_until_done(uint32_t n)
+static inline void run_until_done(uint32_t n)
 {
     test_loop_run_until(&H.loop, all_done, &n);
 }
 
 /* Waits for the verdict on backend i; checks the probe left nothing behind. */
-static struct probe_result *wait_for(uint32_t i)
+static inline struct probe_result *wait_for(uint32_t i)
 {
     test_loop_run_until(&H.loop, has_verdict, &H.results[i]);
     /* Let anything late show itself: a second probe_done would be counted. */
@@ -219,7 +222,7 @@ static struct probe_result *wait_for(uint32_t i)
 }
 
 /* Probes backend i alone and waits for its verdict; checks the probe left nothing behind. */
-static struct probe_result *probe_one(uint32_t i, uint32_t timeout_ms)
+static inline struct probe_result *probe_one(uint32_t i, uint32_t timeout_ms)
 {
     assert_int_equal(start_probe(i, timeout_ms), 0);
     return wait_for(i);
@@ -231,7 +234,7 @@ static struct probe_result *probe_one(uint32_t i, uint32_t timeout_ms)
  * probe(), and at most TIMEOUT_SLACK_MS after a reference timer of the same
  * length, started at the same loop time, fired (see test_loop_assert_in_time()).
  */
-static struct probe_result *probe_expecting_timeout(uint32_t i, uint32_t timeout_ms)
+static inline struct probe_result *probe_expecting_timeout(uint32_t i, uint32_t timeout_ms)
 {
     char expected[64];
     snprintf(expected, sizeof(expected), "timeout after %u ms", (unsigned)timeout_ms);
@@ -251,7 +254,7 @@ static struct probe_result *probe_expecting_timeout(uint32_t i, uint32_t timeout
  * came once, that 0 passed and 1 failed with `reason1`, and that whichever
  * came last found every handle of both probes closed.
  */
-static void finish_two_probes(const char *reason1)
+static inline void finish_two_probes(const char *reason1)
 {
     run_until_done(2);
     uv_run(&H.loop.uv, UV_RUN_NOWAIT);
@@ -269,7 +272,7 @@ static void finish_two_probes(const char *reason1)
  * uv_tcp_connect() refuses before probe() returns (not IPv4 or IPv6): fail
  * the probe with the reason, and still give the verdict later, from the loop.
  */
-static void expect_connect_fails_synchronously(void)
+static inline void expect_connect_fails_synchronously(void)
 {
     set_backend_unix(0);
     assert_int_equal(create_instance(""), 0);
@@ -283,7 +286,7 @@ static void expect_connect_fails_synchronously(void)
  * be NULL), runs the loop dry and checks it closes: nothing of the plugin may
  * be left on it.
  */
-static int harness_teardown(void (*close_test_handles)(void))
+static inline int harness_teardown(void (*close_test_handles)(void))
 {
     if (H.have_inst)
         fc_instance_destroy(&H.inst);
