@@ -552,7 +552,9 @@ struct fc_ratelimit_ops {
 
 /**
  * The one exported symbol of a plugin. Static, const data: the host reads it
- * right after loading the file, before running any of the plugin's code.
+ * right after loading the file and checks it before calling any op. (Loading
+ * runs the object's ELF constructors, if it has any, before that: a plugin
+ * should have none.)
  */
 struct fc_plugin_descriptor {
     uint32_t magic;          /**< FC_PLUGIN_MAGIC */
