@@ -154,7 +154,7 @@ static int tcp_probe(void *state, const struct fc_backend_view *backend, uint32_
 {
     struct tcp_check *c = state;
 
-    /* Asked here, not at create(): a configuration check creates instances without a loop. */
+    /* The host hands the main loop for the instance's whole life; NULL would mean none. */
     uv_loop_t *loop = c->host->main_loop(c->host);
     if (loop == NULL || backend->index >= c->n_slots || backend->sockaddr == NULL)
         return FC_EINVAL;
