@@ -195,6 +195,11 @@ static void run_handle_closed(uv_handle_t *h)
 static void probe_done(void *owner, struct fc_probe *probe, int ok, const char *reason)
 {
     struct fc_gen_pool *pool = owner;
+    if (pool->checker == NULL) {
+        /* Its checker has stopped and every probe ended: `probe` is gone too. */
+        fc_log_error("%s: probe_done() for a probe that is not in flight", pool->health->label);
+        return;
+    }
     struct fc_health_pool *hp = probe->hp;
     if (!probe->in_flight) {
         fc_log_error("%s: probe_done() called twice for one probe", pool->health->label);

@@ -143,14 +143,21 @@ static void reload(struct daemon *d)
     struct fc_generation *g;
     if (fc_generation_build(cfg, d->gen, d->n_workers, d->loop, &g) != 0)
         goto failed;
+    /*
+     * The new checkers take over at once (their first probes run on the next
+     * turn of the loop, once g is published); the old ones finish their
+     * probes first. Checkers that cannot start refuse the reload.
+     */
+    if (fc_health_start(g, d->loop) != 0) {
+        fc_log_error("%s: cannot start health checks: out of memory", d->config_path);
+        fc_health_stop(g, release_generation, g);
+        goto failed;
+    }
     fc_log_set_level(g->cfg->log_level);
     struct fc_generation *old = d->gen;
     d->gen = g;
     for (uint32_t i = 0; i < d->n_workers; i++)
         fc_worker_publish(&d->workers[i], g);
-    /* The new checkers take over at once; the old ones finish their probes first. */
-    if (fc_health_start(g, d->loop) != 0)
-        fc_log_error("reload: cannot start health checks: out of memory");
     fc_health_stop(old, release_generation, old);
     fc_access_log_apply(g->cfg);
     fc_log_capture_errors(NULL, 0);
