@@ -103,9 +103,6 @@ void fc_backend_shared_release(struct fc_backend_shared *s)
     free(s);
 }
 
-static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
-                                    enum fc_plugin_kind kind, const char *where);
-
 /* FNV-1a over a NUL-terminated string, continuing from h. */
 static uint64_t hash_str(uint64_t h, const char *s)
 {
@@ -171,60 +168,6 @@ static void ratelimit_release(struct fc_ratelimit_shared *rl)
     free(rl);
 }
 
-/*
- * The pool's rate limiter: the previous generation's when plugin code and
- * settings are unchanged (its state carries over), else a new instance.
- */
-static int build_ratelimit(struct fc_generation *g, const struct fc_generation *previous,
-                           struct fc_gen_pool *pool, void *main_loop)
-{
-    static const char *const core_keys[] = {"key", NULL};
-    const struct fc_conf_pool *conf = pool->conf;
-    char where[160];
-    snprintf(where, sizeof(where), "pool \"%s\": rate_limit", conf->name);
-    struct fc_plugin *plugin = plugin_get(g, &conf->rate_limit, FC_PLUGIN_RATELIMIT, where);
-    if (plugin == NULL)
-        return FC_EINVAL;
-    /* The group holds the core's `key` too: the hash covers everything that configures it. */
-    uint64_t settings = hash_setting(plugin->digest, conf->rate_limit.group);
-
-    struct fc_ratelimit_shared *rl = find_ratelimit(previous, conf->name, settings);
-    if (rl != NULL) {
-        rl->refs++;
-        pool->rl = rl;
-        pool->ratelimit = &rl->inst;
-        return 0;
-    }
-    rl = calloc(1, sizeof(*rl));
-    if (rl == NULL || (rl->started = calloc(g->n_workers, sizeof(*rl->started))) == NULL) {
-        free(rl);
-        return FC_ENOMEM;
-    }
-    struct fc_instance_hooks hooks = {
-        .owner = &rl->inst,
-        .pool_name = conf->name,
-        .main_loop = main_loop,
-        .worker_count = g->n_workers,
-        .ratelimit_done = ratelimit_done_fn,
-    };
-    char label[192];
-    snprintf(label, sizeof(label), "pool %s: rate_limit %s", conf->name, plugin->desc->name);
-    int rc = fc_instance_create(&rl->inst, plugin, &conf->rate_limit, g->cfg->path, core_keys, NULL,
-                                &hooks, label);
-    if (rc != 0) {
-        free(rl->started);
-        free(rl);
-        return rc;
-    }
-    fc_plugin_acquire(plugin);
-    rl->plugin = plugin;
-    rl->refs = 1;
-    rl->settings = settings;
-    pool->rl = rl;
-    pool->ratelimit = &rl->inst;
-    return 0;
-}
-
 /* Loads a plugin file once per generation; instances of several pools share it. */
 static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_conf_plugin *conf,
                                     enum fc_plugin_kind kind, const char *where)
@@ -255,6 +198,85 @@ static struct fc_plugin *plugin_get(struct fc_generation *g, const struct fc_con
     return p;
 }
 
+/* A pool's plugin group (`strategy`, `health`, `rate_limit`), ready for its instances. */
+struct pool_plugin {
+    struct fc_plugin *plugin;       /* loaded once per generation (plugin_get()) */
+    struct fc_instance_hooks hooks; /* what every instance of the group shares */
+    char label[192];                /* "pool web: strategy round_robin" */
+};
+
+/*
+ * Loads the plugin of `pool`'s group `what` and prepares what its instances
+ * share; the caller adds the owner and the kind's callbacks to out->hooks.
+ */
+static int pool_plugin(struct fc_generation *g, struct fc_gen_pool *pool, const char *what,
+                       const struct fc_conf_plugin *conf, enum fc_plugin_kind kind, void *main_loop,
+                       struct pool_plugin *out)
+{
+    const char *name = pool->conf->name;
+    char where[160];
+    snprintf(where, sizeof(where), "pool \"%s\": %s", name, what);
+    out->plugin = plugin_get(g, conf, kind, where);
+    if (out->plugin == NULL)
+        return FC_EINVAL;
+    out->hooks = (struct fc_instance_hooks){
+        .owner = pool,
+        .pool_name = name,
+        .main_loop = main_loop,
+        .worker_count = g->n_workers,
+    };
+    snprintf(out->label, sizeof(out->label), "pool %s: %s %s", name, what, out->plugin->desc->name);
+    return 0;
+}
+
+/*
+ * The pool's rate limiter: the previous generation's when plugin code and
+ * settings are unchanged (its state carries over), else a new instance.
+ */
+static int build_ratelimit(struct fc_generation *g, const struct fc_generation *previous,
+                           struct fc_gen_pool *pool, void *main_loop)
+{
+    static const char *const core_keys[] = {"key", NULL};
+    const struct fc_conf_pool *conf = pool->conf;
+    struct pool_plugin pp;
+    int rc =
+        pool_plugin(g, pool, "rate_limit", &conf->rate_limit, FC_PLUGIN_RATELIMIT, main_loop, &pp);
+    if (rc != 0)
+        return rc;
+    struct fc_plugin *plugin = pp.plugin;
+    /* The group holds the core's `key` too: the hash covers everything that configures it. */
+    uint64_t settings = hash_setting(plugin->digest, conf->rate_limit.group);
+
+    struct fc_ratelimit_shared *rl = find_ratelimit(previous, conf->name, settings);
+    if (rl != NULL) {
+        rl->refs++;
+        pool->rl = rl;
+        pool->ratelimit = &rl->inst;
+        return 0;
+    }
+    rl = calloc(1, sizeof(*rl));
+    if (rl == NULL || (rl->started = calloc(g->n_workers, sizeof(*rl->started))) == NULL) {
+        free(rl);
+        return FC_ENOMEM;
+    }
+    pp.hooks.owner = &rl->inst;
+    pp.hooks.ratelimit_done = ratelimit_done_fn;
+    rc = fc_instance_create(&rl->inst, plugin, &conf->rate_limit, g->cfg->path, core_keys, NULL,
+                            &pp.hooks, pp.label);
+    if (rc != 0) {
+        free(rl->started);
+        free(rl);
+        return rc;
+    }
+    fc_plugin_acquire(plugin);
+    rl->plugin = plugin;
+    rl->refs = 1;
+    rl->settings = settings;
+    pool->rl = rl;
+    pool->ratelimit = &rl->inst;
+    return 0;
+}
+
 /*
  * The pool's health checker instance. It validates its keys here, so a bad
  * `health` group fails the build; health.c runs it once the generation is
@@ -265,22 +287,13 @@ static int build_health(struct fc_generation *g, struct fc_gen_pool *pool, void 
     static const char *const core_keys[] = {"interval_ms", "timeout_ms", "rise",
                                             "fall",        "initial",    NULL};
     const struct fc_conf_pool *conf = pool->conf;
-    char where[160];
-    snprintf(where, sizeof(where), "pool \"%s\": health", conf->name);
-    struct fc_plugin *plugin = plugin_get(g, &conf->health, FC_PLUGIN_HEALTH, where);
-    if (plugin == NULL)
-        return FC_EINVAL;
-    struct fc_instance_hooks hooks = {
-        .owner = pool,
-        .pool_name = conf->name,
-        .main_loop = main_loop,
-        .worker_count = g->n_workers,
-        .probe_done = probe_done_fn,
-    };
-    char label[192];
-    snprintf(label, sizeof(label), "pool %s: health %s", conf->name, plugin->desc->name);
-    int rc = fc_instance_create(&pool->health_inst, plugin, &conf->health, g->cfg->path, core_keys,
-                                &pool->view, &hooks, label);
+    struct pool_plugin pp;
+    int rc = pool_plugin(g, pool, "health", &conf->health, FC_PLUGIN_HEALTH, main_loop, &pp);
+    if (rc != 0)
+        return rc;
+    pp.hooks.probe_done = probe_done_fn;
+    rc = fc_instance_create(&pool->health_inst, pp.plugin, &conf->health, g->cfg->path, core_keys,
+                            &pool->view, &pp.hooks, pp.label);
     if (rc != 0)
         return rc;
     pool->health = &pool->health_inst;
@@ -328,8 +341,6 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
         v->state = &s->state;
     }
 
-    char where[160];
-    snprintf(where, sizeof(where), "pool \"%s\": strategy", conf->name);
     if (conf->rate_limit.name != NULL) {
         int rc = build_ratelimit(g, previous, pool, main_loop);
         if (rc != 0)
@@ -341,18 +352,13 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
             return rc;
     }
 
-    struct fc_plugin *plugin = plugin_get(g, &conf->strategy, FC_PLUGIN_STRATEGY, where);
-    if (plugin == NULL)
-        return FC_EINVAL;
-    struct fc_instance_hooks hooks = {.owner = pool,
-                                      .pool_name = conf->name,
-                                      .main_loop = main_loop,
-                                      .worker_count = g->n_workers};
-    char label[192];
-    snprintf(label, sizeof(label), "pool %s: strategy %s", conf->name, plugin->desc->name);
+    struct pool_plugin pp;
+    int rc = pool_plugin(g, pool, "strategy", &conf->strategy, FC_PLUGIN_STRATEGY, main_loop, &pp);
+    if (rc != 0)
+        return rc;
     for (uint32_t w = 0; w < g->n_workers; w++) {
-        int rc = fc_instance_create(&pool->strategy[w], plugin, &conf->strategy, g->cfg->path, NULL,
-                                    &pool->view, &hooks, label);
+        rc = fc_instance_create(&pool->strategy[w], pp.plugin, &conf->strategy, g->cfg->path, NULL,
+                                &pool->view, &pp.hooks, pp.label);
         if (rc != 0) {
             /* The ones already created are destroyed with the generation. */
             pool->strategy[w].plugin = NULL;
