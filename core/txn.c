@@ -571,6 +571,11 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
         fc_txn_upstream_failed(t, "unexpected 101 Switching Protocols");
         return -1;
     }
+    if (status < 100) {
+        /* Not a status code HTTP knows (llhttp takes any three digits): nothing to relay. */
+        fc_txn_upstream_failed(t, "invalid status code");
+        return -1;
+    }
     if (status < 200) {
         /* Interim response: relay it to HTTP/1.1 clients, then wait for the final one. */
         int hn = t->client_10 ? 0 : fc_rewrite_response(resp, 0, t->out, t->out_cap);

@@ -162,6 +162,12 @@ static void upstream_on_read_end(struct fc_upstream *u, int status)
         /* A body delimited by the end of the connection ends here. */
         t->up_keep_alive = 0;
         fc_parser_resume(&t->resp_parser);
+        /*
+         * A parser paused at the end of the head has not entered the body
+         * yet, and llhttp_finish() would call that an invalid EOF state: an
+         * empty run moves it into the body, whose end the EOF then is.
+         */
+        llhttp_execute(&t->resp_parser, u->buf + u->len, 0);
         enum llhttp_errno fe = llhttp_finish(&t->resp_parser);
         if ((fe == HPE_OK || fe == HPE_PAUSED) && t->up_msg_done) {
             t->resp_done = 1;

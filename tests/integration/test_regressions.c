@@ -1,9 +1,9 @@
 /*
- * Regressions: one test per defect that the code review of the proxy found,
- * each against a raw backend that sends exactly the bytes that once broke it
- * and records exactly what the proxy forwarded. Every test ends with an
- * ordinary request still being served, and teardown checks that fulcrum
- * exits 0, so a crash anywhere fails the test.
+ * Regressions: one test per defect that a review of the proxy, or an attack
+ * on it, found (the hardening cases are numbered as in its issue), each against a raw backend that
+ * sends exactly the bytes that once broke it and records exactly what the proxy forwarded. Every
+ * test ends with an ordinary request still being served, and teardown checks that fulcrum exits 0,
+ * so a crash anywhere fails the test.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -774,6 +774,53 @@ IT_TEST(response_before_request_written)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* ---- hardening 12: a status below 100 is no interim response ------------- */
+
+IT_TEST(status_below_100_is_502)
+{
+    static const char bad[] = "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n";
+    int b = it_raw_backend_start(env, h_respond, (void *)bad);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    struct it_response r;
+    it_get(env, f->port, "test", "/", &r);
+    /* Nothing of the backend's answer reaches the client: the proxy's 502 comes first. */
+    assert_int_equal(r.interim, 0);
+    assert_int_equal(r.status, 502);
+    it_response_free(&r);
+    assert_int_equal(it_fulcrum_log_count(env, f, "invalid status code"), 1);
+}
+
+/* ---- hardening 13: an empty body delimited by the close is no error ----- */
+
+IT_TEST(empty_eof_delimited_response_is_clean)
+{
+    static const size_t n = 0;
+    int b = it_raw_backend_start(env, h_eof, (void *)&n);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    for (int i = 0; i < 2; i++) { /* the second one: the first one's log lines are out */
+        struct it_conn *c = it_connect(env, f->port);
+        it_send_str(c, "GET /eof HTTP/1.1\r\nHost: test\r\n\r\n");
+        struct it_response r;
+        it_expect_response(c, "GET", &r);
+        assert_int_equal(r.status, 200);
+        assert_true(r.close_delimited);
+        assert_int_equal(r.body_len, 0);
+        it_response_free(&r);
+        assert_true(it_conn_wait_closed(c, 2000));
+        it_conn_close(c);
+    }
+    const char *err = it_proc_stderr(env, f->proc);
+    if (strstr(err, "closed before the response ended") != NULL ||
+        strstr(err, "Invalid EOF state") != NULL)
+        fail_msg("fulcrum complained about a complete response:\n%s", err);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(chunked_trailer_split_across_reads),
     IT_CASE(empty_body_response_ends_with_its_head),
@@ -789,6 +836,8 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(linger_keeps_end_of_response_before_close),
     IT_CASE(linger_keeps_413_while_client_sends),
     IT_CASE(response_before_request_written),
+    IT_CASE(status_below_100_is_502),
+    IT_CASE(empty_eof_delimited_response_is_clean),
 };
 
 IT_MAIN(tests)
