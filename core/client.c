@@ -185,7 +185,7 @@ static void on_close(uv_handle_t *h)
     if (c->txn != NULL)
         events->on_closed(c);
     fc_listener_release(c->listener);
-    fc_freelist_put(&set->free, c);
+    fc_freelist_put(&set->free, c, sizeof(*c));
     w->on_connection_closed(w);
 }
 

@@ -67,7 +67,7 @@ void fc_txn_free(struct fc_client *c)
         return;
     size_t size = sizeof(*t) + t->in_cap + t->out_cap;
     if (size == c->w->txns->size)
-        fc_freelist_put(&c->w->txns->free, t);
+        fc_freelist_put(&c->w->txns->free, t, size);
     else
         free(t);
     c->txn = NULL;

@@ -66,9 +66,9 @@ static void on_close(uv_handle_t *h)
         set->head = u->all_next;
     set->n--;
     if (u->buf)
-        fc_freelist_put(&set->free_buf, u->buf);
+        fc_freelist_put(&set->free_buf, u->buf, FC_UPSTREAM_BUF_SIZE);
     struct fc_backend_shared *b = u->backend;
-    fc_freelist_put(&set->free, u);
+    fc_freelist_put(&set->free, u, sizeof(*u));
     fc_backend_shared_release(b); /* last: the backend may go with its last reference */
     w->on_connection_closed(w);
 }
@@ -267,7 +267,7 @@ void fc_upstream_park(struct fc_upstream *u)
     }
     u->txn = NULL;
     if (u->buf) {
-        fc_freelist_put(&w->upstreams->free_buf, u->buf);
+        fc_freelist_put(&w->upstreams->free_buf, u->buf, FC_UPSTREAM_BUF_SIZE);
         u->buf = NULL;
     }
     u->len = u->off = 0;
