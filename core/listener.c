@@ -15,26 +15,45 @@
 /* The accept queue of each socket. */
 #define BACKLOG 1024
 
-int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
+/*
+ * A bound TCP socket for addr, listening when `shared`: shared sockets carry
+ * SO_REUSEPORT, so that each worker binds its own to the same address and
+ * the kernel spreads connections over them.
+ */
+static int bound_socket(const struct sockaddr *addr, socklen_t len, int shared)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
-    /* Each worker binds its own socket to the same address; the kernel spreads connections. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0))
         goto fail;
     if (addr->sa_family == AF_INET6 &&
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
         goto fail;
-    if (bind(fd, addr, len) != 0 || listen(fd, BACKLOG) != 0)
+    if (bind(fd, addr, len) != 0 || (shared && listen(fd, BACKLOG) != 0))
         goto fail;
     return fd;
 fail:;
     int err = -errno;
     close(fd);
     return err;
+}
+
+int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
+{
+    return bound_socket(addr, len, 1);
+}
+
+int fc_listen_check_free(const struct sockaddr *addr, socklen_t len)
+{
+    /* Without SO_REUSEPORT, the bind fails on an address that any socket listens on. */
+    int fd = bound_socket(addr, len, 0);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
 }
 
 void fc_listener_release(struct fc_listener *l)

@@ -36,6 +36,14 @@ struct fc_listener {
 int fc_listen_socket(const struct sockaddr *addr, socklen_t len);
 
 /**
+ * Whether addr is free for this daemon to listen on: no other socket (of
+ * another process, or another fulcrum: SO_REUSEPORT would let both bind, and
+ * the kernel would split the traffic between them) listens there. Returns 0,
+ * or a negative errno (-EADDRINUSE). Any thread; nothing stays bound.
+ */
+int fc_listen_check_free(const struct sockaddr *addr, socklen_t len);
+
+/**
  * Adds to w a listener for `address` on fd (bound and listening already; owned
  * by the listener from here, closed on failure too), accepting with
  * on_connection. Returns it, or NULL after logging why.

@@ -92,9 +92,26 @@ static void release_generation(void *arg)
 }
 
 /*
- * Listeners the new file adds must be bindable before the reload is accepted;
- * each worker then binds its own socket when it adopts the generation. The
- * probe socket is closed at once: nothing listened on the address before.
+ * A listener's address must be free before this daemon binds it: with
+ * SO_REUSEPORT a second fulcrum (or anything else that sets it) could bind
+ * the same address without error, and the kernel would split the traffic
+ * between two daemons that may run different configurations.
+ */
+static int check_free(const struct fc_config *cfg, const struct fc_conf_listener *l)
+{
+    int rc = fc_listen_check_free((const struct sockaddr *)&l->addr, l->addr_len);
+    if (rc == -EADDRINUSE)
+        fc_log_error("%s:%d: listener %s: address already in use (another fulcrum, or another "
+                     "server, listens there)",
+                     cfg->path, l->line, l->address);
+    else if (rc < 0)
+        fc_log_error("%s:%d: listener %s: %s", cfg->path, l->line, l->address, strerror(-rc));
+    return rc;
+}
+
+/*
+ * Listeners the new file adds must be free before the reload is accepted;
+ * each worker then binds its own socket when it adopts the generation.
  */
 static int check_new_listeners(const struct fc_config *next, const struct fc_config *cur)
 {
@@ -104,15 +121,8 @@ static int check_new_listeners(const struct fc_config *next, const struct fc_con
         int known = 0;
         for (uint32_t k = 0; k < cur->n_listeners; k++)
             known |= strcmp(cur->listeners[k].address, l->address) == 0;
-        if (known)
-            continue;
-        int fd = fc_listen_socket((const struct sockaddr *)&l->addr, l->addr_len);
-        if (fd < 0) {
-            fc_log_error("%s:%d: listener %s: %s", next->path, l->line, l->address, strerror(-fd));
+        if (!known && check_free(next, l) != 0)
             rc = FC_ERROR;
-            continue;
-        }
-        close(fd);
     }
     return rc;
 }
@@ -243,6 +253,13 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
         return FC_ENOMEM;
     for (size_t i = 0; i < n; i++)
         fds[i] = -1;
+    int busy = 0;
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        busy |= check_free(cfg, &cfg->listeners[l]) != 0;
+    if (busy) {
+        free(fds);
+        return FC_ERROR;
+    }
     for (uint32_t w = 0; w < n_workers; w++)
         for (uint32_t l = 0; l < cfg->n_listeners; l++) {
             const struct fc_conf_listener *cl = &cfg->listeners[l];

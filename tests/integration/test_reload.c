@@ -906,6 +906,41 @@ IT_TEST(reloads_cost_no_memory)
                  baseline, MEM_BASELINE, after, MEM_RELOADS);
 }
 
+/* ---- hardening 7: a second daemon cannot share a listener ---------------- */
+
+IT_TEST(second_daemon_on_a_listener_is_refused)
+{
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    struct it_fulcrum *a = it_fulcrum_start(env, &cfg);
+
+    /*
+     * SO_REUSEPORT would let a second fulcrum bind a's address without error,
+     * and the kernel would split a's traffic with it: it must refuse to start.
+     */
+    const char *path = it_write_file(env, "second.conf", it_config_render(env, &cfg, a->port));
+    const char *const argv[] = {FC_BINARY, "-c", path, NULL};
+    struct it_run_result res;
+    it_run(env, argv, 5000, &res);
+    assert_int_equal(res.exit_code, 1);
+    const char *want = it_strf(env, "listener 127.0.0.1:%d: address already in use", a->port);
+    if (strstr(res.err, want) == NULL)
+        fail_msg("expected \"%s\" in:\n%s", want, res.err);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(get_backend(env, a->port, "/"), "a");
+
+    /* A reload of a that adds a listener on another daemon's address is refused too. */
+    struct it_fulcrum *b = it_fulcrum_start(env, &cfg);
+    int ports[2] = {a->port, b->port};
+    size_t skip = strlen(it_proc_stderr(env, a->proc));
+    assert_int_equal(it_fulcrum_reload_text(env, a, render_listeners(env, &cfg, ports, 2)),
+                     -EINVAL);
+    want = it_strf(env, "listener 127.0.0.1:%d: address already in use", b->port);
+    if (strstr(it_proc_stderr(env, a->proc) + skip, want) == NULL)
+        fail_msg("expected \"%s\" in the reload's log", want);
+    assert_string_equal(get_backend(env, a->port, "/"), "a");
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(reloads_under_load_fail_no_request),
     IT_CASE(broken_file_keeps_old_generation),
@@ -916,6 +951,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(rate_limit_state_survives_unrelated_reload),
     IT_CASE(config_test_beside_live_daemon),
     IT_CASE(reloads_cost_no_memory),
+    IT_CASE(second_daemon_on_a_listener_is_refused),
 };
 
 IT_MAIN(tests)
