@@ -281,6 +281,18 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
 
 int main(int argc, char **argv)
 {
+    /*
+     * SIGHUP (a reload) and SIGUSR1 (logrotate) would end the process with
+     * their default action while the configuration and plugins load: they
+     * wait, blocked, until their handlers are in place, and one that came
+     * meanwhile is handled then (a reload right after the start).
+     */
+    sigset_t early;
+    sigemptyset(&early);
+    sigaddset(&early, SIGHUP);
+    sigaddset(&early, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &early, NULL);
+
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
@@ -368,6 +380,7 @@ int main(int argc, char **argv)
         sigs[i]->data = &d;
         uv_signal_start(sigs[i], signal_cb, signums[i]);
     }
+    sigprocmask(SIG_UNBLOCK, &early, NULL);
 
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)

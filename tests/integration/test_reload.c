@@ -941,6 +941,28 @@ IT_TEST(second_daemon_on_a_listener_is_refused)
     assert_string_equal(get_backend(env, a->port, "/"), "a");
 }
 
+/* ---- hardening 6: signals while the configuration loads ------------------ */
+
+IT_TEST(signals_during_startup_wait_for_their_handlers)
+{
+    /*
+     * The strategy's first create() raises SIGHUP and SIGUSR1, as logrotate
+     * or an operator may while the plugins load. Their default action would
+     * end the daemon there; they must wait, and the SIGHUP reload after start.
+     */
+    struct it_config cfg;
+    struct it_pool_config *pool = it_config_demo_pool(env, &cfg, 1);
+    pool->strategy = FC_TEST_PLUGIN_DIR "/raise_signals.so";
+    pool->strategy_options = it_strf(env, "marker = \"%s\";", it_path(env, "raised"));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    assert_string_equal(get_backend(env, f->port, "/"), "a");
+    int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
+    while (it_fulcrum_log_count(env, f, "reload done") == 0 && it_now_ms() < deadline)
+        it_sleep_ms(20);
+    assert_int_equal(it_fulcrum_log_count(env, f, "reload done"), 1);
+    assert_string_equal(get_backend(env, f->port, "/"), "a");
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(reloads_under_load_fail_no_request),
     IT_CASE(broken_file_keeps_old_generation),
@@ -952,6 +974,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(config_test_beside_live_daemon),
     IT_CASE(reloads_cost_no_memory),
     IT_CASE(second_daemon_on_a_listener_is_refused),
+    IT_CASE(signals_during_startup_wait_for_their_handlers),
 };
 
 IT_MAIN(tests)
