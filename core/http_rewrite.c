@@ -203,6 +203,68 @@ int fc_head_request_complete(struct fc_request *h)
     return 0;
 }
 
+/* A token character (RFC 9110 5.6.2). */
+static int is_tchar(char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/*
+ * Reads the codings of one Transfer-Encoding value into *codings and
+ * *chunked_last: -1 when an element is empty or not a token (a coding's
+ * parameters included: none is defined for a request), when "chunked" is not
+ * the last coding so far, or appears twice.
+ */
+static int te_value(struct fc_span v, uint32_t *codings, int *chunked_last)
+{
+    uint32_t i = 0;
+    for (;;) {
+        while (i < v.len && is_ows(v.p[i]))
+            i++;
+        uint32_t start = i;
+        while (i < v.len && is_tchar(v.p[i]))
+            i++;
+        struct fc_span tok = {v.p + start, i - start};
+        while (i < v.len && is_ows(v.p[i]))
+            i++;
+        if (tok.len == 0 || (i < v.len && v.p[i] != ','))
+            return -1;
+        if (*chunked_last)
+            return -1; /* something after chunked, or chunked twice */
+        *chunked_last = fc_span_equals(tok, "chunked");
+        (*codings)++;
+        if (i == v.len)
+            return 0;
+        i++; /* the comma */
+    }
+}
+
+int fc_head_framing_check(const struct fc_request *h, int chunked_by_parser)
+{
+    uint32_t codings = 0;
+    int chunked_last = 0, te = 0, cl = 0;
+    for (uint32_t i = 0; i < h->n_headers; i++) {
+        const struct fc_header *hdr = &h->headers[i];
+        if (hdr->kind != FC_HDR_FRAMING)
+            continue;
+        if (fc_span_equals(hdr->name, "content-length")) {
+            cl = 1;
+            continue;
+        }
+        te = 1;
+        if (te_value(hdr->value, &codings, &chunked_last) != 0)
+            return -1;
+    }
+    if (!te)
+        return 0;
+    /* A request body is chunked last, or has no framing at all; and never two framings. */
+    if (!chunked_last || cl || !chunked_by_parser)
+        return -1;
+    return 0;
+}
+
 /*
  * Headers that describe one hop (RFC 9110 7.6.1) are never forwarded. The
  * framing headers (Content-Length, Transfer-Encoding) are not among them: the

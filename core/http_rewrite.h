@@ -41,6 +41,17 @@ int fc_head_on_value_complete(struct fc_request *h);
 int fc_head_request_complete(struct fc_request *h);
 void fc_head_on_span(struct fc_span *s, const char *at, size_t len);
 
+/**
+ * The framing of a complete request head, checked apart from the parser
+ * (llhttp 8.1 lets an empty Transfer-Encoding through and frames the body by
+ * Content-Length): any Transfer-Encoding must be a list of tokens whose last
+ * coding, and only that one, is "chunked", with no Content-Length beside it,
+ * and the parser must have framed the body as chunked
+ * (`chunked_by_parser`). Returns 0, or -1 when the request must be refused
+ * with 400 (RFC 9112 6.1 and 6.3).
+ */
+int fc_head_framing_check(const struct fc_request *h, int chunked_by_parser);
+
 /** True when `hdr` must not be forwarded: hop-by-hop, or named in Connection. */
 int fc_header_is_hop_by_hop(const struct fc_request *h, const struct fc_header *hdr);
 

@@ -127,6 +127,11 @@ void fc_txn_begin(struct fc_txn *t)
         fc_txn_reply(t, 400, 1);
         return;
     }
+    if (fc_head_framing_check(req, (t->parser.flags & F_CHUNKED) != 0) != 0) {
+        fc_log_debug("client %s: invalid Transfer-Encoding", c->ip);
+        fc_txn_reply(t, 400, 1);
+        return;
+    }
     if (req->host.p == NULL && !t->client_10) {
         fc_log_debug("client %s: HTTP/1.1 request without Host", c->ip);
         fc_txn_reply(t, 400, 1);

@@ -821,6 +821,27 @@ IT_TEST(empty_eof_delimited_response_is_clean)
         fail_msg("fulcrum complained about a complete response:\n%s", err);
 }
 
+/* ---- hardening 8: an empty Transfer-Encoding is no framing --------------- */
+
+IT_TEST(empty_transfer_encoding_rejected)
+{
+    int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    expect_rejected(env, f->port,
+                    "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding:\r\n"
+                    "Content-Length: 5\r\n\r\nhello");
+    expect_rejected(env, f->port, "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: \r\n\r\n");
+    expect_rejected(env, f->port,
+                    "GET / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding:\r\n"
+                    "Transfer-Encoding:\r\n\r\n");
+    /* Nothing of them reached the backend. */
+    assert_int_equal(it_raw_backend_conns(env, b), 0);
+    expect_still_serving(env, f->port, "ok");
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(chunked_trailer_split_across_reads),
     IT_CASE(empty_body_response_ends_with_its_head),
@@ -838,6 +859,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(response_before_request_written),
     IT_CASE(status_below_100_is_502),
     IT_CASE(empty_eof_delimited_response_is_clean),
+    IT_CASE(empty_transfer_encoding_rejected),
 };
 
 IT_MAIN(tests)

@@ -239,6 +239,39 @@ static void test_too_many_headers(void **state)
     assert_int_equal(fc_head_on_field(&head, "X-Last", 6), -1);
 }
 
+/* fc_head_framing_check() of a request head with these headers; llhttp-chunked as given. */
+static int framing(const char *headers, int chunked)
+{
+    char text[512];
+    snprintf(text, sizeof(text), "POST / HTTP/1.1\r\nHost: a\r\n%s\r\n", headers);
+    enum llhttp_errno e = try_parse(text, HTTP_REQUEST, 1);
+    if (e != HPE_PAUSED)
+        return 1; /* llhttp refused it itself: not for this check to decide */
+    return fc_head_framing_check(&head, chunked);
+}
+
+static void test_framing_check(void **state)
+{
+    /* Valid: chunked last, alone or after other codings, in one header or several. */
+    assert_int_equal(framing("Transfer-Encoding: chunked\r\n", 1), 0);
+    assert_int_equal(framing("Transfer-Encoding: gzip, chunked\r\n", 1), 0);
+    assert_int_equal(framing("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 1), 0);
+    assert_int_equal(framing("Content-Length: 5\r\n", 0), 0);
+    assert_int_equal(framing("X-A: b\r\n", 0), 0);
+    /* Empty values, once or twice, with or without Content-Length (llhttp lets them by). */
+    assert_int_equal(framing("Transfer-Encoding:\r\n", 0), -1);
+    assert_int_equal(framing("Transfer-Encoding: \r\nTransfer-Encoding:\r\n", 0), -1);
+    assert_int_equal(framing("Transfer-Encoding:\r\nContent-Length: 5\r\n", 0), -1);
+    /* Empty elements, parameters, chunked twice or not last: refused wherever llhttp is not. */
+    assert_int_not_equal(framing("Transfer-Encoding: , chunked\r\n", 1), 0);
+    assert_int_not_equal(framing("Transfer-Encoding: chunked;q=1\r\n", 1), 0);
+    assert_int_not_equal(framing("Transfer-Encoding: chunked, chunked\r\n", 1), 0);
+    assert_int_not_equal(framing("Transfer-Encoding: chunked, gzip\r\n", 1), 0);
+    assert_int_not_equal(framing("Transfer-Encoding: gzip\r\n", 0), 0);
+    /* A chunked Transfer-Encoding the parser did not frame as chunked is refused too. */
+    assert_int_equal(framing("Transfer-Encoding: chunked\r\n", 0), -1);
+}
+
 static void assert_response_rewrite(const char *in, unsigned flags, const char *want)
 {
     parse(in, HTTP_RESPONSE, 1);
@@ -328,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_ambiguous_heads_refused),
         cmocka_unit_test(test_absolute_form),
         cmocka_unit_test(test_too_many_headers),
+        cmocka_unit_test(test_framing_check),
         cmocka_unit_test(test_response_hop_by_hop_removed),
         cmocka_unit_test(test_response_connection_flags),
         cmocka_unit_test(test_response_dechunk_drops_transfer_encoding),
