@@ -167,10 +167,33 @@ int fc_head_on_value_complete(struct fc_request *h)
     return 0;
 }
 
+/*
+ * The characters a Host value (uri-host [":" port], RFC 9112 3.2 and RFC 3986
+ * 3.2.2) may hold: unreserved, percent-encoded, sub-delims, ':' and the
+ * brackets of an IP literal. A space, '/', '@', '?', '#' or '\\' would make
+ * the authority mean one thing here and another to the backend.
+ */
+static int host_valid(struct fc_span host)
+{
+    for (uint32_t i = 0; i < host.len; i++) {
+        char c = host.p[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+            continue;
+        if (c == '\0' || strchr("-._~%!$&'()*+,;=:[]", c) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
 int fc_head_request_complete(struct fc_request *h)
 {
+    if (h->host.p != NULL && !host_valid(h->host))
+        return -1;
     struct fc_span t = h->target;
     if (t.len > 0 && t.p[0] == '/')
+        return 0;
+    /* asterisk-form: "OPTIONS * HTTP/1.1" asks about the server as a whole (RFC 9112 3.2.4). */
+    if (t.len == 1 && t.p[0] == '*' && fc_span_equals(h->method, "options"))
         return 0;
     static const char scheme[] = "http://";
     if (t.len < sizeof(scheme) - 1 || !fc_span_equals((struct fc_span){t.p, 7}, scheme))
@@ -186,6 +209,8 @@ int fc_head_request_complete(struct fc_request *h)
         return -1; /* no host, or user info: refused */
     h->host.p = auth;
     h->host.len = (uint32_t)(auth_end - auth);
+    if (!host_valid(h->host))
+        return -1;
     if (path != NULL && *path == '/') {
         h->target.p = path;
         h->target.len = (uint32_t)(end - path);

@@ -36,7 +36,9 @@ int fc_head_on_value_complete(struct fc_request *h);
  * Called once the request head is complete. An absolute-form target
  * ("http://host:port/path") becomes its path, and its authority replaces any
  * Host header (RFC 9112 3.2.2). Returns 0, or -1 for a target that is
- * neither origin-form nor http absolute-form (e.g. "https://...", "*").
+ * neither origin-form, nor http absolute-form, nor the asterisk-form of
+ * OPTIONS (e.g. "https://...", "GET *"), and for a Host (or authority) with
+ * a character an authority cannot hold ("a b", "a/b@c").
  */
 int fc_head_request_complete(struct fc_request *h);
 void fc_head_on_span(struct fc_span *s, const char *at, size_t len);

@@ -118,6 +118,11 @@ void fc_txn_begin(struct fc_txn *t)
         fc_txn_reply(t, 503, 1);
         return;
     }
+    if (req->http_major != 1) {
+        /* "GET / HTTP/2.0" in HTTP/1 syntax: not a version this proxy speaks. */
+        fc_txn_reply(t, 505, 1);
+        return;
+    }
     if (t->parser.method == HTTP_CONNECT) {
         fc_txn_reply(t, 405, 1);
         return;

@@ -842,6 +842,35 @@ IT_TEST(empty_transfer_encoding_rejected)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* ---- hardening 16: protocol versions, asterisk-form, Host syntax -------- */
+
+IT_TEST(protocol_forms_checked)
+{
+    int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* HTTP/2.0 in HTTP/1 syntax is no HTTP/1.1 request: 505, not forwarded as one. */
+    struct it_response r;
+    it_fetch(env, f->port, "GET", "GET / HTTP/2.0\r\nHost: test\r\n\r\n", &r);
+    assert_int_equal(r.status, 505);
+    it_response_free(&r);
+    /* Hosts that an authority cannot be. */
+    expect_rejected(env, f->port, "GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
+    expect_rejected(env, f->port, "GET / HTTP/1.1\r\nHost: a/b@c\r\n\r\n");
+    assert_int_equal(it_raw_backend_conns(env, b), 0);
+
+    /* OPTIONS * asks about the server: forwarded as it is. */
+    it_fetch(env, f->port, "OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: test\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    const char *got = wait_received(env, b, 0, "\r\n\r\n");
+    if (strncmp(got, "OPTIONS * HTTP/1.1\r\n", 20) != 0)
+        fail_msg("forwarded as:\n%s", got);
+    expect_still_serving(env, f->port, "ok");
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(chunked_trailer_split_across_reads),
     IT_CASE(empty_body_response_ends_with_its_head),
@@ -860,6 +889,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(status_below_100_is_502),
     IT_CASE(empty_eof_delimited_response_is_clean),
     IT_CASE(empty_transfer_encoding_rejected),
+    IT_CASE(protocol_forms_checked),
 };
 
 IT_MAIN(tests)

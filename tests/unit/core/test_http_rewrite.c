@@ -226,6 +226,42 @@ static void test_absolute_form(void **state)
     assert_int_equal(head.absolute_form, 0);
 }
 
+/* Request targets and authorities that RFC 9112 3.2 allows, and those it does not. */
+static void test_target_and_host_forms(void **state)
+{
+    /* asterisk-form, for OPTIONS only; forwarded as it came. */
+    parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), 0);
+    char out[512];
+    int n = fc_rewrite_request(&head, &fw, out, sizeof(out));
+    assert_true(n > 0);
+    assert_memory_equal(out, "OPTIONS * HTTP/1.1\r\n", 20);
+    if (try_parse("GET * HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1) == HPE_PAUSED)
+        assert_int_equal(fc_head_request_complete(&head), -1);
+    /* Hosts: names, addresses, ports, an empty one (RFC 9112 3.2) pass. */
+    const char *good[] = {"example.com",   "example.com:8080",      "127.0.0.1:80", "[::1]:8080",
+                          "[2001:db8::7]", "xn--bcher-kva.example", "a-b_c~d.e",    ""};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        parse(text, HTTP_REQUEST, 1);
+        if (fc_head_request_complete(&head) != 0)
+            fail_msg("Host: %s refused", good[i]);
+    }
+    /* What an authority cannot hold, and would mean something else to the backend. */
+    const char *bad[] = {"a b", "a/b@c", "a@b", "a?b", "a#b", "a\\b", "a\"b", "a<b>"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        if (try_parse(text, HTTP_REQUEST, 1) != HPE_PAUSED)
+            continue; /* llhttp refused it already */
+        if (fc_head_request_complete(&head) != -1)
+            fail_msg("Host: %s accepted", bad[i]);
+    }
+    parse("GET http://a%20b/ HTTP/1.1\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), 0); /* %-encoded: a valid reg-name */
+}
+
 static void test_too_many_headers(void **state)
 {
     fc_head_reset(&head);
@@ -362,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_absolute_form),
         cmocka_unit_test(test_too_many_headers),
         cmocka_unit_test(test_framing_check),
+        cmocka_unit_test(test_target_and_host_forms),
         cmocka_unit_test(test_response_hop_by_hop_removed),
         cmocka_unit_test(test_response_connection_flags),
         cmocka_unit_test(test_response_dechunk_drops_transfer_encoding),
