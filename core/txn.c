@@ -435,6 +435,10 @@ void fc_txn_forward_body(struct fc_txn *t)
         t->in_off += (uint32_t)used;
     }
     if (n == 0) {
+        if (c->eof) {
+            fc_txn_abort(t, NULL); /* the client is gone and the body is not complete */
+            return;
+        }
         fc_client_read_start(c); /* wait for more body */
         fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
         return;
@@ -501,6 +505,10 @@ void fc_txn_upstream_written(struct fc_txn *t)
     }
     /* Everything read so far was relayed: the buffer starts over. */
     t->in_off = t->in_len = 0;
+    if (c->eof) {
+        fc_txn_abort(t, NULL); /* the client is gone and the body is not complete */
+        return;
+    }
     fc_client_read_start(c);
     fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
 }

@@ -57,10 +57,16 @@ static void client_on_read_end(struct fc_client *c, int status)
     case FC_TXN_RATELIMIT: /* the close waits for the verdict: see client_on_close() */
     case FC_TXN_CONNECTING:
     case FC_TXN_PROXY:
-        if (!t->req_done || status != UV_EOF)
-            fc_txn_abort(t, NULL); /* the request will never be complete */
+        /*
+         * Half-closed after the request, or with the rest of it in the buffer
+         * still to be relayed (a body behind a head that waits for its
+         * backend): answer, then close. Relaying notices a body that the
+         * buffer does not complete. Anything else will never be complete.
+         */
+        if (status == UV_EOF && (t->req_done || t->in_off < t->in_len))
+            t->keep_alive = 0;
         else
-            t->keep_alive = 0; /* half-closed: answer, then close */
+            fc_txn_abort(t, NULL);
         break;
     case FC_TXN_REPLY:
         break;

@@ -871,6 +871,49 @@ IT_TEST(protocol_forms_checked)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* ---- hardening 10: a request half-closed behind its body is answered ---- */
+
+IT_TEST(half_closed_request_with_body_answered)
+{
+    /* Connection: close, so that no idle upstream connection is ever there to reuse. */
+    static const char closing_ok[] =
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    int b = it_raw_backend_start(env, h_respond, (void *)closing_ok);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    static const char *const requests[] = {
+        "POST /cl HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /chunked HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n",
+        "POST /http10 HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        struct it_conn *c = it_connect(env, f->port);
+        it_send_str(c, requests[i]);
+        assert_int_equal(shutdown(it_conn_fd(c), SHUT_WR), 0); /* at once: nothing more comes */
+        struct it_response r;
+        it_expect_response(c, "POST", &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "ok");
+        it_response_free(&r);
+        assert_true(it_conn_wait_closed(c, 2000));
+        it_conn_close(c);
+        const char *got = wait_received(env, b, i, "hello");
+        if (strstr(got, "hello") == NULL)
+            fail_msg("request %zu reached the backend as:\n%s", i, got);
+    }
+
+    /* A body the client never completes before its half-close is not answered as one. */
+    struct it_conn *c = it_connect(env, f->port);
+    it_send_str(c, "POST /short HTTP/1.1\r\nHost: test\r\nContent-Length: 50\r\n\r\nhello");
+    assert_int_equal(shutdown(it_conn_fd(c), SHUT_WR), 0);
+    struct it_response r;
+    assert_true(it_recv_response(c, "POST", &r) < 0);
+    expect_still_serving(env, f->port, "ok");
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(chunked_trailer_split_across_reads),
     IT_CASE(empty_body_response_ends_with_its_head),
@@ -890,6 +933,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(empty_eof_delimited_response_is_clean),
     IT_CASE(empty_transfer_encoding_rejected),
     IT_CASE(protocol_forms_checked),
+    IT_CASE(half_closed_request_with_body_answered),
 };
 
 IT_MAIN(tests)
