@@ -462,6 +462,68 @@ static void load_routes(struct fc_cfg_loader *ld, const config_setting_t *root)
 /* Public functions                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* libconfig's own bound on nested @include. */
+#define MAX_INCLUDE_DEPTH 10
+
+/*
+ * libconfig 1.5's scanner ends the process ("input in flex scanner failed")
+ * when an @include names a folder, and a SIGHUP must never do that. So the
+ * include targets are checked first, as libconfig will read them: every
+ * `@include "name"` at the start of a line outside a comment, relative to the
+ * config's folder, nested ones too. A folder or anything else that is not a
+ * regular file is an error naming FILE:LINE; a missing file is left for
+ * libconfig to report. Returns 0 or -1.
+ */
+static int check_includes(struct fc_cfg_loader *ld, FILE *f, const char *name, int depth)
+{
+    char line[4096];
+    int lineno = 0, in_comment = 0, rc = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        const char *p = line;
+        if (in_comment) {
+            const char *end = strstr(p, "*/");
+            if (end == NULL)
+                continue;
+            in_comment = 0;
+            p = end + 2;
+        }
+        while (*p == ' ' || *p == '\t')
+            p++;
+        /* A comment that starts here and does not end on this line hides what follows. */
+        const char *open = strstr(p, "/*");
+        if (open != NULL && strstr(open + 2, "*/") == NULL)
+            in_comment = 1;
+        if (strncmp(p, "@include", 8) != 0 || (p[8] != ' ' && p[8] != '\t'))
+            continue;
+        const char *q = strchr(p + 8, '"');
+        const char *qe = q != NULL ? strchr(q + 1, '"') : NULL;
+        if (qe == NULL)
+            continue; /* a syntax error libconfig reports */
+        char target[1024];
+        snprintf(target, sizeof(target), "%.*s", (int)(qe - q - 1), q + 1);
+        char *path = fc_cfg_resolve_path(ld, target);
+        if (path == NULL)
+            return -1;
+        struct stat st;
+        FILE *inc = NULL;
+        if (stat(path, &st) != 0) {
+            /* Missing: libconfig says so itself. */
+        } else if (!S_ISREG(st.st_mode)) {
+            fc_log(FC_LOG_ERROR, "%s:%d: @include \"%s\": %s", name, lineno, target,
+                   S_ISDIR(st.st_mode) ? "is a folder, not a file" : "is not a regular file");
+            ld->errors++;
+            rc = -1;
+        } else if (depth + 1 < MAX_INCLUDE_DEPTH && (inc = fopen(path, "r")) != NULL) {
+            if (check_includes(ld, inc, path, depth + 1) != 0)
+                rc = -1;
+            fclose(inc);
+        }
+        free(path);
+    }
+    return rc;
+}
+
 /*
  * Reads the file into cfg->lc. Opening it here, rather than through
  * config_read_file(), gives the reason a file cannot be read, and keeps
@@ -483,6 +545,11 @@ static int read_file(struct fc_cfg_loader *ld)
         fc_log(FC_LOG_ERROR, "%s: cannot read: %s", cfg->path, strerror(err));
         return FC_EINVAL;
     }
+    if (check_includes(ld, f, cfg->path, 0) != 0) {
+        fclose(f);
+        return FC_EINVAL;
+    }
+    rewind(f);
     int ok = config_read(&cfg->lc, f);
     fclose(f);
     if (ok == CONFIG_TRUE)

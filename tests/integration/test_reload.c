@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -963,6 +964,32 @@ IT_TEST(signals_during_startup_wait_for_their_handlers)
     assert_string_equal(get_backend(env, f->port, "/"), "a");
 }
 
+/* ---- hardening 5: a reload never ends the daemon on an @include --------- */
+
+IT_TEST(include_of_a_folder_refuses_the_reload)
+{
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    assert_int_equal(mkdir(it_path(env, "conf.d"), 0755), 0);
+
+    /* libconfig's scanner would exit the process on it; the reload is refused instead. */
+    const char *text =
+        it_strf(env, "%s\n@include \"conf.d\"\n", it_config_render(env, &cfg, f->port));
+    assert_int_equal(it_fulcrum_reload_text(env, f, text), -EINVAL);
+    assert_int_equal(it_fulcrum_log_count(env, f, "@include \"conf.d\": is a folder, not a file"),
+                     1);
+    assert_string_equal(get_backend(env, f->port, "/"), "a");
+
+    /* -t says the same, with the file and line, and exits 1 (not 2 from the scanner). */
+    const char *path = it_write_file(env, "checked.conf", text);
+    const char *const argv[] = {FC_BINARY, "-t", "-c", path, NULL};
+    struct it_run_result res;
+    it_run(env, argv, 10000, &res);
+    assert_int_equal(res.exit_code, 1);
+    assert_non_null(strstr(res.err, "@include \"conf.d\": is a folder, not a file"));
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(reloads_under_load_fail_no_request),
     IT_CASE(broken_file_keeps_old_generation),
@@ -975,6 +1002,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(reloads_cost_no_memory),
     IT_CASE(second_daemon_on_a_listener_is_refused),
     IT_CASE(signals_during_startup_wait_for_their_handlers),
+    IT_CASE(include_of_a_folder_refuses_the_reload),
 };
 
 IT_MAIN(tests)

@@ -452,6 +452,46 @@ static void test_include(void **state)
     }
 }
 
+/*
+ * An @include of a folder made libconfig's scanner exit the process: it is
+ * refused first, with FILE:LINE, and the process goes on (this test does).
+ */
+static void test_include_folder_refused(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/conf.d", tmpdir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_fails("workers = 1;\n@include \"conf.d\"\n", 1);
+    assert_error(2, "@include \"conf.d\"", "is a folder, not a file");
+    for (int i = 0; i < n_lines; i++)
+        free(lines[i]);
+    n_lines = 0;
+
+    /* Nested: the included file's own include is checked too, and named by its file. */
+    write_file("pools.inc", "# pools\n@include \"conf.d\"\n");
+    assert_fails("workers = 1;\n@include \"pools.inc\"\n", 1);
+    assert_error_in(in_dir("pools.inc"), 2, "@include \"conf.d\"", "is a folder, not a file");
+    for (int i = 0; i < n_lines; i++)
+        free(lines[i]);
+    n_lines = 0;
+
+    /* Commented out, it is not an include: the file loads. */
+    write_file("pools.inc", "pools = ( { name = \"web\";\n"
+                            "  strategy = { plugin = \"round_robin\"; };\n"
+                            "  backends = ( { address = \"127.0.0.1:9001\"; } ); } );\n");
+    struct fc_config *cfg = NULL;
+    assert_int_equal(load("listeners = ( { address = \"127.0.0.1:8080\"; pool = \"web\"; } );\n"
+                          "# @include \"conf.d\"\n"
+                          "/*\n@include \"conf.d\"\n*/\n"
+                          "@include \"pools.inc\"\n",
+                          &cfg),
+                     0);
+    assert_int_equal(cfg->n_pools, 1);
+    fc_config_free(cfg);
+    rmdir(dir);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -904,6 +944,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_access_off_and_explicit_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relative_config_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_include, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_include_folder_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_syntax_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_is_not_a_file, setup, teardown),
