@@ -13,6 +13,7 @@
 #include <fulcrum/plugin.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* How long a closing connection's unread input is drained; see fc_client_linger(). */
 #define LINGER_MS 2000
@@ -21,8 +22,7 @@ struct fc_client_set {
     struct fc_client *head; /* every open client connection (for draining) */
     uint32_t n;
     struct fc_freelist free;
-    uv_tcp_t reject; /* accepts and closes a connection when memory runs out */
-    int reject_busy;
+    uv_tcp_t first; /* see fc_client_worker_init() */
 };
 
 static const struct fc_client_events *events;
@@ -35,7 +35,17 @@ void fc_client_set_events(const struct fc_client_events *ev)
 int fc_client_worker_init(struct fc_worker *w)
 {
     w->clients = calloc(1, sizeof(*w->clients));
-    return w->clients != NULL ? 0 : FC_ENOMEM;
+    if (w->clients == NULL)
+        return FC_ENOMEM;
+    /*
+     * libuv opens a reserve descriptor for each loop with the loop's first
+     * stream handle. Open it now, with a handle closed at once, so that the
+     * worker's descriptors do not grow with its first client (operators and
+     * the leak tests watch that count).
+     */
+    uv_tcp_init(&w->loop, &w->clients->first);
+    uv_close((uv_handle_t *)&w->clients->first, NULL);
+    return 0;
 }
 
 void fc_client_worker_free(struct fc_worker *w)
@@ -251,40 +261,15 @@ void fc_client_linger(struct fc_client *c)
 /* Accepting                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static void reject_closed(uv_handle_t *h)
+void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockaddr *peer,
+                             socklen_t peer_len)
 {
-    struct fc_client_set *set = h->data;
-    set->reject_busy = 0;
-}
-
-/*
- * Out of memory: accept into the worker's spare handle and close it at once,
- * so the client is told instead of left hanging and the listener keeps being
- * polled (libuv stops watching it until we accept).
- */
-static void reject(struct fc_client_set *set, struct fc_worker *w, uv_stream_t *server)
-{
-    if (set->reject_busy)
-        return;
-    uv_tcp_init(&w->loop, &set->reject);
-    set->reject.data = set;
-    set->reject_busy = 1;
-    uv_accept(server, (uv_stream_t *)&set->reject);
-    uv_close((uv_handle_t *)&set->reject, reject_closed);
-}
-
-void fc_client_on_connection(uv_stream_t *server, int status)
-{
-    struct fc_listener *l = server->data;
     struct fc_worker *w = l->worker;
     struct fc_client_set *set = w->clients;
-    if (status < 0) {
-        fc_log_warn("listener %s: accept: %s", l->address, uv_strerror(status));
-        return;
-    }
     struct fc_client *c = fc_freelist_get(&set->free, sizeof(*c));
     if (c == NULL) {
-        reject(set, w, server);
+        /* Out of memory: the client is told by the close instead of left hanging. */
+        close(fd);
         fc_log_error("listener %s: out of memory for a new connection", l->address);
         return;
     }
@@ -301,17 +286,14 @@ void fc_client_on_connection(uv_stream_t *server, int status)
         set->head->prev = c;
     set->head = c;
     set->n++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
         fc_client_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    int peer_len = sizeof(c->peer);
-    if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &peer_len) != 0) {
-        fc_client_close(c); /* reset before we could look at it: nothing to serve */
-        return;
-    }
-    c->peer_len = (socklen_t)peer_len;
+    memcpy(&c->peer, peer, peer_len < sizeof(c->peer) ? peer_len : sizeof(c->peer));
+    c->peer_len = peer_len < sizeof(c->peer) ? peer_len : (socklen_t)sizeof(c->peer);
     if (c->peer.sa.sa_family == AF_INET6)
         uv_ip6_name(&c->peer.in6, c->ip, sizeof(c->ip));
     else

@@ -94,11 +94,12 @@ void fc_clients_each(struct fc_worker *w, void (*fn)(struct fc_client *c, void *
 void fc_clients_close(struct fc_worker *w);
 
 /**
- * The libuv connection callback of a listener (server->data is its struct
- * fc_listener): accepts, and waits for the first request for
+ * The accept callback of every listener (fc_accept_cb): takes fd as a
+ * client connection of l's worker, and waits for the first request for
  * timeouts.client_header_ms.
  */
-void fc_client_on_connection(uv_stream_t *server, int status);
+void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockaddr *peer,
+                             socklen_t peer_len);
 
 void fc_client_read_start(struct fc_client *c);
 void fc_client_read_stop(struct fc_client *c);

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,12 +130,14 @@ static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root
 
 static void load_limits(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"max_header_bytes", "max_body_bytes", NULL};
+    static const char *const keys[] = {"max_header_bytes", "max_body_bytes", "max_connections",
+                                       NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 
     cfg->limits.max_header_bytes = 16384;
     cfg->limits.max_body_bytes = 0;
+    cfg->limits.max_connections = fc_config_default_max_connections();
     if (fc_cfg_get_compound(ld, root, "", "limits", CONFIG_TYPE_GROUP, 0, &g) != FC_CFG_GOT)
         return;
     fc_cfg_check_keys(ld, g, "limits.", keys);
@@ -144,6 +147,19 @@ static void load_limits(struct fc_cfg_loader *ld, const config_setting_t *root)
     int64_t v;
     if (fc_cfg_get_int(ld, g, "limits.", "max_body_bytes", 0, INT64_MAX, &v) == FC_CFG_GOT)
         cfg->limits.max_body_bytes = (uint64_t)v;
+    fc_cfg_get_u32(ld, g, "limits.", "max_connections", 0, 10000000,
+                   &cfg->limits.max_connections);
+    if (cfg->limits.max_connections == 0)
+        cfg->limits.max_connections = fc_config_default_max_connections();
+}
+
+uint32_t fc_config_default_max_connections(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 10000000;
+    uint64_t n = rl.rlim_cur > 128 + 32 ? (rl.rlim_cur - 128) / 2 : 16;
+    return n > 10000000 ? 10000000 : (uint32_t)n;
 }
 
 /*

@@ -99,6 +99,12 @@ struct fc_config {
     struct {
         uint32_t max_header_bytes; /**< default 16384, 1024..1048576: larger heads get 431 */
         uint64_t max_body_bytes;   /**< default 0 = unlimited: larger bodies get 413 */
+        /**
+         * Open client connections over all workers; at the limit, listeners
+         * pause and new connections wait in the kernel's backlog. Default
+         * (and 0): fc_config_default_max_connections().
+         */
+        uint32_t max_connections;
     } limits;
 
     struct fc_conf_listener *listeners;
@@ -116,6 +122,14 @@ struct fc_config {
  * FC_EINVAL (or FC_ENOMEM). Plugins are not loaded here.
  */
 int fc_config_load(const char *path, struct fc_config **out);
+
+/**
+ * The default of limits.max_connections: half the descriptors RLIMIT_NOFILE
+ * allows once 128 are set aside (logs, plugins, listeners, health checks),
+ * since each client connection may hold an upstream connection too; at
+ * least 16.
+ */
+uint32_t fc_config_default_max_connections(void);
 
 /** Frees a config from fc_config_load(); NULL is accepted. */
 void fc_config_free(struct fc_config *cfg);

@@ -1,9 +1,11 @@
 /*
  * Listening sockets; see listener.h.
  */
+#define _GNU_SOURCE /* accept4() */
 #include "listener.h"
 
 #include "config.h"
+#include "generation.h"
 #include "log.h"
 
 #include <errno.h>
@@ -56,17 +58,34 @@ int fc_listen_check_free(const struct sockaddr *addr, socklen_t len)
     return 0;
 }
 
+/* Client connections open over all workers (atomic). */
+static uint32_t open_conns;
+
+/* Connections accepted per readiness event at most, so that one listener cannot starve the loop. */
+#define ACCEPT_BATCH 64
+
+uint32_t fc_listener_connections(void)
+{
+    return __atomic_load_n(&open_conns, __ATOMIC_RELAXED);
+}
+
+void fc_listener_acquire(struct fc_listener *l)
+{
+    l->conns++;
+    __atomic_add_fetch(&open_conns, 1, __ATOMIC_RELAXED);
+}
+
 void fc_listener_release(struct fc_listener *l)
 {
-    if (--l->conns == 0 && l->closed)
-        free(l); /* its handle closed earlier; the last connection frees it */
+    __atomic_sub_fetch(&open_conns, 1, __ATOMIC_RELAXED);
+    if (--l->conns == 0 && l->handles == 0)
+        free(l); /* its handles closed earlier; the last connection frees it */
 }
 
 static void listener_on_close(uv_handle_t *h)
 {
     struct fc_listener *l = h->data;
-    l->closed = 1;
-    if (l->conns == 0)
+    if (--l->handles == 0 && l->conns == 0)
         free(l);
     /* else: the last of its connections frees it */
 }
@@ -74,10 +93,14 @@ static void listener_on_close(uv_handle_t *h)
 /* Stops accepting on l; its open connections keep it allocated until they end. */
 static void listener_close(struct fc_listener *l)
 {
+    l->closing = 1;
     free(l->address);
     l->address = NULL;
     l->conf_index = -1;
-    uv_close((uv_handle_t *)&l->tcp, listener_on_close);
+    uv_close((uv_handle_t *)&l->poll, listener_on_close);
+    uv_close((uv_handle_t *)&l->retry, listener_on_close);
+    close(l->fd); /* the poll handle is off the loop: closing the socket is safe now */
+    l->fd = -1;
 }
 
 void fc_listeners_close(struct fc_worker *w)
@@ -89,8 +112,86 @@ void fc_listeners_close(struct fc_worker *w)
     w->n_listeners = 0;
 }
 
+static void accept_ready(uv_poll_t *h, int status, int events);
+
+static void resume(uv_timer_t *t)
+{
+    struct fc_listener *l = t->data;
+    if (l->closing)
+        return;
+    l->paused = 0;
+    uv_poll_start(&l->poll, UV_READABLE, accept_ready);
+}
+
+/*
+ * Stops accepting for FC_LISTENER_PAUSE_MS: nothing is lost, the kernel
+ * keeps the connections in the backlog. Said in the log at most every 10 s,
+ * with how many pauses there were since.
+ */
+static void pause_accepting(struct fc_listener *l, const char *why)
+{
+    struct fc_worker *w = l->worker;
+    uv_poll_stop(&l->poll);
+    l->paused = 1;
+    l->pauses++;
+    uint64_t now = uv_now(&w->loop);
+    if (l->last_pause_log == 0 || now - l->last_pause_log >= 10000) {
+        fc_log_warn("listener %s: worker %u: accepting paused: %s (%llu times since the last "
+                    "such line); new connections wait in the backlog, retried every %u ms",
+                    l->address, w->index, why, (unsigned long long)l->pauses,
+                    FC_LISTENER_PAUSE_MS);
+        l->last_pause_log = now;
+        l->pauses = 0;
+    }
+    uv_timer_start(&l->retry, resume, FC_LISTENER_PAUSE_MS, 0);
+}
+
+static void accept_ready(uv_poll_t *h, int status, int events)
+{
+    struct fc_listener *l = h->data;
+    struct fc_worker *w = l->worker;
+    if (status < 0) {
+        fc_log_warn("listener %s: %s", l->address, uv_strerror(status));
+        return;
+    }
+    uint32_t max = w->gen->cfg->limits.max_connections;
+    for (int i = 0; i < ACCEPT_BATCH && !l->closing; i++) {
+        if (fc_listener_connections() >= max) {
+            pause_accepting(l, "limits.max_connections reached");
+            return;
+        }
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            l->on_accept(l, fd, (const struct sockaddr *)&peer, len);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+            return; /* all accepted */
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+            continue; /* that one is gone; the next may be there */
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+            pause_accepting(l, strerror(errno));
+            return;
+        default:
+            fc_log_warn("listener %s: accept: %s", l->address, strerror(errno));
+            return;
+        }
+    }
+}
+
 struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, int32_t conf_index,
-                                     int fd, uv_connection_cb on_connection)
+                                     int fd, fc_accept_cb on_accept)
 {
     struct fc_listener *l = calloc(1, sizeof(*l));
     if (l == NULL || (l->address = strdup(address)) == NULL) {
@@ -100,11 +201,20 @@ struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, i
     }
     l->worker = w;
     l->conf_index = conf_index;
-    uv_tcp_init(&w->loop, &l->tcp);
-    l->tcp.data = l;
-    int rc = uv_tcp_open(&l->tcp, fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, BACKLOG, on_connection);
+    l->on_accept = on_accept;
+    l->fd = fd;
+    int rc = uv_poll_init_socket(&w->loop, &l->poll, fd);
+    if (rc != 0) {
+        fc_log_error("listener %s: %s", address, uv_strerror(rc));
+        free(l->address);
+        free(l);
+        close(fd);
+        return NULL;
+    }
+    uv_timer_init(&w->loop, &l->retry);
+    l->poll.data = l->retry.data = l;
+    l->handles = 2;
+    rc = uv_poll_start(&l->poll, UV_READABLE, accept_ready);
     if (rc != 0) {
         fc_log_error("listener %s: %s", address, uv_strerror(rc));
         listener_close(l);
@@ -113,8 +223,7 @@ struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, i
     return l;
 }
 
-void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg,
-                         uv_connection_cb on_connection,
+void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg, fc_accept_cb on_accept,
                          void (*removed)(struct fc_worker *w, struct fc_listener *l))
 {
     struct fc_listener **next = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*next));
@@ -148,7 +257,7 @@ void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg,
             fc_log_error("listener %s: worker %u: %s", cl->address, w->index, strerror(-fd));
             continue;
         }
-        struct fc_listener *l = fc_listener_open(w, cl->address, (int32_t)k, fd, on_connection);
+        struct fc_listener *l = fc_listener_open(w, cl->address, (int32_t)k, fd, on_accept);
         if (l != NULL)
             next[n++] = l;
     }

@@ -20,14 +20,40 @@
 
 struct fc_config;
 
+struct fc_listener;
+
+/**
+ * What a listener does with a connection it accepted: `fd` (non-blocking,
+ * close-on-exec) is the callee's from here, `peer` borrowed for the call.
+ */
+typedef void (*fc_accept_cb)(struct fc_listener *l, int fd, const struct sockaddr *peer,
+                             socklen_t peer_len);
+
+/**
+ * One listening socket of one worker. It accepts itself, from a poll handle
+ * on the socket, rather than through uv_listen(), so that it can stop: when
+ * descriptors run out (EMFILE, ENFILE, ENOBUFS, ENOMEM) or the open client
+ * connections of all workers reach limits.max_connections, it pauses and
+ * tries again every FC_LISTENER_PAUSE_MS, while new connections wait in the
+ * kernel's backlog. (libuv's accept loop calls back on EMFILE and tries again
+ * at once, forever, when several loops share the descriptor table.)
+ */
 struct fc_listener {
-    uv_tcp_t tcp; /**< tcp.data is the listener */
+    uv_poll_t poll;   /**< readable: connections to accept; poll.data is the listener */
+    uv_timer_t retry; /**< while paused */
+    int fd;
     struct fc_worker *worker;
+    fc_accept_cb on_accept;
     char *address;      /**< the configured address: its identity across generations */
     int32_t conf_index; /**< index in the worker's current generation's listeners; -1: removed */
     uint32_t conns;     /**< client connections accepted on it and still open */
-    int closed;         /**< its handle is closed; freed when conns drops to 0 */
+    int handles;        /**< handles not closed yet; freed when 0 and conns drops to 0 */
+    int closing, paused;
+    uint64_t last_pause_log; /**< uv_now() of the last "accepting paused" line */
+    uint64_t pauses;         /**< since that line */
 };
+
+#define FC_LISTENER_PAUSE_MS 100
 
 /**
  * Creates a bound, listening SO_REUSEPORT TCP socket for `addr`. Returns the fd,
@@ -49,7 +75,7 @@ int fc_listen_check_free(const struct sockaddr *addr, socklen_t len);
  * on_connection. Returns it, or NULL after logging why.
  */
 struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, int32_t conf_index,
-                                     int fd, uv_connection_cb on_connection);
+                                     int fd, fc_accept_cb on_accept);
 
 /**
  * Brings w's listeners in line with cfg: an address that stays keeps its
@@ -57,20 +83,22 @@ struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, i
  * for a removed one, removed(w, l) runs (to wind its connections down), then
  * it stops accepting.
  */
-void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg,
-                         uv_connection_cb on_connection,
+void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg, fc_accept_cb on_accept,
                          void (*removed)(struct fc_worker *w, struct fc_listener *l));
 
 /** Stops accepting on every listener of w (draining). */
 void fc_listeners_close(struct fc_worker *w);
 
-/** A connection accepted on l holds it. */
-static inline void fc_listener_acquire(struct fc_listener *l)
-{
-    l->conns++;
-}
+/**
+ * A connection accepted on l holds it, and counts among the open client
+ * connections of all workers (limits.max_connections).
+ */
+void fc_listener_acquire(struct fc_listener *l);
 
 /** That connection closed: the last one frees a listener whose socket is closed. */
 void fc_listener_release(struct fc_listener *l);
+
+/** Open client connections over all workers. Any thread. */
+uint32_t fc_listener_connections(void);
 
 #endif

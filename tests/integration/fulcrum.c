@@ -106,8 +106,11 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
               "upstream_ms = %d; shutdown_ms = %d; };\n",
               cfg->connect_ms, cfg->client_header_ms, cfg->idle_ms, cfg->upstream_ms,
               cfg->shutdown_ms);
-    sb_printf(&sb, "limits = { max_header_bytes = %ld; max_body_bytes = %ld; };\n",
+    sb_printf(&sb, "limits = { max_header_bytes = %ld; max_body_bytes = %ld; ",
               cfg->max_header_bytes, cfg->max_body_bytes);
+    if (cfg->max_connections > 0)
+        sb_printf(&sb, "max_connections = %ld; ", cfg->max_connections);
+    sb_printf(&sb, "};\n");
     sb_printf(&sb, "listeners = ( { address = \"127.0.0.1:%d\"; pool = \"%s\"; } );\n", listen_port,
               cfg->listener_pool ? cfg->listener_pool : cfg->pools[0].name);
     if (cfg->routes != NULL)
@@ -157,8 +160,11 @@ struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *
         int port = it_free_port();
         const char *text = it_config_render(env, cfg, port);
         const char *path = it_write_file(env, it_strf(env, "fulcrum-%u.conf", env->seq + 1), text);
-        const char *const argv[] = {FC_BINARY, "-c", path, NULL};
-        struct it_proc *proc = it_spawn(env, "fulcrum", argv);
+        /* With cfg->nofile, under prlimit, which execs fulcrum: the same process. */
+        const char *nofile = it_strf(env, "--nofile=%d:%d", cfg->nofile, cfg->nofile);
+        const char *const plain[] = {FC_BINARY, "-c", path, NULL};
+        const char *const limited[] = {"/usr/bin/prlimit", nofile, FC_BINARY, "-c", path, NULL};
+        struct it_proc *proc = it_spawn(env, "fulcrum", cfg->nofile > 0 ? limited : plain);
         proc->must_exit_cleanly = true;
 
         int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;

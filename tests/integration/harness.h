@@ -307,6 +307,8 @@ struct it_config {
     int workers;
     int connect_ms, client_header_ms, idle_ms, upstream_ms, shutdown_ms;
     long max_header_bytes, max_body_bytes;
+    long max_connections; /* limits.max_connections; 0: not set (fulcrum's default) */
+    int nofile;           /* RLIMIT_NOFILE of fulcrum (it runs under prlimit); 0: inherited */
     const char *log_level;
     const char *listener_pool; /* default: the first pool */
     struct it_pool_config pools[IT_MAX_POOLS];

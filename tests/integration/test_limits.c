@@ -1,12 +1,16 @@
 /*
- * Size limits: a head larger than limits.max_header_bytes gets 431, a body
+ * Limits: a head larger than limits.max_header_bytes gets 431, a body
  * declared larger than limits.max_body_bytes gets 413, both from the proxy,
- * and requests inside the limits pass.
+ * and requests inside the limits pass. Out of descriptors, or at
+ * limits.max_connections, fulcrum stops accepting for a while instead of
+ * spinning, and takes the waiting connections once it can.
  */
 #include "harness.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct it_fulcrum *start_one(struct it_env *env, long max_body_bytes)
 {
@@ -68,9 +72,101 @@ IT_TEST(body_too_large)
     it_expect_sum(env, c, body, 1000);
 }
 
+/* CPU time (user + system, in clock ticks) that process pid has used. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command may hold spaces */
+    long utime = 0, stime = 0;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &utime, &stime) != 2)
+        return -1;
+    return utime + stime;
+}
+
+IT_TEST(descriptor_exhaustion_pauses_and_recovers)
+{
+    enum { CLIENTS = 80 };
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    cfg.workers = 2;
+    cfg.nofile = 64;              /* about 30 go to the daemon itself */
+    cfg.max_connections = 100000; /* descriptors run out first */
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    pid_t pid = it_proc_pid(f->proc);
+
+    /* Half-sent requests hold their descriptors until client_header_ms. */
+    int fds[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = it_socket_connect(f->port, 5);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(it_send_all(fds[i], "GET / HTTP/1.1\r\nHo", 19), 0);
+    }
+    it_sleep_ms(500);
+    /* Out of descriptors, the workers wait instead of looping in accept(). */
+    long t0 = cpu_ticks(pid);
+    it_sleep_ms(1000);
+    long used = cpu_ticks(pid) - t0;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (t0 < 0 || used > hz / 4)
+        fail_msg("fulcrum used %ld of %ld ticks in a second out of descriptors", used, hz);
+    size_t paused = it_fulcrum_log_count(env, f, "accepting paused");
+    assert_true(paused >= 1 && paused <= 4); /* said, once per worker and 10 s at most */
+
+    /* Once the clients are gone, new ones are served again. */
+    for (int i = 0; i < CLIENTS; i++)
+        close(fds[i]);
+    it_sleep_ms(500);
+    struct it_response r;
+    it_get(env, f->port, "test", "/", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    /* And SIGTERM still drains and exits 0 (teardown checks it). */
+}
+
+IT_TEST(max_connections_wait_in_the_backlog)
+{
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    cfg.workers = 1;
+    cfg.max_connections = 4;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    it_sleep_ms(200); /* the harness's readiness probe is gone */
+
+    struct it_conn *held[4];
+    struct it_response r;
+    for (int i = 0; i < 4; i++) {
+        held[i] = it_connect(env, f->port);
+        it_send_str(held[i], "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+        it_expect_response(held[i], "GET", &r);
+        assert_int_equal(r.status, 200);
+        it_response_free(&r);
+    }
+    /* The fifth connects (the kernel's backlog) but is not served while four are open. */
+    struct it_conn *fifth = it_connect(env, f->port);
+    it_send_str(fifth, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_false(it_conn_wait_data(fifth, 600));
+    /* One of the four goes: the fifth is taken within a pause and answered. */
+    it_conn_close(held[0]);
+    it_conn_set_timeout(fifth, 3000);
+    it_expect_response(fifth, "GET", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    assert_true(it_fulcrum_log_count(env, f, "limits.max_connections reached") >= 1);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(header_too_large),
     IT_CASE(body_too_large),
+    IT_CASE(descriptor_exhaustion_pauses_and_recovers),
+    IT_CASE(max_connections_wait_in_the_backlog),
 };
 
 IT_MAIN(tests)
