@@ -279,6 +279,20 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
     return 0;
 }
 
+/*
+ * Start-up failed before any worker ran (a listener address in use, say):
+ * what was built goes, so that the exit is as clean as a stop. Returns the
+ * exit status, 1.
+ */
+static int start_failed(struct daemon *d)
+{
+    fc_generation_release(d->gen);
+    d->gen = NULL;
+    reap(d);
+    fc_access_log_shutdown();
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     /*
@@ -384,11 +398,11 @@ int main(int argc, char **argv)
 
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
-        return 1;
+        return start_failed(&d);
     d.workers = calloc(n_workers, sizeof(*d.workers));
     d.n_workers = n_workers;
     if (d.workers == NULL)
-        return 1;
+        return start_failed(&d);
     for (uint32_t w = 0; w < n_workers; w++)
         if (fc_worker_init(&d.workers[w], w, d.gen, fds + (size_t)w * d.gen->cfg->n_listeners,
                            d.gen->cfg->n_listeners) != 0)

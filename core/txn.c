@@ -296,9 +296,49 @@ static void attach_failed(struct fc_txn *t)
 }
 
 /* The connect to the picked backend failed: another backend, or 502/504. */
+/*
+ * Errors of this host rather than of the backend: out of descriptors,
+ * buffers, memory or local ports. They say nothing of the backend's health,
+ * and another backend would meet them too.
+ */
+static int local_error(int err)
+{
+    return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
+           err == UV_EADDRNOTAVAIL;
+}
+
+/*
+ * A connect that failed for a local reason: 503, nothing held against the
+ * backend, and one log line a second per worker at most, with how many there
+ * were since the last one.
+ */
+static void connect_failed_locally(struct fc_txn *t, int err)
+{
+    struct fc_worker *w = t->c->w;
+    struct fc_txn_cache *cache = w->txns;
+    uint64_t now = uv_now(&w->loop);
+    cache->local_failures++;
+    if (cache->local_logged_at == 0 || now - cache->local_logged_at >= 1000) {
+        fc_log_warn("worker %u: %llu connects to backends failed here, not at the backends, "
+                    "in the last second (last: %s to %s): answered 503",
+                    w->index, (unsigned long long)cache->local_failures, uv_strerror(err),
+                    t->pool->views[t->backend].address);
+        cache->local_logged_at = now;
+        cache->local_failures = 0;
+    }
+    fc_upstream_close(t->up);
+    t->up = NULL;
+    backend_inflight_add(t, -1);
+    fc_txn_reply(t, 503, 0);
+}
+
 void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
 {
     struct fc_client *c = t->c;
+    if (!timed_out && local_error(err)) {
+        connect_failed_locally(t, err);
+        return;
+    }
     fc_log_warn("client %s: backend %s: connect: %s", c->ip, t->pool->views[t->backend].address,
                 timed_out ? "timed out" : uv_strerror(err));
     fc_upstream_close(t->up);

@@ -87,6 +87,9 @@ struct fc_txn {
 struct fc_txn_cache {
     struct fc_freelist free;
     size_t size;
+    /* Connects that failed for a local reason: the last log line, and those since. */
+    uint64_t local_logged_at; /* uv_now() */
+    uint64_t local_failures;
 };
 
 static inline const struct fc_config *fc_txn_config(const struct fc_txn *t)

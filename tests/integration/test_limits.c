@@ -7,6 +7,7 @@
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,7 @@ IT_TEST(descriptor_exhaustion_pauses_and_recovers)
     for (int i = 0; i < CLIENTS; i++) {
         fds[i] = it_socket_connect(f->port, 5);
         assert_true(fds[i] >= 0);
-        assert_int_equal(it_send_all(fds[i], "GET / HTTP/1.1\r\nHo", 19), 0);
+        assert_int_equal(it_send_all(fds[i], "GET / HTTP/1.1\r\nHo", 18), 0);
     }
     it_sleep_ms(500);
     /* Out of descriptors, the workers wait instead of looping in accept(). */
@@ -162,11 +163,87 @@ IT_TEST(max_connections_wait_in_the_backlog)
     assert_true(it_fulcrum_log_count(env, f, "limits.max_connections reached") >= 1);
 }
 
+/*
+ * The RLIMIT_NOFILE that leaves process pid exactly `room` descriptors to
+ * open: new descriptors take the lowest free numbers, which must stay below
+ * the limit. -1 if its descriptors cannot be read.
+ */
+static int limit_for_room(pid_t pid, int room)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    static bool used[65536];
+    memset(used, 0, sizeof(used));
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        long n = strtol(e->d_name, NULL, 10);
+        if (e->d_name[0] != '.' && n >= 0 && n < 65536)
+            used[n] = true;
+    }
+    closedir(d);
+    int limit = 0;
+    for (int free_slots = 0; free_slots < room; limit++)
+        free_slots += !used[limit];
+    return limit;
+}
+
+IT_TEST(local_connect_errors_do_not_mark_backends_down)
+{
+    enum { CLIENTS = 8, ROOM = 12 };
+    struct it_config cfg;
+    struct it_pool_config *pool = it_config_demo_pool(env, &cfg, 1);
+    pool->pool_options = "max_fails = 1; fail_timeout_ms = 60000;";
+    cfg.workers = 1;
+    cfg.max_connections = 100000;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    pid_t pid = it_proc_pid(f->proc);
+    it_sleep_ms(200); /* the readiness probe is gone */
+
+    /*
+     * Room for ROOM more descriptors: the clients fit, but not an upstream
+     * connection each, so some connects fail here with EMFILE.
+     */
+    int n = limit_for_room(pid, ROOM);
+    assert_true(n > 0);
+    const char *limit = it_strf(env, "--nofile=%d:%d", n, n);
+    const char *pid_text = it_strf(env, "%d", (int)pid);
+    const char *const argv[] = {"/usr/bin/prlimit", "--pid", pid_text, limit, NULL};
+    struct it_run_result res;
+    it_run(env, argv, 5000, &res);
+    assert_int_equal(res.exit_code, 0);
+
+    int fds[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = it_socket_connect(f->port, 5);
+        assert_true(fds[i] >= 0);
+        const char *line = "GET /slow?ms=1000 HTTP/1.1\r\n";
+        assert_int_equal(it_send_all(fds[i], line, strlen(line)), 0);
+    }
+    it_sleep_ms(300); /* all accepted, each with its descriptor */
+    for (int i = 0; i < CLIENTS; i++)
+        assert_int_equal(it_send_all(fds[i], "Host: test\r\n\r\n", 14), 0);
+    it_sleep_ms(1500);
+    for (int i = 0; i < CLIENTS; i++)
+        close(fds[i]);
+
+    /* Those failures say nothing of the backend: with max_fails = 1 it would be out for 60 s. */
+    it_sleep_ms(300);
+    struct it_response r;
+    it_get(env, f->port, "test", "/", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    assert_int_equal(it_fulcrum_log_count(env, f, "DOWN"), 0);
+    assert_true(it_fulcrum_log_count(env, f, "failed here, not at the backends") >= 1);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(header_too_large),
     IT_CASE(body_too_large),
     IT_CASE(descriptor_exhaustion_pauses_and_recovers),
     IT_CASE(max_connections_wait_in_the_backlog),
+    IT_CASE(local_connect_errors_do_not_mark_backends_down),
 };
 
 IT_MAIN(tests)
