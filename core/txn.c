@@ -57,6 +57,7 @@
 #include "upstream.h"
 
 #include <llhttp.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,8 +340,9 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
         connect_failed_locally(t, err);
         return;
     }
-    fc_log_warn("client %s: backend %s: connect: %s", c->ip, t->pool->views[t->backend].address,
-                timed_out ? "timed out" : uv_strerror(err));
+    fc_txn_warn(t, "connect", "backend %s: connect: %s (client %s)",
+                t->pool->views[t->backend].address, timed_out ? "timed out" : uv_strerror(err),
+                c->ip);
     fc_upstream_close(t->up);
     t->up = NULL;
     backend_inflight_add(t, -1);
@@ -396,7 +398,7 @@ void fc_txn_connect(struct fc_txn *t)
     int idx = inst->plugin->desc->strategy->pick(inst->state, &args);
     if (idx < 0 || (uint32_t)idx >= pool->view.n_backends) {
         if (t->attempts == 0)
-            fc_log_warn("client %s: pool %s: no backend available", c->ip, pool->conf->name);
+            fc_txn_warn(t, "no backend", "no backend available (client %s)", c->ip);
         fc_txn_reply(t, t->attempts ? 502 : 503, 0);
         return;
     }
@@ -976,6 +978,46 @@ void fc_txn_reply(struct fc_txn *t, int status, int close)
         fc_error_response(status, close, status == 429 ? t->retry_after_s : 0, t->out, t->out_cap);
     uv_buf_t buf = uv_buf_init(t->out, (unsigned)n);
     send_to_client(t, &buf, 1);
+}
+
+void fc_txn_warn(struct fc_txn *t, const char *what, const char *fmt, ...)
+{
+    struct fc_worker *w = t->c->w;
+    struct fc_txn_cache *cache = w->txns;
+    const void *pool = t->pool->conf;
+    uint64_t now = uv_now(&w->loop);
+    struct fc_txn_warning *slot = &cache->warnings[0];
+    for (int i = 0; i < FC_TXN_WARNINGS; i++) {
+        struct fc_txn_warning *x = &cache->warnings[i];
+        if (x->pool == pool && x->what == what) {
+            slot = x;
+            break;
+        }
+        if (x->window < slot->window)
+            slot = x; /* the stalest is taken over if this kind has none */
+    }
+    if (slot->pool != pool || slot->what != what)
+        *slot = (struct fc_txn_warning){.pool = pool, .what = what, .window = now};
+    if (now - slot->window >= 1000) {
+        slot->window = now;
+        slot->in_window = 0;
+    }
+    if (slot->in_window >= FC_TXN_WARNINGS_PER_SECOND) {
+        slot->suppressed++;
+        return;
+    }
+    slot->in_window++;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (slot->suppressed > 0)
+        fc_log_warn("pool %s: %s; %llu more like it were not logged", t->pool->conf->name, msg,
+                    (unsigned long long)slot->suppressed);
+    else
+        fc_log_warn("pool %s: %s", t->pool->conf->name, msg);
+    slot->suppressed = 0;
 }
 
 /* Ends the transaction and the connection after an error nothing can be answered to. */

@@ -84,9 +84,24 @@ struct fc_txn {
 };
 
 /* The worker's request memory: blocks of one size, which follows max_header_bytes. */
+/* One kind of per-request warning of a pool, summarised (see fc_txn_warn()). */
+struct fc_txn_warning {
+    const void *pool;    /* struct fc_conf_pool of the generation that logged it */
+    const char *what;    /* the kind: a string literal, compared by address */
+    uint64_t window;     /* uv_now() when the current second began */
+    uint32_t in_window;  /* lines logged in it */
+    uint64_t suppressed; /* occurrences not logged since */
+};
+
+/* Lines of one kind logged per second before the rest are only counted. */
+#define FC_TXN_WARNINGS_PER_SECOND 5
+
+#define FC_TXN_WARNINGS 16
+
 struct fc_txn_cache {
     struct fc_freelist free;
     size_t size;
+    struct fc_txn_warning warnings[FC_TXN_WARNINGS];
     /* Connects that failed for a local reason: the last log line, and those since. */
     uint64_t local_logged_at; /* uv_now() */
     uint64_t local_failures;
@@ -182,5 +197,15 @@ void fc_txn_release(struct fc_txn *t);
 void fc_txn_reply(struct fc_txn *t, int status, int close);
 /** Ends the request and the connection: nothing valid can be answered. */
 void fc_txn_abort(struct fc_txn *t, const char *why);
+
+/**
+ * Logs a warning about the request's pool, of kind `what` (a string literal:
+ * "no backend", "connect"...), as "pool NAME: MESSAGE": at most
+ * FC_TXN_WARNINGS_PER_SECOND a second per worker, pool and kind; the rest are
+ * counted, and the next line logged says how many were not. An outage at
+ * 50,000 requests a second writes a few lines a second, not 50,000.
+ */
+void fc_txn_warn(struct fc_txn *t, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -73,9 +73,37 @@ IT_TEST(all_backends_dead_bad_gateway)
     it_response_free(&r);
 }
 
+/* Hardening 4: an outage writes a few summary lines, not one per request. */
+IT_TEST(failures_logged_in_summary)
+{
+    struct it_config cfg;
+    it_config_init(&cfg);
+    cfg.workers = 1;
+    it_config_add_pool(&cfg, "web", 0, 1, it_dead_port(env));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    struct it_conn *c = it_connect(env, f->port);
+    int answered = 0;
+    for (int i = 0; i < 200; i++) {
+        it_send_str(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+        struct it_response r;
+        it_expect_response(c, "GET", &r);
+        answered += r.status == 502 || r.status == 503;
+        it_response_free(&r);
+    }
+    assert_int_equal(answered, 200);
+    /* At most 5 lines a second of each kind (the whole run takes far less than one). */
+    size_t refused = it_fulcrum_log_count(env, f, "connect: connection refused");
+    size_t none = it_fulcrum_log_count(env, f, "pool web: no backend available");
+    if (refused < 1 || refused > 6 || none > 6)
+        fail_msg("%zu + %zu warning lines for 200 failed requests:\n%s", refused, none,
+                 it_proc_stderr(env, f->proc));
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(dead_backend_skipped),
     IT_CASE(all_backends_dead_bad_gateway),
+    IT_CASE(failures_logged_in_summary),
 };
 
 IT_MAIN(tests)
