@@ -199,15 +199,27 @@ static void on_close(uv_handle_t *h)
     w->on_connection_closed(w);
 }
 
-void fc_client_close(struct fc_client *c)
+static void close_client(struct fc_client *c, int reset)
 {
     if (c->closing)
         return;
     if (c->txn != NULL && events->on_close(c) != 0)
         return;
     c->closing = 1;
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+    /* A reset needs the socket to be ours alone: not while our side is shutting down. */
+    if (!reset || c->lingering || uv_tcp_close_reset(&c->tcp, on_close) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_close);
     uv_close((uv_handle_t *)&c->timer, on_close);
+}
+
+void fc_client_close(struct fc_client *c)
+{
+    close_client(c, 0);
+}
+
+void fc_client_reset(struct fc_client *c)
+{
+    close_client(c, 1);
 }
 
 static void linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)

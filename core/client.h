@@ -135,4 +135,11 @@ void fc_client_linger(struct fc_client *c);
 /** Closes the connection (put off while on_close says so). */
 void fc_client_close(struct fc_client *c);
 
+/**
+ * Closes the connection with a reset (RST), not a FIN: for a response cut
+ * short, so that a client reading a body delimited by the close can tell it
+ * from a complete one. Put off like fc_client_close().
+ */
+void fc_client_reset(struct fc_client *c);
+
 #endif

@@ -705,7 +705,7 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
         send_to_client(t, bufs, 1);
         if (!c->closing) {
             fc_log_warn("client %s: backend %s: %s", c->ip, backend, why);
-            fc_client_close(c);
+            fc_client_reset(c); /* the body will not come: see fc_txn_abort() */
         }
         return -1;
     }
@@ -1025,5 +1025,13 @@ void fc_txn_abort(struct fc_txn *t, const char *why)
 {
     if (why != NULL && t->pool != NULL && t->backend >= 0)
         fc_log_warn("client %s: backend %s: %s", t->c->ip, t->pool->views[t->backend].address, why);
-    fc_client_close(t->c);
+    /*
+     * A backend's response that started and cannot end: the connection is
+     * reset, so that the client cannot take a cut body (delimited by the
+     * close) for a whole one.
+     */
+    if (t->phase == FC_TXN_PROXY && t->resp_started && !t->resp_done)
+        fc_client_reset(t->c);
+    else
+        fc_client_close(t->c);
 }

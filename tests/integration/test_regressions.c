@@ -189,6 +189,21 @@ static void h_early(int fd, void *arg)
     free(buf);
 }
 
+/* One request, answered with a head and part of a body delimited by the close, then silence. */
+static void h_stall_mid_body(int fd, void *arg)
+{
+    (void)arg;
+    char *buf = malloc(HANDLER_BUF);
+    size_t len = 0;
+    char body[1000];
+    memset(body, 'x', sizeof(body));
+    if (buf != NULL && read_request(fd, buf, &len) >= 0 &&
+        it_raw_write_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n") == 0 &&
+        it_raw_write(fd, body, sizeof(body)) == 0)
+        it_raw_sleep_ms(3000); /* past upstream_ms: the proxy gives up on the rest */
+    free(buf);
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
 static void config_one(struct it_config *cfg, int port)
@@ -914,6 +929,29 @@ IT_TEST(half_closed_request_with_body_answered)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* ---- hardening 9: a response cut short is not passed off as complete ---- */
+
+IT_TEST(cut_close_delimited_response_resets_client)
+{
+    int b = it_raw_backend_start(env, h_stall_mid_body, NULL);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    cfg.upstream_ms = 500;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* The body ends with the connection: a FIN would make the cut body look whole. */
+    struct it_conn *c = it_connect(env, f->port);
+    it_conn_set_timeout(c, 5000);
+    it_send_str(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    struct it_response r;
+    int rc = it_recv_response(c, "GET", &r);
+    if (rc == 0) {
+        fail_msg("a %zu-byte body the backend never finished arrived as a complete response",
+                 r.body_len);
+    }
+    assert_int_equal(rc, -ECONNRESET);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(chunked_trailer_split_across_reads),
     IT_CASE(empty_body_response_ends_with_its_head),
@@ -934,6 +972,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(empty_transfer_encoding_rejected),
     IT_CASE(protocol_forms_checked),
     IT_CASE(half_closed_request_with_body_answered),
+    IT_CASE(cut_close_delimited_response_resets_client),
 };
 
 IT_MAIN(tests)
