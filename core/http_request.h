@@ -24,6 +24,7 @@ enum fc_header_kind {
     FC_HDR_HOST,
     FC_HDR_XFF, /**< X-Forwarded-For */
     FC_HDR_XFP, /**< X-Forwarded-Proto */
+    FC_HDR_FWD, /**< Forwarded (RFC 7239) */
 };
 
 struct fc_header {

@@ -117,6 +117,8 @@ static enum fc_header_kind classify(struct fc_span name)
     case 7:
         return fc_span_equals(name, "trailer") || fc_span_equals(name, "upgrade") ? FC_HDR_HOP
                                                                                   : FC_HDR_OTHER;
+    case 9:
+        return fc_span_equals(name, "forwarded") ? FC_HDR_FWD : FC_HDR_OTHER;
     case 10:
         return fc_span_equals(name, "connection") || fc_span_equals(name, "keep-alive")
                    ? FC_HDR_HOP
@@ -357,7 +359,7 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
         const struct fc_header *hdr = &req->headers[i];
         if (fc_header_is_hop_by_hop(req, hdr) || hdr->kind == FC_HDR_XFP)
             continue;
-        if (hdr->kind == FC_HDR_XFF)
+        if (hdr->kind == FC_HDR_XFF || hdr->kind == FC_HDR_FWD)
             continue; /* merged into the one written below */
         if (req->absolute_form && hdr->kind == FC_HDR_HOST)
             continue; /* the target's authority wins */
@@ -385,7 +387,30 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
     put(&o, fw->client_ip, fw->client_ip_len);
     put_str(&o, "\r\nX-Forwarded-Proto: ");
     put_str(&o, fw->proto);
-    put(&o, "\r\n\r\n", 4);
+    put(&o, "\r\n", 2);
+
+    /*
+     * Forwarded (RFC 7239), when the client sent one: its elements, in order,
+     * then ours, so that the chain stays true. An IPv6 address is quoted in
+     * brackets. Requests without one get none (X-Forwarded-* say the same).
+     */
+    int fwd = 0;
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        const struct fc_header *hdr = &req->headers[i];
+        if (hdr->kind != FC_HDR_FWD || hdr->value.len == 0)
+            continue;
+        put_str(&o, fwd++ ? ", " : "Forwarded: ");
+        put_span(&o, hdr->value);
+    }
+    if (fwd > 0) {
+        int v6 = memchr(fw->client_ip, ':', fw->client_ip_len) != NULL;
+        put_str(&o, v6 ? ", for=\"[" : ", for=");
+        put(&o, fw->client_ip, fw->client_ip_len);
+        put_str(&o, v6 ? "]\";proto=" : ";proto=");
+        put_str(&o, fw->proto);
+        put(&o, "\r\n", 2);
+    }
+    put(&o, "\r\n", 2);
     return finish(&o);
 }
 

@@ -73,7 +73,9 @@ struct fc_forward_info {
  * Writes the request head forwarded upstream into out: the request line in
  * HTTP/1.1, the client's headers minus hop-by-hop ones and minus incoming
  * X-Forwarded-For/-Proto, one X-Forwarded-For with the incoming values and the
- * client address appended, X-Forwarded-Proto, and Host if the client sent none.
+ * client address appended, X-Forwarded-Proto, Host if the client sent none,
+ * and, if the client sent Forwarded, one Forwarded with its elements and ours
+ * (for=CLIENT;proto=PROTO) appended.
  * Returns the length, or -1 when it does not fit in cap.
  */
 int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_info *fw, char *out,

@@ -152,6 +152,32 @@ static void test_request_forwarded_for_appended(void **state)
         1);
 }
 
+/* A client's Forwarded (RFC 7239) gets our element appended; without one, none is added. */
+static void test_request_forwarded_element_appended(void **state)
+{
+    assert_request_rewrite(
+        "GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=198.51.100.17;proto=https\r\n"
+        "X-A: b\r\nforwarded: for=\"[2001:db8::9]\"\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n"
+        "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n"
+        "Forwarded: for=198.51.100.17;proto=https, for=\"[2001:db8::9]\", "
+        "for=192.0.2.7;proto=http\r\n\r\n",
+        1);
+    /* An IPv6 client is quoted, in brackets. */
+    const struct fc_forward_info fw6 = {.client_ip = "2001:db8::7",
+                                        .client_ip_len = 11,
+                                        .proto = "http",
+                                        .default_host = "h",
+                                        .default_host_len = 1};
+    parse("GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=unknown\r\n\r\n", HTTP_REQUEST, 1);
+    char out[1024];
+    int n = fc_rewrite_request(&head, &fw6, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_non_null(
+        strstr(out, "\r\nForwarded: for=unknown, for=\"[2001:db8::7]\";proto=http\r\n"));
+}
+
 static void test_request_http10_gets_host(void **state)
 {
     assert_request_rewrite("GET / HTTP/1.0\r\nUser-Agent: t\r\n\r\n",
@@ -391,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_request_plain),
         cmocka_unit_test(test_request_hop_by_hop_removed),
         cmocka_unit_test(test_request_forwarded_for_appended),
+        cmocka_unit_test(test_request_forwarded_element_appended),
         cmocka_unit_test(test_request_http10_gets_host),
         cmocka_unit_test(test_request_value_whitespace_trimmed),
         cmocka_unit_test(test_request_does_not_fit),
