@@ -187,7 +187,56 @@ static int host_valid(struct fc_span host)
     return 1;
 }
 
-int fc_head_request_complete(struct fc_request *h)
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * A path that has one meaning only: no empty segment ("//"), no dot-segment
+ * ("/./", "/../", or one at the end), and no percent-encoding of an
+ * unreserved character ("%6c" for "l"), nor a '%' not followed by two hex
+ * digits (RFC 3986 2.3, 3.3, 6.2.2). Each of those names, after the
+ * normalisation a backend may apply, the same resource as another path, which
+ * would let a request slip past a route (and its rate limit) written for
+ * that path. The query is not looked at.
+ */
+static int path_canonical(struct fc_span t)
+{
+    uint32_t end = 0;
+    while (end < t.len && t.p[end] != '?' && t.p[end] != '#')
+        end++;
+    for (uint32_t i = 0; i < end; i++) {
+        char c = t.p[i];
+        if (c == '/') {
+            uint32_t rest = end - i - 1;
+            const char *n = t.p + i + 1;
+            if (rest > 0 && n[0] == '/')
+                return 0;
+            if ((rest == 1 && n[0] == '.') || (rest >= 2 && n[0] == '.' && n[1] == '/'))
+                return 0;
+            if ((rest == 2 && n[0] == '.' && n[1] == '.') ||
+                (rest >= 3 && n[0] == '.' && n[1] == '.' && n[2] == '/'))
+                return 0;
+        } else if (c == '%') {
+            int hi = i + 2 < end ? hex_value(t.p[i + 1]) : -1;
+            int lo = i + 2 < end ? hex_value(t.p[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return 0;
+            char d = (char)(hi * 16 + lo);
+            if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') ||
+                d == '-' || d == '.' || d == '_' || d == '~')
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* The form of the target (origin, absolute, asterisk); the authority of an absolute one. */
+static int target_form(struct fc_request *h)
 {
     if (h->host.p != NULL && !host_valid(h->host))
         return -1;
@@ -228,6 +277,16 @@ int fc_head_request_complete(struct fc_request *h)
     }
     h->absolute_form = 1;
     return 0;
+}
+
+int fc_head_request_complete(struct fc_request *h)
+{
+    int rc = target_form(h);
+    if (rc != 0)
+        return rc;
+    if (h->target.len == 1 && h->target.p[0] == '*')
+        return 0;
+    return path_canonical(h->target) ? 0 : -1;
 }
 
 /* A token character (RFC 9110 5.6.2). */

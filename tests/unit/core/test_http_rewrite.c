@@ -284,6 +284,28 @@ static void test_target_and_host_forms(void **state)
         if (fc_head_request_complete(&head) != -1)
             fail_msg("Host: %s accepted", bad[i]);
     }
+    /* Paths with one meaning only: the forms a backend may normalise into another path fail. */
+    const char *paths_ok[] = {"/",     "/login",      "/a/b/", "/a.b/c..d/.e",  "/%2F",
+                              "/%20x", "/a?x=//./..", "/..a",  "/.well-known/x"};
+    for (size_t i = 0; i < sizeof(paths_ok) / sizeof(paths_ok[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", paths_ok[i]);
+        parse(text, HTTP_REQUEST, 1);
+        if (fc_head_request_complete(&head) != 0)
+            fail_msg("path %s refused", paths_ok[i]);
+    }
+    const char *paths_bad[] = {"//login",  "/a//b", "/./login",  "/x/../login", "/x/..", "/x/.",
+                               "/%6cogin", "/%7E",  "/%2e%2e/x", "/a%",         "/a%4",  "/a%zz"};
+    for (size_t i = 0; i < sizeof(paths_bad) / sizeof(paths_bad[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", paths_bad[i]);
+        if (try_parse(text, HTTP_REQUEST, 1) != HPE_PAUSED)
+            continue; /* llhttp refused it already */
+        if (fc_head_request_complete(&head) != -1)
+            fail_msg("path %s accepted", paths_bad[i]);
+    }
+    parse("GET http://h//x HTTP/1.1\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_request_complete(&head), -1); /* absolute-form paths too */
     parse("GET http://a%20b/ HTTP/1.1\r\n\r\n", HTTP_REQUEST, 1);
     assert_int_equal(fc_head_request_complete(&head), 0); /* %-encoded: a valid reg-name */
 }
