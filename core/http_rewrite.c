@@ -351,6 +351,36 @@ int fc_head_framing_check(const struct fc_request *h, int chunked_by_parser)
     return 0;
 }
 
+int fc_head_check_request(struct fc_request *req, int chunked, uint64_t content_length,
+                          uint64_t max_body, const char **why)
+{
+    if (req->http_major != 1) {
+        *why = "HTTP version not supported"; /* "GET / HTTP/2.0" in HTTP/1 syntax */
+        return 505;
+    }
+    if (fc_span_equals(req->method, "connect")) {
+        *why = "CONNECT";
+        return 405;
+    }
+    if (fc_head_request_complete(req) != 0) {
+        *why = "unsupported request target or Host";
+        return 400;
+    }
+    if (fc_head_framing_check(req, chunked) != 0) {
+        *why = "invalid Transfer-Encoding";
+        return 400;
+    }
+    if (req->host.p == NULL && req->http_minor != 0) {
+        *why = "HTTP/1.1 request without Host";
+        return 400;
+    }
+    if (max_body != 0 && !chunked && content_length > max_body) {
+        *why = "declared body larger than limits.max_body_bytes";
+        return 413;
+    }
+    return 0;
+}
+
 /*
  * Headers that describe one hop (RFC 9110 7.6.1) are never forwarded. The
  * framing headers (Content-Length, Transfer-Encoding) are not among them: the

@@ -11,6 +11,7 @@
 #include "http_request.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /** Clears a head before parsing a new message into it. */
 void fc_head_reset(struct fc_request *h);
@@ -42,6 +43,21 @@ int fc_head_on_value_complete(struct fc_request *h);
  */
 int fc_head_request_complete(struct fc_request *h);
 void fc_head_on_span(struct fc_span *s, const char *at, size_t len);
+
+/**
+ * The checks a complete request head (its version in http_major/minor) must
+ * pass before it is routed, in the order the proxy applies them. `chunked`
+ * and `content_length` are the parser's framing, `max_body` is
+ * limits.max_body_bytes (0: none). Returns 0, or the status to answer, and
+ * then close, with (*why: a short reason for the log): 505 a major version
+ * other than 1, 405 CONNECT, 400 an unsupported target or Host
+ * (fc_head_request_complete()), invalid framing (fc_head_framing_check()) or
+ * HTTP/1.1 without Host, 413 a declared body larger than max_body. An
+ * absolute-form target is made origin-form on the way, as
+ * fc_head_request_complete() does.
+ */
+int fc_head_check_request(struct fc_request *req, int chunked, uint64_t content_length,
+                          uint64_t max_body, const char **why);
 
 /**
  * The framing of a complete request head, checked apart from the parser

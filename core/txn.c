@@ -57,7 +57,6 @@
 #include "upstream.h"
 
 #include <llhttp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,33 +118,12 @@ void fc_txn_begin(struct fc_txn *t)
         fc_txn_reply(t, 503, 1);
         return;
     }
-    if (req->http_major != 1) {
-        /* "GET / HTTP/2.0" in HTTP/1 syntax: not a version this proxy speaks. */
-        fc_txn_reply(t, 505, 1);
-        return;
-    }
-    if (t->parser.method == HTTP_CONNECT) {
-        fc_txn_reply(t, 405, 1);
-        return;
-    }
-    if (fc_head_request_complete(req) != 0) {
-        fc_log_debug("client %s: unsupported request target", c->ip);
-        fc_txn_reply(t, 400, 1);
-        return;
-    }
-    if (fc_head_framing_check(req, (t->parser.flags & F_CHUNKED) != 0) != 0) {
-        fc_log_debug("client %s: invalid Transfer-Encoding", c->ip);
-        fc_txn_reply(t, 400, 1);
-        return;
-    }
-    if (req->host.p == NULL && !t->client_10) {
-        fc_log_debug("client %s: HTTP/1.1 request without Host", c->ip);
-        fc_txn_reply(t, 400, 1);
-        return;
-    }
-    if (cfg->limits.max_body_bytes && !(t->parser.flags & F_CHUNKED) &&
-        t->parser.content_length > cfg->limits.max_body_bytes) {
-        fc_txn_reply(t, 413, 1);
+    const char *why = NULL;
+    int refuse = fc_head_check_request(req, (t->parser.flags & F_CHUNKED) != 0,
+                                       t->parser.content_length, cfg->limits.max_body_bytes, &why);
+    if (refuse != 0) {
+        fc_log_debug("client %s: %s", c->ip, why);
+        fc_txn_reply(t, refuse, 1);
         return;
     }
     uint32_t pool = fc_route_pool(cfg, cfg->listeners[li].pool, req->host.p, req->host.len,
@@ -296,7 +274,6 @@ static void attach_failed(struct fc_txn *t)
     fc_txn_reply(t, 502, 1);
 }
 
-/* The connect to the picked backend failed: another backend, or 502/504. */
 /*
  * Errors of this host rather than of the backend: out of descriptors,
  * buffers, memory or local ports. They say nothing of the backend's health,
@@ -310,29 +287,21 @@ static int local_error(int err)
 
 /*
  * A connect that failed for a local reason: 503, nothing held against the
- * backend, and one log line a second per worker at most, with how many there
- * were since the last one.
+ * backend, and a summarised warning (fc_txn_warn()).
  */
 static void connect_failed_locally(struct fc_txn *t, int err)
 {
-    struct fc_worker *w = t->c->w;
-    struct fc_txn_cache *cache = w->txns;
-    uint64_t now = uv_now(&w->loop);
-    cache->local_failures++;
-    if (cache->local_logged_at == 0 || now - cache->local_logged_at >= 1000) {
-        fc_log_warn("worker %u: %llu connects to backends failed here, not at the backends, "
-                    "in the last second (last: %s to %s): answered 503",
-                    w->index, (unsigned long long)cache->local_failures, uv_strerror(err),
-                    t->pool->views[t->backend].address);
-        cache->local_logged_at = now;
-        cache->local_failures = 0;
-    }
+    fc_txn_warn(t, "local connect",
+                "backend %s: connect failed here, not at the backends (%s): answered 503 "
+                "(client %s)",
+                t->pool->views[t->backend].address, uv_strerror(err), t->c->ip);
     fc_upstream_close(t->up);
     t->up = NULL;
     backend_inflight_add(t, -1);
     fc_txn_reply(t, 503, 0);
 }
 
+/* The connect to the picked backend failed: another backend, or 502/504. */
 void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
 {
     struct fc_client *c = t->c;
@@ -978,46 +947,6 @@ void fc_txn_reply(struct fc_txn *t, int status, int close)
         fc_error_response(status, close, status == 429 ? t->retry_after_s : 0, t->out, t->out_cap);
     uv_buf_t buf = uv_buf_init(t->out, (unsigned)n);
     send_to_client(t, &buf, 1);
-}
-
-void fc_txn_warn(struct fc_txn *t, const char *what, const char *fmt, ...)
-{
-    struct fc_worker *w = t->c->w;
-    struct fc_txn_cache *cache = w->txns;
-    const void *pool = t->pool->conf;
-    uint64_t now = uv_now(&w->loop);
-    struct fc_txn_warning *slot = &cache->warnings[0];
-    for (int i = 0; i < FC_TXN_WARNINGS; i++) {
-        struct fc_txn_warning *x = &cache->warnings[i];
-        if (x->pool == pool && x->what == what) {
-            slot = x;
-            break;
-        }
-        if (x->window < slot->window)
-            slot = x; /* the stalest is taken over if this kind has none */
-    }
-    if (slot->pool != pool || slot->what != what)
-        *slot = (struct fc_txn_warning){.pool = pool, .what = what, .window = now};
-    if (now - slot->window >= 1000) {
-        slot->window = now;
-        slot->in_window = 0;
-    }
-    if (slot->in_window >= FC_TXN_WARNINGS_PER_SECOND) {
-        slot->suppressed++;
-        return;
-    }
-    slot->in_window++;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (slot->suppressed > 0)
-        fc_log_warn("pool %s: %s; %llu more like it were not logged", t->pool->conf->name, msg,
-                    (unsigned long long)slot->suppressed);
-    else
-        fc_log_warn("pool %s: %s", t->pool->conf->name, msg);
-    slot->suppressed = 0;
 }
 
 /* Ends the transaction and the connection after an error nothing can be answered to. */

@@ -9,6 +9,7 @@
  *                 request, and the event tables handed to them
  *   txn_parser.c  the llhttp callbacks that record request and response heads
  *   txn_state.c   taking and giving back request memory
+ *   txn_warn.c    warnings about requests, summarised
  *
  * Nothing outside these files includes this header: the worker sees txn.h.
  * Everything here runs on the transaction's worker.
@@ -102,9 +103,6 @@ struct fc_txn_cache {
     struct fc_freelist free;
     size_t size;
     struct fc_txn_warning warnings[FC_TXN_WARNINGS];
-    /* Connects that failed for a local reason: the last log line, and those since. */
-    uint64_t local_logged_at; /* uv_now() */
-    uint64_t local_failures;
 };
 
 static inline const struct fc_config *fc_txn_config(const struct fc_txn *t)

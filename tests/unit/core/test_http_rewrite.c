@@ -310,6 +310,28 @@ static void test_target_and_host_forms(void **state)
     assert_int_equal(fc_head_request_complete(&head), 0); /* %-encoded: a valid reg-name */
 }
 
+/* The head checks in the order the proxy applies them, each with its status. */
+static void test_check_request(void **state)
+{
+    const char *why = NULL;
+    parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_check_request(&head, 0, 0, 0, &why), 0);
+    parse("GET / HTTP/1.0\r\n\r\n", HTTP_REQUEST, 1); /* HTTP/1.0 needs no Host */
+    assert_int_equal(fc_head_check_request(&head, 0, 0, 0, &why), 0);
+    parse("GET / HTTP/1.1\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_check_request(&head, 0, 0, 0, &why), 400);
+    assert_string_equal(why, "HTTP/1.1 request without Host");
+    if (try_parse("GET / HTTP/2.0\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1) == HPE_PAUSED)
+        assert_int_equal(fc_head_check_request(&head, 0, 0, 0, &why), 505);
+    parse("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_check_request(&head, 0, 0, 0, &why), 405);
+    parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_check_request(&head, 0, 10, 9, &why), 413);
+    assert_int_equal(fc_head_check_request(&head, 0, 10, 10, &why), 0);
+    parse("GET //x HTTP/1.1\r\nHost: h\r\n\r\n", HTTP_REQUEST, 1);
+    assert_int_equal(fc_head_check_request(&head, 0, 0, 0, &why), 400);
+}
+
 static void test_too_many_headers(void **state)
 {
     fc_head_reset(&head);
@@ -448,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_too_many_headers),
         cmocka_unit_test(test_framing_check),
         cmocka_unit_test(test_target_and_host_forms),
+        cmocka_unit_test(test_check_request),
         cmocka_unit_test(test_response_hop_by_hop_removed),
         cmocka_unit_test(test_response_connection_flags),
         cmocka_unit_test(test_response_dechunk_drops_transfer_encoding),
