@@ -18,24 +18,7 @@ set -euo pipefail
 REQUESTS=${REQUESTS:-20000}
 CONNS=${CONNS:-8}
 (( $# > 0 )) || { sed -n '2,15p' "$0"; exit 2; }
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() {
-  for _ in $(seq 1 600); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "instructions-per-request: nothing listens on $1" >&2; return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/processes.sh"
 
 # Sends $1 requests over $CONNS keep-alive connections to port $2 and checks every answer.
 load() {
