@@ -407,7 +407,8 @@ struct out {
 
 static void put(struct out *o, const char *s, size_t n)
 {
-    if (o->len + n <= o->cap)
+    /* n == 0 with s NULL is an empty span (a status line without a reason). */
+    if (n > 0 && o->len + n <= o->cap)
         memcpy(o->p + o->len, s, n);
     o->len += n;
 }

@@ -6,12 +6,13 @@
 #
 #   tests/run.sh            both builds
 #   FC_SKIP_ASAN=1 tests/run.sh   the plain build only (quicker while developing)
+#   FC_SKIP_FUZZ=1 tests/run.sh   without the bounded libFuzzer runs (tests/fuzz/run.sh)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-packages=(build-essential cmake pkg-config python3 libuv1-dev node-llhttp libconfig-dev libcmocka-dev libhiredis-dev redis-server)
+packages=(build-essential cmake pkg-config python3 clang-14 libclang-rt-14-dev libuv1-dev node-llhttp libconfig-dev libcmocka-dev libhiredis-dev redis-server)
 missing=()
 for p in "${packages[@]}"; do
     # Installed, not merely known to dpkg (a removed package leaves its status behind).
@@ -55,5 +56,11 @@ if [ "${FC_SKIP_ASAN:-0}" != 1 ]; then
     # The package test (build, install, purge the .debs) ran in the plain pass.
     ctest_exclude='^package\.'
     run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DFC_SANITIZE=ON
+fi
+if [ "${FC_SKIP_FUZZ:-0}" != 1 ]; then
+    # The libFuzzer targets, each for FC_FUZZ_SECONDS (20 s): any crash, leak or
+    # sanitizer report fails the run. FC_FUZZ_SECONDS=600 tests/fuzz/run.sh runs them longer.
+    echo "run.sh: fuzzing (tests/fuzz/run.sh)"
+    "$root/tests/fuzz/run.sh"
 fi
 echo "run.sh: all tests passed"

@@ -415,6 +415,13 @@ static void test_response_dechunk_drops_transfer_encoding(void **state)
                             "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n");
 }
 
+/* A status line without a reason phrase (found by the response fuzz target: an empty span). */
+static void test_response_without_reason(void **state)
+{
+    assert_response_rewrite("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", 0,
+                            "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n");
+}
+
 static void test_response_http10_backend_status_line(void **state)
 {
     /* Whatever the backend spoke, the client hears HTTP/1.1 with the same status and reason. */
@@ -475,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_response_connection_flags),
         cmocka_unit_test(test_response_dechunk_drops_transfer_encoding),
         cmocka_unit_test(test_response_http10_backend_status_line),
+        cmocka_unit_test(test_response_without_reason),
         cmocka_unit_test(test_error_responses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
