@@ -147,8 +147,7 @@ static void load_limits(struct fc_cfg_loader *ld, const config_setting_t *root)
     int64_t v;
     if (fc_cfg_get_int(ld, g, "limits.", "max_body_bytes", 0, INT64_MAX, &v) == FC_CFG_GOT)
         cfg->limits.max_body_bytes = (uint64_t)v;
-    fc_cfg_get_u32(ld, g, "limits.", "max_connections", 0, 10000000,
-                   &cfg->limits.max_connections);
+    fc_cfg_get_u32(ld, g, "limits.", "max_connections", 0, 10000000, &cfg->limits.max_connections);
     if (cfg->limits.max_connections == 0)
         cfg->limits.max_connections = fc_config_default_max_connections();
 }
@@ -492,10 +491,23 @@ static void load_routes(struct fc_cfg_loader *ld, const config_setting_t *root)
  */
 static int check_includes(struct fc_cfg_loader *ld, FILE *f, const char *name, int depth)
 {
-    char line[4096];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
     int lineno = 0, in_comment = 0, rc = 0;
-    while (fgets(line, sizeof(line), f) != NULL) {
+    while ((n = getline(&line, &cap, f)) >= 0) {
         lineno++;
+        /*
+         * A configuration is text. A NUL byte would end a name early for
+         * libconfig and not for us (an @include of "/\0tmp" names "/"), so
+         * the file is refused whole.
+         */
+        if (memchr(line, '\0', (size_t)n) != NULL) {
+            fc_log(FC_LOG_ERROR, "%s:%d: a NUL byte: not a text file", name, lineno);
+            ld->errors++;
+            rc = -1;
+            break;
+        }
         const char *p = line;
         if (in_comment) {
             const char *end = strstr(p, "*/");
@@ -537,6 +549,7 @@ static int check_includes(struct fc_cfg_loader *ld, FILE *f, const char *name, i
         }
         free(path);
     }
+    free(line);
     return rc;
 }
 

@@ -44,6 +44,7 @@ for t in $targets; do
   "$cc" "${flags[@]}" "$here/fuzz_$t.c" "${src[@]}" "${llhttp[@]}" ${libs[$t]} -o "$out/fuzz_$t"
   corpus="$out/corpus-$t"
   rm -rf "$corpus"
+  rm -rf "$out/crashes-$t"
   mkdir -p "$corpus" "$out/crashes-$t"
   cp "$here/corpus/$t/"* "$corpus/"
   echo "fuzz: running $t for ${seconds} s"

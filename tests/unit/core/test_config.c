@@ -490,6 +490,25 @@ static void test_include_folder_refused(void **state)
     assert_int_equal(cfg->n_pools, 1);
     fc_config_free(cfg);
     rmdir(dir);
+    for (int i = 0; i < n_lines; i++)
+        free(lines[i]);
+    n_lines = 0;
+
+    /*
+     * A NUL byte (found by the config fuzz target): libconfig read
+     * "@include \"/\0tmp\"" as an include of "/" and exited. The file is refused.
+     */
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/fulcrum.conf", tmpdir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    static const char nul_include[] = "workers = 1;\n@include \"/\0tmp\"\n";
+    assert_int_equal(fwrite(nul_include, 1, sizeof(nul_include) - 1, f), sizeof(nul_include) - 1);
+    assert_int_equal(fclose(f), 0);
+    cfg = (struct fc_config *)0x1;
+    assert_int_equal(fc_config_load(conf_path, &cfg), FC_EINVAL);
+    assert_null(cfg);
+    assert_error_in(conf_path, 2, "a NUL byte", "not a text file");
 }
 
 /* ------------------------------------------------------------------------ */
