@@ -7,6 +7,7 @@
  * sent upstream. Any crash, sanitizer report or broken invariant is a finding.
  */
 #include "config.h"
+#include "head_parser.h"
 #include "http_rewrite.h"
 #include "route.h"
 
@@ -14,37 +15,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct fc_request head;
-static int head_done;
-
-static int on_method(llhttp_t *p, const char *at, size_t len)
-{
-    fc_head_on_span(&head.method, at, len);
-    return 0;
-}
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    fc_head_on_span(&head.target, at, len);
-    return 0;
-}
-static int on_field(llhttp_t *p, const char *at, size_t len)
-{
-    return head_done ? 0 : fc_head_on_field(&head, at, len);
-}
-static int on_value(llhttp_t *p, const char *at, size_t len)
-{
-    return head_done ? 0 : fc_head_on_value(&head, at, len);
-}
-static int on_value_complete(llhttp_t *p)
-{
-    return head_done ? 0 : (fc_head_on_value_complete(&head) == 0 ? 0 : -1);
-}
-static int on_headers_complete(llhttp_t *p)
-{
-    head_done = 1;
-    return HPE_PAUSED;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -60,17 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1, split = len ? data[0] % (len + 1) : 0;
 
     llhttp_settings_t s;
-    llhttp_settings_init(&s);
-    s.on_method = on_method;
-    s.on_url = on_url;
-    s.on_header_field = on_field;
-    s.on_header_value = on_value;
-    s.on_header_value_complete = on_value_complete;
-    s.on_headers_complete = on_headers_complete;
     llhttp_t p;
-    llhttp_init(&p, HTTP_REQUEST, &s);
-    fc_head_reset(&head);
-    head_done = 0;
+    head_parser_init(&p, &s, HTTP_REQUEST);
     enum llhttp_errno e = llhttp_execute(&p, buf, split);
     if (e == HPE_OK)
         e = llhttp_execute(&p, buf + split, len - split);
@@ -78,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         head.http_major = p.http_major;
         head.http_minor = p.http_minor;
         const char *why = NULL;
-        int status = fc_head_check_request(&head, (p.flags & F_CHUNKED) != 0,
-                                           p.content_length, 1000, &why);
+        int status =
+            fc_head_check_request(&head, (p.flags & F_CHUNKED) != 0, p.content_length, 1000, &why);
         if (status != 0 && why == NULL)
             abort(); /* every refusal says why */
         if (status == 0) {
@@ -89,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 {.host = "::1", .path_prefix = "/v1/", .pool = 3},
             };
             struct fc_config cfg = {.routes = routes, .n_routes = 3};
-            uint32_t pool = fc_route_pool(&cfg, 0, head.host.p, head.host.len, head.target.p,
-                                          head.target.len);
+            uint32_t pool =
+                fc_route_pool(&cfg, 0, head.host.p, head.host.len, head.target.p, head.target.len);
             if (pool > 3)
                 abort();
             struct fc_forward_info fw = {.client_ip = "192.0.2.7",
