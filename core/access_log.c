@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "log_writer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +44,7 @@ int fc_access_log_init(void)
         fc_log_error("/dev/null: %s", strerror(errno));
         return err;
     }
+    fc_log_writer_set_fd(FC_LOG_ACCESS, log_fd);
     return 0;
 }
 
@@ -56,9 +58,18 @@ static int open_target(const struct fc_config *cfg)
     case FC_ACCESS_LOG_FILE:
         break;
     }
-    int fd = open(cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        fc_log_error("%s: access log %s: %s", cfg->path, cfg->access_log_path, strerror(errno));
+    /*
+     * Opened without waiting (a FIFO that nobody reads would block the open),
+     * then written by the log writer's thread, which may wait.
+     */
+    int fd = open(cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK,
+                  0644);
+    if (fd < 0) {
+        fc_log_error("%s: access log %s: %s", cfg->path, cfg->access_log_path,
+                     errno == ENXIO ? "a FIFO that nobody reads" : strerror(errno));
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return fd;
 }
 
@@ -94,16 +105,8 @@ int fc_access_log_worker_init(struct fc_worker *w)
 void fc_access_log_flush(struct fc_worker *w)
 {
     struct fc_access_log *al = w->access_log;
-    size_t off = 0;
-    while (off < al->len) {
-        ssize_t n = write(log_fd, al->buf + off, al->len - off);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            break; /* a log that cannot be written must not stop the proxy */
-        }
-        off += (size_t)n;
-    }
+    if (al->len > 0)
+        fc_log_writer_put(FC_LOG_ACCESS, al->buf, al->len);
     al->len = 0;
 }
 

@@ -1,8 +1,9 @@
 /*
  * The access log: one line per response, written by the worker that served
- * it. Lines are gathered in a per-worker buffer and go out in one write(2)
- * after each loop iteration (fc_access_log_flush(), from the worker's check
- * handle), or when the buffer is full.
+ * it. Lines are gathered in a per-worker buffer and handed to the log
+ * writer (log_writer.h) after each loop iteration (fc_access_log_flush(),
+ * from the worker's check handle), or when the buffer is full; the writer's
+ * thread writes them, so a worker never waits for the log.
  *
  * Workers always write to one descriptor, which the main thread points at the
  * configured target with dup2() at start, on reload and on SIGUSR1, so the
@@ -53,7 +54,7 @@ void fc_access_log_worker_free(struct fc_worker *w);
 /** Appends one line for e (when the log is on). Worker thread. */
 void fc_access_log_write(struct fc_worker *w, const struct fc_access_entry *e);
 
-/** Writes the buffered lines. Worker thread. */
+/** Hands the buffered lines to the log writer. Worker thread. */
 void fc_access_log_flush(struct fc_worker *w);
 
 #endif

@@ -31,6 +31,7 @@
 
 #include "config_reader.h"
 #include "log.h"
+#include "log_writer.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -69,12 +70,13 @@ static void load_globals(struct fc_cfg_loader *ld, const config_setting_t *root)
 
 static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"level", "access", NULL};
+    static const char *const keys[] = {"level", "access", "buffer_bytes", NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 
     cfg->log_level = FC_LOG_INFO;
     cfg->access_log = FC_ACCESS_LOG_STDOUT;
+    cfg->log_buffer_bytes = FC_LOG_ACCESS_BUFFER;
     if (fc_cfg_get_compound(ld, root, "", "log", CONFIG_TYPE_GROUP, 0, &g) != FC_CFG_GOT)
         return;
     fc_cfg_check_keys(ld, g, "log.", keys);
@@ -100,6 +102,8 @@ static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
             cfg->access_log_path = fc_cfg_resolve_path(ld, v);
         }
     }
+    fc_cfg_get_u32(ld, g, "log.", "buffer_bytes", FC_LOG_BUFFER_MIN, FC_LOG_BUFFER_MAX,
+                   &cfg->log_buffer_bytes);
 }
 
 static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root)

@@ -87,6 +87,7 @@ struct fc_config {
     int log_level;    /**< enum fc_log_level; default info */
     enum fc_access_log_kind access_log;
     char *access_log_path; /**< for FC_ACCESS_LOG_FILE, resolved */
+    uint32_t log_buffer_bytes; /**< the access log's buffer in the log writer */
 
     struct {
         uint32_t connect_ms;       /**< default 2000 */

@@ -1,10 +1,10 @@
 #include "log.h"
 
+#include "log_writer.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
-#include <unistd.h>
 
 static enum fc_log_level min_level = FC_LOG_INFO;
 static fc_log_sink_fn sink;
@@ -52,15 +52,8 @@ void fc_logv(enum fc_log_level level, const char *fmt, va_list ap)
 
     char line[2048];
     int off = 0;
-    if (sink == NULL) {
-        struct timespec ts;
-        struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        off = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-        off += snprintf(line + off, sizeof(line) - (size_t)off, ".%03ldZ [%s] ",
-                        ts.tv_nsec / 1000000, level_names[level]);
-    }
+    if (sink == NULL)
+        off = (int)fc_log_line_prefix(line, sizeof(line), level_names[level]);
     int n = vsnprintf(line + off, sizeof(line) - (size_t)off - 1, fmt, ap);
     if (n < 0)
         return;
@@ -76,9 +69,7 @@ void fc_logv(enum fc_log_level level, const char *fmt, va_list ap)
         return;
     }
     line[off++] = '\n';
-    /* One write per line keeps lines from different threads whole. */
-    ssize_t w = write(STDERR_FILENO, line, (size_t)off);
-    (void)w;
+    fc_log_writer_put(FC_LOG_ERRORS, line, (size_t)off);
 }
 
 void fc_log(enum fc_log_level level, const char *fmt, ...)

@@ -1,6 +1,7 @@
 /*
  * Logging for the daemon: one line per event, to stderr by default. Safe to
- * call from any thread; each line is written with a single write(2).
+ * call from any thread; never waits for stderr once the daemon runs (lines
+ * go out through the log writer, log_writer.h).
  */
 #ifndef FC_LOG_H
 #define FC_LOG_H

@@ -10,6 +10,7 @@
 #include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "log_writer.h"
 #include "txn.h"
 #include "worker.h"
 
@@ -22,6 +23,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
+
+/* How long the log writer gets at exit to write out what it holds. */
+#define LOG_DRAIN_MS 1000
 
 struct daemon {
     uv_loop_t *loop;
@@ -170,6 +174,7 @@ static void reload(struct daemon *d)
         fc_worker_publish(&d->workers[i], g);
     fc_health_stop(old, release_generation, old);
     fc_access_log_apply(g->cfg);
+    fc_log_writer_resize(FC_LOG_ACCESS, g->cfg->log_buffer_bytes);
     fc_log_capture_errors(NULL, 0);
     d->reloads.ok++;
     d->reloads.last_ok_unix = (uint64_t)time(NULL);
@@ -289,8 +294,15 @@ static int start_failed(struct daemon *d)
     fc_generation_release(d->gen);
     d->gen = NULL;
     reap(d);
+    fc_log_writer_stop(LOG_DRAIN_MS);
     fc_access_log_shutdown();
     return 1;
+}
+
+/* Whatever way the process ends, the lines buffered in the log writer go out first. */
+static void stop_log_writer(void)
+{
+    fc_log_writer_stop(LOG_DRAIN_MS);
 }
 
 int main(int argc, char **argv)
@@ -379,6 +391,10 @@ int main(int argc, char **argv)
     if (fc_access_log_init() != 0)
         return 1;
     fc_access_log_apply(d.gen->cfg);
+    /* From here on, no thread waits for a log's descriptor. */
+    if (fc_log_writer_start(d.gen->cfg->log_buffer_bytes) != 0)
+        fc_log_warn("cannot start the log writer: logs are written directly");
+    atexit(stop_log_writer);
 
     /*
      * Signals first: once a listener is bound, a client (or a test, or
@@ -430,7 +446,8 @@ int main(int argc, char **argv)
     uv_run(d.loop, UV_RUN_DEFAULT);
     uv_loop_close(d.loop);
     uv_mutex_destroy(&d.reap_lock);
-    fc_access_log_shutdown();
     fc_log_info("stopped");
+    fc_log_writer_stop(LOG_DRAIN_MS);
+    fc_access_log_shutdown();
     return 0;
 }

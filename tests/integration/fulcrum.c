@@ -100,7 +100,11 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
     sb_printf(&sb, "# written by the fulcrum integration test harness\n");
     sb_printf(&sb, "workers = %d;\n", cfg->workers);
     sb_printf(&sb, "plugin_dir = \"%s\";\n", FC_PLUGIN_BUILD_DIR);
-    sb_printf(&sb, "log = { level = \"%s\"; access = \"off\"; };\n", cfg->log_level);
+    sb_printf(&sb, "log = { level = \"%s\"; access = \"%s\"; ", cfg->log_level,
+              cfg->access_log ? cfg->access_log : "off");
+    if (cfg->log_buffer_bytes > 0)
+        sb_printf(&sb, "buffer_bytes = %ld; ", cfg->log_buffer_bytes);
+    sb_printf(&sb, "};\n");
     sb_printf(&sb,
               "timeouts = { connect_ms = %d; client_header_ms = %d; idle_ms = %d; "
               "upstream_ms = %d; shutdown_ms = %d; };\n",
@@ -164,7 +168,8 @@ struct it_fulcrum *it_fulcrum_start(struct it_env *env, const struct it_config *
         const char *nofile = it_strf(env, "--nofile=%d:%d", cfg->nofile, cfg->nofile);
         const char *const plain[] = {FC_BINARY, "-c", path, NULL};
         const char *const limited[] = {"/usr/bin/prlimit", nofile, FC_BINARY, "-c", path, NULL};
-        struct it_proc *proc = it_spawn(env, "fulcrum", cfg->nofile > 0 ? limited : plain);
+        struct it_proc *proc =
+            it_spawn_out(env, "fulcrum", cfg->nofile > 0 ? limited : plain, cfg->stdout_path);
         proc->must_exit_cleanly = true;
 
         int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
@@ -243,6 +248,33 @@ struct it_fulcrum *it_fulcrum_start_one(struct it_env *env)
 size_t it_fulcrum_log_count(struct it_env *env, const struct it_fulcrum *f, const char *needle)
 {
     return it_count(it_proc_stderr(env, f->proc), needle);
+}
+
+bool it_fulcrum_wait_log(struct it_env *env, const struct it_fulcrum *f, const char *needle,
+                         size_t n, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    while (it_fulcrum_log_count(env, f, needle) < n) {
+        if (it_now_ms() >= deadline)
+            return false;
+        it_sleep_ms(5);
+    }
+    return true;
+}
+
+const char *it_fulcrum_log_settled(struct it_env *env, const struct it_fulcrum *f)
+{
+    int64_t deadline = it_now_ms() + 2000, quiet_since = it_now_ms();
+    size_t len = strlen(it_proc_stderr(env, f->proc));
+    while (it_now_ms() - quiet_since < 50 && it_now_ms() < deadline) {
+        it_sleep_ms(5);
+        size_t now = strlen(it_proc_stderr(env, f->proc));
+        if (now != len) {
+            len = now;
+            quiet_since = it_now_ms();
+        }
+    }
+    return it_proc_stderr(env, f->proc);
 }
 
 void it_fulcrum_expect_clean_exit(struct it_env *env, struct it_fulcrum *f, int timeout_ms)

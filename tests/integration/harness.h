@@ -310,6 +310,13 @@ struct it_config {
     long max_connections; /* limits.max_connections; 0: not set (fulcrum's default) */
     int nofile;           /* RLIMIT_NOFILE of fulcrum (it runs under prlimit); 0: inherited */
     const char *log_level;
+    const char *access_log; /* log.access; NULL: "off" */
+    long log_buffer_bytes;  /* log.buffer_bytes; 0: not set */
+    /*
+     * fulcrum's stdout is opened from this path (a FIFO that the test holds
+     * open, say) instead of a file of the env; NULL: the file.
+     */
+    const char *stdout_path;
     const char *listener_pool; /* default: the first pool */
     struct it_pool_config pools[IT_MAX_POOLS];
     size_t npools;
@@ -352,6 +359,20 @@ struct it_fulcrum *it_fulcrum_start_one(struct it_env *env);
 
 /* Number of times `needle` occurs in what fulcrum has logged (its stderr) so far. */
 size_t it_fulcrum_log_count(struct it_env *env, const struct it_fulcrum *f, const char *needle);
+
+/*
+ * Waits up to timeout_ms until fulcrum has logged `needle` at least n times
+ * (lines reach its stderr through its log writer's thread, a moment after
+ * the event). Returns whether it did.
+ */
+bool it_fulcrum_wait_log(struct it_env *env, const struct it_fulcrum *f, const char *needle,
+                         size_t n, int timeout_ms);
+
+/*
+ * What fulcrum has logged, once its stderr has stopped growing for 50 ms
+ * (at most 2 s): for a test that checks a line was NOT logged.
+ */
+const char *it_fulcrum_log_settled(struct it_env *env, const struct it_fulcrum *f);
 
 /*
  * Waits up to timeout_ms for fulcrum, sent SIGTERM by the test, to exit, and

@@ -86,6 +86,10 @@ void it_install_process_hooks(void);
  */
 struct it_proc *it_spawn(struct it_env *env, const char *label, const char *const *argv);
 
+/* it_spawn() with stdout opened (for writing) from out_path instead. */
+struct it_proc *it_spawn_out(struct it_env *env, const char *label, const char *const *argv,
+                             const char *out_path);
+
 /* Reaps the child if it has exited; true if it has (now or before). */
 bool it_proc_poll(struct it_proc *proc);
 

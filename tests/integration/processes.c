@@ -109,11 +109,18 @@ void it_install_process_hooks(void)
 
 struct it_proc *it_spawn(struct it_env *env, const char *label, const char *const *argv)
 {
+    return it_spawn_out(env, label, argv, NULL);
+}
+
+struct it_proc *it_spawn_out(struct it_env *env, const char *label, const char *const *argv,
+                             const char *out_path)
+{
     unsigned seq = ++env->seq;
     struct it_proc *proc = it_xmalloc(sizeof(*proc));
     memset(proc, 0, sizeof(*proc));
     proc->label = it_strf(env, "%s", label);
-    proc->out_path = it_strf(env, "%s/%02u-%s.stdout", env->dir, seq, label);
+    proc->out_path = out_path != NULL ? it_strf(env, "%s", out_path)
+                                      : it_strf(env, "%s/%02u-%s.stdout", env->dir, seq, label);
     proc->err_path = it_strf(env, "%s/%02u-%s.stderr", env->dir, seq, label);
 
     fflush(stdout);
@@ -133,7 +140,8 @@ struct it_proc *it_spawn(struct it_env *env, const char *label, const char *cons
         (void)parent;
 #endif
         int in = open("/dev/null", O_RDONLY);
-        int out = open(proc->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int out = out_path != NULL ? open(out_path, O_WRONLY)
+                                   : open(proc->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int err = open(proc->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (in < 0 || out < 0 || err < 0)
             _exit(126);

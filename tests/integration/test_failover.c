@@ -93,6 +93,8 @@ IT_TEST(failures_logged_in_summary)
     }
     assert_int_equal(answered, 200);
     /* At most 5 lines a second of each kind (the whole run takes far less than one). */
+    it_fulcrum_wait_log(env, f, "connect: connection refused", 1, 2000);
+    it_fulcrum_log_settled(env, f);
     size_t refused = it_fulcrum_log_count(env, f, "connect: connection refused");
     size_t none = it_fulcrum_log_count(env, f, "pool web: no backend available");
     if (refused < 1 || refused > 6 || none > 6)

@@ -160,7 +160,7 @@ IT_TEST(max_connections_wait_in_the_backlog)
     it_expect_response(fifth, "GET", &r);
     assert_int_equal(r.status, 200);
     it_response_free(&r);
-    assert_true(it_fulcrum_log_count(env, f, "limits.max_connections reached") >= 1);
+    assert_true(it_fulcrum_wait_log(env, f, "limits.max_connections reached", 1, 2000));
 }
 
 /*
@@ -234,8 +234,9 @@ IT_TEST(local_connect_errors_do_not_mark_backends_down)
     it_get(env, f->port, "test", "/", &r);
     assert_int_equal(r.status, 200);
     it_response_free(&r);
+    assert_true(it_fulcrum_wait_log(env, f, "failed here, not at the backends", 1, 2000));
+    it_fulcrum_log_settled(env, f);
     assert_int_equal(it_fulcrum_log_count(env, f, "DOWN"), 0);
-    assert_true(it_fulcrum_log_count(env, f, "failed here, not at the backends") >= 1);
 }
 
 static const struct CMUnitTest tests[] = {

@@ -459,7 +459,7 @@ IT_TEST(slow_upload_is_not_a_timeout)
             why = it_strf(env, "connection %d: status %d, not 200", i, r.status);
         it_response_free(&r);
     }
-    const char *err = it_proc_stderr(env, f->proc);
+    const char *err = it_fulcrum_log_settled(env, f);
     if (why == NULL && (strstr(err, "DOWN") != NULL || strstr(err, "no response within") != NULL))
         why = it_strf(env, "fulcrum blamed the backend for a slow client:\n%s", err);
     if (why != NULL && max_gap >= 1100) {
@@ -499,7 +499,7 @@ IT_TEST(client_pause_in_body_is_not_a_backend_timeout)
         assert_int_equal(r.status, 200);
         it_response_free(&r);
     }
-    const char *err = it_proc_stderr(env, f->proc);
+    const char *err = it_fulcrum_log_settled(env, f);
     if (strstr(err, "DOWN") != NULL || strstr(err, "no response within") != NULL)
         fail_msg("fulcrum blamed the backend for a client's pause:\n%s", err);
     expect_still_serving(env, f->port, "ok");
@@ -679,7 +679,7 @@ IT_TEST(eof_delimited_response)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, n);
     it_response_free(&r);
-    const char *err = it_proc_stderr(env, f->proc);
+    const char *err = it_fulcrum_log_settled(env, f);
     if (strstr(err, "closed before the response ended") != NULL ||
         strstr(err, it_strf(env, "backend 127.0.0.1:%d", b)) != NULL)
         fail_msg("fulcrum complained about a complete response:\n%s", err);
@@ -805,6 +805,8 @@ IT_TEST(status_below_100_is_502)
     assert_int_equal(r.interim, 0);
     assert_int_equal(r.status, 502);
     it_response_free(&r);
+    assert_true(it_fulcrum_wait_log(env, f, "invalid status code", 1, 2000));
+    it_fulcrum_log_settled(env, f);
     assert_int_equal(it_fulcrum_log_count(env, f, "invalid status code"), 1);
 }
 
@@ -830,7 +832,7 @@ IT_TEST(empty_eof_delimited_response_is_clean)
         assert_true(it_conn_wait_closed(c, 2000));
         it_conn_close(c);
     }
-    const char *err = it_proc_stderr(env, f->proc);
+    const char *err = it_fulcrum_log_settled(env, f);
     if (strstr(err, "closed before the response ended") != NULL ||
         strstr(err, "Invalid EOF state") != NULL)
         fail_msg("fulcrum complained about a complete response:\n%s", err);

@@ -783,7 +783,7 @@ IT_TEST(config_test_beside_live_daemon)
     assert_int_equal(r.status, 200);
     it_response_free(&r);
     expect_served_by(env, f->port, 3, "a");
-    const char *log = it_proc_stderr(env, f->proc) + skip;
+    const char *log = it_fulcrum_log_settled(env, f) + skip;
     if (strstr(log, "[error]") != NULL || strstr(log, "reload") != NULL)
         fail_msg("the daemon logged, while fulcrum -t ran:\n%s", log);
 }
