@@ -29,7 +29,7 @@ llhttp=(/usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/htt
 declare -A sources=(
   [request]="core/http_request.c core/http_rewrite.c core/route.c"
   [response]="core/http_request.c core/http_rewrite.c"
-  [config]="core/config.c core/config_reader.c core/log.c"
+  [config]="core/config.c core/config_reader.c core/log.c core/log_writer.c"
 )
 declare -A libs=([request]="" [response]="" [config]="$(pkg-config --libs libconfig)")
 
