@@ -109,7 +109,8 @@ static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
 static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
     static const char *const keys[] = {"connect_ms",  "client_header_ms", "idle_ms",
-                                       "upstream_ms", "shutdown_ms",      NULL};
+                                       "upstream_ms", "shutdown_ms",      "half_close_ms",
+                                       NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 
@@ -118,6 +119,7 @@ static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root
     cfg->timeouts.idle_ms = 60000;
     cfg->timeouts.upstream_ms = 30000;
     cfg->timeouts.shutdown_ms = 10000;
+    cfg->timeouts.half_close_ms = 100;
     if (fc_cfg_get_compound(ld, root, "", "timeouts", CONFIG_TYPE_GROUP, 0, &g) != FC_CFG_GOT)
         return;
     fc_cfg_check_keys(ld, g, "timeouts.", keys);
@@ -130,6 +132,8 @@ static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root
                    &cfg->timeouts.upstream_ms);
     fc_cfg_get_u32(ld, g, "timeouts.", "shutdown_ms", 1, MAX_TIMEOUT_MS,
                    &cfg->timeouts.shutdown_ms);
+    fc_cfg_get_u32(ld, g, "timeouts.", "half_close_ms", 0, MAX_TIMEOUT_MS,
+                   &cfg->timeouts.half_close_ms);
 }
 
 static void load_limits(struct fc_cfg_loader *ld, const config_setting_t *root)

@@ -95,6 +95,8 @@ struct fc_config {
         uint32_t idle_ms;          /**< default 60000 */
         uint32_t upstream_ms;      /**< default 30000 */
         uint32_t shutdown_ms;      /**< default 10000: how long SIGTERM waits for requests */
+        uint32_t half_close_ms;    /**< default 100: a client's close this soon after its
+                                        request is a half-close (answered), later an abort */
     } timeouts;
 
     struct {

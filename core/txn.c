@@ -167,6 +167,7 @@ void fc_txn_parse_head(struct fc_txn *t)
     if (fc_parser_paused(e) && t->head_done) {
         t->in_off = (uint32_t)(llhttp_get_error_pos(&t->parser) - t->in);
         t->req_done = t->msg_done;
+        t->req_end = uv_now(&c->w->loop);
         fc_txn_begin(t);
         return;
     }
@@ -434,6 +435,7 @@ void fc_txn_forward_body(struct fc_txn *t)
         } else if (fc_parser_paused(e) && t->msg_done) {
             used = (size_t)(llhttp_get_error_pos(&t->parser) - start);
             t->req_done = 1;
+            t->req_end = uv_now(&c->w->loop);
         } else {
             fc_log_debug("client %s: bad request body: %s", c->ip,
                          llhttp_get_error_reason(&t->parser));
@@ -508,6 +510,8 @@ void fc_txn_upstream_written(struct fc_txn *t)
     }
     if (t->req_done) {
         fc_client_timer_stop(c);
+        /* The client is watched while the response is awaited: see fc_txn_client_left(). */
+        fc_client_read_start(c);
         return;
     }
     if (t->in_off < t->in_len) {
@@ -947,6 +951,21 @@ void fc_txn_reply(struct fc_txn *t, int status, int close)
         fc_error_response(status, close, status == 429 ? t->retry_after_s : 0, t->out, t->out_cap);
     uv_buf_t buf = uv_buf_init(t->out, (unsigned)n);
     send_to_client(t, &buf, 1);
+}
+
+/*
+ * The client left while its response was awaited (its whole request read):
+ * nothing will read the answer, so the backend's work is abandoned, its
+ * connection closed, and the request logged as 499, as nginx does.
+ */
+void fc_txn_client_left(struct fc_txn *t)
+{
+    struct fc_client *c = t->c;
+    fc_log_debug("client %s: left while its response was awaited: request abandoned", c->ip);
+    c->w->client_aborts++;
+    t->status = 499;
+    access_log(t);
+    fc_client_close(c); /* the upstream connection goes with the request (fc_txn_release) */
 }
 
 /* Ends the transaction and the connection after an error nothing can be answered to. */

@@ -58,6 +58,20 @@ static void client_on_read_end(struct fc_client *c, int status)
     case FC_TXN_CONNECTING:
     case FC_TXN_PROXY:
         /*
+         * The whole request read and its response awaited: an EOF right after
+         * the request is a half-close (answer, then close); a later one, or
+         * a reset, means the client left (see fc_txn_client_left()). TCP
+         * cannot tell a half-close from a close; the time can, nearly always.
+         */
+        if (t->req_done && !t->resp_started) {
+            uint64_t since = uv_now(&c->w->loop) - t->req_end;
+            if (status == UV_EOF && since <= fc_txn_config(t)->timeouts.half_close_ms)
+                t->keep_alive = 0;
+            else
+                fc_txn_client_left(t);
+            break;
+        }
+        /*
          * Half-closed after the request, or with the rest of it in the buffer
          * still to be relayed (a body behind a head that waits for its
          * backend): answer, then close. Relaying notices a body that the

@@ -72,6 +72,7 @@ struct fc_txn {
     uint8_t *tried; /* tried_small, or allocated for larger pools */
     uint64_t body_seen;
     uint64_t t_start; /* uv_hrtime() at the request's first byte */
+    uint64_t req_end; /* uv_now() when the whole request had been read */
     uint64_t bytes_out;
     int status;
 
@@ -193,6 +194,8 @@ void fc_txn_end(struct fc_txn *t);
 void fc_txn_release(struct fc_txn *t);
 /** Answers the request with the proxy's own response (`close`: then close). */
 void fc_txn_reply(struct fc_txn *t, int status, int close);
+/** The client left while its response was awaited: abandon the request (499). */
+void fc_txn_client_left(struct fc_txn *t);
 /** Ends the request and the connection: nothing valid can be answered. */
 void fc_txn_abort(struct fc_txn *t, const char *why);
 

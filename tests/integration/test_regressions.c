@@ -204,6 +204,45 @@ static void h_stall_mid_body(int fd, void *arg)
     free(buf);
 }
 
+/*
+ * A slow backend that notices being given up: reads a request, then waits up
+ * to 3 s for more, and records when the proxy closed the connection instead
+ * (arg: struct watch). Still open by then, it answers.
+ */
+struct watch {
+    int64_t closed_at; /* it_now_ms() of the proxy's close; 0 while none */
+};
+
+static void h_slow_watching(int fd, void *arg)
+{
+    struct watch *w = arg;
+    char *buf = malloc(HANDLER_BUF);
+    size_t len = 0;
+    if (buf != NULL && read_request(fd, buf, &len) >= 0) {
+        char more[256];
+        ssize_t n = it_raw_read(fd, more, sizeof(more), 3000);
+        if (n == 0 || n == -ECONNRESET)
+            __atomic_store_n(&w->closed_at, it_now_ms(), __ATOMIC_RELAXED);
+        else
+            it_raw_write_str(fd, ok_response);
+    }
+    free(buf);
+}
+
+/* Keep-alive: answers every request with ok_response after 300 ms. */
+static void h_slow_keepalive(int fd, void *arg)
+{
+    char *buf = malloc(HANDLER_BUF);
+    size_t len = 0;
+    while (buf != NULL) {
+        ssize_t n = read_request(fd, buf, &len);
+        if (n < 0 || !it_raw_sleep_ms(300) || it_raw_write_str(fd, ok_response) != 0)
+            break;
+        it_raw_consume(buf, &len, (size_t)n);
+    }
+    free(buf);
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
 static void config_one(struct it_config *cfg, int port)
@@ -931,6 +970,72 @@ IT_TEST(half_closed_request_with_body_answered)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* ---- hardening 11: a client that leaves is not waited for ---------------- */
+
+IT_TEST(client_that_leaves_abandons_its_request)
+{
+    struct watch *w = it_zalloc(env, sizeof(*w));
+    int b = it_raw_backend_start(env, h_slow_watching, w);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    cfg.access_log = "stdout";
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* The request reaches the slow backend; then the client closes, as a browser that
+     * navigates away does. */
+    struct it_conn *c = it_connect(env, f->port);
+    it_send_str(c, "GET /slow HTTP/1.1\r\nHost: test\r\n\r\n");
+    wait_received(env, b, 0, "\r\n\r\n");
+    it_sleep_ms(300); /* well past timeouts.half_close_ms: not a half-close */
+    int64_t left = it_now_ms();
+    it_conn_close(c);
+
+    /* The proxy gives the backend's work up at once rather than after the backend's 3 s. */
+    int64_t deadline = left + 2000;
+    while (__atomic_load_n(&w->closed_at, __ATOMIC_RELAXED) == 0 && it_now_ms() < deadline)
+        it_sleep_ms(10);
+    int64_t closed = __atomic_load_n(&w->closed_at, __ATOMIC_RELAXED);
+    if (closed == 0)
+        fail_msg("the backend connection stayed open after the client left");
+    assert_true(closed - left < 1000);
+
+    /* Logged as 499, as nginx does; the backend is not blamed for it. */
+    int64_t log_deadline = it_now_ms() + 2000;
+    while (strstr(it_proc_stdout(env, f->proc), "\"GET /slow HTTP/1.1\" 499 ") == NULL) {
+        if (it_now_ms() >= log_deadline)
+            fail_msg("no 499 in the access log:\n%s", it_proc_stdout(env, f->proc));
+        it_sleep_ms(10);
+    }
+    const char *err = it_fulcrum_log_settled(env, f);
+    if (strstr(err, "DOWN") != NULL || strstr(err, "[warn]") != NULL)
+        fail_msg("fulcrum blamed someone for a client that left:\n%s", err);
+}
+
+IT_TEST(half_close_with_a_warm_connection_answered)
+{
+    /* An idle upstream connection is there: the request goes out at once, and the
+     * half-close arrives while the (slow) response is awaited. */
+    int b = it_raw_backend_start(env, h_slow_keepalive, NULL);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    expect_still_serving(env, f->port, "ok"); /* leaves the connection idle in the pool */
+
+    for (int i = 0; i < 5; i++) {
+        struct it_conn *c = it_connect(env, f->port);
+        it_send_str(c, "POST /half HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello");
+        assert_int_equal(shutdown(it_conn_fd(c), SHUT_WR), 0);
+        struct it_response r;
+        it_expect_response(c, "POST", &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "ok");
+        it_response_free(&r);
+        assert_true(it_conn_wait_closed(c, 2000));
+        it_conn_close(c);
+    }
+    assert_int_equal(it_raw_backend_conns(env, b), 1); /* all on the warm connection */
+}
+
 /* ---- hardening 9: a response cut short is not passed off as complete ---- */
 
 IT_TEST(cut_close_delimited_response_resets_client)
@@ -975,6 +1080,8 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(protocol_forms_checked),
     IT_CASE(half_closed_request_with_body_answered),
     IT_CASE(cut_close_delimited_response_resets_client),
+    IT_CASE(client_that_leaves_abandons_its_request),
+    IT_CASE(half_close_with_a_warm_connection_answered),
 };
 
 IT_MAIN(tests)

@@ -198,9 +198,9 @@ static const char full[] =
     "# every key of the schema\n"
     "workers = 0;\n"
     "plugin_dir = \"lib/plugins\";\n"
-    "log = { level = \"debug\"; access = \"logs/access.log\"; };\n"
+    "log = { level = \"debug\"; access = \"logs/access.log\"; buffer_bytes = 65536; };\n"
     "timeouts = { connect_ms = 1; client_header_ms = 2; idle_ms = 3; upstream_ms = 4;\n"
-    "             shutdown_ms = 86400000; };\n"
+    "             shutdown_ms = 86400000; half_close_ms = 0; };\n"
     "limits = { max_header_bytes = 1024; max_body_bytes = 10000000000L; };\n"
     "listeners = (\n"
     "  { address = \"127.0.0.1:8080\"; pool = \"web\"; },\n"
@@ -250,6 +250,8 @@ static void test_full(void **state)
     assert_int_equal(cfg->timeouts.idle_ms, 3);
     assert_int_equal(cfg->timeouts.upstream_ms, 4);
     assert_int_equal(cfg->timeouts.shutdown_ms, 86400000);
+    assert_int_equal(cfg->timeouts.half_close_ms, 0);
+    assert_int_equal(cfg->log_buffer_bytes, 65536);
     assert_int_equal(cfg->limits.max_header_bytes, 1024);
     assert_true(cfg->limits.max_body_bytes == 10000000000ULL);
 
@@ -343,6 +345,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->timeouts.idle_ms, 60000);
     assert_int_equal(cfg->timeouts.upstream_ms, 30000);
     assert_int_equal(cfg->timeouts.shutdown_ms, 10000);
+    assert_int_equal(cfg->timeouts.half_close_ms, 100);
+    assert_int_equal(cfg->log_buffer_bytes, 4 * 1024 * 1024);
     assert_int_equal(cfg->limits.max_header_bytes, 16384);
     assert_true(cfg->limits.max_body_bytes == 0);
     assert_int_equal(cfg->n_routes, 0);
