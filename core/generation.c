@@ -1,6 +1,7 @@
 #include "generation.h"
 
 #include "log.h"
+#include "stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,7 +310,10 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
     pool->views = calloc(conf->n_backends, sizeof(*pool->views));
     pool->shared = calloc(conf->n_backends, sizeof(*pool->shared));
     pool->strategy = calloc(g->n_workers, sizeof(*pool->strategy));
-    if (pool->views == NULL || pool->shared == NULL || pool->strategy == NULL)
+    pool->backend_stats = calloc(conf->n_backends ? conf->n_backends : 1, sizeof(*pool->backend_stats));
+    pool->stats = fc_stats_acquire(FC_STATS_POOL, conf->name, g->n_workers);
+    if (pool->views == NULL || pool->shared == NULL || pool->strategy == NULL ||
+        pool->backend_stats == NULL || pool->stats == NULL)
         return FC_ENOMEM;
     pool->view.name = conf->name;
     pool->view.n_backends = conf->n_backends;
@@ -320,6 +324,12 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
         char *key = backend_key(conf->name, cb->address);
         if (key == NULL)
             return FC_ENOMEM;
+        /* Counters by the same name: a backend kept by a reload keeps counting. */
+        if ((pool->backend_stats[b] = fc_stats_acquire(FC_STATS_BACKEND, key, g->n_workers)) ==
+            NULL) {
+            free(key);
+            return FC_ENOMEM;
+        }
         struct fc_backend_shared *s = find_shared(previous, key);
         if (s != NULL) {
             fc_backend_shared_acquire(s);
@@ -421,6 +431,11 @@ void fc_generation_destroy(struct fc_generation *g)
                 for (uint32_t b = 0; b < pool->view.n_backends; b++)
                     if (pool->shared[b] != NULL)
                         fc_backend_shared_release(pool->shared[b]);
+            if (pool->backend_stats != NULL)
+                for (uint32_t b = 0; b < pool->conf->n_backends; b++)
+                    fc_stats_release(pool->backend_stats[b]);
+            fc_stats_release(pool->stats);
+            free(pool->backend_stats);
             free(pool->strategy);
             free(pool->shared);
             free(pool->views);

@@ -25,6 +25,7 @@
 #include <uv.h>
 
 struct fc_upstream;
+struct fc_stats;
 
 /** The rise/fall counters of one backend's active health checks (see health.h). */
 struct fc_health_counters {
@@ -86,6 +87,8 @@ struct fc_gen_pool {
     struct fc_instance *strategy;      /**< [worker_count]: one instance per worker */
     struct fc_instance *ratelimit;     /**< NULL, or &rl->inst: shared by all workers */
     struct fc_ratelimit_shared *rl;
+    struct fc_stats *stats;            /**< the pool's counters (stats.h), one reference */
+    struct fc_stats **backend_stats;   /**< [n_backends]: each backend's, one reference each */
 };
 
 /** Per worker counters, each on its own cache line. */

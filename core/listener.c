@@ -7,6 +7,7 @@
 #include "config.h"
 #include "generation.h"
 #include "log.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -69,24 +70,32 @@ uint32_t fc_listener_connections(void)
     return __atomic_load_n(&open_conns, __ATOMIC_RELAXED);
 }
 
+static void listener_free(struct fc_listener *l)
+{
+    fc_stats_release(l->stats);
+    free(l);
+}
+
 void fc_listener_acquire(struct fc_listener *l)
 {
     l->conns++;
     __atomic_add_fetch(&open_conns, 1, __ATOMIC_RELAXED);
+    fc_stats_add(&fc_stats_listener(l->stats, l->worker->index)->accepted, 1);
 }
 
 void fc_listener_release(struct fc_listener *l)
 {
     __atomic_sub_fetch(&open_conns, 1, __ATOMIC_RELAXED);
+    fc_stats_add(&fc_stats_listener(l->stats, l->worker->index)->closed, 1);
     if (--l->conns == 0 && l->handles == 0)
-        free(l); /* its handles closed earlier; the last connection frees it */
+        listener_free(l); /* its handles closed earlier; the last connection frees it */
 }
 
 static void listener_on_close(uv_handle_t *h)
 {
     struct fc_listener *l = h->data;
     if (--l->handles == 0 && l->conns == 0)
-        free(l);
+        listener_free(l);
     /* else: the last of its connections frees it */
 }
 
@@ -194,7 +203,10 @@ struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, i
                                      int fd, fc_accept_cb on_accept)
 {
     struct fc_listener *l = calloc(1, sizeof(*l));
-    if (l == NULL || (l->address = strdup(address)) == NULL) {
+    if (l == NULL || (l->address = strdup(address)) == NULL ||
+        (l->stats = fc_stats_acquire(FC_STATS_LISTENER, address, w->gen->n_workers)) == NULL) {
+        if (l != NULL)
+            free(l->address);
         free(l);
         close(fd);
         return NULL;
@@ -207,7 +219,7 @@ struct fc_listener *fc_listener_open(struct fc_worker *w, const char *address, i
     if (rc != 0) {
         fc_log_error("listener %s: %s", address, uv_strerror(rc));
         free(l->address);
-        free(l);
+        listener_free(l);
         close(fd);
         return NULL;
     }

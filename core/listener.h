@@ -49,6 +49,7 @@ struct fc_listener {
     uint32_t conns;     /**< client connections accepted on it and still open */
     int handles;        /**< handles not closed yet; freed when 0 and conns drops to 0 */
     int closing, paused;
+    struct fc_stats *stats;  /**< its counters (stats.h), by address; one reference */
     uint64_t last_pause_log; /**< uv_now() of the last "accepting paused" line */
     uint64_t pauses;         /**< since that line */
 };

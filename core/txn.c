@@ -54,6 +54,7 @@
 #include "listener.h"
 #include "log.h"
 #include "route.h"
+#include "stats.h"
 #include "upstream.h"
 
 #include <llhttp.h>
@@ -65,6 +66,22 @@
 /* ------------------------------------------------------------------------ */
 /* 1. The request head                                                       */
 /* ------------------------------------------------------------------------ */
+
+/* The counters of the request's listener and backend, this worker's slot (stats.h). */
+static struct fc_listener_stats *listener_stats(const struct fc_txn *t)
+{
+    return fc_stats_listener(t->c->listener->stats, t->c->w->index);
+}
+
+static struct fc_backend_stats *backend_stats(const struct fc_txn *t)
+{
+    return fc_stats_backend(t->pool->backend_stats[t->backend], t->c->w->index);
+}
+
+static struct fc_pool_stats *pool_stats(const struct fc_txn *t)
+{
+    return fc_stats_pool(t->pool->stats, t->c->w->index);
+}
 
 static void backend_inflight_add(struct fc_txn *t, int delta)
 {
@@ -191,6 +208,7 @@ static void ratelimit_verdict(struct fc_txn *t, int verdict, uint64_t retry_afte
     t->retry_after_s = (retry_after_ms + 999) / 1000;
     if (t->retry_after_s == 0)
         t->retry_after_s = 1;
+    fc_stats_add(&pool_stats(t)->ratelimit_denied, 1);
     fc_txn_reply(t, 429, 0);
 }
 
@@ -316,6 +334,7 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
     fc_upstream_close(t->up);
     t->up = NULL;
     backend_inflight_add(t, -1);
+    fc_stats_add(&backend_stats(t)->connect_failures, 1);
     fc_health_report_failure(t->pool, (uint32_t)t->backend,
                              timed_out ? "connect timed out" : "connect failed");
     t->tried[t->backend] = 1;
@@ -324,6 +343,7 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
         fc_txn_reply(t, timed_out ? 504 : 502, 0);
         return;
     }
+    fc_stats_add(&pool_stats(t)->retries, 1);
     fc_txn_connect(t);
 }
 
@@ -367,8 +387,10 @@ void fc_txn_connect(struct fc_txn *t)
     };
     int idx = inst->plugin->desc->strategy->pick(inst->state, &args);
     if (idx < 0 || (uint32_t)idx >= pool->view.n_backends) {
-        if (t->attempts == 0)
+        if (t->attempts == 0) {
+            fc_stats_add(&pool_stats(t)->no_backend, 1);
             fc_txn_warn(t, "no backend", "no backend available (client %s)", c->ip);
+        }
         fc_txn_reply(t, t->attempts ? 502 : 503, 0);
         return;
     }
@@ -485,6 +507,7 @@ void fc_txn_send_request_head(struct fc_txn *t)
     t->out_len = (uint32_t)n;
     t->head_pending = 1;
     t->phase = FC_TXN_PROXY;
+    fc_stats_add(&backend_stats(t)->requests, 1);
     u->last_active = uv_now(&c->w->loop);
     fc_upstream_timer_arm(u, fc_txn_config(t)->timeouts.upstream_ms);
     fc_upstream_read_start(u);
@@ -650,10 +673,17 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
     t->resp_started = 1;
     fc_health_report_success(&t->pool->shared[t->backend]->passive_failures);
     bufs[0] = uv_buf_init(t->out, (unsigned)hn);
+    uint64_t took = uv_hrtime() - t->t_start;
+    struct fc_backend_stats *bs = backend_stats(t);
+    int cls = fc_stats_class(status); /* -1 for 600..999, which llhttp lets through */
+    if (cls >= 0)
+        fc_stats_add(&bs->responses[cls], 1);
+    fc_stats_add(&bs->buckets[fc_stats_bucket(took)], 1);
+    fc_stats_add(&bs->latency_ns, took);
     struct fc_instance *inst = &t->pool->strategy[c->w->index];
     if (inst->plugin->desc->strategy->outcome)
         inst->plugin->desc->strategy->outcome(inst->state, (uint32_t)t->backend, status,
-                                              (uv_hrtime() - t->t_start) / 1000);
+                                              took / 1000);
     /* The head may have ended exactly here; the body (if any) follows. */
     const char *body = *start + *used;
     size_t rest = avail - *used;
@@ -763,6 +793,16 @@ void fc_txn_relay_response(struct fc_txn *t)
 /* 6. The response went out: the end, and the next request                   */
 /* ------------------------------------------------------------------------ */
 
+/* A response went out in full: counted, then logged. */
+static void response_sent(struct fc_txn *t)
+{
+    struct fc_listener_stats *ls = listener_stats(t);
+    int cls = fc_stats_class(t->status);
+    if (cls >= 0)
+        fc_stats_add(&ls->responses[cls], 1);
+    fc_stats_add(&ls->bytes_out, t->bytes_out);
+}
+
 static void access_log(struct fc_txn *t)
 {
     struct fc_access_entry e = {
@@ -814,6 +854,7 @@ void fc_txn_client_written(struct fc_txn *t)
         return;
     if (t->phase == FC_TXN_REPLY) {
         if (t->close_after_reply) {
+            response_sent(t);
             access_log(t);
             txn_linger(t);
             return;
@@ -851,6 +892,7 @@ void fc_txn_client_written(struct fc_txn *t)
 void fc_txn_end(struct fc_txn *t)
 {
     struct fc_client *c = t->c;
+    response_sent(t);
     access_log(t);
     struct fc_upstream *u = t->up;
     if (u != NULL) {
@@ -945,6 +987,9 @@ void fc_txn_reply(struct fc_txn *t, int status, int close)
     t->close_after_reply = close;
     t->status = status;
     t->phase = FC_TXN_REPLY;
+    int code = fc_stats_proxy_index(status);
+    if (code >= 0)
+        fc_stats_add(&listener_stats(t)->proxy_responses[code], 1);
     t->resp_started = 1;
     fc_client_read_stop(c);
     int n =

@@ -9,6 +9,7 @@
 #include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "stats.h"
 #include "txn.h"
 #include "upstream.h"
 
@@ -32,6 +33,7 @@ static void client_on_read(struct fc_client *c, size_t n)
 {
     struct fc_txn *t = c->txn;
     t->in_len += (uint32_t)n;
+    fc_stats_add(&fc_stats_listener(c->listener->stats, c->w->index)->bytes_in, n);
     fc_txn_process(t);
 }
 
