@@ -1,0 +1,326 @@
+/*
+ * The Prometheus exposition; see metrics.h.
+ *
+ * Every series of a family is written under one # HELP / # TYPE pair, the
+ * families in a fixed order. Label values (addresses, pool names) are
+ * escaped as the text format asks: backslash, double quote, newline.
+ */
+#include "metrics.h"
+
+#include "generation.h"
+#include "stats.h"
+
+#include <dirent.h>
+#include <fulcrum/plugin.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void fc_text_printf(struct fc_text *t, const char *fmt, ...)
+{
+    if (t->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->oom = 1;
+            return;
+        }
+        if (t->p != NULL && (size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap < t->len + (size_t)n + 1)
+            cap *= 2;
+        char *p = realloc(t->p, cap);
+        if (p == NULL) {
+            t->oom = 1;
+            return;
+        }
+        t->p = p;
+        t->cap = cap;
+    }
+}
+
+void fc_text_free(struct fc_text *t)
+{
+    free(t->p);
+    t->p = NULL;
+    t->len = t->cap = 0;
+}
+
+/* A label value escaped for the text format, in buf (truncated to its size). */
+static const char *esc(const char *v, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (; *v != '\0' && o + 3 < cap; v++) {
+        if (*v == '\\' || *v == '"') {
+            buf[o++] = '\\';
+            buf[o++] = *v;
+        } else if (*v == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+        } else {
+            buf[o++] = *v;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static void family(struct fc_text *t, const char *name, const char *type, const char *help)
+{
+    fc_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static const char *const classes[FC_STATS_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+
+/* ---- the process ------------------------------------------------------- */
+
+static void process_metrics(struct fc_text *t, double start_time)
+{
+    long page = sysconf(_SC_PAGESIZE), hz = sysconf(_SC_CLK_TCK);
+    unsigned long long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    unsigned long long utime = 0, stime = 0;
+    f = fopen("/proc/self/stat", "r");
+    if (f != NULL) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        /* Fields after the command, which may hold spaces: from the last ')'. */
+        const char *p = strrchr(buf, ')');
+        if (p == NULL ||
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                   &stime) != 2)
+            utime = stime = 0;
+    }
+    unsigned fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        fds = fds > 0 ? fds - 1 : 0; /* the directory's own descriptor */
+    }
+    family(t, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.");
+    fc_text_printf(t, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)hz);
+    family(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    fc_text_printf(t, "process_resident_memory_bytes %llu\n", resident * (unsigned long long)page);
+    family(t, "process_open_fds", "gauge", "Number of open file descriptors.");
+    fc_text_printf(t, "process_open_fds %u\n", fds);
+    family(t, "process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
+    fc_text_printf(t, "process_start_time_seconds %.3f\n", start_time);
+}
+
+/* ---- what fulcrum counts ------------------------------------------------ */
+
+struct sums {
+    struct fc_listener_stats *listeners; /* [n_listeners] */
+    struct fc_pool_stats *pools;         /* [n_pools] */
+    struct fc_backend_stats **backends;  /* [n_pools][n_backends] */
+};
+
+static int sum_all(const struct fc_generation *g, struct sums *s)
+{
+    const struct fc_config *cfg = g->cfg;
+    s->listeners = calloc(cfg->n_listeners + 1, sizeof(*s->listeners));
+    s->pools = calloc(cfg->n_pools + 1, sizeof(*s->pools));
+    s->backends = calloc(cfg->n_pools + 1, sizeof(*s->backends));
+    if (s->listeners == NULL || s->pools == NULL || s->backends == NULL)
+        return -1;
+    for (uint32_t l = 0; l < cfg->n_listeners; l++) {
+        /* Held by the listener sockets; found by address (an empty one if none is open). */
+        struct fc_stats *b = fc_stats_acquire(FC_STATS_LISTENER, cfg->listeners[l].address,
+                                              g->n_workers);
+        if (b == NULL)
+            return -1;
+        fc_stats_sum_listener(b, &s->listeners[l]);
+        fc_stats_release(b);
+    }
+    for (uint32_t p = 0; p < cfg->n_pools; p++) {
+        const struct fc_gen_pool *pool = &g->pools[p];
+        fc_stats_sum_pool(pool->stats, &s->pools[p]);
+        s->backends[p] = calloc(pool->view.n_backends + 1, sizeof(**s->backends));
+        if (s->backends[p] == NULL)
+            return -1;
+        for (uint32_t b = 0; b < pool->view.n_backends; b++)
+            fc_stats_sum_backend(pool->backend_stats[b], &s->backends[p][b]);
+    }
+    return 0;
+}
+
+static void sums_free(const struct fc_generation *g, struct sums *s)
+{
+    if (s->backends != NULL)
+        for (uint32_t p = 0; p < g->cfg->n_pools; p++)
+            free(s->backends[p]);
+    free(s->backends);
+    free(s->pools);
+    free(s->listeners);
+}
+
+static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, const struct sums *s)
+{
+    char a[256];
+    family(t, "fulcrum_listener_connections", "gauge", "Client connections open now.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        fc_text_printf(t, "fulcrum_listener_connections{listener=\"%s\"} %llu\n",
+                       esc(cfg->listeners[l].address, a, sizeof(a)),
+                       (unsigned long long)(s->listeners[l].accepted - s->listeners[l].closed));
+    family(t, "fulcrum_listener_connections_total", "counter", "Client connections accepted.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        fc_text_printf(t, "fulcrum_listener_connections_total{listener=\"%s\"} %llu\n",
+                       esc(cfg->listeners[l].address, a, sizeof(a)),
+                       (unsigned long long)s->listeners[l].accepted);
+    family(t, "fulcrum_requests_total", "counter",
+           "Responses sent to clients, by status class.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        for (int c = 0; c < FC_STATS_CLASSES; c++)
+            fc_text_printf(t, "fulcrum_requests_total{listener=\"%s\",code=\"%s\"} %llu\n",
+                           esc(cfg->listeners[l].address, a, sizeof(a)), classes[c],
+                           (unsigned long long)s->listeners[l].responses[c]);
+    family(t, "fulcrum_proxy_responses_total", "counter",
+           "Responses the proxy made itself, by status code.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        for (int c = 0; c < FC_STATS_PROXY_CODES; c++)
+            fc_text_printf(t, "fulcrum_proxy_responses_total{listener=\"%s\",code=\"%d\"} %llu\n",
+                           esc(cfg->listeners[l].address, a, sizeof(a)), fc_stats_proxy_codes[c],
+                           (unsigned long long)s->listeners[l].proxy_responses[c]);
+    family(t, "fulcrum_bytes_received_total", "counter", "Bytes received from clients.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        fc_text_printf(t, "fulcrum_bytes_received_total{listener=\"%s\"} %llu\n",
+                       esc(cfg->listeners[l].address, a, sizeof(a)),
+                       (unsigned long long)s->listeners[l].bytes_in);
+    family(t, "fulcrum_bytes_sent_total", "counter", "Bytes of responses sent to clients.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        fc_text_printf(t, "fulcrum_bytes_sent_total{listener=\"%s\"} %llu\n",
+                       esc(cfg->listeners[l].address, a, sizeof(a)),
+                       (unsigned long long)s->listeners[l].bytes_out);
+}
+
+/* Writes one backend series: name{pool,backend<extra>} value. */
+#define FOR_EACH_BACKEND(g, p, b)                                                                  \
+    for (uint32_t p = 0; p < (g)->cfg->n_pools; p++)                                               \
+        for (uint32_t b = 0; b < (g)->pools[p].view.n_backends; b++)
+
+static void backend_metrics(struct fc_text *t, const struct fc_generation *g, const struct sums *s)
+{
+    char pn[256], ba[256];
+#define LABELS                                                                                     \
+    esc(g->pools[p].view.name, pn, sizeof(pn)), esc(g->pools[p].views[b].address, ba, sizeof(ba))
+    family(t, "fulcrum_backend_requests_total", "counter",
+           "Responses received from each backend, by status class.");
+    FOR_EACH_BACKEND(g, p, b)
+    for (int c = 0; c < FC_STATS_CLASSES; c++)
+        fc_text_printf(t,
+                       "fulcrum_backend_requests_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} "
+                       "%llu\n",
+                       LABELS, classes[c], (unsigned long long)s->backends[p][b].responses[c]);
+    family(t, "fulcrum_backend_response_seconds", "histogram",
+           "From the start of a request to the backend's response head.");
+    FOR_EACH_BACKEND(g, p, b)
+    {
+        const struct fc_backend_stats *bs = &s->backends[p][b];
+        uint64_t cumulative = 0;
+        for (int i = 0; i < FC_STATS_BUCKETS; i++) {
+            cumulative += bs->buckets[i];
+            fc_text_printf(t,
+                           "fulcrum_backend_response_seconds_bucket{pool=\"%s\",backend=\"%s\","
+                           "le=\"%g\"} %llu\n",
+                           LABELS, fc_stats_bucket_bounds[i], (unsigned long long)cumulative);
+        }
+        cumulative += bs->buckets[FC_STATS_BUCKETS];
+        fc_text_printf(t,
+                       "fulcrum_backend_response_seconds_bucket{pool=\"%s\",backend=\"%s\","
+                       "le=\"+Inf\"} %llu\n",
+                       LABELS, (unsigned long long)cumulative);
+        fc_text_printf(t, "fulcrum_backend_response_seconds_sum{pool=\"%s\",backend=\"%s\"} %.9f\n",
+                       LABELS, (double)bs->latency_ns / 1e9);
+        fc_text_printf(t, "fulcrum_backend_response_seconds_count{pool=\"%s\",backend=\"%s\"} %llu\n",
+                       LABELS, (unsigned long long)cumulative);
+    }
+    family(t, "fulcrum_backend_up", "gauge", "1 when the backend may receive traffic, else 0.");
+    FOR_EACH_BACKEND(g, p, b)
+    fc_text_printf(t, "fulcrum_backend_up{pool=\"%s\",backend=\"%s\"} %u\n", LABELS,
+                   __atomic_load_n(&g->pools[p].shared[b]->state.up, __ATOMIC_RELAXED) ? 1u : 0u);
+    family(t, "fulcrum_backend_inflight", "gauge", "Requests in progress on the backend.");
+    FOR_EACH_BACKEND(g, p, b)
+    fc_text_printf(t, "fulcrum_backend_inflight{pool=\"%s\",backend=\"%s\"} %u\n", LABELS,
+                   __atomic_load_n(&g->pools[p].shared[b]->state.inflight, __ATOMIC_RELAXED));
+    family(t, "fulcrum_backend_connect_failures_total", "counter",
+           "Connects to the backend that failed or timed out (local errors not counted).");
+    FOR_EACH_BACKEND(g, p, b)
+    fc_text_printf(t, "fulcrum_backend_connect_failures_total{pool=\"%s\",backend=\"%s\"} %llu\n",
+                   LABELS, (unsigned long long)s->backends[p][b].connect_failures);
+#undef LABELS
+}
+
+static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const struct sums *s)
+{
+    char pn[256];
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } counters[] = {
+        {"fulcrum_pool_retries_total", "Connect attempts on another backend after a failure.",
+         offsetof(struct fc_pool_stats, retries)},
+        {"fulcrum_pool_no_backend_total", "Requests for which no backend was available (503).",
+         offsetof(struct fc_pool_stats, no_backend)},
+        {"fulcrum_ratelimit_denied_total", "Requests refused by the pool's rate limiter (429).",
+         offsetof(struct fc_pool_stats, ratelimit_denied)},
+    };
+    for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
+        family(t, counters[c].name, "counter", counters[c].help);
+        for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+            const uint64_t *v =
+                (const uint64_t *)((const char *)&s->pools[p] + counters[c].offset);
+            fc_text_printf(t, "%s{pool=\"%s\"} %llu\n", counters[c].name,
+                           esc(g->pools[p].view.name, pn, sizeof(pn)), (unsigned long long)*v);
+        }
+    }
+}
+
+void fc_metrics_render(const struct fc_generation *g, const struct fc_metrics_info *info,
+                       struct fc_text *out)
+{
+    family(out, "fulcrum_build_info", "gauge", "Version and plugin ABI of this fulcrum.");
+    fc_text_printf(out, "fulcrum_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", FC_VERSION,
+                   FC_ABI_MAJOR, FC_ABI_MINOR);
+    family(out, "fulcrum_generation", "gauge", "The configuration generation in force.");
+    fc_text_printf(out, "fulcrum_generation %llu\n", (unsigned long long)g->id);
+    family(out, "fulcrum_reloads_total", "counter", "Reloads, by outcome.");
+    fc_text_printf(out, "fulcrum_reloads_total{result=\"done\"} %llu\n",
+                   (unsigned long long)info->reloads_done);
+    fc_text_printf(out, "fulcrum_reloads_total{result=\"failed\"} %llu\n",
+                   (unsigned long long)info->reloads_failed);
+    family(out, "fulcrum_last_reload_success_timestamp_seconds", "gauge",
+           "When the configuration in force was loaded (the start counts).");
+    fc_text_printf(out, "fulcrum_last_reload_success_timestamp_seconds %llu\n",
+                   (unsigned long long)info->last_reload_success_unix);
+
+    struct sums s = {0};
+    if (sum_all(g, &s) != 0) {
+        out->oom = 1;
+    } else {
+        listener_metrics(out, g->cfg, &s);
+        backend_metrics(out, g, &s);
+        pool_metrics(out, g, &s);
+    }
+    sums_free(g, &s);
+    process_metrics(out, info->start_time_unix);
+}

@@ -1,0 +1,36 @@
+/*
+ * The Prometheus exposition (text format 0.0.4) of what fulcrum counts: the
+ * metric names of the contract (README, "Monitoring"), from the current
+ * generation, the per-worker counters (stats.h) summed now, and the process.
+ * Main thread.
+ */
+#ifndef FC_METRICS_H
+#define FC_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct fc_generation;
+
+/** What the daemon knows beyond the generation. */
+struct fc_metrics_info {
+    uint64_t reloads_done, reloads_failed;
+    uint64_t last_reload_success_unix; /**< the start counts as one */
+    double start_time_unix;
+};
+
+/** A growing text; `oom` once an append failed (the text is then incomplete). */
+struct fc_text {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+void fc_text_printf(struct fc_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fc_text_free(struct fc_text *t);
+
+/** Appends the whole exposition to out. */
+void fc_metrics_render(const struct fc_generation *g, const struct fc_metrics_info *info,
+                       struct fc_text *out);
+
+#endif
