@@ -85,6 +85,7 @@ static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
     s->n_workers = n_workers;
     s->state.up = 1;
     s->active.up = 1;
+    s->seen_up = 1;
     s->refs = 1;
     return s;
 }
@@ -340,6 +341,8 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
         } else if (conf->health.name != NULL && !conf->health_conf.initial_up) {
             s->active.up = 0; /* `initial = "down"`: in service once `rise` probes pass */
             s->state.up = 0;
+            s->seen_up = 0;
+            snprintf(s->why, sizeof(s->why), "initial = \"down\": waiting for health checks");
         }
         pool->shared[b] = s;
         struct fc_backend_view *v = &pool->views[b];

@@ -57,6 +57,11 @@ struct fc_backend_shared {
     uint32_t passive_failures;        /**< consecutive, any worker (atomic) */
     uint32_t passive_tripped;         /**< set by a worker that marked it down (atomic) */
     uint64_t passive_until_ns;        /**< end of a passive cool-down, 0 none (atomic) */
+
+    /* What the operator sees (the status, the events). Main thread only. */
+    uint32_t seen_up;      /**< state.up as the main thread last published it */
+    uint64_t since_unix;   /**< when it became so (0: since the start) */
+    char why[128];         /**< why, as the health check or passive detection said */
 };
 
 /** What health.c keeps of a pool while its checker runs (probe slots, the timer). */

@@ -17,6 +17,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* How often the main thread looks for passive cool-downs that ended. */
 #define SCAN_INTERVAL_MS 100
@@ -71,6 +72,33 @@ enum fc_health_transition fc_health_apply(struct fc_health_counters *h, int ok, 
 static uint64_t now_ns(void)
 {
     return uv_hrtime();
+}
+
+static void (*observer)(void *arg, struct fc_gen_pool *pool, uint32_t backend);
+static void *observer_arg;
+
+void fc_health_set_observer(void (*fn)(void *arg, struct fc_gen_pool *pool, uint32_t backend),
+                            void *arg)
+{
+    observer = fn;
+    observer_arg = arg;
+}
+
+/*
+ * The main thread's view of backend i: when what strategies see changed
+ * since it last looked, it notes when and why, and tells the observer.
+ */
+static void observe(struct fc_gen_pool *pool, uint32_t i, const char *why)
+{
+    struct fc_backend_shared *b = pool->shared[i];
+    uint32_t up = __atomic_load_n(&b->state.up, __ATOMIC_RELAXED);
+    if (up == b->seen_up)
+        return;
+    b->seen_up = up;
+    b->since_unix = (uint64_t)time(NULL);
+    snprintf(b->why, sizeof(b->why), "%s", why);
+    if (observer != NULL)
+        observer(observer_arg, pool, i);
 }
 
 /*
@@ -149,12 +177,15 @@ void fc_health_scan(struct fc_generation *g, uint64_t now)
             struct fc_backend_shared *b = pool->shared[i];
             take_passive_trip(pool, b);
             uint64_t until = __atomic_load_n(&b->passive_until_ns, __ATOMIC_ACQUIRE);
+            const char *why = "passive detection: requests failed";
             if (until != 0 && now >= until) {
                 __atomic_store_n(&b->passive_until_ns, 0, __ATOMIC_RELEASE);
                 fc_log_info("pool %s: backend %s UP (cool-down of %u ms over)", pool->conf->name,
                             pool->views[i].address, pool->conf->fail_timeout_ms);
+                why = "passive detection: cool-down over";
             }
             publish_up(pool, b);
+            observe(pool, i, why);
         }
     }
 }
@@ -223,6 +254,7 @@ static void probe_done(void *owner, struct fc_probe *probe, int ok, const char *
                      pool->views[probe->backend].address, ok ? "passed" : "failed", ok ? "" : ": ",
                      ok ? "" : (reason ? reason : ""));
     publish_up(pool, b);
+    observe(pool, probe->backend, ok ? "health check passed" : (reason ? reason : "health check failed"));
     run_release(hp->run); /* a probe in flight was holding the run */
 }
 

@@ -70,6 +70,14 @@ void fc_health_report_failure_at(struct fc_gen_pool *pool, uint32_t b, const cha
  */
 void fc_health_scan(struct fc_generation *g, uint64_t now_ns);
 
+/**
+ * fn(arg, pool, backend) is called on the main thread whenever a backend's
+ * state as strategies see it (up or down) changed; the backend's shared state
+ * then holds since when and why (struct fc_backend_shared: since_unix, why).
+ */
+void fc_health_set_observer(void (*fn)(void *arg, struct fc_gen_pool *pool, uint32_t backend),
+                            void *arg);
+
 /** Passive detection: the backend answered. Resets its failure count. */
 static inline void fc_health_report_success(uint32_t *consecutive_failures)
 {

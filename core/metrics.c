@@ -295,6 +295,24 @@ static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const
     }
 }
 
+double fc_metrics_quantile_ms(const uint64_t *buckets, double q)
+{
+    uint64_t total = 0;
+    for (int i = 0; i <= FC_STATS_BUCKETS; i++)
+        total += buckets[i];
+    if (total == 0)
+        return 0;
+    double rank = q * (double)total, seen = 0, lower = 0;
+    for (int i = 0; i < FC_STATS_BUCKETS; i++) {
+        double upper = fc_stats_bucket_bounds[i];
+        if (seen + (double)buckets[i] >= rank && buckets[i] > 0)
+            return 1000 * (lower + (upper - lower) * (rank - seen) / (double)buckets[i]);
+        seen += (double)buckets[i];
+        lower = upper;
+    }
+    return 1000 * fc_stats_bucket_bounds[FC_STATS_BUCKETS - 1]; /* in +Inf: past the last bound */
+}
+
 void fc_metrics_render(const struct fc_generation *g, const struct fc_metrics_info *info,
                        struct fc_text *out)
 {

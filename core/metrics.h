@@ -17,6 +17,7 @@ struct fc_metrics_info {
     uint64_t reloads_done, reloads_failed;
     uint64_t last_reload_success_unix; /**< the start counts as one */
     double start_time_unix;
+    const char *last_error; /**< why the last failed reload failed; "" if none failed */
 };
 
 /** A growing text; `oom` once an append failed (the text is then incomplete). */
@@ -28,6 +29,9 @@ struct fc_text {
 
 void fc_text_printf(struct fc_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fc_text_free(struct fc_text *t);
+
+/** The q-quantile (0..1) of a latency histogram, in milliseconds, interpolated in its bucket. */
+double fc_metrics_quantile_ms(const uint64_t *buckets, double q);
 
 /** Appends the whole exposition to out. */
 void fc_metrics_render(const struct fc_generation *g, const struct fc_metrics_info *info,
