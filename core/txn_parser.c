@@ -155,17 +155,18 @@ static int resp_on_header_value_complete(llhttp_t *p)
 /*
  * The same rule as for requests: a response with a body pauses here so that
  * its head is written before its body; one without runs on to its end. A
- * response to HEAD and an interim (1xx) response have no body whatever their
- * headers say; llhttp knows 204 and 304 itself.
+ * response to HEAD, an interim (1xx) one, a 204 and a 304 have no body
+ * whatever their headers say (RFC 9112 6.3). llhttp skips the body of a 204
+ * or 304 only when it has no Content-Length nor Transfer-Encoding, and would
+ * otherwise wait for one (a 304 may well carry the Content-Length of the
+ * representation), so the callback says so itself.
  */
 static int resp_on_headers_complete(llhttp_t *p)
 {
     struct fc_txn *t = p->data;
     t->up_head_done = 1;
-    if (t->head_req || p->status_code < 200)
+    if (t->head_req || p->status_code < 200 || p->status_code == 204 || p->status_code == 304)
         return 1; /* no body */
-    if (p->status_code == 204 || p->status_code == 304)
-        return 0;
     if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENT_LENGTH) && p->content_length == 0)
         return 0; /* an empty body: the message ends with its head */
     return HPE_PAUSED;

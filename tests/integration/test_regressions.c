@@ -828,6 +828,44 @@ IT_TEST(response_before_request_written)
     expect_still_serving(env, f->port, "ok");
 }
 
+/* ---- 11: a 304 with the Content-Length of its representation ------------ */
+
+/*
+ * A 304 (or 204) has no body whatever its framing headers say; llhttp skips
+ * it only when there are none, and the proxy waited for the 1234 bytes
+ * (upstream_ms, then a reset). Found by the body fuzz target (tests/fuzz/).
+ */
+IT_TEST(not_modified_with_content_length_ends_with_its_head)
+{
+    static const char not_modified[] =
+        "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 1234\r\n\r\n";
+    int b = it_raw_backend_start(env, h_respond, (void *)not_modified);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    cfg.upstream_ms = 3000;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    struct it_conn *c = it_connect(env, f->port);
+    it_conn_set_timeout(c, 5000);
+    for (int i = 0; i < 2; i++) {
+        int64_t t0 = it_now_ms();
+        it_send_str(
+            c, it_strf(env, "GET /r%d HTTP/1.1\r\nHost: test\r\nIf-None-Match: \"v1\"\r\n\r\n", i));
+        struct it_response r;
+        it_expect_response(c, "GET", &r);
+        int64_t elapsed = it_now_ms() - t0;
+        assert_int_equal(r.status, 304);
+        assert_string_equal(it_header(&r, "Content-Length"), "1234");
+        assert_int_equal(r.body_len, 0);
+        it_response_free(&r);
+        if (elapsed >= 500)
+            fail_msg("request %d answered after %lld ms", i, (long long)elapsed);
+    }
+    assert_false(it_conn_wait_data(c, 200));
+    /* Both went over one pooled backend connection. */
+    assert_int_equal(it_raw_backend_conns(env, b), 1);
+}
+
 /* ---- hardening 12: a status below 100 is no interim response ------------- */
 
 IT_TEST(status_below_100_is_502)
@@ -1074,6 +1112,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(linger_keeps_end_of_response_before_close),
     IT_CASE(linger_keeps_413_while_client_sends),
     IT_CASE(response_before_request_written),
+    IT_CASE(not_modified_with_content_length_ends_with_its_head),
     IT_CASE(status_below_100_is_502),
     IT_CASE(empty_eof_delimited_response_is_clean),
     IT_CASE(empty_transfer_encoding_rejected),
