@@ -48,6 +48,17 @@ int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
     return bound_socket(addr, len, 1);
 }
 
+int fc_listen_socket_exclusive(const struct sockaddr *addr, socklen_t len, int backlog)
+{
+    int fd = bound_socket(addr, len, 0);
+    if (fd >= 0 && listen(fd, backlog) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
 int fc_listen_check_free(const struct sockaddr *addr, socklen_t len)
 {
     /* Without SO_REUSEPORT, the bind fails on an address that any socket listens on. */
