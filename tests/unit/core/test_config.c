@@ -893,6 +893,14 @@ static void test_several_errors_in_one_load(void **state)
 /* The admin group                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* Forgets the lines logged so far, for the next load of a test. */
+static void clear_lines(void)
+{
+    for (int i = 0; i < n_lines; i++)
+        free(lines[i]);
+    n_lines = 0;
+}
+
 /* minimal with `extra` (an admin group) after it. */
 static char *with_admin(const char *extra)
 {
@@ -997,7 +1005,7 @@ static void test_admin_non_loopback_needs_token(void **state)
     assert_error(line_of(text, "address = \"0.0.0.0"), "admin.address",
                  "a non-loopback admin address needs admin.token_file");
 
-    n_lines = 0;
+    clear_lines();
     text = with_admin("admin = { address = \"[::]:9901\"; };\n");
     assert_fails(text, 1);
     assert_error(line_of(text, "admin ="), "admin.address",
@@ -1019,7 +1027,7 @@ static void test_admin_token_file_errors(void **state)
     assert_error(line_of(text, "token_file"), "admin.token_file", want);
 
     /* Empty, or only whitespace. */
-    n_lines = 0;
+    clear_lines();
     write_file("empty.token", " \n\t\n");
     text = with_admin("admin = { address = \"127.0.0.1:9901\";\n"
                       "          token_file = \"empty.token\"; };\n");
@@ -1028,7 +1036,7 @@ static void test_admin_token_file_errors(void **state)
     assert_error(line_of(text, "token_file"), "admin.token_file", want);
 
     /* A folder. */
-    n_lines = 0;
+    clear_lines();
     assert_int_equal(mkdir(in_dir("tokens"), 0700), 0);
     text = with_admin("admin = { address = \"127.0.0.1:9901\"; token_file = \"tokens\"; };\n");
     assert_fails(text, 1);
@@ -1036,7 +1044,7 @@ static void test_admin_token_file_errors(void **state)
     assert_error(line_of(text, "token_file"), "admin.token_file", want);
 
     /* Two words: no client could send that as one bearer token. */
-    n_lines = 0;
+    clear_lines();
     write_file("two.token", "two words\n");
     text = with_admin("admin = { address = \"127.0.0.1:9901\"; token_file = \"two.token\"; };\n");
     assert_fails(text, 1);
@@ -1045,7 +1053,7 @@ static void test_admin_token_file_errors(void **state)
     assert_error(line_of(text, "token_file"), "admin.token_file", want);
 
     /* Too long. */
-    n_lines = 0;
+    clear_lines();
     char big[5000];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
@@ -1057,7 +1065,7 @@ static void test_admin_token_file_errors(void **state)
 
     /* Unreadable (root reads anything: only checked as another user). */
     if (geteuid() != 0) {
-        n_lines = 0;
+        clear_lines();
         write_file("locked.token", "secret\n");
         assert_int_equal(chmod(in_dir("locked.token"), 0), 0);
         text = with_admin(
@@ -1082,30 +1090,30 @@ static void test_admin_errors(void **state)
     assert_error(line_of(text, "token ="), "admin.token", "unknown key");
     assert_error(line_of(text, "admin ="), "admin.address", "missing required key");
 
-    n_lines = 0;
+    clear_lines();
     text = with_admin("admin = \"127.0.0.1:9901\";\n");
     assert_fails(text, 1);
     assert_error(line_of(text, "admin ="), "admin", "expected a group ({ ... })");
 
-    n_lines = 0;
+    clear_lines();
     text = with_admin("admin = { address = 9901; };\n");
     assert_fails(text, 1);
     assert_error(line_of(text, "admin ="), "admin.address", "expected a string");
 
     /* Invalid addresses. */
-    n_lines = 0;
+    clear_lines();
     text = with_admin("admin = { address = \"127.0.0.1\"; };\n");
     assert_fails(text, 1);
     assert_error(line_of(text, "admin ="), "admin.address",
                  "invalid address \"127.0.0.1\": missing port");
 
-    n_lines = 0;
+    clear_lines();
     text = with_admin("admin = { address = \"unix:\"; };\n");
     assert_fails(text, 1);
     assert_error(line_of(text, "admin ="), "admin.address",
                  "invalid address \"unix:\": expected a path after \"unix:\"");
 
-    n_lines = 0;
+    clear_lines();
     char long_text[512];
     char path[200];
     memset(path, 'p', sizeof(path) - 1);
@@ -1121,7 +1129,7 @@ static void test_admin_errors(void **state)
     assert_error(line_of(text, "admin ="), "admin.address", want);
 
     /* The address of a listener. */
-    n_lines = 0;
+    clear_lines();
     text = with_admin("admin = { address = \"127.0.0.1:8080\"; };\n");
     assert_fails(text, 1);
     assert_error(line_of(text, "admin ="), "admin.address",
