@@ -59,6 +59,13 @@ void fc_admin_body_printf(struct fc_admin_response *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /**
+ * Appends s as a JSON string, quotes included: '"', '\\' and control
+ * characters escaped, valid UTF-8 kept, any other byte replaced by U+FFFD,
+ * so that the document stays valid JSON whatever s holds.
+ */
+void fc_admin_body_json_string(struct fc_admin_response *r, const char *s);
+
+/**
  * Answers `status` with the JSON body {"error": "<message>"} (the message is
  * escaped for JSON) in place of what the body held.
  */
