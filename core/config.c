@@ -33,12 +33,16 @@
 #include "log.h"
 #include "log_writer.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* The most worker threads; `workers = 0` resolves to the CPU count capped here. */
@@ -46,6 +50,8 @@
 #define MAX_TIMEOUT_MS 86400000
 #define MAX_RETRIES 16
 #define MAX_WEIGHT 1000
+/* The largest admin token file: a token is a line, not a document. */
+#define MAX_TOKEN_BYTES 4096
 
 /* ------------------------------------------------------------------------ */
 /* Sections                                                                  */
@@ -481,6 +487,163 @@ static void load_routes(struct fc_cfg_loader *ld, const config_setting_t *root)
     }
 }
 
+static int is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/*
+ * The admin token: the content of token_file, read now so that `fulcrum -t`
+ * and a reload refuse a file that the daemon could not use. Opened without
+ * blocking (a FIFO would hold the load up) and refused unless it is a
+ * regular file. Returns the trimmed token, or NULL after reporting.
+ */
+static char *read_token(struct fc_cfg_loader *ld, const config_setting_t *s, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        fc_cfg_report(ld, s, fc_cfg_line(s), "admin.", "token_file", "cannot read \"%s\": %s", path,
+                      strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        fc_cfg_report(ld, s, fc_cfg_line(s), "admin.", "token_file", "\"%s\" is not a regular file",
+                      path);
+        return NULL;
+    }
+    char buf[MAX_TOKEN_BYTES + 1];
+    size_t n = 0;
+    ssize_t got;
+    while (n < sizeof(buf) && (got = read(fd, buf + n, sizeof(buf) - n)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int err = errno;
+            close(fd);
+            fc_cfg_report(ld, s, fc_cfg_line(s), "admin.", "token_file", "cannot read \"%s\": %s",
+                          path, strerror(err));
+            return NULL;
+        }
+        n += (size_t)got;
+    }
+    close(fd);
+    if (n > MAX_TOKEN_BYTES) {
+        fc_cfg_report(ld, s, fc_cfg_line(s), "admin.", "token_file",
+                      "\"%s\" is longer than %d bytes", path, MAX_TOKEN_BYTES);
+        return NULL;
+    }
+    size_t start = 0, end = n;
+    while (start < end && is_space(buf[start]))
+        start++;
+    while (end > start && is_space(buf[end - 1]))
+        end--;
+    if (start == end) {
+        fc_cfg_report(ld, s, fc_cfg_line(s), "admin.", "token_file", "\"%s\" is empty", path);
+        return NULL;
+    }
+    /* What a client can send after "Bearer ": visible ASCII, no spaces. */
+    for (size_t i = start; i < end; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c < 0x21 || c > 0x7e) {
+            fc_cfg_report(ld, s, fc_cfg_line(s), "admin.", "token_file",
+                          "\"%s\": the token must be one word of visible ASCII characters", path);
+            return NULL;
+        }
+    }
+    char *token = strndup(buf + start, end - start);
+    explicit_bzero(buf, sizeof(buf));
+    if (token == NULL)
+        ld->nomem = 1;
+    return token;
+}
+
+/* 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6. */
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/*
+ * The `admin` group (after the listeners, whose addresses it must not take).
+ * Without a token, only a loopback address or a unix socket is accepted:
+ * anyone who can reach the admin listener can read and change the daemon.
+ */
+static void load_admin(struct fc_cfg_loader *ld, const config_setting_t *root)
+{
+    static const char *const keys[] = {"address", "token_file", NULL};
+    struct fc_config *cfg = ld->cfg;
+    struct fc_conf_admin *a = &cfg->admin;
+    const config_setting_t *g;
+    if (fc_cfg_get_compound(ld, root, "", "admin", CONFIG_TYPE_GROUP, 0, &g) != FC_CFG_GOT)
+        return;
+    cfg->has_admin = 1;
+    fc_cfg_check_keys(ld, g, "admin.", keys);
+    a->line = fc_cfg_line(g);
+
+    const char *v;
+    int have_token_file = 0;
+    if (fc_cfg_get_string(ld, g, "admin.", "token_file", 0, &v) == FC_CFG_GOT) {
+        const config_setting_t *s = config_setting_get_member(g, "token_file");
+        have_token_file = 1;
+        a->token_line = fc_cfg_line(s);
+        a->token_file = fc_cfg_resolve_path(ld, v);
+        if (a->token_file != NULL)
+            a->token = read_token(ld, s, a->token_file);
+    } else if (config_setting_get_member(g, "token_file") != NULL) {
+        have_token_file = 1; /* present but invalid: reported */
+    }
+
+    if (fc_cfg_get_string(ld, g, "admin.", "address", 1, &v) != FC_CFG_GOT)
+        return;
+    const config_setting_t *s = config_setting_get_member(g, "address");
+    a->line = fc_cfg_line(s);
+    if (strncmp(v, "unix:", 5) == 0) {
+        if (v[5] == '\0') {
+            fc_cfg_report(ld, s, a->line, "admin.", "address",
+                          "invalid address \"%s\": expected a path after \"unix:\"", v);
+            return;
+        }
+        char *path = fc_cfg_resolve_path(ld, v + 5);
+        if (path == NULL)
+            return;
+        if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            fc_cfg_report(ld, s, a->line, "admin.", "address",
+                          "invalid address \"%s\": the socket's path \"%s\" is longer than %zu "
+                          "bytes",
+                          v, path, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            free(path);
+            return;
+        }
+        a->unix_path = path;
+        a->address = fc_cfg_strdup(ld, v);
+        return;
+    }
+    char *text = NULL;
+    if (fc_cfg_get_address(ld, g, "admin.", &text, &a->addr, &a->addr_len) != FC_CFG_GOT)
+        return;
+    a->address = text;
+    if (!have_token_file && !is_loopback(&a->addr))
+        fc_cfg_report(ld, s, a->line, "admin.", "address",
+                      "a non-loopback admin address needs admin.token_file (got \"%s\")", v);
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].address != NULL &&
+            fc_cfg_same_address(&cfg->listeners[i].addr, &a->addr)) {
+            fc_cfg_report(ld, s, a->line, "admin.", "address",
+                          "the same address as listeners[%u] on line %d", i,
+                          cfg->listeners[i].line);
+            break;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Public functions                                                          */
 /* ------------------------------------------------------------------------ */
@@ -613,7 +776,7 @@ static int read_file(struct fc_cfg_loader *ld)
 int fc_config_load(const char *path, struct fc_config **out)
 {
     static const char *const keys[] = {"workers",   "plugin_dir", "log",   "timeouts", "limits",
-                                       "listeners", "routes",     "pools", NULL};
+                                       "listeners", "routes",     "pools", "admin",    NULL};
     *out = NULL;
     struct fc_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
@@ -648,6 +811,7 @@ int fc_config_load(const char *path, struct fc_config **out)
     load_pools(&ld, root);
     load_listeners(&ld, root);
     load_routes(&ld, root);
+    load_admin(&ld, root);
 
     free(ld.pool_names);
     free(ld.pool_named);
@@ -694,6 +858,13 @@ void fc_config_free(struct fc_config *cfg)
     free(cfg->routes);
     free(cfg->plugin_dir);
     free(cfg->access_log_path);
+    free(cfg->admin.address);
+    free(cfg->admin.unix_path);
+    free(cfg->admin.token_file);
+    if (cfg->admin.token != NULL) {
+        explicit_bzero(cfg->admin.token, strlen(cfg->admin.token));
+        free(cfg->admin.token);
+    }
     config_destroy(&cfg->lc);
     free(cfg->path);
     free(cfg->dir);

@@ -71,6 +71,21 @@ struct fc_conf_route {
     int line;
 };
 
+/**
+ * The `admin` group: where the admin listener (admin.h) listens, and the
+ * bearer token its requests must carry.
+ */
+struct fc_conf_admin {
+    char *address; /**< as written: "127.0.0.1:9901", "[::1]:9901" or "unix:/run/admin.sock" */
+    struct sockaddr_storage addr; /**< a TCP address; unset for a unix socket */
+    socklen_t addr_len;           /**< 0 for a unix socket */
+    char *unix_path;              /**< the socket's file for "unix:PATH" (resolved), else NULL */
+    char *token_file;             /**< `token_file`, resolved; NULL when absent */
+    char *token;                  /**< its content without surrounding whitespace; NULL: no token */
+    int line;                     /**< line of `address` */
+    int token_line;               /**< line of `token_file`; 0 when absent */
+};
+
 enum fc_access_log_kind {
     FC_ACCESS_LOG_OFF = 0,
     FC_ACCESS_LOG_STDOUT = 1,
@@ -116,13 +131,17 @@ struct fc_config {
     uint32_t n_routes;
     struct fc_conf_pool *pools;
     uint32_t n_pools; /**< at least 1 */
+
+    int has_admin; /**< the file has an `admin` group: `admin` is valid; else no admin listener */
+    struct fc_conf_admin admin;
 };
 
 /**
  * Loads and validates `path`. On success stores a new config in *out and
  * returns 0. On failure logs every error found, each as
  * "FILE:LINE: KEY: what is wrong" through fc_log(FC_LOG_ERROR), and returns
- * FC_EINVAL (or FC_ENOMEM). Plugins are not loaded here.
+ * FC_EINVAL (or FC_ENOMEM). Plugins are not loaded here; the admin token
+ * file is read here, so that `fulcrum -t` and a reload check it.
  */
 int fc_config_load(const char *path, struct fc_config **out);
 

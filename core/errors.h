@@ -8,7 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/** The reason phrase of the statuses the proxy produces ("Bad Gateway"), or "Error". */
+/**
+ * The reason phrase of the statuses the proxy and the admin listener produce
+ * ("Bad Gateway"), or "Error".
+ */
 const char *fc_status_reason(int status);
 
 /**

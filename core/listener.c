@@ -13,6 +13,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* The accept queue of each socket. */
@@ -47,6 +49,64 @@ fail:;
 int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
 {
     return bound_socket(addr, len, 1);
+}
+
+int fc_listen_socket_exclusive(const struct sockaddr *addr, socklen_t len, int backlog)
+{
+    int fd = bound_socket(addr, len, 0);
+    if (fd >= 0 && listen(fd, backlog) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+int fc_listen_unix(const char *path, int backlog, const char **why)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            *why = "the path exists and is not a socket";
+            return -EEXIST;
+        }
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return -errno;
+        int rc = connect(probe, (const struct sockaddr *)&sun, sizeof(sun));
+        int err = rc == 0 ? 0 : errno;
+        close(probe);
+        if (rc == 0 || err == EAGAIN || err == EINPROGRESS) {
+            *why = "address already in use (another fulcrum, or another server, listens there)";
+            return -EADDRINUSE;
+        }
+        if (err != ECONNREFUSED)
+            return -err;
+        if (unlink(path) != 0 && errno != ENOENT) /* stale: nobody listens */
+            return -errno;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (const struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    if (chmod(path, 0660) != 0 || listen(fd, backlog) != 0) {
+        int err = errno;
+        unlink(path);
+        close(fd);
+        return -err;
+    }
+    return fd;
 }
 
 int fc_listen_check_free(const struct sockaddr *addr, socklen_t len)

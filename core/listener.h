@@ -7,7 +7,8 @@
  * A listener's memory lives as long as its socket is open or a connection
  * accepted on it is: fc_listener_acquire() and fc_listener_release() count
  * the connections. Everything here runs on the worker that owns the listener,
- * except fc_listen_socket(), which any thread may call.
+ * except fc_listen_socket(), fc_listen_socket_exclusive(), fc_listen_unix()
+ * and fc_listen_check_free(), which any thread may call.
  */
 #ifndef FC_LISTENER_H
 #define FC_LISTENER_H
@@ -61,6 +62,25 @@ struct fc_listener {
  * or a negative errno value.
  */
 int fc_listen_socket(const struct sockaddr *addr, socklen_t len);
+
+/**
+ * Creates a bound TCP socket listening on `addr` without SO_REUSEPORT (with
+ * SO_REUSEADDR, non-blocking, close-on-exec): while it is open, no other
+ * socket can listen there, and the bind fails (-EADDRINUSE) where another
+ * one does. For the admin listener, which one thread serves. Returns the fd,
+ * or a negative errno value.
+ */
+int fc_listen_socket_exclusive(const struct sockaddr *addr, socklen_t len, int backlog);
+
+/**
+ * A listening unix socket at path. A socket file left by a daemon that died
+ * is removed, but only when nothing answers on it (a connect is refused): a
+ * second daemon must not take the socket of a running one. Anything else at
+ * the path is left alone. The mode is set to 0660 before listen(), so that
+ * nobody connects while it is wider. Returns the fd or a negative errno;
+ * *why explains a refusal that the errno does not.
+ */
+int fc_listen_unix(const char *path, int backlog, const char **why);
 
 /**
  * Whether addr is free for this daemon to listen on: no other socket (of

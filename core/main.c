@@ -1,10 +1,12 @@
 /*
  * fulcrum: the daemon. The main thread parses the command line, builds the
- * first generation, binds one SO_REUSEPORT socket per listener and worker,
- * starts the workers, and then runs the control loop: signals (reload, stop,
- * log reopening) and the destruction of generations nobody uses any more.
+ * first generation, opens the admin listener, binds one SO_REUSEPORT socket
+ * per listener and worker, starts the workers, and then runs the control
+ * loop: signals (reload, stop, log reopening), the admin listener, and the
+ * destruction of generations nobody uses any more.
  */
 #include "access_log.h"
+#include "admin.h"
 #include "config.h"
 #include "generation.h"
 #include "health.h"
@@ -33,6 +35,7 @@ struct daemon {
     struct fc_generation *gen; /* current; one reference held */
     struct fc_worker *workers;
     uint32_t n_workers;
+    struct fc_admin *admin; /* NULL once stopping */
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_async_t reap_async, exited_async;
     uv_timer_t shutdown_timer;
@@ -167,6 +170,14 @@ static void reload(struct daemon *d)
         fc_health_stop(g, release_generation, g);
         goto failed;
     }
+    /*
+     * The last step that can fail, so that nothing else has changed when it
+     * does (a new admin address in use): it changes nothing itself then.
+     */
+    if (d->admin != NULL && fc_admin_apply(d->admin, g->cfg) != 0) {
+        fc_health_stop(g, release_generation, g);
+        goto failed;
+    }
     fc_log_set_level(g->cfg->log_level);
     struct fc_generation *old = d->gen;
     d->gen = g;
@@ -244,6 +255,9 @@ static void signal_cb(uv_signal_t *h, int signum)
         for (uint32_t i = 0; i < d->n_workers; i++)
             fc_worker_request_stop(&d->workers[i], 1);
         fc_health_stop(d->gen, NULL, NULL);
+        /* Its connections and streams close now: they must not hold the loop, or the exit. */
+        fc_admin_destroy(d->admin);
+        d->admin = NULL;
         uv_timer_start(&d->shutdown_timer, shutdown_timer_cb, d->gen->cfg->timeouts.shutdown_ms, 0);
         uv_unref((uv_handle_t *)&d->shutdown_timer);
         break;
@@ -291,6 +305,11 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
  */
 static int start_failed(struct daemon *d)
 {
+    if (d->admin != NULL) {
+        fc_admin_destroy(d->admin);
+        d->admin = NULL;
+        uv_run(d->loop, UV_RUN_NOWAIT); /* its close callbacks free it */
+    }
     fc_generation_release(d->gen);
     d->gen = NULL;
     reap(d);
@@ -412,6 +431,9 @@ int main(int argc, char **argv)
     }
     sigprocmask(SIG_UNBLOCK, &early, NULL);
 
+    /* Before the listeners, so that it answers once they do. A bind error stops start-up. */
+    if (fc_admin_create(d.loop, d.gen->cfg, &d.admin) != 0)
+        return start_failed(&d);
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
         return start_failed(&d);
@@ -437,6 +459,8 @@ int main(int argc, char **argv)
 
     uv_run(d.loop, UV_RUN_DEFAULT);
 
+    fc_admin_destroy(d.admin); /* NULL after a stop: closed when it began */
+    d.admin = NULL;
     for (uint32_t w = 0; w < n_workers; w++)
         fc_worker_join(&d.workers[w]);
     free(d.workers);

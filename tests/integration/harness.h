@@ -321,6 +321,12 @@ struct it_config {
     struct it_pool_config pools[IT_MAX_POOLS];
     size_t npools;
     const char *routes; /* libconfig list body for `routes = ( ... );`, or NULL */
+    /*
+     * The keys of the `admin` group, as libconfig text without the braces
+     * (`address = "127.0.0.1:9901"; token_file = "admin.token";`), written as
+     * the file's last line; NULL: no admin listener.
+     */
+    const char *admin;
 };
 
 void it_config_init(struct it_config *cfg);

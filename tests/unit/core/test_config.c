@@ -889,6 +889,253 @@ static void test_several_errors_in_one_load(void **state)
 /* fc_config_parse_address                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* The admin group                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Forgets the lines logged so far, for the next load of a test. */
+static void clear_lines(void)
+{
+    for (int i = 0; i < n_lines; i++)
+        free(lines[i]);
+    n_lines = 0;
+}
+
+/* minimal with `extra` (an admin group) after it. */
+static char *with_admin(const char *extra)
+{
+    static char buf[4096];
+    int n = snprintf(buf, sizeof(buf), "%s%s", minimal, extra);
+    assert_true(n > 0 && (size_t)n < sizeof(buf));
+    return buf;
+}
+
+static void test_admin_absent(void **state)
+{
+    (void)state;
+    struct fc_config *cfg = NULL;
+    assert_int_equal(load(minimal, &cfg), 0);
+    assert_int_equal(cfg->has_admin, 0);
+    assert_null(cfg->admin.address);
+    assert_null(cfg->admin.token);
+    fc_config_free(cfg);
+}
+
+static void test_admin_loopback_without_token(void **state)
+{
+    (void)state;
+    const char *text = with_admin("admin = {\n  address = \"127.0.0.1:9901\";\n};\n");
+    struct fc_config *cfg = NULL;
+    assert_int_equal(load(text, &cfg), 0);
+    assert_int_equal(n_lines, 0);
+    assert_int_equal(cfg->has_admin, 1);
+    assert_string_equal(cfg->admin.address, "127.0.0.1:9901");
+    assert_ipv4(&cfg->admin.addr, cfg->admin.addr_len, "127.0.0.1", 9901);
+    assert_null(cfg->admin.unix_path);
+    assert_null(cfg->admin.token);
+    assert_null(cfg->admin.token_file);
+    assert_int_equal(cfg->admin.line, line_of(text, "address = \"127.0.0.1:9901"));
+    assert_int_equal(cfg->admin.token_line, 0);
+    fc_config_free(cfg);
+
+    /* All of 127.0.0.0/8 and ::1 are loopback. */
+    assert_int_equal(load(with_admin("admin = { address = \"127.3.4.5:9901\"; };\n"), &cfg), 0);
+    fc_config_free(cfg);
+    assert_int_equal(load(with_admin("admin = { address = \"[::1]:9901\"; };\n"), &cfg), 0);
+    assert_int_equal(cfg->admin.addr.ss_family, AF_INET6);
+    assert_int_equal(port_of(&cfg->admin.addr), 9901);
+    fc_config_free(cfg);
+    assert_int_equal(n_lines, 0);
+}
+
+static void test_admin_token_file(void **state)
+{
+    (void)state;
+    /* Relative to the file's folder; surrounding whitespace and the newline go. */
+    write_file("admin.token", "  s3cr3t-T0ken_~+/=\r\n\n");
+    const char *text = with_admin("admin = {\n"
+                                  "  address = \"0.0.0.0:9901\";\n"
+                                  "  token_file = \"admin.token\";\n"
+                                  "};\n");
+    struct fc_config *cfg = NULL;
+    assert_int_equal(load(text, &cfg), 0);
+    assert_int_equal(n_lines, 0);
+    assert_string_equal(cfg->admin.token, "s3cr3t-T0ken_~+/=");
+    assert_string_equal(cfg->admin.token_file, in_dir("admin.token"));
+    assert_int_equal(cfg->admin.token_line, line_of(text, "token_file"));
+    assert_ipv4(&cfg->admin.addr, cfg->admin.addr_len, "0.0.0.0", 9901);
+    fc_config_free(cfg);
+
+    /* An absolute path is taken as it is. */
+    char abs_text[1024];
+    snprintf(abs_text, sizeof(abs_text),
+             "admin = { address = \"127.0.0.1:9901\"; token_file = \"%s\"; };\n",
+             in_dir("admin.token"));
+    assert_int_equal(load(with_admin(abs_text), &cfg), 0);
+    assert_string_equal(cfg->admin.token, "s3cr3t-T0ken_~+/=");
+    fc_config_free(cfg);
+}
+
+static void test_admin_unix_socket(void **state)
+{
+    (void)state;
+    struct fc_config *cfg = NULL;
+    /* A unix socket needs no token; a relative path is resolved like every other. */
+    assert_int_equal(load(with_admin("admin = { address = \"unix:run/admin.sock\"; };\n"), &cfg),
+                     0);
+    assert_int_equal(n_lines, 0);
+    assert_string_equal(cfg->admin.address, "unix:run/admin.sock");
+    assert_string_equal(cfg->admin.unix_path, in_dir("run/admin.sock"));
+    assert_int_equal(cfg->admin.addr_len, 0);
+    fc_config_free(cfg);
+
+    assert_int_equal(
+        load(with_admin("admin = { address = \"unix:/run/fc/admin.sock\"; };\n"), &cfg), 0);
+    assert_string_equal(cfg->admin.unix_path, "/run/fc/admin.sock");
+    fc_config_free(cfg);
+}
+
+static void test_admin_non_loopback_needs_token(void **state)
+{
+    (void)state;
+    const char *text = with_admin("admin = {\n"
+                                  "  address = \"0.0.0.0:9901\";\n"
+                                  "};\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "address = \"0.0.0.0"), "admin.address",
+                 "a non-loopback admin address needs admin.token_file");
+
+    clear_lines();
+    text = with_admin("admin = { address = \"[::]:9901\"; };\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "admin ="), "admin.address",
+                 "a non-loopback admin address needs admin.token_file");
+}
+
+static void test_admin_token_file_errors(void **state)
+{
+    (void)state;
+    /* Missing. */
+    const char *text = with_admin("admin = {\n"
+                                  "  address = \"127.0.0.1:9901\";\n"
+                                  "  token_file = \"nope.token\";\n"
+                                  "};\n");
+    assert_fails(text, 1);
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof(want), "cannot read \"%s\": No such file or directory",
+             in_dir("nope.token"));
+    assert_error(line_of(text, "token_file"), "admin.token_file", want);
+
+    /* Empty, or only whitespace. */
+    clear_lines();
+    write_file("empty.token", " \n\t\n");
+    text = with_admin("admin = { address = \"127.0.0.1:9901\";\n"
+                      "          token_file = \"empty.token\"; };\n");
+    assert_fails(text, 1);
+    snprintf(want, sizeof(want), "\"%s\" is empty", in_dir("empty.token"));
+    assert_error(line_of(text, "token_file"), "admin.token_file", want);
+
+    /* A folder. */
+    clear_lines();
+    assert_int_equal(mkdir(in_dir("tokens"), 0700), 0);
+    text = with_admin("admin = { address = \"127.0.0.1:9901\"; token_file = \"tokens\"; };\n");
+    assert_fails(text, 1);
+    snprintf(want, sizeof(want), "\"%s\" is not a regular file", in_dir("tokens"));
+    assert_error(line_of(text, "token_file"), "admin.token_file", want);
+
+    /* Two words: no client could send that as one bearer token. */
+    clear_lines();
+    write_file("two.token", "two words\n");
+    text = with_admin("admin = { address = \"127.0.0.1:9901\"; token_file = \"two.token\"; };\n");
+    assert_fails(text, 1);
+    snprintf(want, sizeof(want), "\"%s\": the token must be one word of visible ASCII characters",
+             in_dir("two.token"));
+    assert_error(line_of(text, "token_file"), "admin.token_file", want);
+
+    /* Too long. */
+    clear_lines();
+    char big[5000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    write_file("big.token", big);
+    text = with_admin("admin = { address = \"127.0.0.1:9901\"; token_file = \"big.token\"; };\n");
+    assert_fails(text, 1);
+    snprintf(want, sizeof(want), "\"%s\" is longer than 4096 bytes", in_dir("big.token"));
+    assert_error(line_of(text, "token_file"), "admin.token_file", want);
+
+    /* Unreadable (root reads anything: only checked as another user). */
+    if (geteuid() != 0) {
+        clear_lines();
+        write_file("locked.token", "secret\n");
+        assert_int_equal(chmod(in_dir("locked.token"), 0), 0);
+        text = with_admin(
+            "admin = { address = \"127.0.0.1:9901\"; token_file = \"locked.token\"; };\n");
+        assert_fails(text, 1);
+        snprintf(want, sizeof(want), "cannot read \"%s\": Permission denied",
+                 in_dir("locked.token"));
+        assert_error(line_of(text, "token_file"), "admin.token_file", want);
+    }
+}
+
+static void test_admin_errors(void **state)
+{
+    (void)state;
+    /* Unknown keys, a missing address, a wrong type. */
+    const char *text = with_admin("admin = {\n"
+                                  "  adress = \"127.0.0.1:9901\";\n"
+                                  "  token = \"inline\";\n"
+                                  "};\n");
+    assert_fails(text, 3);
+    assert_error(line_of(text, "adress"), "admin.adress", "unknown key");
+    assert_error(line_of(text, "token ="), "admin.token", "unknown key");
+    assert_error(line_of(text, "admin ="), "admin.address", "missing required key");
+
+    clear_lines();
+    text = with_admin("admin = \"127.0.0.1:9901\";\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "admin ="), "admin", "expected a group ({ ... })");
+
+    clear_lines();
+    text = with_admin("admin = { address = 9901; };\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "admin ="), "admin.address", "expected a string");
+
+    /* Invalid addresses. */
+    clear_lines();
+    text = with_admin("admin = { address = \"127.0.0.1\"; };\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "admin ="), "admin.address",
+                 "invalid address \"127.0.0.1\": missing port");
+
+    clear_lines();
+    text = with_admin("admin = { address = \"unix:\"; };\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "admin ="), "admin.address",
+                 "invalid address \"unix:\": expected a path after \"unix:\"");
+
+    clear_lines();
+    char long_text[512];
+    char path[200];
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    snprintf(long_text, sizeof(long_text), "admin = { address = \"unix:%s\"; };\n", path);
+    text = with_admin(long_text);
+    assert_fails(text, 1);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "invalid address \"unix:%s\": the socket's path \"%s\" is longer than 107 bytes", path,
+             path);
+    assert_error(line_of(text, "admin ="), "admin.address", want);
+
+    /* The address of a listener. */
+    clear_lines();
+    text = with_admin("admin = { address = \"127.0.0.1:8080\"; };\n");
+    assert_fails(text, 1);
+    assert_error(line_of(text, "admin ="), "admin.address",
+                 "the same address as listeners[0] on line 1");
+}
+
 static void test_parse_address_valid(void **state)
 {
     (void)state;
@@ -988,6 +1235,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_out_of_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_several_errors_in_one_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_absent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_loopback_without_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_token_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_unix_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_non_loopback_needs_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_token_file_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_errors, setup, teardown),
         cmocka_unit_test(test_parse_address_valid),
         cmocka_unit_test(test_parse_address_invalid),
         cmocka_unit_test(test_free_null),

@@ -1,0 +1,123 @@
+/*
+ * The bodies of the admin listener's responses: appending, formatting, and
+ * the JSON of an error, with strings escaped so that any message (one that
+ * quotes a client's path, say) stays valid JSON. See admin.h.
+ */
+#include "admin.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int body_reserve(struct fc_admin_response *r, size_t more)
+{
+    if (r->oom)
+        return -1;
+    if (r->len + more <= r->cap)
+        return 0;
+    size_t cap = r->cap ? r->cap : 256;
+    while (cap < r->len + more)
+        cap *= 2;
+    char *p = realloc(r->body, cap);
+    if (p == NULL) {
+        r->oom = 1;
+        return -1;
+    }
+    r->body = p;
+    r->cap = cap;
+    return 0;
+}
+
+void fc_admin_body_append(struct fc_admin_response *r, const char *data, size_t len)
+{
+    if (len == 0 || body_reserve(r, len) != 0)
+        return;
+    memcpy(r->body + r->len, data, len);
+    r->len += len;
+}
+
+void fc_admin_body_printf(struct fc_admin_response *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0 || body_reserve(r, (size_t)n + 1) != 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(r->body + r->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    r->len += (size_t)n;
+}
+
+/* The length of the valid UTF-8 sequence of two to four bytes at p, or 0. */
+static size_t utf8_sequence(const unsigned char *p)
+{
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    size_t n;
+    uint32_t cp;
+    if ((p[0] & 0xe0) == 0xc0) {
+        n = 2;
+        cp = p[0] & 0x1f;
+    } else if ((p[0] & 0xf0) == 0xe0) {
+        n = 3;
+        cp = p[0] & 0x0f;
+    } else if ((p[0] & 0xf8) == 0xf0) {
+        n = 4;
+        cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) /* the terminating NUL stops here too */
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if (cp < least[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+void fc_admin_body_json_string(struct fc_admin_response *r, const char *s)
+{
+    fc_admin_body_append(r, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        size_t n = *p >= 0x80 ? utf8_sequence(p) : 0;
+        if (n > 0) {
+            fc_admin_body_append(r, (const char *)p, n);
+            p += n;
+            continue;
+        }
+        unsigned char ch = *p++;
+        if (ch == '"')
+            fc_admin_body_append(r, "\\\"", 2);
+        else if (ch == '\\')
+            fc_admin_body_append(r, "\\\\", 2);
+        else if (ch == '\n')
+            fc_admin_body_append(r, "\\n", 2);
+        else if (ch == '\r')
+            fc_admin_body_append(r, "\\r", 2);
+        else if (ch == '\t')
+            fc_admin_body_append(r, "\\t", 2);
+        else if (ch < 0x20 || ch == 0x7f)
+            fc_admin_body_printf(r, "\\u%04x", ch);
+        else if (ch >= 0x80)
+            fc_admin_body_append(r, "\\ufffd", 6);
+        else
+            fc_admin_body_append(r, (const char *)&ch, 1);
+    }
+    fc_admin_body_append(r, "\"", 1);
+}
+
+void fc_admin_error(struct fc_admin_response *r, int status, const char *message)
+{
+    r->status = status;
+    r->content_type = "application/json";
+    r->len = 0;
+    fc_admin_body_append(r, "{\"error\": ", 10);
+    fc_admin_body_json_string(r, message);
+    fc_admin_body_append(r, "}\n", 2);
+}
