@@ -7,6 +7,7 @@
  */
 #include "access_log.h"
 #include "admin.h"
+#include "monitor.h"
 #include "config.h"
 #include "generation.h"
 #include "health.h"
@@ -36,6 +37,8 @@ struct daemon {
     struct fc_worker *workers;
     uint32_t n_workers;
     struct fc_admin *admin; /* NULL once stopping */
+    struct fc_monitor *monitor; /* its metrics, status and events */
+    double start_unix;
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_async_t reap_async, exited_async;
     uv_timer_t shutdown_timer;
@@ -192,6 +195,7 @@ static void reload(struct daemon *d)
     fc_log_info("reload done: generation %llu in force (reloads: %llu done, %llu failed)",
                 (unsigned long long)g->id, (unsigned long long)d->reloads.ok,
                 (unsigned long long)d->reloads.failed);
+    fc_monitor_reloaded(d->monitor, g->id, NULL);
     return;
 failed:
     fc_log_capture_errors(NULL, 0);
@@ -201,6 +205,25 @@ failed:
                  "failed)",
                  (unsigned long long)d->gen->id, (unsigned long long)d->reloads.ok,
                  (unsigned long long)d->reloads.failed);
+    fc_monitor_reloaded(d->monitor, d->gen->id, d->reloads.last_error);
+}
+
+/* What the monitor reads of the daemon (main thread). */
+static const struct fc_generation *monitor_generation(void *arg)
+{
+    struct daemon *d = arg;
+    return d->gen;
+}
+
+static void monitor_info(void *arg, struct fc_metrics_info *out)
+{
+    struct daemon *d = arg;
+    out->reloads_done = d->reloads.ok;
+    out->reloads_failed = d->reloads.failed;
+    out->last_reload_success_unix =
+        d->reloads.last_ok_unix ? d->reloads.last_ok_unix : (uint64_t)d->start_unix;
+    out->start_time_unix = d->start_unix;
+    out->last_error = d->reloads.last_error;
 }
 
 static void close_main_handles(struct daemon *d)
@@ -305,6 +328,8 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
  */
 static int start_failed(struct daemon *d)
 {
+    fc_monitor_destroy(d->monitor);
+    d->monitor = NULL;
     if (d->admin != NULL) {
         fc_admin_destroy(d->admin);
         d->admin = NULL;
@@ -377,6 +402,9 @@ int main(int argc, char **argv)
     fc_txn_init();
     fc_health_init();
     struct daemon d = {.config_path = config_path};
+    struct timespec started;
+    clock_gettime(CLOCK_REALTIME, &started);
+    d.start_unix = (double)started.tv_sec + (double)started.tv_nsec / 1e9;
     d.loop = uv_default_loop();
 
     struct fc_config *cfg;
@@ -434,6 +462,10 @@ int main(int argc, char **argv)
     /* Before the listeners, so that it answers once they do. A bind error stops start-up. */
     if (fc_admin_create(d.loop, d.gen->cfg, &d.admin) != 0)
         return start_failed(&d);
+    struct fc_monitor_source src = {
+        .generation = monitor_generation, .info = monitor_info, .workers = n_workers, .arg = &d};
+    if ((d.monitor = fc_monitor_create(d.admin, d.loop, &src)) == NULL)
+        return start_failed(&d);
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
         return start_failed(&d);
@@ -467,6 +499,8 @@ int main(int argc, char **argv)
     fc_generation_release(d.gen);
     reap(&d);
     uv_close((uv_handle_t *)&d.reap_async, NULL);
+    fc_monitor_destroy(d.monitor); /* its streams closed with the admin listener */
+    d.monitor = NULL;
     uv_run(d.loop, UV_RUN_DEFAULT);
     uv_loop_close(d.loop);
     uv_mutex_destroy(&d.reap_lock);

@@ -86,7 +86,7 @@ IT_TEST(admin_answers_json_404)
     /* Keep-alive: two requests on one connection. */
     struct it_conn *c = it_connect(env, admin_port);
     expect_admin_404(c, "/nope");
-    expect_admin_404(c, "/metrics");
+    expect_admin_404(c, "/api/nope");
 
     /* The proxy is not disturbed. */
     struct it_response r;
