@@ -1,9 +1,18 @@
 /*
  * The access log; see access_log.h.
  *
- * Line format: `TIME CLIENT "REQUEST" STATUS BYTES BACKEND DURATION`, e.g.
- *   2026-11-21T10:00:00Z 127.0.0.1 "GET / HTTP/1.1" 200 14 127.0.0.1:9001 0.412ms
- * with "-" for what is unknown (no request line, no backend).
+ * Text lines (log.access_format = "text"):
+ *   TIME CLIENT "REQUEST" STATUS BYTES BACKEND DURATION pool=P gen=G connect=C head=H
+ * e.g.
+ *   2026-11-21T10:00:00Z 127.0.0.1 "GET / HTTP/1.1" 200 14 127.0.0.1:9001 0.412ms pool=web
+ *   gen=3 connect=0.000ms head=0.380ms
+ * (one line) with "-" for what is unknown (no request line, no backend, no
+ * response from one). JSON lines ("json") carry the same as one object a line:
+ *   {"time":"…","client":"…","method":"GET","target":"/","version":"1.1","status":200,
+ *    "bytes":14,"pool":"web","backend":"127.0.0.1:9001","generation":3,
+ *    "connect_ms":0.000,"head_ms":0.380,"total_ms":0.412}
+ * with null for what is unknown. Both are formatted into a stack buffer: no
+ * allocation per line.
  */
 #include "access_log.h"
 
@@ -12,6 +21,7 @@
 #include "log_writer.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <fulcrum/plugin.h>
 #include <stdio.h>
@@ -29,7 +39,8 @@ struct fc_access_log {
 
 /* Always open once started (on /dev/null while the log is off). */
 static int log_fd = -1;
-static uint32_t log_on; /* atomic */
+static uint32_t log_on;   /* atomic */
+static uint32_t log_json; /* atomic: log.access_format = "json" */
 
 int fc_access_log_on(void)
 {
@@ -75,6 +86,7 @@ static int open_target(const struct fc_config *cfg)
 
 void fc_access_log_apply(const struct fc_config *cfg)
 {
+    __atomic_store_n(&log_json, (uint32_t)cfg->access_log_json, __ATOMIC_RELAXED);
     if (cfg->access_log == FC_ACCESS_LOG_OFF) {
         __atomic_store_n(&log_on, 0, __ATOMIC_RELAXED);
         return;
@@ -138,20 +150,120 @@ static void append(struct fc_access_log *al, struct fc_worker *w, const char *li
     al->buf[al->len++] = '\n';
 }
 
+/* Appends v as a JSON string (quotes included) to buf at *off, within cap. */
+static void json_string(char *buf, size_t cap, size_t *off, const char *v, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = *off;
+    if (o + 1 < cap)
+        buf[o++] = '"';
+    for (size_t i = 0; i < len && o + 7 < cap; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch == '"' || ch == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)ch;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            buf[o++] = '\\';
+            buf[o++] = 'u';
+            buf[o++] = '0';
+            buf[o++] = '0';
+            buf[o++] = hex[ch >> 4];
+            buf[o++] = hex[ch & 15];
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    if (o + 1 < cap)
+        buf[o++] = '"';
+    *off = o;
+}
+
+static void json_nullable(char *buf, size_t cap, size_t *off, const char *v)
+{
+    if (v == NULL) {
+        int n = snprintf(buf + *off, cap - *off, "null");
+        *off += n > 0 && (size_t)n < cap - *off ? (size_t)n : 0;
+    } else {
+        json_string(buf, cap, off, v, strlen(v));
+    }
+}
+
+/* Appends printf output at *off, within cap. */
+static void put(char *buf, size_t cap, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t cap, size_t *off, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *off, cap - *off, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *off += (size_t)n < cap - *off ? (size_t)n : cap - *off - 1;
+}
+
+static size_t format_json(char *line, size_t cap, const char *ts, double ms,
+                          const struct fc_access_entry *e)
+{
+    size_t o = 0;
+    put(line, cap, &o, "{\"time\":\"%s\",\"client\":", ts);
+    json_string(line, cap, &o, e->client_ip, strlen(e->client_ip));
+    /* "GET /path HTTP/1.1": the method, the target, the version. */
+    const char *rl = e->request_line, *sp1 = strchr(rl, ' '), *sp2 = strrchr(rl, ' ');
+    if (rl[0] != '\0' && sp1 != NULL && sp2 != sp1 && strncmp(sp2, " HTTP/", 6) == 0) {
+        put(line, cap, &o, ",\"method\":");
+        json_string(line, cap, &o, rl, (size_t)(sp1 - rl));
+        put(line, cap, &o, ",\"target\":");
+        json_string(line, cap, &o, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+        put(line, cap, &o, ",\"version\":");
+        json_string(line, cap, &o, sp2 + 6, strlen(sp2 + 6));
+    } else {
+        put(line, cap, &o, ",\"method\":null,\"target\":null,\"version\":null");
+    }
+    put(line, cap, &o, ",\"status\":%d,\"bytes\":%llu,\"pool\":", e->status,
+        (unsigned long long)e->bytes_sent);
+    json_nullable(line, cap, &o, e->pool);
+    put(line, cap, &o, ",\"backend\":");
+    json_nullable(line, cap, &o, e->backend);
+    put(line, cap, &o, ",\"generation\":%llu", (unsigned long long)e->generation);
+    if (e->timed)
+        put(line, cap, &o, ",\"connect_ms\":%.3f,\"head_ms\":%.3f", (double)e->connect_ns / 1e6,
+            (double)e->head_ns / 1e6);
+    else
+        put(line, cap, &o, ",\"connect_ms\":null,\"head_ms\":null");
+    put(line, cap, &o, ",\"total_ms\":%.3f}", ms);
+    return o;
+}
+
+static size_t format_text(char *line, size_t cap, const char *ts, double ms,
+                          const struct fc_access_entry *e)
+{
+    size_t o = 0;
+    put(line, cap, &o, "%s %s \"%s\" %d %llu %s %.3fms pool=%s gen=%llu", ts, e->client_ip,
+        e->request_line[0] ? e->request_line : "-", e->status, (unsigned long long)e->bytes_sent,
+        e->backend ? e->backend : "-", ms, e->pool ? e->pool : "-",
+        (unsigned long long)e->generation);
+    if (e->timed)
+        put(line, cap, &o, " connect=%.3fms head=%.3fms", (double)e->connect_ns / 1e6,
+            (double)e->head_ns / 1e6);
+    else
+        put(line, cap, &o, " connect=- head=-");
+    return o;
+}
+
 void fc_access_log_write(struct fc_worker *w, const struct fc_access_entry *e)
 {
     if (!fc_access_log_on())
         return;
-    char line[512];
+    char line[1024];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     char ts[32];
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
     double ms = (double)(uv_hrtime() - e->started_ns) / 1e6;
-    int n = snprintf(line, sizeof(line), "%s %s \"%s\" %d %llu %s %.3fms", ts, e->client_ip,
-                     e->request_line[0] ? e->request_line : "-", e->status,
-                     (unsigned long long)e->bytes_sent, e->backend ? e->backend : "-", ms);
+    size_t n = __atomic_load_n(&log_json, __ATOMIC_RELAXED)
+                   ? format_json(line, sizeof(line), ts, ms, e)
+                   : format_text(line, sizeof(line), ts, ms, e);
     if (n > 0)
-        append(w->access_log, w, line, (size_t)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
+        append(w->access_log, w, line, n);
 }

@@ -76,7 +76,7 @@ static void load_globals(struct fc_cfg_loader *ld, const config_setting_t *root)
 
 static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"level", "access", "buffer_bytes", NULL};
+    static const char *const keys[] = {"level", "access", "access_format", "buffer_bytes", NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 
@@ -110,6 +110,15 @@ static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
     }
     fc_cfg_get_u32(ld, g, "log.", "buffer_bytes", FC_LOG_BUFFER_MIN, FC_LOG_BUFFER_MAX,
                    &cfg->log_buffer_bytes);
+    if (fc_cfg_get_string(ld, g, "log.", "access_format", 0, &v) == FC_CFG_GOT) {
+        if (strcmp(v, "json") == 0) {
+            cfg->access_log_json = 1;
+        } else if (strcmp(v, "text") != 0) {
+            const config_setting_t *s = config_setting_get_member(g, "access_format");
+            fc_cfg_report(ld, s, fc_cfg_line(s), "log.", "access_format",
+                          "must be \"text\" or \"json\" (got \"%s\")", v);
+        }
+    }
 }
 
 static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root)

@@ -103,6 +103,7 @@ struct fc_config {
     enum fc_access_log_kind access_log;
     char *access_log_path; /**< for FC_ACCESS_LOG_FILE, resolved */
     uint32_t log_buffer_bytes; /**< the access log's buffer in the log writer */
+    int access_log_json;       /**< log.access_format = "json" (else "text") */
 
     struct {
         uint32_t connect_ms;       /**< default 2000 */

@@ -117,6 +117,7 @@ void fc_txn_begin(struct fc_txn *t)
     t->bytes_out = 0;
     t->status = 0;
     t->body_seen = 0;
+    t->connect_ns = t->head_ns = 0;
     req->http_major = t->parser.http_major;
     req->http_minor = t->parser.http_minor;
     t->client_10 = req->http_major == 1 && req->http_minor == 0;
@@ -361,6 +362,7 @@ static void upstream_open(struct fc_txn *t, struct fc_backend_shared *b)
         attach_failed(t);
         return;
     }
+    t->connect_ns = uv_hrtime(); /* the start, until fc_txn_connected() */
     int rc = fc_upstream_connect(u, t->pool->views[t->backend].sockaddr,
                                  fc_txn_config(t)->timeouts.connect_ms);
     if (rc != 0)
@@ -408,6 +410,14 @@ void fc_txn_connect(struct fc_txn *t)
         attach_failed(t);
         return;
     }
+    t->connect_ns = 0; /* reused */
+    fc_txn_send_request_head(t);
+}
+
+/* The new upstream connection is up: how long it took goes to the log; the request goes out. */
+void fc_txn_connected(struct fc_txn *t)
+{
+    t->connect_ns = uv_hrtime() - t->connect_ns;
     fc_txn_send_request_head(t);
 }
 
@@ -674,6 +684,7 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
     fc_health_report_success(&t->pool->shared[t->backend]->passive_failures);
     bufs[0] = uv_buf_init(t->out, (unsigned)hn);
     uint64_t took = uv_hrtime() - t->t_start;
+    t->head_ns = took;
     struct fc_backend_stats *bs = backend_stats(t);
     int cls = fc_stats_class(status); /* -1 for 600..999, which llhttp lets through */
     if (cls >= 0)
@@ -811,7 +822,12 @@ static void access_log(struct fc_txn *t)
         .status = t->status,
         .bytes_sent = t->bytes_out,
         .backend = (t->pool && t->backend >= 0) ? t->pool->views[t->backend].address : NULL,
+        .pool = t->pool ? t->pool->view.name : NULL,
+        .generation = t->gen ? t->gen->id : t->c->w->gen->id,
         .started_ns = t->t_start,
+        .connect_ns = t->connect_ns,
+        .head_ns = t->head_ns,
+        .timed = t->head_ns != 0,
     };
     fc_access_log_write(t->c->w, &e);
 }

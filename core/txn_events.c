@@ -169,7 +169,7 @@ static void upstream_on_connect(struct fc_upstream *u, int status)
     if (status < 0)
         fc_txn_connect_failed(u->txn, status, 0);
     else
-        fc_txn_send_request_head(u->txn);
+        fc_txn_connected(u->txn);
 }
 
 static void upstream_on_read(struct fc_upstream *u)

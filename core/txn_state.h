@@ -73,6 +73,8 @@ struct fc_txn {
     uint64_t body_seen;
     uint64_t t_start; /* uv_hrtime() at the request's first byte */
     uint64_t req_end; /* uv_now() when the whole request had been read */
+    uint64_t connect_ns; /* getting the backend connection (0: an idle one reused), for the log */
+    uint64_t head_ns;    /* from t_start to the backend's response head, for the log */
     uint64_t bytes_out;
     int status;
 
@@ -176,6 +178,8 @@ void fc_txn_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending, in
 void fc_txn_connect(struct fc_txn *t);
 /** 3. The connect failed (or timed out): another backend, or 502/504. */
 void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out);
+/** 3. A new upstream connection is up: its time is noted, then the head goes out. */
+void fc_txn_connected(struct fc_txn *t);
 /** 4. Connected: the rewritten request head goes out, then the body. */
 void fc_txn_send_request_head(struct fc_txn *t);
 /** 4. Relays what the input buffer holds of the request. */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "access_log.h"
 #include "config.h"
@@ -153,11 +154,92 @@ static void test_reopen_follows_the_path(void **state)
     assert_null(strstr(contents(path), "/before"));
 }
 
+static void write_timed(const char *request_line, const char *backend, const char *pool)
+{
+    struct fc_access_entry e = {
+        .client_ip = "192.0.2.7",
+        .request_line = request_line,
+        .status = 200,
+        .bytes_sent = 14,
+        .backend = backend,
+        .pool = pool,
+        .generation = 3,
+        .started_ns = uv_hrtime() - 2000000, /* 2 ms ago */
+        .connect_ns = 250000,                /* 0.25 ms */
+        .head_ns = 1500000,                  /* 1.5 ms */
+        .timed = 1,
+    };
+    fc_access_log_write(&w, &e);
+}
+
+static void test_text_has_pool_generation_and_timings(void **state)
+{
+    write_timed("GET /t HTTP/1.1", "127.0.0.1:9001", "web");
+    fc_access_log_flush(&w);
+    const char *line = contents(path);
+    assert_non_null(strstr(line, "\"GET /t HTTP/1.1\" 200 14 127.0.0.1:9001 "));
+    assert_non_null(strstr(line, "ms pool=web gen=3 connect=0.250ms head=1.500ms\n"));
+    /* A reply of the proxy's own: no backend, no timings. */
+    write_line("GET /x HTTP/1.1", 503, NULL);
+    fc_access_log_flush(&w);
+    assert_non_null(strstr(contents(path), "pool=- gen=0 connect=- head=-\n"));
+}
+
+static void test_json_lines(void **state)
+{
+    cfg.access_log_json = 1;
+    fc_access_log_apply(&cfg);
+    write_timed("POST /a\"b\\c?d=1 HTTP/1.0", "127.0.0.1:9001", "web");
+    write_line("", 408, NULL);
+    fc_access_log_flush(&w);
+    char *text = strdup(contents(path));
+    char *second = strchr(text, '\n');
+    assert_non_null(second);
+    *second++ = '\0';
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    if (j == NULL)
+        fail_msg("not JSON (%s): %s", err.text, text);
+    assert_string_equal(json_string_value(json_object_get(j, "client")), "192.0.2.7");
+    assert_string_equal(json_string_value(json_object_get(j, "method")), "POST");
+    assert_string_equal(json_string_value(json_object_get(j, "target")), "/a\"b\\c?d=1");
+    assert_string_equal(json_string_value(json_object_get(j, "version")), "1.0");
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 14);
+    assert_string_equal(json_string_value(json_object_get(j, "pool")), "web");
+    assert_string_equal(json_string_value(json_object_get(j, "backend")), "127.0.0.1:9001");
+    assert_int_equal(json_integer_value(json_object_get(j, "generation")), 3);
+    assert_true(json_real_value(json_object_get(j, "connect_ms")) == 0.25);
+    assert_true(json_real_value(json_object_get(j, "head_ms")) == 1.5);
+    assert_true(json_real_value(json_object_get(j, "total_ms")) >= 2.0);
+    int y, mo, d, h, mi, sec;
+    assert_int_equal(sscanf(json_string_value(json_object_get(j, "time")),
+                            "%4d-%2d-%2dT%2d:%2d:%2dZ", &y, &mo, &d, &h, &mi, &sec),
+                     6);
+    json_decref(j);
+    /* The head never completed: nulls, not made-up values. */
+    *strchr(second, '\n') = '\0';
+    j = json_loads(second, 0, &err);
+    if (j == NULL)
+        fail_msg("not JSON (%s): %s", err.text, second);
+    assert_true(json_is_null(json_object_get(j, "method")));
+    assert_true(json_is_null(json_object_get(j, "backend")));
+    assert_true(json_is_null(json_object_get(j, "pool")));
+    assert_true(json_is_null(json_object_get(j, "head_ms")));
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 408);
+    json_decref(j);
+    free(text);
+    cfg.access_log_json = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_line_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknowns_are_dashes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_has_pool_generation_and_timings, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_json_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_buffer_is_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_follows_the_path, setup, teardown),
