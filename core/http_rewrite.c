@@ -171,9 +171,11 @@ int fc_head_on_value_complete(struct fc_request *h)
 
 /*
  * The characters a Host value (uri-host [":" port], RFC 9112 3.2 and RFC 3986
- * 3.2.2) may hold: unreserved, percent-encoded, sub-delims, ':' and the
- * brackets of an IP literal. A space, '/', '@', '?', '#' or '\\' would make
- * the authority mean one thing here and another to the backend.
+ * 3.2.2) may hold: unreserved, sub-delims, ':' and the brackets of an IP
+ * literal. A space, '/', '@', '?', '#' or '\\' would make the authority mean
+ * one thing here and another to the backend; so would a percent-encoding
+ * ("%61dmin.example"), which RFC 3986 allows in a reg-name but no DNS name
+ * holds, and which a backend may decode into a name a route was written for.
  */
 static int host_valid(struct fc_span host)
 {
@@ -181,7 +183,7 @@ static int host_valid(struct fc_span host)
         char c = host.p[i];
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
             continue;
-        if (c == '\0' || strchr("-._~%!$&'()*+,;=:[]", c) == NULL)
+        if (c == '\0' || strchr("-._~!$&'()*+,;=:[]", c) == NULL)
             return 0;
     }
     return 1;

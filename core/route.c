@@ -5,6 +5,8 @@
 
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
 
 /* The name part of an authority: no port, no IPv6 brackets, no trailing dot. */
@@ -29,12 +31,32 @@ static void host_name(const char *s, size_t len, const char **out, size_t *out_l
     *out_len = len;
 }
 
+/*
+ * Whether two IPv6 literals name the same address, however written
+ * ("::1", "0:0::1", "::0001"); 0 when either is not one.
+ */
+static int same_ipv6(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    char sa[INET6_ADDRSTRLEN], sb[INET6_ADDRSTRLEN];
+    struct in6_addr x, y;
+    if (a_len >= sizeof(sa) || b_len >= sizeof(sb) || memchr(a, ':', a_len) == NULL)
+        return 0;
+    memcpy(sa, a, a_len);
+    sa[a_len] = '\0';
+    memcpy(sb, b, b_len);
+    sb[b_len] = '\0';
+    return inet_pton(AF_INET6, sa, &x) == 1 && inet_pton(AF_INET6, sb, &y) == 1 &&
+           memcmp(&x, &y, sizeof(x)) == 0;
+}
+
 static int same_host(const char *want, const char *host, size_t len)
 {
     const char *a, *b;
     size_t a_len, b_len;
     host_name(want, strlen(want), &a, &a_len);
     host_name(host, len, &b, &b_len);
+    if (same_ipv6(a, a_len, b, b_len))
+        return 1;
     if (a_len != b_len)
         return 0;
     for (size_t i = 0; i < a_len; i++) {

@@ -11,7 +11,7 @@
  *   - the pool is the listener's or one a route names;
  *   - the case of the host, one trailing dot, a port and the brackets of an
  *     IPv6 literal do not change the pick ("ADMIN.EXAMPLE." picks as
- *     "admin.example", "[::1]:8080" as "::1"), for every such variant the
+ *     "admin.example", "[::1]:8080" as "::1", "[0:0::1]" as "[::1]"), for every such variant the
  *     check also accepts;
  *   - a route whose host matches and whose path prefix starts the target,
  *     or starts the path as a backend may normalise it (percent-encoded
@@ -23,6 +23,8 @@
 #include "http_rewrite.h"
 #include "route.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +235,21 @@ static void check_host_variants(int want, const char *host, size_t len, const ch
         }
         if (ipv6_chars(host + 1, in)) /* "[::1]:8080" picks as "::1" */
             same_pick(want, host + 1, in, target, target_len);
+        /* "[0:0::0001]" picks as "[::1]": the address, however it is written. */
+        char addr[INET6_ADDRSTRLEN], canon[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        if (in < sizeof(addr)) {
+            memcpy(addr, host + 1, in);
+            addr[in] = '\0';
+            if (inet_pton(AF_INET6, addr, &a6) == 1 &&
+                inet_ntop(AF_INET6, &a6, canon, sizeof(canon)) != NULL) {
+                size_t n = strlen(canon);
+                v[0] = '[';
+                memcpy(v + 1, canon, n);
+                v[n + 1] = ']';
+                same_pick(want, v, n + 2, target, target_len);
+            }
+        }
         return;
     }
     size_t colons = 0, at = len;

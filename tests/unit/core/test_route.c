@@ -74,6 +74,11 @@ static void test_ipv6_host_with_port(void **state)
     assert_int_equal(route("[::1]:8080", "/"), 1);
     assert_int_equal(route("[2001:db8::7]:443", "/"), 2);
     assert_int_equal(route("[2001:DB8::7]", "/"), 2);
+    /* Other spellings of the same address. */
+    assert_int_equal(route("[0:0::1]:8080", "/"), 1);
+    assert_int_equal(route("[::0001]", "/"), 1);
+    assert_int_equal(route("[0:0:0:0:0:0:0:1]", "/"), 1);
+    assert_int_equal(route("[2001:0db8:0:0::7]:443", "/"), 2);
     /* A different address, and colons of an IPv6 literal are not a port. */
     assert_int_equal(route("[::2]:8080", "/"), LISTENER_POOL);
     assert_int_equal(route("[2001:db8::]:7", "/"), LISTENER_POOL);
