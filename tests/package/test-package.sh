@@ -233,9 +233,12 @@ grep -q "^plugin_dir = \"$plugindir\";" /etc/fulcrum/fulcrum.conf ||
 for f in /usr/sbin/fulcrum /etc/fulcrum/fulcrum.conf /lib/systemd/system/fulcrum.service \
     /etc/logrotate.d/fulcrum /usr/share/man/man8/fulcrum.8.gz /usr/share/man/man5/fulcrum.conf.5.gz \
     /usr/include/fulcrum/plugin.h "/usr/lib/$multiarch/pkgconfig/fulcrum-sdk.pc" \
-    /usr/share/doc/fulcrum-dev/PLUGINS.md /usr/share/doc/fulcrum-dev/examples/out-of-tree-plugin/first_up.c; do
+    /usr/share/doc/fulcrum-dev/PLUGINS.md /usr/share/doc/fulcrum-dev/examples/out-of-tree-plugin/first_up.c \
+    /usr/share/fulcrum/grafana/fulcrum.json; do
     [ -e "$f" ] || fail "$f is not installed"
 done
+cmp -s /usr/share/fulcrum/grafana/fulcrum.json "$root/packaging/grafana/fulcrum.json" ||
+    fail "/usr/share/fulcrum/grafana/fulcrum.json differs from packaging/grafana/fulcrum.json"
 # Every bundled plugin the build declares (plugins/CMakeLists.txt) is shipped.
 bundled=$(sed -n 's/^fc_add_plugin(\([a-z0-9_]*\) .*/\1/p' "$root/plugins/CMakeLists.txt")
 [ -n "$bundled" ] || fail "cannot read the bundled plugins from plugins/CMakeLists.txt"
@@ -260,7 +263,7 @@ if command -v logrotate >/dev/null; then
         fail "logrotate -d /etc/logrotate.d/fulcrum"
     }
 fi
-pass "installed files, plugins ($(wc -w <<<"$bundled")) in $plugindir, conffile, fulcrum-abi-1, user, unit"
+pass "installed files, plugins ($(wc -w <<<"$bundled")) in $plugindir, conffile, fulcrum-abi-1, user, unit, Grafana dashboard"
 
 # ---------------------------------------------------------------------------
 step "fulcrum -t on the installed configuration"
@@ -364,7 +367,7 @@ grep -i "warning" "$work/purge.log" >&2 && fail "dpkg --purge warned (above)"
 for f in /usr/sbin/fulcrum /etc/fulcrum "/usr/lib/$multiarch/fulcrum" /var/log/fulcrum \
     /usr/include/fulcrum "/usr/lib/$multiarch/pkgconfig/fulcrum-sdk.pc" /lib/systemd/system/fulcrum.service \
     /etc/systemd/system/multi-user.target.wants/fulcrum.service /etc/logrotate.d/fulcrum \
-    /usr/share/doc/fulcrum /usr/share/doc/fulcrum-dev /usr/share/man/man8/fulcrum.8.gz; do
+    /usr/share/doc/fulcrum /usr/share/doc/fulcrum-dev /usr/share/man/man8/fulcrum.8.gz /usr/share/fulcrum; do
     [ ! -e "$f" ] || fail "$f is left after dpkg --purge"
 done
 for p in fulcrum fulcrum-dev; do
