@@ -23,6 +23,7 @@ case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 PIDFILE="$BUILD/quickstart.pids"
 CONF="$BUILD/quickstart.conf"
 FULCRUM_PORT="${FULCRUM_PORT:-8080}"
+ADMIN_PORT="${ADMIN_PORT:-9901}"
 read -r -a BACKEND_PORTS <<< "${BACKEND_PORTS:-9001 9002 9003}"
 NAMES=(alpha beta gamma)
 PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libconfig-dev libjansson-dev libcmocka-dev libhiredis-dev curl)
@@ -137,16 +138,17 @@ start_all() {
     fi
 
     local port taken=()
-    for port in "$FULCRUM_PORT" "${BACKEND_PORTS[@]}"; do
+    for port in "$FULCRUM_PORT" "$ADMIN_PORT" "${BACKEND_PORTS[@]}"; do
         if port_in_use "$port"; then taken+=("$port"); fi
     done
     if [ ${#taken[@]} -gt 0 ]; then
-        die "port(s) ${taken[*]} on 127.0.0.1 already in use (see: ss -ltnp); free them, or pick others, e.g. FULCRUM_PORT=8081 BACKEND_PORTS=\"9101 9102 9103\" $0"
+        die "port(s) ${taken[*]} on 127.0.0.1 already in use (see: ss -ltnp); free them, or pick others, e.g. FULCRUM_PORT=8081 ADMIN_PORT=9911 BACKEND_PORTS=\"9101 9102 9103\" $0"
     fi
 
     # The config runs from the build folder so that its relative plugin_dir
     # ("plugins") resolves to $BUILD/plugins; the addresses follow the ports.
     sed -e "s/\"127\.0\.0\.1:8080\"/\"127.0.0.1:$FULCRUM_PORT\"/" \
+        -e "s/\"127\.0\.0\.1:9901\"/\"127.0.0.1:$ADMIN_PORT\"/" \
         -e "s/\"127\.0\.0\.1:9001\"/\"127.0.0.1:${BACKEND_PORTS[0]}\"/" \
         -e "s/\"127\.0\.0\.1:9002\"/\"127.0.0.1:${BACKEND_PORTS[1]}\"/" \
         -e "s/\"127\.0\.0\.1:9003\"/\"127.0.0.1:${BACKEND_PORTS[2]}\"/" \
@@ -184,6 +186,10 @@ Try it:
   for i in 1 2 3; do curl -s http://127.0.0.1:$FULCRUM_PORT/; done     # alpha, beta, gamma
   curl -si http://127.0.0.1:$FULCRUM_PORT/headers                       # what the backend received
   curl -s 'http://127.0.0.1:$FULCRUM_PORT/bytes?n=10000000' | wc -c    # a streamed body
+
+See inside:
+  curl -s http://127.0.0.1:$ADMIN_PORT/metrics | grep fulcrum_backend_requests_total
+  curl -s http://127.0.0.1:$ADMIN_PORT/api/status
 
 Change $CONF (e.g. strategy "least_conn") and reload: kill -HUP $pid
 Logs: $BUILD/quickstart-*.log
