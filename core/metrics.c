@@ -11,6 +11,7 @@
 #include "stats.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <fulcrum/plugin.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -174,6 +175,19 @@ static void sums_free(const struct fc_generation *g, struct sums *s)
     free(s->listeners);
 }
 
+/* One counter of each listener: name{listener} value, the value at `offset` in its sums. */
+static void listener_counter(struct fc_text *t, const struct fc_config *cfg, const struct sums *s,
+                             const char *name, const char *help, size_t offset)
+{
+    char a[256];
+    family(t, name, "counter", help);
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        fc_text_printf(t, "%s{listener=\"%s\"} %llu\n", name,
+                       esc(cfg->listeners[l].address, a, sizeof(a)),
+                       (unsigned long long)*(const uint64_t *)((const char *)&s->listeners[l] +
+                                                               offset));
+}
+
 static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, const struct sums *s)
 {
     char a[256];
@@ -182,11 +196,8 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
         fc_text_printf(t, "fulcrum_listener_connections{listener=\"%s\"} %llu\n",
                        esc(cfg->listeners[l].address, a, sizeof(a)),
                        (unsigned long long)(s->listeners[l].accepted - s->listeners[l].closed));
-    family(t, "fulcrum_listener_connections_total", "counter", "Client connections accepted.");
-    for (uint32_t l = 0; l < cfg->n_listeners; l++)
-        fc_text_printf(t, "fulcrum_listener_connections_total{listener=\"%s\"} %llu\n",
-                       esc(cfg->listeners[l].address, a, sizeof(a)),
-                       (unsigned long long)s->listeners[l].accepted);
+    listener_counter(t, cfg, s, "fulcrum_listener_connections_total",
+                     "Client connections accepted.", offsetof(struct fc_listener_stats, accepted));
     family(t, "fulcrum_requests_total", "counter",
            "Responses sent to clients, by status class.");
     for (uint32_t l = 0; l < cfg->n_listeners; l++)
@@ -201,16 +212,10 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
             fc_text_printf(t, "fulcrum_proxy_responses_total{listener=\"%s\",code=\"%d\"} %llu\n",
                            esc(cfg->listeners[l].address, a, sizeof(a)), fc_stats_proxy_codes[c],
                            (unsigned long long)s->listeners[l].proxy_responses[c]);
-    family(t, "fulcrum_bytes_received_total", "counter", "Bytes received from clients.");
-    for (uint32_t l = 0; l < cfg->n_listeners; l++)
-        fc_text_printf(t, "fulcrum_bytes_received_total{listener=\"%s\"} %llu\n",
-                       esc(cfg->listeners[l].address, a, sizeof(a)),
-                       (unsigned long long)s->listeners[l].bytes_in);
-    family(t, "fulcrum_bytes_sent_total", "counter", "Bytes of responses sent to clients.");
-    for (uint32_t l = 0; l < cfg->n_listeners; l++)
-        fc_text_printf(t, "fulcrum_bytes_sent_total{listener=\"%s\"} %llu\n",
-                       esc(cfg->listeners[l].address, a, sizeof(a)),
-                       (unsigned long long)s->listeners[l].bytes_out);
+    listener_counter(t, cfg, s, "fulcrum_bytes_received_total", "Bytes received from clients.",
+                     offsetof(struct fc_listener_stats, bytes_in));
+    listener_counter(t, cfg, s, "fulcrum_bytes_sent_total", "Bytes of responses sent to clients.",
+                     offsetof(struct fc_listener_stats, bytes_out));
 }
 
 /* Writes one backend series: name{pool,backend<extra>} value. */

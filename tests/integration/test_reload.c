@@ -44,19 +44,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Waits until fulcrum's stderr holds `needle` at least n times; false at the deadline. */
-static bool wait_log(struct it_env *env, const struct it_fulcrum *f, const char *needle, size_t n,
-                     int timeout_ms)
-{
-    int64_t deadline = it_now_ms() + timeout_ms;
-    while (it_fulcrum_log_count(env, f, needle) < n) {
-        if (it_now_ms() >= deadline)
-            return false;
-        it_sleep_ms(5);
-    }
-    return true;
-}
-
 /* The contents of a file the test reads while the daemon appends to it ("" if absent). */
 static const char *file_text(struct it_env *env, const char *path)
 {
@@ -716,7 +703,7 @@ IT_TEST(old_generation_released_after_last_request)
     if (!wait_file_count(env, marks, "destroyed gen1\n", (size_t)cfg.workers, SETTLE_DEADLINE_MS))
         fail_msg("generation 1 not destroyed after its last request; marks:\n%s",
                  file_text(env, marks));
-    assert_true(wait_log(env, f, "generation 1 released", 1, SETTLE_DEADLINE_MS));
+    assert_true(it_fulcrum_wait_log(env, f, "generation 1 released", 1, SETTLE_DEADLINE_MS));
     assert_int_equal(it_count(file_text(env, marks), "destroyed gen2\n"), 0);
     assert_int_equal(it_fulcrum_log_count(env, f, "generation 2 released"), 0);
     assert_false(it_conn_wait_closed(conn, 50));
@@ -817,7 +804,7 @@ static long rss_kb(pid_t pid)
 static long settled_rss(struct it_env *env, struct it_fulcrum *f, int done)
 {
     const char *released = it_strf(env, "generation %d released", done);
-    if (!wait_log(env, f, released, 1, SETTLE_DEADLINE_MS))
+    if (!it_fulcrum_wait_log(env, f, released, 1, SETTLE_DEADLINE_MS))
         fail_msg("no \"%s\" after %d reloads", released, done);
     it_sleep_ms(300);
     return rss_kb(it_proc_pid(f->proc));
