@@ -8,6 +8,7 @@
 #include "metrics.h"
 
 #include "generation.h"
+#include "log_writer.h"
 #include "stats.h"
 
 #include <dirent.h>
@@ -345,5 +346,11 @@ void fc_metrics_render(const struct fc_generation *g, const struct fc_metrics_in
         pool_metrics(out, g, &s);
     }
     sums_free(g, &s);
+    family(out, "fulcrum_log_dropped_lines_total", "counter",
+           "Log lines dropped because the log's output did not take them in time.");
+    fc_text_printf(out, "fulcrum_log_dropped_lines_total{log=\"error\"} %llu\n",
+                   (unsigned long long)fc_log_writer_dropped(FC_LOG_ERRORS));
+    fc_text_printf(out, "fulcrum_log_dropped_lines_total{log=\"access\"} %llu\n",
+                   (unsigned long long)fc_log_writer_dropped(FC_LOG_ACCESS));
     process_metrics(out, info->start_time_unix);
 }

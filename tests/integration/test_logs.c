@@ -32,10 +32,14 @@ static int open_fifo(struct it_env *env, const char **path)
     return fd;
 }
 
+static int admin_port;
+
 static struct it_fulcrum *start_logging_to(struct it_env *env, const char *fifo)
 {
     struct it_config cfg;
     it_config_demo_pool(env, &cfg, 1);
+    admin_port = it_free_port();
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin_port);
     cfg.access_log = "stdout";
     cfg.log_buffer_bytes = 65536;
     cfg.stdout_path = fifo;
@@ -124,6 +128,22 @@ IT_TEST(access_log_pipe_nobody_reads)
     assert_int_equal(dropped + written, REQUESTS);
     size_t notices = it_fulcrum_log_count(env, f, "lines dropped");
     assert_true(notices >= 1 && notices <= 3);
+
+    /* The metrics count them too. */
+    /* (the admin listener is on: see start_logging_to()) */
+    {
+        struct it_conn *a = it_connect(env, admin_port);
+        it_send_str(a, "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        struct it_response r;
+        it_expect_response(a, "GET", &r);
+        assert_int_equal(r.status, 200);
+        const char *want = it_strf(env, "fulcrum_log_dropped_lines_total{log=\"access\"} %llu\n",
+                                   (unsigned long long)dropped);
+        if (strstr(r.body, want) == NULL)
+            fail_msg("no \"%s\" in /metrics", want);
+        it_response_free(&r);
+        it_conn_close(a);
+    }
 
     /* And the log flows again. */
     send_requests(env, f, 10);
