@@ -316,6 +316,8 @@
             writeToken(null);
         }
         showConn('token');
+        if (app.statuses === 0)
+            setText($('pools-empty'), 'The figures need the token.');
         $('banner').hidden = true;
         $('token-error').hidden = !refused;
         $('token-form').hidden = false;
@@ -430,9 +432,9 @@
         if (!refs)
             return;
         setState(refs, ev.state, ev.reason, ev.since);
-        refs.badge.classList.remove('flash');
-        void refs.badge.offsetWidth; /* restarts the animation */
         refs.badge.classList.add('flash');
+        clearTimeout(refs.flash);
+        refs.flash = setTimeout(() => refs.badge.classList.remove('flash'), 1500);
         addTimeline({
             kind: 'backend',
             time: ev.since ? ev.since * 1000 : Date.now(),

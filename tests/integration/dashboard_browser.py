@@ -20,7 +20,7 @@ Steps, each bounded:
   1. start Chromium (killed with us: PR_SET_PDEATHSIG; always by PID at the end)
   2. open the URL at 1280x900
   3. for each --token: wait until the page asks for it (#token-form shown),
-     record that, type it and submit
+     record that (the first time, screenshot --prompt-shot), type it and submit
   4. wait until the page is live with figures (every td.rps a number)
   5. snapshot "a"; with --sync DIR: write DIR/a.json, wait for DIR/go
   6. wait --hold seconds, snapshot "b", screenshot --shot (1280x900)
@@ -284,6 +284,7 @@ def main():
     ap.add_argument('--shot', required=True)
     ap.add_argument('--narrow-shot', required=True)
     ap.add_argument('--token', action='append', default=[])
+    ap.add_argument('--prompt-shot', help='a screenshot of the first token prompt')
     ap.add_argument('--sync', help='write SYNC/a.json after snapshot a, then wait for SYNC/go')
     ap.add_argument('--hold', type=float, default=3.0)
     ap.add_argument('--ready-timeout', type=float, default=20.0)
@@ -315,6 +316,8 @@ def main():
         for token in args.token:
             browser.wait_for(TOKEN_FORM_JS, args.ready_timeout, 'the token form')
             report['prompts'].append(browser.evaluate(SNAPSHOT_JS))
+            if args.prompt_shot and len(report['prompts']) == 1:
+                browser.screenshot(args.prompt_shot)
             browser.evaluate("(() => { const i = document.querySelector('#token-input');"
                              " i.value = %s; i.form.requestSubmit(); return true; })()"
                              % json.dumps(token))

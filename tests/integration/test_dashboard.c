@@ -536,11 +536,13 @@ IT_TEST(dashboard_asks_for_the_token_in_a_browser)
     it_fulcrum_start(env, &cfg);
 
     /* A wrong token first: refused, asked again; then the right one. */
-    struct browser b = browser_start(
-        env, admin,
-        (const char *const[]){"--token", "wrong", "--token", TOKEN, "--hold", "1", NULL});
+    const char *prompt = it_path(env, "dashboard-token.png");
+    struct browser b =
+        browser_start(env, admin,
+                      (const char *const[]){"--token", "wrong", "--token", TOKEN, "--prompt-shot",
+                                            prompt, "--hold", "1", NULL});
     json_t *report = browser_report(env, &b, 40000);
-    keep_artifact(env, b.shot, "dashboard-token.png");
+    keep_artifact(env, prompt, "dashboard-token.png");
 
     json_t *prompts = get(report, "prompts");
     assert_int_equal(json_array_size(prompts), 2);
