@@ -452,6 +452,14 @@ IT_TEST(dashboard_shows_live_traffic_in_a_browser)
 
     /* While the page is open: a backend dies, a reload is refused, one is done. */
     it_proc_signal(it_backend_proc(env, "c"), SIGKILL);
+    /*
+     * The reloads wait until the daemon has seen it (a health check or the
+     * load's failed connections), so that its backend event comes from the
+     * generation in force: one an older generation tells is not sent.
+     */
+    if (!it_fulcrum_wait_log(env, f, it_strf(env, "backend %s DOWN", addr[2]), 1, 5000))
+        fail_msg("fulcrum did not see backend %s go down", addr[2]);
+    it_sleep_ms(300);
     cfg.workers = 3; /* refused: the number of workers needs a restart */
     assert_int_equal(it_fulcrum_reload(env, f, &cfg), -EINVAL);
     cfg.workers = 2;
