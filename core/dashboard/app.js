@@ -28,6 +28,7 @@
     const SPAN_MIN_MS = 30 * 1000;    /* their shortest: a new page's chart grows to HISTORY_MS */
     const GAP_MS = 5000;              /* points further apart than this are not joined */
     const STALE_MS = 3500;            /* a stream without a status for this long is dead */
+    const MIN_INTERVAL_MS = 500;      /* rates are measured over at least this long */
     const BACKOFF_MIN_MS = 1000;
     const BACKOFF_MAX_MS = 30000;
     const OFFLINE_AFTER = 3;          /* failed attempts in a row before "offline" */
@@ -380,8 +381,12 @@
     /*
      * Rates of every backend from the counters' growth since the previous
      * status; a counter that went down (not expected: counters of a backend
-     * that stays across a reload keep counting) starts afresh. Adds a point to
-     * each pool's history; returns the requests/s of all pools, or null.
+     * that stays across a reload keep counting) starts afresh. A status less
+     * than MIN_INTERVAL_MS after the one measured from (the stream's first
+     * status comes at once, and the next one whenever the daemon's second
+     * ticks) changes no rate: the next one is measured over the longer
+     * interval. Adds a point to each pool's history; returns the requests/s
+     * of all pools, or null.
      */
     function computeRates(s, now) {
         const wall = Date.now();
@@ -394,8 +399,11 @@
                 const key = p.name + '\n' + b.address;
                 seen.add(key);
                 const prev = app.prev.get(key);
+                const reset = !prev || b.requests < prev.requests || b.failures < prev.failures;
+                if (!reset && now - prev.t < MIN_INTERVAL_MS)
+                    continue;
                 app.prev.set(key, {t: now, requests: b.requests, failures: b.failures});
-                if (!prev || now <= prev.t || b.requests < prev.requests || b.failures < prev.failures) {
+                if (reset) {
                     app.rates.delete(key);
                     continue;
                 }

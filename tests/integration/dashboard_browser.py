@@ -21,7 +21,8 @@ Steps, each bounded:
   2. open the URL at 1280x900
   3. for each --token: wait until the page asks for it (#token-form shown),
      record that (the first time, screenshot --prompt-shot), type it and submit
-  4. wait until the page is live with figures (every td.rps a number)
+  4. wait until the page is live with figures (every td.rps a number; with
+     --traffic, every td.errors of a backend that is up too)
   5. snapshot "a"; with --sync DIR: write DIR/a.json, wait for DIR/go
   6. wait --hold seconds, snapshot "b", screenshot --shot (1280x900)
   7. resize to 400x900, wait, snapshot "narrow", screenshot --narrow-shot
@@ -112,6 +113,13 @@ READY_JS = r"""
   return !!conn && conn.dataset.state === 'live' && rows.length > 0 &&
          rows.every((tr) => /^[0-9]/.test(tr.querySelector('td.rps').textContent));
 })()
+"""
+
+# And with --traffic: every backend that is up had requests in the last
+# interval (its error rate is a number, not "–").
+TRAFFIC_JS = r"""
+(() => Array.from(document.querySelectorAll('tr.backend')).every((tr) =>
+  tr.dataset.state !== 'up' || /^[0-9<]/.test(tr.querySelector('td.errors').textContent)))()
 """
 
 TOKEN_FORM_JS = "(() => { const f = document.querySelector('#token-form'); return !!f && !f.hidden; })()"
@@ -287,6 +295,8 @@ def main():
     ap.add_argument('--prompt-shot', help='a screenshot of the first token prompt')
     ap.add_argument('--sync', help='write SYNC/a.json after snapshot a, then wait for SYNC/go')
     ap.add_argument('--hold', type=float, default=3.0)
+    ap.add_argument('--traffic', action='store_true',
+                    help='also wait until every backend that is up shows requests')
     ap.add_argument('--ready-timeout', type=float, default=20.0)
     args = ap.parse_args()
 
@@ -323,6 +333,8 @@ def main():
                              % json.dumps(token))
 
         browser.wait_for(READY_JS, args.ready_timeout, 'live figures in every backend row')
+        if args.traffic:
+            browser.wait_for(TRAFFIC_JS, args.ready_timeout, 'requests to every backend that is up')
         report['ready_s'] = round(time.monotonic() - t0, 2)
         report['a'] = browser.evaluate(SNAPSHOT_JS)
         if args.sync:

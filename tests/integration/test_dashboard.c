@@ -445,9 +445,10 @@ IT_TEST(dashboard_shows_live_traffic_in_a_browser)
     int hold_s = hold != NULL && atoi(hold) > 0 ? atoi(hold) : 3;
     int64_t t0 = it_now_ms();
     pid_t load = load_start(f->port, 100000, (hold_s + 60) * 1000);
-    struct browser b = browser_start(env, admin,
-                                     (const char *const[]){"--sync", it_env_dir(env), "--hold",
-                                                           it_strf(env, "%d", hold_s), NULL});
+    struct browser b =
+        browser_start(env, admin,
+                      (const char *const[]){"--traffic", "--sync", it_env_dir(env), "--hold",
+                                            it_strf(env, "%d", hold_s), NULL});
     wait_for_file(env, &b, it_path(env, "a.json"), 30000);
 
     /* While the page is open: a backend dies, a reload is refused, one is done. */
