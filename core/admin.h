@@ -42,13 +42,20 @@ struct fc_admin_request {
 
 /**
  * What a handler answers. The handler sets status and content_type (a
- * string literal; they come preset to 200 and "application/json") and
- * appends the body with fc_admin_body_append() / fc_admin_body_printf(); the
- * admin listener owns the buffer.
+ * string literal; they come preset to 200 and "application/json"), may set
+ * headers, and appends the body with fc_admin_body_append() /
+ * fc_admin_body_printf(); the admin listener owns the buffer.
  */
 struct fc_admin_response {
     int status;
     const char *content_type;
+    /**
+     * More header lines for the head, each ending in "\r\n" (a string that
+     * outlives the response: a literal), or NULL (preset). They are sent
+     * with whatever status the handler answers, but not on the 500 that
+     * replaces a response the handler could not build.
+     */
+    const char *headers;
     char *body;
     size_t len, cap;
     int oom; /**< an append failed: the listener answers 500 instead */

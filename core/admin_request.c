@@ -73,9 +73,10 @@ static void on_written(uv_write_t *req, int status)
 
 /*
  * Writes r (whose body is freed here) as the response to the current
- * request, with `extra` (whole header lines) among its headers. `close` ends
- * the connection after it. A response the handler could not build (out of
- * memory, or a status that is not a final one) becomes a 500.
+ * request, with r->headers and `extra` (whole header lines) among its
+ * headers. `close` ends the connection after it. A response the handler
+ * could not build (out of memory, or a status that is not a final one)
+ * becomes a 500.
  */
 static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int head_only,
                     const char *extra, int close)
@@ -84,6 +85,7 @@ static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int he
     const char *type = r->content_type != NULL ? r->content_type : json_type;
     const char *body = r->body;
     size_t len = r->len;
+    const char *headers = r->headers != NULL ? r->headers : "";
     if (r->oom || status < 200 || status > 599) {
         static const char oom[] = "{\"error\": \"out of memory\"}\n";
         static const char bad[] = "{\"error\": \"the handler answered no valid status\"}\n";
@@ -93,6 +95,7 @@ static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int he
         len = r->oom ? sizeof(oom) - 1 : sizeof(bad) - 1;
         status = 500;
         type = json_type;
+        headers = ""; /* they were meant for the handler's body, not for this one */
     }
     /* 204 and 304 have no body, and so no length (RFC 9110 8.6). */
     int bodiless = status == 204 || status == 304;
@@ -106,12 +109,12 @@ static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int he
                               "%s"
                               "Cache-Control: no-store\r\n"
                               "X-Content-Type-Options: nosniff\r\n"
-                              "%s%s"
+                              "%s%s%s"
                               "\r\n";
     const char *reason = fc_status_reason(status);
     const char *conn_hdr = close ? "Connection: close\r\n" : "";
     extra = extra != NULL ? extra : "";
-    int n = snprintf(NULL, 0, fmt, status, reason, type, length, extra, conn_hdr);
+    int n = snprintf(NULL, 0, fmt, status, reason, type, length, headers, extra, conn_hdr);
     char *buf = n > 0 ? malloc((size_t)n + 1 + len) : NULL;
     if (buf == NULL) {
         free(r->body);
@@ -119,7 +122,7 @@ static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int he
         fc_admin_conn_close(c);
         return;
     }
-    snprintf(buf, (size_t)n + 1, fmt, status, reason, type, length, extra, conn_hdr);
+    snprintf(buf, (size_t)n + 1, fmt, status, reason, type, length, headers, extra, conn_hdr);
     if (len > 0)
         memcpy(buf + n, body, len);
     free(r->body);

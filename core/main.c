@@ -7,6 +7,7 @@
  */
 #include "access_log.h"
 #include "admin.h"
+#include "dashboard.h"
 #include "monitor.h"
 #include "config.h"
 #include "generation.h"
@@ -464,7 +465,8 @@ int main(int argc, char **argv)
         return start_failed(&d);
     struct fc_monitor_source src = {
         .generation = monitor_generation, .info = monitor_info, .workers = n_workers, .arg = &d};
-    if ((d.monitor = fc_monitor_create(d.admin, d.loop, &src)) == NULL)
+    if ((d.monitor = fc_monitor_create(d.admin, d.loop, &src)) == NULL ||
+        fc_dashboard_register(d.admin) != 0)
         return start_failed(&d);
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)

@@ -160,6 +160,15 @@ struct it_run_result {
 void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
             struct it_run_result *result);
 
+/*
+ * Starts argv (as for it_run()) without waiting for it: stdin from
+ * /dev/null, stdout and stderr captured (it_proc_stdout(), it_proc_stderr()).
+ * The test waits for it with it_proc_wait(); teardown stops it if it still
+ * runs (SIGTERM, then SIGKILL, by PID). `label` names it in what a failed
+ * test prints.
+ */
+struct it_proc *it_start(struct it_env *env, const char *label, const char *const *argv);
+
 /* ---- demo backends (backends.c) ---------------------------------------- */
 
 /*

@@ -292,6 +292,11 @@ void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
     result->err = it_proc_stderr(env, proc);
 }
 
+struct it_proc *it_start(struct it_env *env, const char *label, const char *const *argv)
+{
+    return it_spawn(env, label, argv);
+}
+
 /* ---- teardown ----------------------------------------------------------- */
 
 int it_procs_stop(struct it_env *env)

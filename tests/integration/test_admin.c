@@ -1,8 +1,9 @@
 /*
  * The admin listener in the real daemon: where it listens, its token, its
- * errors, reloads that move it, and SIGTERM with its connections open. No
- * content is served yet, so every path answers 404 (or 401 without the
- * token): what is checked here is the transport and its wiring.
+ * errors, reloads that move it, and SIGTERM with its connections open. What
+ * is checked here is the transport and its wiring, on paths that nothing
+ * serves (404, or 401 without the token); what the endpoints answer is
+ * tested in test_monitor.c and test_dashboard.c.
  */
 #include "harness.h"
 

@@ -12,9 +12,10 @@
  * checks that every stream that was kept got its closed call exactly once:
  * under ASan, anything left over is a leak.
  *
- * Routes: GET and POST /echo (the request as JSON), GET /public (public),
- * GET /quote (an error whose message needs escaping), GET /bad-status (a
- * handler answering 99), GET /events (a stream: "event: hello" from inside
+ * Routes: GET and POST /echo (the request as JSON), GET /public (public,
+ * with two headers of its own), GET /quote (an error whose message needs
+ * escaping), GET /bad-status (a handler answering 99, with a header that the
+ * 500 in its place must not carry), GET /events (a stream: "event: hello" from inside
  * open(), then an event of ev_size bytes every 10 ms) and GET /refused (a
  * stream that open() refuses with 403).
  */
@@ -248,6 +249,7 @@ static void public_page(void *arg, const struct fc_admin_request *req, struct fc
     (void)arg;
     (void)req;
     r->content_type = "text/html";
+    r->headers = "X-Frame-Options: DENY\r\nX-Test: public\r\n";
     fc_admin_body_append(r, "<p>public</p>", 13);
 }
 
@@ -264,6 +266,7 @@ static void bad_status(void *arg, const struct fc_admin_request *req, struct fc_
     (void)arg;
     (void)req;
     r->status = 99;
+    r->headers = "X-Test: bad\r\n";
 }
 
 static int events_open(void *arg, struct fc_admin_stream *s)
@@ -763,6 +766,7 @@ static void test_escaping_and_bad_status(void **state)
                                 "caf\xc3\xa9 \\ufffd\\ufffd\"}\n");
     fetch("GET /bad-status HTTP/1.1\r\nHost: admin\r\n\r\n", &r, 500);
     assert_string_equal(r.body, "{\"error\": \"the handler answered no valid status\"}\n");
+    assert_null(header(&r, "X-Test"));
 }
 
 static void test_keep_alive_and_pipelining(void **state)
@@ -1001,6 +1005,10 @@ static void test_token(void **state)
     fetch(auth_get("/public", NULL), &r, 200);
     assert_string_equal(header(&r, "Content-Type"), "text/html");
     assert_string_equal(r.body, "<p>public</p>");
+    /* The handler's own headers, among the listener's. */
+    assert_common_headers(&r);
+    assert_string_equal(header(&r, "X-Frame-Options"), "DENY");
+    assert_string_equal(header(&r, "X-Test"), "public");
     fetch("POST /public HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n", &r, 401);
 
     /* A 401 keeps the connection. */
