@@ -188,6 +188,7 @@ Try it:
   curl -s 'http://127.0.0.1:$FULCRUM_PORT/bytes?n=10000000' | wc -c    # a streamed body
 
 See inside:
+  dashboard:  http://127.0.0.1:$ADMIN_PORT/   (live: every backend, requests/s, errors, latency)
   curl -s http://127.0.0.1:$ADMIN_PORT/metrics | grep fulcrum_backend_requests_total
   curl -s http://127.0.0.1:$ADMIN_PORT/api/status
 
