@@ -138,14 +138,21 @@ static void backend_changed(void *arg, struct fc_gen_pool *pool, uint32_t backen
 {
     struct fc_monitor *m = arg;
     const struct fc_generation *g = m->src.generation(m->src.arg);
-    /* Only the generation in force is shown; an older one's pools may be other ones. */
-    uint32_t p = (uint32_t)(pool - g->pools);
-    if (pool < g->pools || p >= g->cfg->n_pools)
-        return;
-    struct fc_text t = {0};
-    fc_status_backend_event(g, p, backend, &t);
-    broadcast(m, "backend", &t);
-    fc_text_free(&t);
+    /*
+     * The checker of an older generation may be the one that saw it (right
+     * after a reload): the backend is told as the generation in force has it,
+     * found by its shared state, which the generations have in common.
+     */
+    const struct fc_backend_shared *shared = pool->shared[backend];
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++)
+        for (uint32_t b = 0; b < g->pools[p].view.n_backends; b++)
+            if (g->pools[p].shared[b] == shared) {
+                struct fc_text t = {0};
+                fc_status_backend_event(g, p, b, &t);
+                broadcast(m, "backend", &t);
+                fc_text_free(&t);
+                return;
+            }
 }
 
 void fc_monitor_reloaded(struct fc_monitor *m, uint64_t generation, const char *error)
