@@ -19,6 +19,17 @@ void fc_log_capture_errors(char *buf, size_t len)
     capture_len = len;
 }
 
+static __thread char *collect_buf;
+static __thread size_t collect_len;
+
+void fc_log_collect_errors(char *buf, size_t len)
+{
+    collect_buf = buf;
+    collect_len = len;
+    if (buf != NULL && len > 0)
+        buf[0] = '\0';
+}
+
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void fc_log_set_level(enum fc_log_level level)
@@ -59,6 +70,11 @@ void fc_logv(enum fc_log_level level, const char *fmt, va_list ap)
         return;
     if (capture_buf != NULL && level == FC_LOG_ERROR)
         snprintf(capture_buf, capture_len, "%s", line + off);
+    if (collect_buf != NULL && level == FC_LOG_ERROR) {
+        size_t used = strlen(collect_buf);
+        if (used + (size_t)n + 2 <= collect_len) /* whole lines only */
+            snprintf(collect_buf + used, collect_len - used, "%s\n", line + off);
+    }
     off += n;
     if (off > (int)sizeof(line) - 2)
         off = (int)sizeof(line) - 2;

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +208,45 @@ failed:
                  (unsigned long long)d->gen->id, (unsigned long long)d->reloads.ok,
                  (unsigned long long)d->reloads.failed);
     fc_monitor_reloaded(d->monitor, d->gen->id, d->reloads.last_error);
+}
+
+/*
+ * POST /api/reload: the same reload as SIGHUP, answered with its outcome:
+ * 200 {"ok": true, "generation": N}, or 422 {"ok": false, "errors": [...]}
+ * with every error line the reload logged (file:line: ...).
+ */
+static void reload_post(void *arg, const struct fc_admin_request *req,
+                        struct fc_admin_response *resp)
+{
+    struct daemon *d = arg;
+    if (d->stopping) {
+        fc_admin_error(resp, 503, "stopping: no reload now");
+        return;
+    }
+    uint64_t failed = d->reloads.failed;
+    static char errors[16384];
+    fc_log_collect_errors(errors, sizeof(errors));
+    reload(d);
+    fc_log_collect_errors(NULL, 0);
+    json_t *j;
+    if (d->reloads.failed == failed) {
+        j = json_pack("{s:b, s:I}", "ok", 1, "generation", (json_int_t)d->gen->id);
+    } else {
+        json_t *list = json_array();
+        for (char *line = errors, *nl; *line && (nl = strchr(line, '\n')) != NULL; line = nl + 1)
+            json_array_append_new(list, json_stringn(line, (size_t)(nl - line)));
+        j = json_pack("{s:b, s:o}", "ok", 0, "errors", list);
+        resp->status = 422;
+    }
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL) {
+        fc_admin_error(resp, 500, "out of memory");
+        return;
+    }
+    fc_admin_body_append(resp, text, strlen(text));
+    fc_admin_body_append(resp, "\n", 1);
+    free(text);
 }
 
 /* What the monitor reads of the daemon (main thread). */
@@ -466,7 +506,8 @@ int main(int argc, char **argv)
     struct fc_monitor_source src = {
         .generation = monitor_generation, .info = monitor_info, .workers = n_workers, .arg = &d};
     if ((d.monitor = fc_monitor_create(d.admin, d.loop, &src)) == NULL ||
-        fc_dashboard_register(d.admin) != 0)
+        fc_dashboard_register(d.admin) != 0 ||
+        fc_admin_route(d.admin, "POST", "/api/reload", 0, reload_post, &d) != 0)
         return start_failed(&d);
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
