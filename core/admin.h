@@ -12,6 +12,8 @@
 #ifndef FC_ADMIN_H
 #define FC_ADMIN_H
 
+#include "text.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -44,7 +46,8 @@ struct fc_admin_request {
  * What a handler answers. The handler sets status and content_type (a
  * string literal; they come preset to 200 and "application/json"), may set
  * headers, and appends the body with fc_admin_body_append() /
- * fc_admin_body_printf(); the admin listener owns the buffer.
+ * fc_admin_body_printf(), or renders into `body` with the fc_text functions
+ * (text.h); the admin listener owns the buffer.
  */
 struct fc_admin_response {
     int status;
@@ -56,9 +59,7 @@ struct fc_admin_response {
      * replaces a response the handler could not build.
      */
     const char *headers;
-    char *body;
-    size_t len, cap;
-    int oom; /**< an append failed: the listener answers 500 instead */
+    struct fc_text body; /**< body.oom: an append failed, the listener answers 500 instead */
 };
 
 void fc_admin_body_append(struct fc_admin_response *r, const char *data, size_t len);

@@ -11,45 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int body_reserve(struct fc_admin_response *r, size_t more)
-{
-    if (r->oom)
-        return -1;
-    if (r->len + more <= r->cap)
-        return 0;
-    size_t cap = r->cap ? r->cap : 256;
-    while (cap < r->len + more)
-        cap *= 2;
-    char *p = realloc(r->body, cap);
-    if (p == NULL) {
-        r->oom = 1;
-        return -1;
-    }
-    r->body = p;
-    r->cap = cap;
-    return 0;
-}
-
 void fc_admin_body_append(struct fc_admin_response *r, const char *data, size_t len)
 {
-    if (len == 0 || body_reserve(r, len) != 0)
-        return;
-    memcpy(r->body + r->len, data, len);
-    r->len += len;
+    fc_text_append(&r->body, data, len);
 }
 
 void fc_admin_body_printf(struct fc_admin_response *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    fc_text_vprintf(&r->body, fmt, ap);
     va_end(ap);
-    if (n <= 0 || body_reserve(r, (size_t)n + 1) != 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(r->body + r->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    r->len += (size_t)n;
 }
 
 /* The length of the valid UTF-8 sequence of two to four bytes at p, or 0. */
@@ -103,7 +75,7 @@ void fc_admin_body_json_string(struct fc_admin_response *r, const char *s)
         else if (ch == '\t')
             fc_admin_body_append(r, "\\t", 2);
         else if (ch < 0x20 || ch == 0x7f)
-            fc_admin_body_printf(r, "\\u%04x", ch);
+            fc_text_printf(&r->body, "\\u%04x", ch);
         else if (ch >= 0x80)
             fc_admin_body_append(r, "\\ufffd", 6);
         else
@@ -116,7 +88,7 @@ void fc_admin_error(struct fc_admin_response *r, int status, const char *message
 {
     r->status = status;
     r->content_type = "application/json";
-    r->len = 0;
+    r->body.len = 0;
     fc_admin_body_append(r, "{\"error\": ", 10);
     fc_admin_body_json_string(r, message);
     fc_admin_body_append(r, "}\n", 2);

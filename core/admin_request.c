@@ -83,16 +83,16 @@ static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int he
 {
     int status = r->status;
     const char *type = r->content_type != NULL ? r->content_type : json_type;
-    const char *body = r->body;
-    size_t len = r->len;
+    const char *body = r->body.p;
+    size_t len = r->body.len;
     const char *headers = r->headers != NULL ? r->headers : "";
-    if (r->oom || status < 200 || status > 599) {
+    if (r->body.oom || status < 200 || status > 599) {
         static const char oom[] = "{\"error\": \"out of memory\"}\n";
         static const char bad[] = "{\"error\": \"the handler answered no valid status\"}\n";
-        if (!r->oom)
+        if (!r->body.oom)
             fc_log_error("admin: a handler answered status %d: 500 instead", status);
-        body = r->oom ? oom : bad;
-        len = r->oom ? sizeof(oom) - 1 : sizeof(bad) - 1;
+        body = r->body.oom ? oom : bad;
+        len = r->body.oom ? sizeof(oom) - 1 : sizeof(bad) - 1;
         status = 500;
         type = json_type;
         headers = ""; /* they were meant for the handler's body, not for this one */
@@ -117,16 +117,14 @@ static void respond(struct fc_admin_conn *c, struct fc_admin_response *r, int he
     int n = snprintf(NULL, 0, fmt, status, reason, type, length, headers, extra, conn_hdr);
     char *buf = n > 0 ? malloc((size_t)n + 1 + len) : NULL;
     if (buf == NULL) {
-        free(r->body);
-        r->body = NULL;
+        fc_text_free(&r->body);
         fc_admin_conn_close(c);
         return;
     }
     snprintf(buf, (size_t)n + 1, fmt, status, reason, type, length, headers, extra, conn_hdr);
     if (len > 0)
         memcpy(buf + n, body, len);
-    free(r->body);
-    r->body = NULL;
+    fc_text_free(&r->body);
 
     fc_admin_conn_read_stop(c);
     c->state = FC_ADMIN_CONN_WRITING;
@@ -430,7 +428,7 @@ static void handle_request(struct fc_admin_conn *c)
     fn(match->arg, &req, &r);
     if (c->state ==
         FC_ADMIN_CONN_CLOSING) { /* the handler closed the listener (a reload without it) */
-        free(r.body);
+        fc_text_free(&r.body);
         return;
     }
     respond(c, &r, strcmp(method, "HEAD") == 0, NULL, !keep);

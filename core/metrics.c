@@ -14,48 +14,10 @@
 #include <dirent.h>
 #include <stddef.h>
 #include <fulcrum/plugin.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-void fc_text_printf(struct fc_text *t, const char *fmt, ...)
-{
-    if (t->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            t->oom = 1;
-            return;
-        }
-        if (t->p != NULL && (size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap ? t->cap : 4096;
-        while (cap < t->len + (size_t)n + 1)
-            cap *= 2;
-        char *p = realloc(t->p, cap);
-        if (p == NULL) {
-            t->oom = 1;
-            return;
-        }
-        t->p = p;
-        t->cap = cap;
-    }
-}
-
-void fc_text_free(struct fc_text *t)
-{
-    free(t->p);
-    t->p = NULL;
-    t->len = t->cap = 0;
-}
 
 /* A label value escaped for the text format, in buf (truncated to its size). */
 static const char *esc(const char *v, char *buf, size_t cap)
@@ -81,7 +43,6 @@ static void family(struct fc_text *t, const char *name, const char *type, const 
     fc_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static const char *const classes[FC_STATS_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
 /* ---- the process ------------------------------------------------------- */
 
@@ -145,15 +106,10 @@ static int sum_all(const struct fc_generation *g, struct sums *s)
     s->backends = calloc(cfg->n_pools + 1, sizeof(*s->backends));
     if (s->listeners == NULL || s->pools == NULL || s->backends == NULL)
         return -1;
-    for (uint32_t l = 0; l < cfg->n_listeners; l++) {
-        /* Held by the listener sockets; found by address (an empty one if none is open). */
-        struct fc_stats *b = fc_stats_acquire(FC_STATS_LISTENER, cfg->listeners[l].address,
-                                              g->n_workers);
-        if (b == NULL)
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        if (fc_stats_sum_listener_at(cfg->listeners[l].address, g->n_workers, &s->listeners[l]) !=
+            0)
             return -1;
-        fc_stats_sum_listener(b, &s->listeners[l]);
-        fc_stats_release(b);
-    }
     for (uint32_t p = 0; p < cfg->n_pools; p++) {
         const struct fc_gen_pool *pool = &g->pools[p];
         fc_stats_sum_pool(pool->stats, &s->pools[p]);
@@ -204,7 +160,7 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
     for (uint32_t l = 0; l < cfg->n_listeners; l++)
         for (int c = 0; c < FC_STATS_CLASSES; c++)
             fc_text_printf(t, "fulcrum_requests_total{listener=\"%s\",code=\"%s\"} %llu\n",
-                           esc(cfg->listeners[l].address, a, sizeof(a)), classes[c],
+                           esc(cfg->listeners[l].address, a, sizeof(a)), fc_stats_class_names[c],
                            (unsigned long long)s->listeners[l].responses[c]);
     family(t, "fulcrum_proxy_responses_total", "counter",
            "Responses the proxy made itself, by status code.");
@@ -236,7 +192,7 @@ static void backend_metrics(struct fc_text *t, const struct fc_generation *g, co
         fc_text_printf(t,
                        "fulcrum_backend_requests_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} "
                        "%llu\n",
-                       LABELS, classes[c], (unsigned long long)s->backends[p][b].responses[c]);
+                       LABELS, fc_stats_class_names[c], (unsigned long long)s->backends[p][b].responses[c]);
     family(t, "fulcrum_backend_response_seconds", "histogram",
            "From the start of a request to the backend's response head.");
     FOR_EACH_BACKEND(g, p, b)

@@ -7,6 +7,8 @@
 #ifndef FC_METRICS_H
 #define FC_METRICS_H
 
+#include "text.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,16 +21,6 @@ struct fc_metrics_info {
     double start_time_unix;
     const char *last_error; /**< why the last failed reload failed; "" if none failed */
 };
-
-/** A growing text; `oom` once an append failed (the text is then incomplete). */
-struct fc_text {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-void fc_text_printf(struct fc_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void fc_text_free(struct fc_text *t);
 
 /** The q-quantile (0..1) of a latency histogram, in milliseconds, interpolated in its bucket. */
 double fc_metrics_quantile_ms(const uint64_t *buckets, double q);

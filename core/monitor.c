@@ -29,22 +29,16 @@ struct fc_monitor {
     struct stream *streams;
 };
 
+/* Both render straight into the response; one that runs out of memory is answered 500. */
 static void metrics_get(void *arg, const struct fc_admin_request *req,
                         struct fc_admin_response *resp)
 {
     struct fc_monitor *m = arg;
     struct fc_metrics_info info;
     m->src.info(m->src.arg, &info);
-    struct fc_text t = {0};
-    fc_metrics_render(m->src.generation(m->src.arg), &info, &t);
-    if (t.oom) {
-        fc_admin_error(resp, 500, "out of memory");
-    } else {
-        resp->status = 200;
-        resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        fc_admin_body_append(resp, t.p, t.len);
-    }
-    fc_text_free(&t);
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    fc_metrics_render(m->src.generation(m->src.arg), &info, &resp->body);
 }
 
 static int status_text(struct fc_monitor *m, struct fc_text *t)
@@ -58,17 +52,10 @@ static int status_text(struct fc_monitor *m, struct fc_text *t)
 static void status_get(void *arg, const struct fc_admin_request *req,
                        struct fc_admin_response *resp)
 {
-    struct fc_monitor *m = arg;
-    struct fc_text t = {0};
-    if (status_text(m, &t) != 0) {
-        fc_admin_error(resp, 500, "out of memory");
-    } else {
-        resp->status = 200;
-        resp->content_type = "application/json";
-        fc_admin_body_append(resp, t.p, t.len);
-        fc_admin_body_append(resp, "\n", 1);
-    }
-    fc_text_free(&t);
+    resp->status = 200;
+    resp->content_type = "application/json";
+    status_text(arg, &resp->body);
+    fc_text_append(&resp->body, "\n", 1);
 }
 
 /* Sends one event to every stream: "event: NAME\ndata: JSON\n\n". */

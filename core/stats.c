@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const fc_stats_class_names[FC_STATS_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+
 const int fc_stats_proxy_codes[FC_STATS_PROXY_CODES] = {400, 405, 408, 413, 429,
                                                         431, 502, 503, 504, 505};
 
@@ -127,4 +129,17 @@ void fc_stats_sum_pool(const struct fc_stats *s, struct fc_pool_stats *out)
 void fc_stats_sum_backend(const struct fc_stats *s, struct fc_backend_stats *out)
 {
     sum_slots(s, (uint64_t *)out, sizeof(*out));
+}
+
+int fc_stats_sum_listener_at(const char *address, uint32_t n_workers,
+                             struct fc_listener_stats *out)
+{
+    struct fc_stats *s = fc_stats_acquire(FC_STATS_LISTENER, address, n_workers);
+    if (s == NULL) {
+        memset(out, 0, sizeof(*out));
+        return -1;
+    }
+    fc_stats_sum_listener(s, out);
+    fc_stats_release(s);
+    return 0;
 }

@@ -25,6 +25,9 @@
 /** Response status classes: [0] is 1xx ... [4] is 5xx. */
 #define FC_STATS_CLASSES 5
 
+/** "1xx" ... "5xx", by class index. */
+extern const char *const fc_stats_class_names[FC_STATS_CLASSES];
+
 /** The statuses the proxy answers itself, in the order of fc_stats_proxy_codes. */
 #define FC_STATS_PROXY_CODES 10
 extern const int fc_stats_proxy_codes[FC_STATS_PROXY_CODES];
@@ -115,5 +118,13 @@ unsigned fc_stats_bucket(uint64_t ns);
 void fc_stats_sum_listener(const struct fc_stats *s, struct fc_listener_stats *out);
 void fc_stats_sum_pool(const struct fc_stats *s, struct fc_pool_stats *out);
 void fc_stats_sum_backend(const struct fc_stats *s, struct fc_backend_stats *out);
+
+/**
+ * Sums the counters of the listener at `address` (held by its open sockets;
+ * all zero when none is open). Returns 0, or -1 when out of memory (all
+ * zero then too). Any thread.
+ */
+int fc_stats_sum_listener_at(const char *address, uint32_t n_workers,
+                              struct fc_listener_stats *out);
 
 #endif

@@ -15,8 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const classes[FC_STATS_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-
 static json_t *plugin_json(const struct fc_instance *inst)
 {
     if (inst == NULL || inst->plugin == NULL)
@@ -38,7 +36,7 @@ static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
     json_t *responses = json_object();
     uint64_t failures = s.connect_failures + s.responses[4];
     for (int c = 0; c < FC_STATS_CLASSES; c++)
-        json_object_set_new(responses, classes[c], json_integer((json_int_t)s.responses[c]));
+        json_object_set_new(responses, fc_stats_class_names[c], json_integer((json_int_t)s.responses[c]));
     json_t *health = json_pack("{s:b, s:s, s:I}", "ok", (int)b->seen_up, "reason", b->why,
                                "since", (json_int_t)b->since_unix);
     return json_pack("{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
@@ -57,13 +55,8 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
     const struct fc_config *cfg = g->cfg;
     json_t *listeners = json_array();
     for (uint32_t l = 0; l < cfg->n_listeners; l++) {
-        struct fc_listener_stats s = {0};
-        struct fc_stats *block =
-            fc_stats_acquire(FC_STATS_LISTENER, cfg->listeners[l].address, g->n_workers);
-        if (block != NULL) {
-            fc_stats_sum_listener(block, &s);
-            fc_stats_release(block);
-        }
+        struct fc_listener_stats s;
+        fc_stats_sum_listener_at(cfg->listeners[l].address, g->n_workers, &s);
         json_array_append_new(listeners,
                               json_pack("{s:s, s:s, s:I, s:b}", "address",
                                         cfg->listeners[l].address, "pool",
