@@ -225,7 +225,7 @@ static size_t format_json(char *line, size_t cap, const char *ts, double ms,
     put(line, cap, &o, ",\"backend\":");
     json_nullable(line, cap, &o, e->backend);
     put(line, cap, &o, ",\"generation\":%llu", (unsigned long long)e->generation);
-    if (e->timed)
+    if (e->head_ns != 0)
         put(line, cap, &o, ",\"connect_ms\":%.3f,\"head_ms\":%.3f", (double)e->connect_ns / 1e6,
             (double)e->head_ns / 1e6);
     else
@@ -242,7 +242,7 @@ static size_t format_text(char *line, size_t cap, const char *ts, double ms,
         e->request_line[0] ? e->request_line : "-", e->status, (unsigned long long)e->bytes_sent,
         e->backend ? e->backend : "-", ms, e->pool ? e->pool : "-",
         (unsigned long long)e->generation);
-    if (e->timed)
+    if (e->head_ns != 0)
         put(line, cap, &o, " connect=%.3fms head=%.3fms", (double)e->connect_ns / 1e6,
             (double)e->head_ns / 1e6);
     else

@@ -173,6 +173,9 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
                      offsetof(struct fc_listener_stats, bytes_in));
     listener_counter(t, cfg, s, "fulcrum_bytes_sent_total", "Bytes of responses sent to clients.",
                      offsetof(struct fc_listener_stats, bytes_out));
+    listener_counter(t, cfg, s, "fulcrum_requests_abandoned_total",
+                     "Requests whose client left while their response was awaited (logged 499).",
+                     offsetof(struct fc_listener_stats, abandoned));
 }
 
 /* Writes one backend series: name{pool,backend<extra>} value. */

@@ -42,6 +42,7 @@ struct fc_listener_stats {
     uint64_t responses[FC_STATS_CLASSES];         /**< responses sent, by class */
     uint64_t proxy_responses[FC_STATS_PROXY_CODES]; /**< the proxy's own, by code */
     uint64_t bytes_in, bytes_out;
+    uint64_t abandoned; /**< requests whose client left while their response was awaited (499) */
 } __attribute__((aligned(64)));
 
 struct fc_pool_stats {

@@ -827,7 +827,6 @@ static void access_log(struct fc_txn *t)
         .started_ns = t->t_start,
         .connect_ns = t->connect_ns,
         .head_ns = t->head_ns,
-        .timed = t->head_ns != 0,
     };
     fc_access_log_write(t->c->w, &e);
 }
@@ -1023,7 +1022,7 @@ void fc_txn_client_left(struct fc_txn *t)
 {
     struct fc_client *c = t->c;
     fc_log_debug("client %s: left while its response was awaited: request abandoned", c->ip);
-    c->w->client_aborts++;
+    fc_stats_add(&listener_stats(t)->abandoned, 1);
     t->status = 499;
     access_log(t);
     fc_client_close(c); /* the upstream connection goes with the request (fc_txn_release) */

@@ -39,7 +39,6 @@ struct fc_worker {
     struct fc_upstream_set *upstreams; /**< upstream.c */
     struct fc_txn_cache *txns;         /**< txn.c */
     struct fc_access_log *access_log;  /**< access_log.c */
-    uint64_t client_aborts; /**< requests whose client left while their response was awaited */
 
     /**
      * A client or upstream connection closed (its last close callback ran).

@@ -1017,6 +1017,8 @@ IT_TEST(client_that_leaves_abandons_its_request)
     struct it_config cfg;
     config_one(&cfg, b);
     cfg.access_log = "stdout";
+    int admin = it_free_port();
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     /* The request reaches the slow backend; then the client closes, as a browser that
@@ -1047,6 +1049,17 @@ IT_TEST(client_that_leaves_abandons_its_request)
     const char *err = it_fulcrum_log_settled(env, f);
     if (strstr(err, "DOWN") != NULL || strstr(err, "[warn]") != NULL)
         fail_msg("fulcrum blamed someone for a client that left:\n%s", err);
+
+    /* And counted. */
+    struct it_conn *a = it_connect(env, admin);
+    it_send_str(a, "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+    struct it_response m;
+    it_expect_response(a, "GET", &m);
+    const char *want = it_strf(env, "fulcrum_requests_abandoned_total{listener=\"127.0.0.1:%d\"} 1\n",
+                               f->port);
+    if (strstr(m.body, want) == NULL)
+        fail_msg("no \"%s\" in /metrics", want);
+    it_response_free(&m);
 }
 
 IT_TEST(half_close_with_a_warm_connection_answered)

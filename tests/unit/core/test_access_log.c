@@ -167,7 +167,6 @@ static void write_timed(const char *request_line, const char *backend, const cha
         .started_ns = uv_hrtime() - 2000000, /* 2 ms ago */
         .connect_ns = 250000,                /* 0.25 ms */
         .head_ns = 1500000,                  /* 1.5 ms */
-        .timed = 1,
     };
     fc_access_log_write(&w, &e);
 }
