@@ -72,6 +72,17 @@ static void load_globals(struct fc_cfg_loader *ld, const config_setting_t *root)
     const char *dir = "plugins";
     fc_cfg_get_string(ld, root, "", "plugin_dir", 0, &dir);
     cfg->plugin_dir = fc_cfg_resolve_path(ld, dir);
+
+    const char *state = NULL;
+    if (fc_cfg_get_string(ld, root, "", "state_file", 0, &state) == FC_CFG_GOT) {
+        const config_setting_t *s = config_setting_get_member(root, "state_file");
+        cfg->state_file_line = fc_cfg_line(s);
+        if (state[0] == '\0')
+            fc_cfg_report(ld, s, cfg->state_file_line, "", "state_file",
+                          "must be a file path (leave the key out to keep no state)");
+        else
+            cfg->state_file = fc_cfg_resolve_path(ld, state);
+    }
 }
 
 static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
@@ -784,13 +795,14 @@ static int read_file(struct fc_cfg_loader *ld)
 
 int fc_config_load(const char *path, struct fc_config **out)
 {
-    static const char *const keys[] = {"workers",   "plugin_dir", "log",   "timeouts", "limits",
-                                       "listeners", "routes",     "pools", "admin",    NULL};
+    static const char *const keys[] = {"workers", "plugin_dir", "log",   "timeouts",   "limits",
+                                       "listeners", "routes",   "pools", "admin", "state_file", NULL};
     *out = NULL;
     struct fc_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
         return FC_ENOMEM;
     config_init(&cfg->lc);
+    cfg->refs = 1;
     cfg->path = strdup(path);
     cfg->dir = fc_cfg_dir_of(path);
     if (cfg->path == NULL || cfg->dir == NULL) {
@@ -841,9 +853,14 @@ static void free_plugin(struct fc_conf_plugin *p)
     p->group = NULL;
 }
 
+void fc_config_acquire(struct fc_config *cfg)
+{
+    __atomic_add_fetch(&cfg->refs, 1, __ATOMIC_RELAXED);
+}
+
 void fc_config_free(struct fc_config *cfg)
 {
-    if (cfg == NULL)
+    if (cfg == NULL || __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     for (uint32_t i = 0; i < cfg->n_pools; i++) {
         struct fc_conf_pool *p = &cfg->pools[i];
@@ -866,6 +883,7 @@ void fc_config_free(struct fc_config *cfg)
     }
     free(cfg->routes);
     free(cfg->plugin_dir);
+    free(cfg->state_file);
     free(cfg->access_log_path);
     free(cfg->admin.address);
     free(cfg->admin.unix_path);

@@ -135,6 +135,11 @@ struct fc_config {
 
     int has_admin; /**< the file has an `admin` group: `admin` is valid; else no admin listener */
     struct fc_conf_admin admin;
+
+    char *state_file;    /**< `state_file`, resolved: where runtime changes are kept; NULL: not kept */
+    int state_file_line; /**< its line; 0 when absent */
+
+    uint32_t refs; /**< generations built on it (a runtime change reuses the file's config) */
 };
 
 /**
@@ -154,7 +159,10 @@ int fc_config_load(const char *path, struct fc_config **out);
  */
 uint32_t fc_config_default_max_connections(void);
 
-/** Frees a config from fc_config_load(); NULL is accepted. */
+/** Takes one more reference to a loaded config (fc_config_load() returns it with one). */
+void fc_config_acquire(struct fc_config *cfg);
+
+/** Drops a reference to a config; the last frees it. NULL is accepted. */
 void fc_config_free(struct fc_config *cfg);
 
 /**
