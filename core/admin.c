@@ -185,6 +185,8 @@ void fc_admin_conn_close(struct fc_admin_conn *c)
     c->state = FC_ADMIN_CONN_CLOSING;
     if (c->stream != NULL)
         c->stream->closing = 1;
+    if (c->later != NULL)
+        fc_admin_later_orphan(c->later);
     uv_close(&c->h.handle, conn_closed);
     uv_close((uv_handle_t *)&c->timer, conn_closed);
 }
@@ -396,6 +398,11 @@ static int add_route(struct fc_admin *a, const char *method, const char *path, u
 {
     if (method == NULL || method[0] == '\0' || path == NULL || path[0] != '/')
         return -EINVAL;
+    unsigned n_params = 0;
+    for (const char *p = path; (p = strstr(p, "/{}")) != NULL; p += 3)
+        n_params += p[3] == '/' || p[3] == '\0';
+    if (n_params > FC_ADMIN_MAX_PARAMS)
+        return -EINVAL;
     for (size_t i = 0; i < a->n_routes; i++)
         if (strcmp(a->routes[i].method, method) == 0 && strcmp(a->routes[i].path, path) == 0)
             return -EEXIST;
@@ -413,6 +420,7 @@ static int add_route(struct fc_admin *a, const char *method, const char *path, u
         return -ENOMEM;
     }
     r->path_len = strlen(path);
+    r->n_params = n_params;
     r->flags = flags;
     a->n_routes++;
     return 0;

@@ -30,7 +30,13 @@ struct fc_admin_stream;
 /** Bytes an event stream may have waiting for a slow reader before it is closed. */
 #define FC_ADMIN_STREAM_BUFFER (256 * 1024)
 
-/** One request, borrowed for the handler's call. Strings are not NUL-terminated. */
+/** Segments of a path that a route's "{}" segments capture, at most. */
+#define FC_ADMIN_MAX_PARAMS 4
+
+/**
+ * One request, borrowed for the handler's call. Strings are not
+ * NUL-terminated, except the params.
+ */
 struct fc_admin_request {
     const char *method;
     size_t method_len;
@@ -40,7 +46,13 @@ struct fc_admin_request {
     size_t query_len;
     const char *body;
     size_t body_len;
+    /** What the route's "{}" segments matched, percent-decoded, NUL-terminated. */
+    const char *params[FC_ADMIN_MAX_PARAMS];
+    unsigned n_params;
 };
+
+struct fc_admin_conn;
+struct fc_admin_later;
 
 /**
  * What a handler answers. The handler sets status and content_type (a
@@ -60,7 +72,30 @@ struct fc_admin_response {
      */
     const char *headers;
     struct fc_text body; /**< body.oom: an append failed, the listener answers 500 instead */
+    /* The admin listener's own (fc_admin_defer()). */
+    struct fc_admin_conn *conn;
+    struct fc_admin_later *later;
 };
+
+/**
+ * A handler that can answer only later (once the workers have taken a
+ * change): takes the response along. The handler returns without touching
+ * resp again; the answer goes when fc_admin_later_send() is called, on the
+ * main loop, with what fc_admin_later_response() was filled with. The
+ * connection reads nothing meanwhile. NULL: out of memory (resp is then
+ * still the handler's to fill).
+ */
+struct fc_admin_later *fc_admin_defer(struct fc_admin_response *resp);
+
+/** The response to fill before fc_admin_later_send() (status, body...). */
+struct fc_admin_response *fc_admin_later_response(struct fc_admin_later *l);
+
+/**
+ * Sends the response and frees l. When the client went away meanwhile (or
+ * the listener stopped), the response is dropped. Must be called once for
+ * every fc_admin_later.
+ */
+void fc_admin_later_send(struct fc_admin_later *l);
 
 void fc_admin_body_append(struct fc_admin_response *r, const char *data, size_t len);
 void fc_admin_body_printf(struct fc_admin_response *r, const char *fmt, ...)
@@ -114,9 +149,13 @@ enum {
 int fc_admin_create(uv_loop_t *loop, const struct fc_config *cfg, struct fc_admin **out);
 
 /**
- * Registers `method path` (an exact path, compared byte for byte without the
- * query) with its handler. Returns 0, -EINVAL (no method, or a path that does
- * not start with '/'), -EEXIST (registered already) or -ENOMEM.
+ * Registers `method path` with its handler. The path is compared byte for
+ * byte without the query, segment by segment, except that a "{}" segment
+ * matches any one non-empty segment, which the handler gets percent-decoded
+ * in req->params (a segment that does not decode, or decodes to a NUL, is
+ * answered 400). Returns 0, -EINVAL (no method, a path that does not start
+ * with '/', more than FC_ADMIN_MAX_PARAMS "{}"), -EEXIST (registered
+ * already) or -ENOMEM.
  */
 int fc_admin_route(struct fc_admin *a, const char *method, const char *path, unsigned flags,
                    fc_admin_handler fn, void *arg);

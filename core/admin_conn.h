@@ -30,6 +30,7 @@ struct fc_admin_route {
     char *method;
     char *path;
     size_t path_len;
+    unsigned n_params; /* its "{}" segments */
     unsigned flags;
     fc_admin_handler fn;       /* a plain route */
     fc_admin_stream_open open; /* a stream route */
@@ -46,6 +47,7 @@ union fc_admin_handle {
 
 enum fc_admin_conn_state {
     FC_ADMIN_CONN_READING,   /* waiting for a request, or for the rest of one */
+    FC_ADMIN_CONN_WAITING,   /* a handler answers later (fc_admin_defer()); nothing is read */
     FC_ADMIN_CONN_WRITING,   /* a response is being written; nothing is read */
     FC_ADMIN_CONN_STREAMING, /* an event stream; what arrives is thrown away */
     FC_ADMIN_CONN_LINGERING, /* answered and shut down: input is thrown away until the close */
@@ -89,6 +91,7 @@ struct fc_admin_conn {
     size_t body_len, body_cap;
     char *out; /* the response being written */
     struct fc_admin_stream *stream;
+    struct fc_admin_later *later; /* while WAITING */
     char scratch[FC_ADMIN_MAX_HEAD];
     char in[FC_ADMIN_IN_CAP];
 };
@@ -128,6 +131,9 @@ void fc_admin_conn_timer_arm(struct fc_admin_conn *c, uint64_t ms);
 void fc_admin_conn_linger(struct fc_admin_conn *c);
 
 /* ---- admin_request.c: one request --------------------------------------- */
+
+/* c is closing while a handler's answer is due: the answer will be dropped. */
+void fc_admin_later_orphan(struct fc_admin_later *l);
 
 /* Sets up c's parser (llhttp, strict) for its first request. */
 void fc_admin_request_init(struct fc_admin_conn *c);

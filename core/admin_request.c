@@ -347,6 +347,96 @@ static int authorized(const struct fc_admin *a, const struct fc_admin_conn *c)
     return token_equal(v, n, a->token, a->token_len);
 }
 
+/* An answer due later (fc_admin_defer()). */
+struct fc_admin_later {
+    struct fc_admin_conn *c; /* NULL once it closed */
+    struct fc_admin_response resp;
+    int head_only, close;
+};
+
+/* The values of a route's "{}" segments, decoded. */
+struct params {
+    const char *value[FC_ADMIN_MAX_PARAMS];
+    unsigned n;
+    size_t used;
+    char buf[FC_ADMIN_MAX_HEAD + FC_ADMIN_MAX_PARAMS];
+};
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes one segment into out (room for len + 1); -1 when it does not decode. */
+static int decode_segment(const char *s, size_t len, char *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi = i + 2 < len ? hex_digit(s[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(s[i + 2]) : -1;
+            if (lo < 0 || (hi == 0 && lo == 0))
+                return -1; /* not two hex digits, or a NUL */
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        out[n++] = ch;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/*
+ * Whether path matches route r, segment by segment ("{}" matches one
+ * non-empty segment). With `out`, the "{}" values are decoded into it.
+ * Returns 1 (a match), 0 (none) or -1 (a match whose value does not decode).
+ */
+static int route_match(const struct fc_admin_route *r, const char *path, size_t len,
+                       struct params *out)
+{
+    if (r->n_params == 0)
+        return r->path_len == len && memcmp(r->path, path, len) == 0;
+    const char *rp = r->path, *rend = r->path + r->path_len;
+    const char *pp = path, *pend = path + len;
+    int bad = 0;
+    while (rp < rend && pp < pend) {
+        if (*rp++ != '/' || *pp++ != '/')
+            return 0;
+        const char *rs = memchr(rp, '/', (size_t)(rend - rp));
+        const char *ps = memchr(pp, '/', (size_t)(pend - pp));
+        rs = rs != NULL ? rs : rend;
+        ps = ps != NULL ? ps : pend;
+        size_t seg = (size_t)(ps - pp);
+        if (rs - rp == 2 && rp[0] == '{' && rp[1] == '}') {
+            if (seg == 0)
+                return 0;
+            if (out != NULL) {
+                char *dst = out->buf + out->used;
+                if (decode_segment(pp, seg, dst) != 0) {
+                    bad = 1;
+                } else {
+                    out->value[out->n++] = dst;
+                    out->used += strlen(dst) + 1;
+                }
+            }
+        } else if ((size_t)(rs - rp) != seg || memcmp(rp, pp, seg) != 0) {
+            return 0;
+        }
+        rp = rs;
+        pp = ps;
+    }
+    if (rp != rend || pp != pend)
+        return 0;
+    return bad ? -1 : 1;
+}
+
 /*
  * The request is complete: find its route, check the token, and answer.
  * A route without FC_ADMIN_PUBLIC needs the token before anything about
@@ -382,7 +472,7 @@ static void handle_request(struct fc_admin_conn *c)
     int known_path = 0;
     for (size_t i = 0; i < a->n_routes; i++) {
         const struct fc_admin_route *r = &a->routes[i];
-        if (r->path_len != req.path_len || memcmp(r->path, req.path, req.path_len) != 0)
+        if (route_match(r, req.path, req.path_len, NULL) == 0)
             continue;
         known_path = 1;
         if (strcmp(r->method, method) == 0)
@@ -407,7 +497,7 @@ static void handle_request(struct fc_admin_conn *c)
         const char *sep = "";
         for (size_t i = 0; i < a->n_routes; i++) {
             const struct fc_admin_route *r = &a->routes[i];
-            if (r->path_len != req.path_len || memcmp(r->path, req.path, req.path_len) != 0 ||
+            if (route_match(r, req.path, req.path_len, NULL) == 0 ||
                 n + strlen(r->method) + 5 > sizeof(allow))
                 continue;
             n += (size_t)snprintf(allow + n, sizeof(allow) - n, "%s%s", sep, r->method);
@@ -423,7 +513,15 @@ static void handle_request(struct fc_admin_conn *c)
         fc_admin_stream_start(c, match, !public);
         return;
     }
-    struct fc_admin_response r = {.status = 200, .content_type = json_type};
+    struct params params = {0};
+    if (route_match(match, req.path, req.path_len, &params) < 0) {
+        fc_admin_conn_reply_error(c, 400, "malformed percent-encoding in the path", NULL, !keep);
+        return;
+    }
+    req.n_params = params.n;
+    for (unsigned i = 0; i < params.n; i++)
+        req.params[i] = params.value[i];
+    struct fc_admin_response r = {.status = 200, .content_type = json_type, .conn = c};
     fc_admin_handler fn = match->fn;
     fn(match->arg, &req, &r);
     if (c->state ==
@@ -431,7 +529,58 @@ static void handle_request(struct fc_admin_conn *c)
         fc_text_free(&r.body);
         return;
     }
+    if (r.later != NULL) {
+        r.later->head_only = strcmp(method, "HEAD") == 0;
+        r.later->close = !keep;
+        c->state = FC_ADMIN_CONN_WAITING;
+        fc_admin_conn_timer_arm(c, FC_ADMIN_IDLE_MS); /* an answer that never comes */
+        return;
+    }
     respond(c, &r, strcmp(method, "HEAD") == 0, NULL, !keep);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Answers that come later                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct fc_admin_later *fc_admin_defer(struct fc_admin_response *resp)
+{
+    struct fc_admin_later *l = calloc(1, sizeof(*l));
+    if (l == NULL || resp->conn == NULL) {
+        free(l);
+        return NULL;
+    }
+    l->c = resp->conn;
+    l->resp = *resp;
+    l->resp.later = NULL;
+    resp->body = (struct fc_text){0}; /* moved */
+    resp->later = l;
+    l->c->later = l;
+    return l;
+}
+
+struct fc_admin_response *fc_admin_later_response(struct fc_admin_later *l)
+{
+    return &l->resp;
+}
+
+void fc_admin_later_orphan(struct fc_admin_later *l)
+{
+    l->c->later = NULL;
+    l->c = NULL;
+}
+
+void fc_admin_later_send(struct fc_admin_later *l)
+{
+    struct fc_admin_conn *c = l->c;
+    if (c != NULL) {
+        c->later = NULL;
+        uv_timer_stop(&c->timer);
+        respond(c, &l->resp, l->head_only, NULL, l->close);
+    } else {
+        fc_text_free(&l->resp.body);
+    }
+    free(l);
 }
 
 /* Sends "100 Continue" to a client that waits for it before its body. */

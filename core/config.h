@@ -9,6 +9,7 @@
 
 #include <libconfig.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <sys/socket.h>
 
 /** A `strategy`, `health` or `rate_limit` group: which plugin, and its own keys. */
@@ -171,5 +172,15 @@ void fc_config_free(struct fc_config *cfg);
  */
 int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
                             const char **why);
+
+/**
+ * As fc_config_parse_address(), but only an IP address is taken: no name is
+ * resolved (the runtime API, on the main loop, must not wait for DNS).
+ */
+int fc_config_parse_ip_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
+                               const char **why);
+
+/** Writes an address the one way it is shown: "127.0.0.1:9004", "[::1]:9004". */
+void fc_config_format_address(const struct sockaddr_storage *addr, char *out, size_t cap);
 
 #endif

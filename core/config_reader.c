@@ -7,6 +7,7 @@
 #include "log.h"
 
 #include <inttypes.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -324,8 +325,8 @@ static int parse_port(const char *s)
     return v >= 1 && v <= 65535 ? (int)v : -1;
 }
 
-int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
-                            const char **why)
+static int parse_address(const char *text, int numeric, struct sockaddr_storage *addr,
+                         socklen_t *len, const char **why)
 {
     const char *unused;
     if (why == NULL)
@@ -395,7 +396,7 @@ int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, soc
     struct addrinfo hints = {
         .ai_family = bracketed ? AF_INET6 : AF_UNSPEC,
         .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_NUMERICSERV | (bracketed ? AI_NUMERICHOST : 0),
+        .ai_flags = AI_NUMERICSERV | (bracketed || numeric ? AI_NUMERICHOST : 0),
     };
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(name, port, &hints, &res);
@@ -406,7 +407,9 @@ int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, soc
     if (rc != 0 || res == NULL || res->ai_addrlen > sizeof(*addr)) {
         if (res != NULL)
             freeaddrinfo(res);
-        *why = bracketed ? "invalid IPv6 address" : "cannot resolve host";
+        *why = bracketed ? "invalid IPv6 address"
+                         : numeric ? "expected an IP address, as in 127.0.0.1:9004 or [::1]:9004"
+                                   : "cannot resolve host";
         return FC_EINVAL;
     }
     memset(addr, 0, sizeof(*addr));
@@ -414,4 +417,30 @@ int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, soc
     *len = (socklen_t)res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
+                            const char **why)
+{
+    return parse_address(text, 0, addr, len, why);
+}
+
+int fc_config_parse_ip_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
+                               const char **why)
+{
+    return parse_address(text, 1, addr, len, why);
+}
+
+void fc_config_format_address(const struct sockaddr_storage *addr, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (addr->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(a->sin_port));
+    }
 }

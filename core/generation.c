@@ -1,5 +1,6 @@
 #include "generation.h"
 
+#include "config_reader.h"
 #include "log.h"
 #include "stats.h"
 
@@ -63,11 +64,49 @@ static struct fc_backend_shared *find_shared(const struct fc_generation *g, cons
         return NULL;
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
         const struct fc_gen_pool *pool = &g->pools[p];
-        for (uint32_t b = 0; b < pool->view.n_backends; b++)
+        for (uint32_t b = 0; b < pool->n_backends; b++)
             if (pool->shared[b] && strcmp(pool->shared[b]->key, key) == 0)
                 return pool->shared[b];
     }
     return NULL;
+}
+
+struct fc_gen_pool *fc_generation_pool(const struct fc_generation *g, const char *name)
+{
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++)
+        if (strcmp(g->pools[p].conf->name, name) == 0)
+            return &g->pools[p];
+    return NULL;
+}
+
+int fc_gen_pool_find(const struct fc_gen_pool *p, const char *address)
+{
+    for (uint32_t b = 0; b < p->n_backends; b++)
+        if (strcmp(p->backends[b].address, address) == 0)
+            return (int)b;
+    struct sockaddr_storage addr;
+    socklen_t len;
+    if (fc_config_parse_ip_address(address, &addr, &len, NULL) != 0)
+        return -1;
+    for (uint32_t b = 0; b < p->n_backends; b++)
+        if (fc_cfg_same_address(&p->backends[b].addr, &addr))
+            return (int)b;
+    return -1;
+}
+
+void fc_generation_mark_retiring(const struct fc_generation *g,
+                                 const struct fc_generation *previous)
+{
+    if (previous != NULL)
+        for (uint32_t p = 0; p < previous->cfg->n_pools; p++)
+            for (uint32_t b = 0; b < previous->pools[p].n_backends; b++)
+                __atomic_store_n(&previous->pools[p].shared[b]->retiring, 1, __ATOMIC_RELEASE);
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        const struct fc_gen_pool *pool = &g->pools[p];
+        for (uint32_t b = 0; b < pool->n_backends; b++)
+            __atomic_store_n(&pool->shared[b]->retiring, b >= pool->view.n_backends,
+                             __ATOMIC_RELEASE);
+    }
 }
 
 static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
@@ -295,33 +334,101 @@ static int build_health(struct fc_generation *g, struct fc_gen_pool *pool, void 
         return rc;
     pp.hooks.probe_done = probe_done_fn;
     rc = fc_instance_create(&pool->health_inst, pp.plugin, &conf->health, g->cfg->path, core_keys,
-                            &pool->view, &pp.hooks, pp.label);
+                            &pool->all, &pp.hooks, pp.label);
     if (rc != 0)
         return rc;
     pool->health = &pool->health_inst;
     return 0;
 }
 
-static int build_pool(struct fc_generation *g, const struct fc_generation *previous, uint32_t index,
-                      void *main_loop)
+/* Appends one backend to the pool's list (built by pool_backends()). */
+static int backend_add(struct fc_gen_pool *pool, const char *address,
+                       const struct sockaddr_storage *addr, socklen_t addr_len, uint32_t weight,
+                       int admin, int source)
+{
+    struct fc_gen_backend *b = &pool->backends[pool->n_backends];
+    if ((b->address = strdup(address)) == NULL)
+        return FC_ENOMEM;
+    b->addr = *addr;
+    b->addr_len = addr_len;
+    b->weight = weight;
+    b->admin = (uint8_t)admin;
+    b->source = (uint8_t)source;
+    pool->n_backends++;
+    return 0;
+}
+
+/*
+ * The pool's backends as the file and the overlay make them: the file's
+ * (less those removed, with the weight and state the overlay gives them),
+ * then the overlay's own; then those in rotation moved to the front, each
+ * part in that order.
+ */
+static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o)
+{
+    const struct fc_conf_pool *conf = pool->conf;
+    uint32_t cap = conf->n_backends;
+    for (uint32_t i = 0; o != NULL && i < o->n; i++)
+        cap += o->entries[i].runtime && strcmp(o->entries[i].pool, conf->name) == 0;
+    pool->backends = calloc(cap ? cap : 1, sizeof(*pool->backends));
+    if (pool->backends == NULL)
+        return FC_ENOMEM;
+    for (uint32_t b = 0; b < conf->n_backends; b++) {
+        const struct fc_conf_backend *cb = &conf->backends[b];
+        const struct fc_overlay_entry *e = o ? fc_overlay_find(o, conf->name, &cb->addr) : NULL;
+        if (e != NULL && e->removed)
+            continue;
+        uint32_t weight = e != NULL && e->weight != 0 ? e->weight : cb->weight;
+        int admin = e != NULL ? e->admin : FC_BACKEND_READY;
+        if (backend_add(pool, cb->address, &cb->addr, cb->addr_len, weight, admin,
+                        FC_SOURCE_CONFIG) != 0)
+            return FC_ENOMEM;
+    }
+    for (uint32_t i = 0; o != NULL && i < o->n; i++) {
+        const struct fc_overlay_entry *e = &o->entries[i];
+        if (e->runtime && strcmp(e->pool, conf->name) == 0 &&
+            backend_add(pool, e->address, &e->addr, e->addr_len, e->weight, e->admin,
+                        FC_SOURCE_RUNTIME) != 0)
+            return FC_ENOMEM;
+    }
+    /* A stable partition: few backends, so insertion moves are cheap. */
+    uint32_t ready = 0;
+    for (uint32_t b = 0; b < pool->n_backends; b++) {
+        if (pool->backends[b].admin != FC_BACKEND_READY)
+            continue;
+        struct fc_gen_backend keep = pool->backends[b];
+        memmove(&pool->backends[ready + 1], &pool->backends[ready],
+                (b - ready) * sizeof(keep));
+        pool->backends[ready++] = keep;
+    }
+    pool->view.n_backends = ready;
+    return 0;
+}
+
+static int build_pool(struct fc_generation *g, const struct fc_overlay *overlay,
+                      const struct fc_generation *previous, uint32_t index, void *main_loop)
 {
     const struct fc_conf_pool *conf = &g->cfg->pools[index];
     struct fc_gen_pool *pool = &g->pools[index];
     pool->conf = conf;
-    pool->views = calloc(conf->n_backends, sizeof(*pool->views));
-    pool->shared = calloc(conf->n_backends, sizeof(*pool->shared));
+    if (pool_backends(pool, overlay) != 0)
+        return FC_ENOMEM;
+    uint32_t n = pool->n_backends ? pool->n_backends : 1;
+    pool->views = calloc(n, sizeof(*pool->views));
+    pool->shared = calloc(n, sizeof(*pool->shared));
     pool->strategy = calloc(g->n_workers, sizeof(*pool->strategy));
-    pool->backend_stats = calloc(conf->n_backends ? conf->n_backends : 1, sizeof(*pool->backend_stats));
+    pool->backend_stats = calloc(n, sizeof(*pool->backend_stats));
     pool->stats = fc_stats_acquire(FC_STATS_POOL, conf->name, g->n_workers);
     if (pool->views == NULL || pool->shared == NULL || pool->strategy == NULL ||
         pool->backend_stats == NULL || pool->stats == NULL)
         return FC_ENOMEM;
     pool->view.name = conf->name;
-    pool->view.n_backends = conf->n_backends;
     pool->view.backends = pool->views;
+    pool->all = (struct fc_pool_view){
+        .name = conf->name, .n_backends = pool->n_backends, .backends = pool->views};
 
-    for (uint32_t b = 0; b < conf->n_backends; b++) {
-        const struct fc_conf_backend *cb = &conf->backends[b];
+    for (uint32_t b = 0; b < pool->n_backends; b++) {
+        const struct fc_gen_backend *cb = &pool->backends[b];
         char *key = backend_key(conf->name, cb->address);
         if (key == NULL)
             return FC_ENOMEM;
@@ -381,8 +488,24 @@ static int build_pool(struct fc_generation *g, const struct fc_generation *previ
     return 0;
 }
 
-int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previous,
-                        uint32_t n_workers, void *main_loop, struct fc_generation **out)
+/* A runtime change keeps the file's config: its plugins stay loaded as they are. */
+static int reuse_plugins(struct fc_generation *g, const struct fc_generation *previous)
+{
+    if (previous == NULL || previous->cfg != g->cfg || previous->n_plugins == 0)
+        return 0;
+    g->plugins = malloc(sizeof(*g->plugins) * previous->n_plugins);
+    if (g->plugins == NULL)
+        return FC_ENOMEM;
+    for (uint32_t i = 0; i < previous->n_plugins; i++) {
+        fc_plugin_acquire(previous->plugins[i]);
+        g->plugins[g->n_plugins++] = previous->plugins[i];
+    }
+    return 0;
+}
+
+int fc_generation_build(struct fc_config *cfg, const struct fc_overlay *overlay,
+                        const struct fc_generation *previous, uint32_t n_workers, void *main_loop,
+                        struct fc_generation **out)
 {
     struct fc_generation *g = calloc(1, sizeof(*g));
     if (g == NULL) {
@@ -399,9 +522,9 @@ int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previ
         return FC_ENOMEM;
     }
     memset(g->workers, 0, sizeof(*g->workers) * n_workers);
-    int rc = 0;
-    for (uint32_t p = 0; p < cfg->n_pools; p++) {
-        int prc = build_pool(g, previous, p, main_loop);
+    int rc = reuse_plugins(g, previous);
+    for (uint32_t p = 0; rc != FC_ENOMEM && p < cfg->n_pools; p++) {
+        int prc = build_pool(g, overlay, previous, p, main_loop);
         if (prc == FC_ENOMEM) {
             rc = prc;
             break;
@@ -431,12 +554,16 @@ void fc_generation_destroy(struct fc_generation *g)
                     if (pool->strategy[w].plugin != NULL)
                         fc_instance_destroy(&pool->strategy[w]);
             if (pool->shared != NULL)
-                for (uint32_t b = 0; b < pool->view.n_backends; b++)
+                for (uint32_t b = 0; b < pool->n_backends; b++)
                     if (pool->shared[b] != NULL)
                         fc_backend_shared_release(pool->shared[b]);
             if (pool->backend_stats != NULL)
-                for (uint32_t b = 0; b < pool->conf->n_backends; b++)
+                for (uint32_t b = 0; b < pool->n_backends; b++)
                     fc_stats_release(pool->backend_stats[b]);
+            if (pool->backends != NULL)
+                for (uint32_t b = 0; b < pool->n_backends; b++)
+                    free(pool->backends[b].address);
+            free(pool->backends);
             fc_stats_release(pool->stats);
             free(pool->backend_stats);
             free(pool->strategy);

@@ -19,6 +19,7 @@
 #define FC_GENERATION_H
 
 #include "config.h"
+#include "overlay.h"
 #include "plugin_host.h"
 
 #include <stdint.h>
@@ -58,6 +59,13 @@ struct fc_backend_shared {
     uint32_t passive_tripped;         /**< set by a worker that marked it down (atomic) */
     uint64_t passive_until_ns;        /**< end of a passive cool-down, 0 none (atomic) */
 
+    /**
+     * Not in rotation in the newest generation (drained, in maintenance or
+     * removed): an idle connection to it is closed instead of kept. Set by
+     * the main thread before it publishes that generation (atomic).
+     */
+    uint32_t retiring;
+
     /* What the operator sees (the status, the events). Main thread only. */
     uint32_t seen_up;      /**< state.up as the main thread last published it */
     uint64_t since_unix;   /**< when it became so (0: since the start) */
@@ -81,12 +89,35 @@ struct fc_ratelimit_shared {
     uint32_t *started;        /**< [n_workers]: generations that ran worker_start() there */
 };
 
+/**
+ * One backend of a generation's pool: the file's (as the runtime overlay may
+ * have changed it) or one the overlay added.
+ */
+struct fc_gen_backend {
+    char *address; /**< as configured, or as the runtime API shows it; owned */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint32_t weight;
+    uint8_t admin;  /**< enum fc_backend_admin */
+    uint8_t source; /**< enum fc_backend_source */
+};
+
+/*
+ * A pool's backends. All of them, in `backends`, `views`, `shared` and
+ * `backend_stats`, share one index: those in rotation (admin state ready)
+ * come first, in the file's order and then the runtime's, and the rest
+ * (drained, in maintenance) after them. So the strategies' view is a prefix
+ * of the health checker's: `view` holds the first n_rotation, `all` every one.
+ */
 struct fc_gen_pool {
     const struct fc_conf_pool *conf;
     struct fc_instance *health; /**< the checker instance (&health_inst); NULL: no `health` group */
     struct fc_instance health_inst;
     struct fc_health_pool *checker; /**< health.c's, while the generation's checkers run */
-    struct fc_pool_view view;
+    struct fc_pool_view view;          /**< the strategies': backends in rotation */
+    struct fc_pool_view all;           /**< the health checker's: every backend */
+    uint32_t n_backends;               /**< every backend (all.n_backends) */
+    struct fc_gen_backend *backends;   /**< [n_backends] */
     struct fc_backend_view *views;     /**< [n_backends] */
     struct fc_backend_shared **shared; /**< [n_backends] */
     struct fc_instance *strategy;      /**< [worker_count]: one instance per worker */
@@ -117,13 +148,34 @@ struct fc_generation {
 };
 
 /**
- * Builds a generation from a loaded config (ownership of cfg passes to it,
- * also on failure): loads every plugin, creates every instance. `previous`
- * (may be NULL) lends backends that keep their state. `main_loop` is handed
- * to health plugins. Logs every error with file:line. Main thread only.
+ * Builds a generation from a loaded config (one reference to cfg passes to
+ * it, also on failure) with the runtime changes of `overlay` (may be NULL)
+ * applied to its pools: loads every plugin, creates every instance.
+ * `previous` (may be NULL) lends backends that keep their state, and, when
+ * it was built over the same cfg (a runtime change), its loaded plugins.
+ * `main_loop` is handed to health plugins. Logs every error with file:line.
+ * Main thread only.
  */
-int fc_generation_build(struct fc_config *cfg, const struct fc_generation *previous,
-                        uint32_t n_workers, void *main_loop, struct fc_generation **out);
+int fc_generation_build(struct fc_config *cfg, const struct fc_overlay *overlay,
+                        const struct fc_generation *previous, uint32_t n_workers, void *main_loop,
+                        struct fc_generation **out);
+
+/**
+ * Before g is published: marks each backend that is not in rotation in g,
+ * and each of `previous` that g no longer has, so that workers close their
+ * idle connections to them (and keep none). Main thread.
+ */
+void fc_generation_mark_retiring(const struct fc_generation *g,
+                                 const struct fc_generation *previous);
+
+/** The pool named `name` in g, or NULL. */
+struct fc_gen_pool *fc_generation_pool(const struct fc_generation *g, const char *name);
+
+/**
+ * The backend of pool `p` that `address` names: the same text as configured,
+ * or the same IP address and port. Returns its index or -1.
+ */
+int fc_gen_pool_find(const struct fc_gen_pool *p, const char *address);
 
 /** Takes a reference to a backend's shared state. Any thread, on state the caller can reach. */
 void fc_backend_shared_acquire(struct fc_backend_shared *s);

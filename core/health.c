@@ -173,7 +173,7 @@ void fc_health_scan(struct fc_generation *g, uint64_t now)
 {
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
         struct fc_gen_pool *pool = &g->pools[p];
-        for (uint32_t i = 0; i < pool->view.n_backends; i++) {
+        for (uint32_t i = 0; i < pool->n_backends; i++) {
             struct fc_backend_shared *b = pool->shared[i];
             take_passive_trip(pool, b);
             uint64_t until = __atomic_load_n(&b->passive_until_ns, __ATOMIC_ACQUIRE);
@@ -272,10 +272,12 @@ static void tick_cb(uv_timer_t *t)
     /* The run outlives this tick: the pool's timer holds it until its close callback. */
     const struct fc_instance *inst = hp->pool->health;
     const struct fc_health_ops *ops = inst->plugin->desc->health;
-    for (uint32_t i = 0; i < hp->pool->view.n_backends; i++) {
+    for (uint32_t i = 0; i < hp->pool->n_backends; i++) {
         struct fc_probe *probe = &hp->probes[i];
         if (probe->in_flight)
             continue; /* still running: one probe per backend at a time */
+        if (hp->pool->backends[i].admin == FC_BACKEND_MAINT)
+            continue; /* in maintenance: left alone until it is ready again */
         probe->in_flight = 1;
         hp->in_flight++;
         run->open++;
@@ -294,12 +296,12 @@ static struct fc_health_pool *checker_new(struct fc_gen_pool *pool, struct fc_he
         return NULL;
     hp->pool = pool;
     hp->run = run;
-    hp->probes = calloc(pool->view.n_backends ? pool->view.n_backends : 1, sizeof(*hp->probes));
+    hp->probes = calloc(pool->n_backends ? pool->n_backends : 1, sizeof(*hp->probes));
     if (hp->probes == NULL) {
         free(hp);
         return NULL;
     }
-    for (uint32_t i = 0; i < pool->view.n_backends; i++) {
+    for (uint32_t i = 0; i < pool->n_backends; i++) {
         hp->probes[i].hp = hp;
         hp->probes[i].backend = i;
     }

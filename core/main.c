@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "dashboard.h"
 #include "monitor.h"
+#include "runtime.h"
 #include "config.h"
 #include "generation.h"
 #include "health.h"
@@ -40,6 +41,7 @@ struct daemon {
     uint32_t n_workers;
     struct fc_admin *admin; /* NULL once stopping */
     struct fc_monitor *monitor; /* its metrics, status and events */
+    struct fc_runtime *runtime; /* the runtime API's overlay and state file */
     double start_unix;
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_async_t reap_async, exited_async;
@@ -140,6 +142,60 @@ static int check_new_listeners(const struct fc_config *next, const struct fc_con
 }
 
 /*
+ * g (its checkers started) replaces the generation in force: the workers
+ * take it on their next turn, the old checkers finish their probes and stop.
+ */
+static void put_in_force(struct daemon *d, struct fc_generation *g)
+{
+    struct fc_generation *old = d->gen;
+    fc_generation_mark_retiring(g, old);
+    d->gen = g;
+    for (uint32_t i = 0; i < d->n_workers; i++)
+        fc_worker_publish(&d->workers[i], g);
+    fc_health_stop(old, release_generation, old);
+}
+
+/* A runtime change: a generation over the running file's config with the new overlay. */
+static uint64_t runtime_apply(void *arg, const struct fc_overlay *overlay)
+{
+    struct daemon *d = arg;
+    struct fc_config *cfg = d->gen->cfg;
+    fc_config_acquire(cfg);
+    struct fc_generation *g;
+    if (fc_generation_build(cfg, overlay, d->gen, d->n_workers, d->loop, &g) != 0)
+        return 0;
+    if (fc_health_start(g, d->loop) != 0) {
+        fc_log_error("cannot start health checks: out of memory");
+        fc_health_stop(g, release_generation, g);
+        return 0;
+    }
+    put_in_force(d, g);
+    return g->id;
+}
+
+static const struct fc_generation *runtime_generation(void *arg)
+{
+    struct daemon *d = arg;
+    return d->gen;
+}
+
+static int runtime_adopted(void *arg, uint64_t id)
+{
+    struct daemon *d = arg;
+    for (uint32_t i = 0; i < d->n_workers; i++)
+        if (__atomic_load_n(&d->workers[i].adopted, __ATOMIC_ACQUIRE) < id &&
+            !__atomic_load_n(&d->workers[i].exited, __ATOMIC_ACQUIRE))
+            return 0;
+    return 1;
+}
+
+static int runtime_stopping(void *arg)
+{
+    struct daemon *d = arg;
+    return d->stopping;
+}
+
+/*
  * SIGHUP: a new generation is built from the file and published only if all of
  * it succeeded; otherwise the running one stays and the errors are logged.
  */
@@ -162,9 +218,17 @@ static void reload(struct daemon *d)
         fc_config_free(cfg);
         goto failed;
     }
-    struct fc_generation *g;
-    if (fc_generation_build(cfg, d->gen, d->n_workers, d->loop, &g) != 0)
+    struct fc_overlay overlay;
+    if (fc_runtime_fit(d->runtime, cfg, &overlay) != 0) {
+        fc_log_error("%s: out of memory", d->config_path);
+        fc_config_free(cfg);
         goto failed;
+    }
+    struct fc_generation *g;
+    if (fc_generation_build(cfg, &overlay, d->gen, d->n_workers, d->loop, &g) != 0) {
+        fc_overlay_free(&overlay);
+        goto failed;
+    }
     /*
      * The new checkers take over at once (their first probes run on the next
      * turn of the loop, once g is published); the old ones finish their
@@ -173,6 +237,7 @@ static void reload(struct daemon *d)
     if (fc_health_start(g, d->loop) != 0) {
         fc_log_error("%s: cannot start health checks: out of memory", d->config_path);
         fc_health_stop(g, release_generation, g);
+        fc_overlay_free(&overlay);
         goto failed;
     }
     /*
@@ -181,14 +246,12 @@ static void reload(struct daemon *d)
      */
     if (d->admin != NULL && fc_admin_apply(d->admin, g->cfg) != 0) {
         fc_health_stop(g, release_generation, g);
+        fc_overlay_free(&overlay);
         goto failed;
     }
     fc_log_set_level(g->cfg->log_level);
-    struct fc_generation *old = d->gen;
-    d->gen = g;
-    for (uint32_t i = 0; i < d->n_workers; i++)
-        fc_worker_publish(&d->workers[i], g);
-    fc_health_stop(old, release_generation, old);
+    put_in_force(d, g);
+    fc_runtime_reloaded(d->runtime, &overlay, g->cfg);
     fc_access_log_apply(g->cfg);
     fc_log_writer_resize(FC_LOG_ACCESS, g->cfg->log_buffer_bytes);
     fc_log_capture_errors(NULL, 0);
@@ -371,11 +434,11 @@ static int start_failed(struct daemon *d)
 {
     fc_monitor_destroy(d->monitor);
     d->monitor = NULL;
-    if (d->admin != NULL) {
-        fc_admin_destroy(d->admin);
-        d->admin = NULL;
-        uv_run(d->loop, UV_RUN_NOWAIT); /* its close callbacks free it */
-    }
+    fc_runtime_destroy(d->runtime);
+    d->runtime = NULL;
+    fc_admin_destroy(d->admin);
+    d->admin = NULL;
+    uv_run(d->loop, UV_RUN_NOWAIT); /* the close callbacks free them */
     fc_generation_release(d->gen);
     d->gen = NULL;
     reap(d);
@@ -456,13 +519,27 @@ int main(int argc, char **argv)
     }
     fc_log_set_level(cfg->log_level);
     uint32_t n_workers = cfg->workers;
-    if (fc_generation_build(cfg, NULL, n_workers, d.loop, &d.gen) != 0) {
+    struct fc_runtime_host rt_host = {.generation = runtime_generation,
+                                      .apply = runtime_apply,
+                                      .adopted = runtime_adopted,
+                                      .stopping = runtime_stopping,
+                                      .arg = &d};
+    if ((d.runtime = fc_runtime_create(d.loop, &rt_host)) == NULL) {
+        fc_config_free(cfg);
+        return 1;
+    }
+    /* Runtime changes kept from the last run apply from the first generation on. */
+    fc_runtime_load(d.runtime, cfg);
+    if (fc_generation_build(cfg, fc_runtime_overlay(d.runtime), NULL, n_workers, d.loop,
+                            &d.gen) != 0) {
         if (test_only)
             fprintf(stderr, "configuration test failed\n");
         return 1;
     }
     if (test_only) {
+        fc_runtime_destroy(d.runtime);
         fc_generation_release(d.gen);
+        uv_run(d.loop, UV_RUN_DEFAULT);
         uv_loop_close(d.loop);
         printf("configuration OK\n");
         return 0;
@@ -507,7 +584,8 @@ int main(int argc, char **argv)
         .generation = monitor_generation, .info = monitor_info, .workers = n_workers, .arg = &d};
     if ((d.monitor = fc_monitor_create(d.admin, d.loop, &src)) == NULL ||
         fc_dashboard_register(d.admin) != 0 ||
-        fc_admin_route(d.admin, "POST", "/api/reload", 0, reload_post, &d) != 0)
+        fc_admin_route(d.admin, "POST", "/api/reload", 0, reload_post, &d) != 0 ||
+        fc_runtime_routes(d.runtime, d.admin) != 0)
         return start_failed(&d);
     int *fds;
     if (bind_listeners(d.gen->cfg, n_workers, &fds) != 0)
@@ -544,6 +622,8 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&d.reap_async, NULL);
     fc_monitor_destroy(d.monitor); /* its streams closed with the admin listener */
     d.monitor = NULL;
+    fc_runtime_destroy(d.runtime); /* a state file being written is finished by this run */
+    d.runtime = NULL;
     uv_run(d.loop, UV_RUN_DEFAULT);
     uv_loop_close(d.loop);
     uv_mutex_destroy(&d.reap_lock);

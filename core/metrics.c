@@ -113,10 +113,10 @@ static int sum_all(const struct fc_generation *g, struct sums *s)
     for (uint32_t p = 0; p < cfg->n_pools; p++) {
         const struct fc_gen_pool *pool = &g->pools[p];
         fc_stats_sum_pool(pool->stats, &s->pools[p]);
-        s->backends[p] = calloc(pool->view.n_backends + 1, sizeof(**s->backends));
+        s->backends[p] = calloc(pool->n_backends + 1, sizeof(**s->backends));
         if (s->backends[p] == NULL)
             return -1;
-        for (uint32_t b = 0; b < pool->view.n_backends; b++)
+        for (uint32_t b = 0; b < pool->n_backends; b++)
             fc_stats_sum_backend(pool->backend_stats[b], &s->backends[p][b]);
     }
     return 0;
@@ -181,7 +181,7 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
 /* Writes one backend series: name{pool,backend<extra>} value. */
 #define FOR_EACH_BACKEND(g, p, b)                                                                  \
     for (uint32_t p = 0; p < (g)->cfg->n_pools; p++)                                               \
-        for (uint32_t b = 0; b < (g)->pools[p].view.n_backends; b++)
+        for (uint32_t b = 0; b < (g)->pools[p].n_backends; b++)
 
 static void backend_metrics(struct fc_text *t, const struct fc_generation *g, const struct sums *s)
 {

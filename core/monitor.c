@@ -132,7 +132,7 @@ static void backend_changed(void *arg, struct fc_gen_pool *pool, uint32_t backen
      */
     const struct fc_backend_shared *shared = pool->shared[backend];
     for (uint32_t p = 0; p < g->cfg->n_pools; p++)
-        for (uint32_t b = 0; b < g->pools[p].view.n_backends; b++)
+        for (uint32_t b = 0; b < g->pools[p].n_backends; b++)
             if (g->pools[p].shared[b] == shared) {
                 struct fc_text t = {0};
                 fc_status_backend_event(g, p, b, &t);

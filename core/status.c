@@ -23,9 +23,12 @@ static json_t *plugin_json(const struct fc_instance *inst)
                      inst->plugin->desc->version ? inst->plugin->desc->version : "");
 }
 
-static const char *state_name(const struct fc_backend_shared *b)
+/* What the operator set comes first: a drained backend is "drain" however healthy. */
+static const char *state_name(const struct fc_gen_pool *pool, uint32_t i)
 {
-    return __atomic_load_n(&b->state.up, __ATOMIC_RELAXED) ? "up" : "down";
+    if (pool->backends[i].admin != FC_BACKEND_READY)
+        return fc_backend_admin_name(pool->backends[i].admin);
+    return __atomic_load_n(&pool->shared[i]->state.up, __ATOMIC_RELAXED) ? "up" : "down";
 }
 
 static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
@@ -41,7 +44,8 @@ static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
                                "since", (json_int_t)b->since_unix);
     return json_pack("{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
                      pool->views[i].address, "weight", (int)pool->views[i].weight, "state",
-                     state_name(b), "source", "config", "inflight",
+                     state_name(pool, i), "source",
+                     pool->backends[i].source == FC_SOURCE_RUNTIME ? "runtime" : "config", "inflight",
                      (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED), "requests",
                      (json_int_t)s.requests, "responses", responses, "failures",
                      (json_int_t)failures, "latency_ms", "p50",
@@ -67,7 +71,7 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
     for (uint32_t p = 0; p < cfg->n_pools; p++) {
         const struct fc_gen_pool *pool = &g->pools[p];
         json_t *backends = json_array();
-        for (uint32_t b = 0; b < pool->view.n_backends; b++)
+        for (uint32_t b = 0; b < pool->n_backends; b++)
             json_array_append_new(backends, backend_json(pool, b));
         json_array_append_new(pools,
                               json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", pool->view.name,
@@ -111,7 +115,7 @@ void fc_status_backend_event(const struct fc_generation *g, uint32_t p, uint32_t
     const struct fc_gen_pool *pool = &g->pools[p];
     const struct fc_backend_shared *b = pool->shared[i];
     append_json(json_pack("{s:s, s:s, s:s, s:I, s:s}", "pool", pool->view.name, "backend",
-                          pool->views[i].address, "state", state_name(b), "since",
+                          pool->views[i].address, "state", state_name(pool, i), "since",
                           (json_int_t)b->since_unix, "reason", b->why),
                 out);
 }

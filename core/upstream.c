@@ -111,6 +111,18 @@ void fc_upstreams_close_idle(struct fc_worker *w)
     }
 }
 
+void fc_upstreams_close_retiring(struct fc_worker *w, const struct fc_generation *g)
+{
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++)
+        for (uint32_t b = 0; b < g->pools[p].n_backends; b++) {
+            struct fc_backend_shared *s = g->pools[p].shared[b];
+            if (!__atomic_load_n(&s->retiring, __ATOMIC_ACQUIRE))
+                continue;
+            while (s->idle[w->index].head != NULL)
+                fc_upstream_close(s->idle[w->index].head);
+        }
+}
+
 struct fc_upstream *fc_upstream_new(struct fc_worker *w, struct fc_backend_shared *b)
 {
     struct fc_upstream_set *set = w->upstreams;
@@ -261,7 +273,8 @@ int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n)
 void fc_upstream_park(struct fc_upstream *u)
 {
     struct fc_worker *w = u->w;
-    if (w->draining) {
+    /* Stopping, or a backend out of rotation: no new request would take it. */
+    if (w->draining || __atomic_load_n(&u->backend->retiring, __ATOMIC_ACQUIRE)) {
         fc_upstream_close(u);
         return;
     }

@@ -83,6 +83,13 @@ void fc_upstreams_close_idle(struct fc_worker *w);
 /** An idle connection to b from this worker's pool, taken out of it; NULL when none. */
 struct fc_upstream *fc_upstream_take_idle(struct fc_worker *w, struct fc_backend_shared *b);
 
+/**
+ * Closes w's idle connections to each backend of generation g that is
+ * retiring (struct fc_backend_shared): drained, in maintenance or removed
+ * by the generation that replaces g.
+ */
+void fc_upstreams_close_retiring(struct fc_worker *w, const struct fc_generation *g);
+
 /** A new, unconnected connection to b. NULL when out of memory. */
 struct fc_upstream *fc_upstream_new(struct fc_worker *w, struct fc_backend_shared *b);
 

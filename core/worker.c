@@ -124,7 +124,10 @@ static void switch_generation(struct fc_worker *w, struct fc_generation *g)
 {
     struct fc_generation *old = w->gen;
     w->gen = g;
+    __atomic_store_n(&w->adopted, g->id, __ATOMIC_RELEASE);
     fc_generation_worker_enter(g, w->index, &w->loop);
+    /* Backends g drained or removed keep no idle connection here. */
+    fc_upstreams_close_retiring(w, old);
     if (!w->draining)
         fc_listeners_update(w, g->cfg, fc_client_on_connection, listener_removed);
     if (fc_generation_requests(old, w->index) == 0)
@@ -171,6 +174,7 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
 
     fc_generation_acquire(gen);
     w->gen = gen;
+    w->adopted = gen->id;
     if (fc_client_worker_init(w) != 0 || fc_upstream_worker_init(w) != 0 ||
         fc_txn_worker_init(w) != 0 || fc_access_log_worker_init(w) != 0)
         return UV_ENOMEM;

@@ -62,6 +62,7 @@ struct fc_worker {
     struct fc_generation *pending; /**< published by the main thread (atomic exchange) */
     uint32_t stop;                 /**< atomic: 1 drain and stop, 2 stop now */
     uint32_t exited;               /**< atomic: the thread's loop has returned */
+    uint64_t adopted;              /**< atomic: id of the generation the worker serves now */
 };
 
 #endif

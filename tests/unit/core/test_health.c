@@ -63,6 +63,7 @@ struct fixture {
     struct fc_generation g;
     struct fc_gen_pool pool;
     struct fc_backend_view views[2];
+    struct fc_gen_backend backends[2];
     struct fc_backend_shared shared[2];
     struct fc_backend_shared *shared_ptrs[2];
 };
@@ -84,6 +85,9 @@ static void fixture_init(uint32_t max_fails, int with_checker)
     fx.pool.shared = fx.shared_ptrs;
     fx.pool.view.n_backends = 2;
     fx.pool.view.backends = fx.views;
+    fx.pool.all = fx.pool.view;
+    fx.pool.n_backends = 2;
+    fx.pool.backends = fx.backends;
     /* Only its presence matters to the passive logic. */
     fx.pool.health = with_checker ? &fx.pool.health_inst : NULL;
     const char *names[2] = {"127.0.0.1:9001", "127.0.0.1:9002"};
