@@ -391,17 +391,27 @@ static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o)
                         FC_SOURCE_RUNTIME) != 0)
             return FC_ENOMEM;
     }
-    /* A stable partition: few backends, so insertion moves are cheap. */
-    uint32_t ready = 0;
-    for (uint32_t b = 0; b < pool->n_backends; b++) {
-        if (pool->backends[b].admin != FC_BACKEND_READY)
-            continue;
-        struct fc_gen_backend keep = pool->backends[b];
-        memmove(&pool->backends[ready + 1], &pool->backends[ready],
-                (b - ready) * sizeof(keep));
-        pool->backends[ready++] = keep;
+    /*
+     * A stable partition: those in rotation to the front. `order` remembers
+     * where each went, so that the status shows them as the file has them.
+     */
+    pool->order = calloc(cap ? cap : 1, sizeof(*pool->order));
+    struct fc_gen_backend *sorted = calloc(cap ? cap : 1, sizeof(*sorted));
+    if (pool->order == NULL || sorted == NULL) {
+        free(sorted);
+        return FC_ENOMEM;
     }
-    pool->view.n_backends = ready;
+    uint32_t k = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t b = 0; b < pool->n_backends; b++)
+            if ((pool->backends[b].admin == FC_BACKEND_READY) == (pass == 0)) {
+                pool->order[b] = k;
+                sorted[k++] = pool->backends[b];
+                if (pass == 0)
+                    pool->view.n_backends = k;
+            }
+    free(pool->backends);
+    pool->backends = sorted;
     return 0;
 }
 
@@ -564,6 +574,7 @@ void fc_generation_destroy(struct fc_generation *g)
                 for (uint32_t b = 0; b < pool->n_backends; b++)
                     free(pool->backends[b].address);
             free(pool->backends);
+            free(pool->order);
             fc_stats_release(pool->stats);
             free(pool->backend_stats);
             free(pool->strategy);

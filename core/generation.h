@@ -118,6 +118,7 @@ struct fc_gen_pool {
     struct fc_pool_view all;           /**< the health checker's: every backend */
     uint32_t n_backends;               /**< every backend (all.n_backends) */
     struct fc_gen_backend *backends;   /**< [n_backends] */
+    uint32_t *order; /**< [n_backends]: the indexes in the file's order, then the runtime's (shown so) */
     struct fc_backend_view *views;     /**< [n_backends] */
     struct fc_backend_shared **shared; /**< [n_backends] */
     struct fc_instance *strategy;      /**< [worker_count]: one instance per worker */

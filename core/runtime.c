@@ -544,7 +544,7 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
     e->runtime = fb == NULL;
     e->removed = 0;
     e->admin = (uint8_t)admin;
-    e->weight = weight;
+    e->weight = fb != NULL && weight == fb->weight ? 0 : weight;
     if (fb != NULL)
         fc_overlay_tidy(&next, e, fb->weight);
     char name[128];
@@ -640,7 +640,10 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     e->weight = weight;
     if (!runtime) {
         const struct fc_conf_backend *fb = file_backend(pool->conf, &b->addr);
-        fc_overlay_tidy(&next, e, fb != NULL ? fb->weight : 0);
+        uint32_t file_weight = fb != NULL ? fb->weight : 0;
+        if (weight == file_weight)
+            e->weight = 0; /* the file's: a later change of it in the file applies */
+        fc_overlay_tidy(&next, e, file_weight);
     }
     uint64_t id = apply(rt, &next, resp);
     if (id == 0)

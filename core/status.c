@@ -71,8 +71,8 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
     for (uint32_t p = 0; p < cfg->n_pools; p++) {
         const struct fc_gen_pool *pool = &g->pools[p];
         json_t *backends = json_array();
-        for (uint32_t b = 0; b < pool->n_backends; b++)
-            json_array_append_new(backends, backend_json(pool, b));
+        for (uint32_t k = 0; k < pool->n_backends; k++)
+            json_array_append_new(backends, backend_json(pool, pool->order[k]));
         json_array_append_new(pools,
                               json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", pool->view.name,
                                         "strategy", plugin_json(&pool->strategy[0]), "health",
