@@ -30,6 +30,11 @@ int fc_backend_admin_parse(const char *text)
     return -1;
 }
 
+static struct fc_overlay_entry *fc_overlay_append(struct fc_overlay *o, const char *pool,
+                                                  const char *address,
+                                                  const struct sockaddr_storage *addr,
+                                                  socklen_t addr_len);
+
 static void entry_free(struct fc_overlay_entry *e)
 {
     free(e->pool);
@@ -49,11 +54,13 @@ int fc_overlay_copy(const struct fc_overlay *from, struct fc_overlay *to)
     *to = (struct fc_overlay){0};
     for (uint32_t i = 0; i < from->n; i++) {
         const struct fc_overlay_entry *f = &from->entries[i];
-        struct fc_overlay_entry *e = fc_overlay_put(to, f->pool, f->address, &f->addr, f->addr_len);
+        struct fc_overlay_entry *e =
+            fc_overlay_append(to, f->pool, f->address, &f->addr, f->addr_len);
         if (e == NULL) {
             fc_overlay_free(to);
             return FC_ENOMEM;
         }
+        e->unresolved = f->unresolved;
         e->runtime = f->runtime;
         e->removed = f->removed;
         e->admin = f->admin;
@@ -66,7 +73,7 @@ struct fc_overlay_entry *fc_overlay_find(const struct fc_overlay *o, const char 
                                          const struct sockaddr_storage *addr)
 {
     for (uint32_t i = 0; i < o->n; i++)
-        if (strcmp(o->entries[i].pool, pool) == 0 &&
+        if (!o->entries[i].unresolved && strcmp(o->entries[i].pool, pool) == 0 &&
             fc_cfg_same_address(&o->entries[i].addr, addr))
             return &o->entries[i];
     return NULL;
@@ -77,8 +84,16 @@ struct fc_overlay_entry *fc_overlay_put(struct fc_overlay *o, const char *pool,
                                         socklen_t addr_len)
 {
     struct fc_overlay_entry *e = fc_overlay_find(o, pool, addr);
-    if (e != NULL)
-        return e;
+    return e != NULL ? e : fc_overlay_append(o, pool, address, addr, addr_len);
+}
+
+/* A new entry at the end, whatever the others are. */
+static struct fc_overlay_entry *fc_overlay_append(struct fc_overlay *o, const char *pool,
+                                                  const char *address,
+                                                  const struct sockaddr_storage *addr,
+                                                  socklen_t addr_len)
+{
+    struct fc_overlay_entry *e;
     if (o->n == o->cap) {
         uint32_t cap = o->cap ? 2 * o->cap : 8;
         struct fc_overlay_entry *grown = realloc(o->entries, cap * sizeof(*grown));
@@ -138,7 +153,19 @@ uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg)
     for (uint32_t i = 0; i < o->n;) {
         struct fc_overlay_entry *e = &o->entries[i];
         const struct fc_conf_pool *pool = file_pool(cfg, e->pool);
-        const struct fc_conf_backend *fb = pool != NULL ? file_backend(pool, &e->addr) : NULL;
+        const struct fc_conf_backend *fb = NULL;
+        if (pool != NULL && e->unresolved) {
+            for (uint32_t b = 0; b < pool->n_backends && fb == NULL; b++)
+                if (strcmp(pool->backends[b].address, e->address) == 0)
+                    fb = &pool->backends[b];
+            if (fb != NULL) {
+                e->addr = fb->addr;
+                e->addr_len = fb->addr_len;
+                e->unresolved = 0;
+            }
+        } else if (pool != NULL) {
+            fb = file_backend(pool, &e->addr);
+        }
         const char *why = NULL;
         if (pool == NULL)
             why = "the file has no such pool any more";
@@ -203,8 +230,9 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
         snprintf(err, err_cap, "backends[%zu]: %s", index, je.text);
         return FC_EINVAL;
     }
-    struct sockaddr_storage addr;
-    socklen_t len;
+    struct sockaddr_storage addr = {0};
+    socklen_t len = 0;
+    int unresolved = 1;
     const char *why = NULL;
     int admin = fc_backend_admin_parse(state);
     int runtime = strcmp(source, "runtime") == 0;
@@ -214,19 +242,28 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
         why = "state: expected \"ready\", \"drain\" or \"maint\"";
     else if (weight < 0 || weight > WEIGHT_MAX || (runtime && (weight == 0 || removed)))
         why = "weight or removed out of place";
-    else if (fc_config_parse_address(address, &addr, &len, &why) != 0)
-        ; /* why says it */
-    else if (fc_overlay_find(out, pool, &addr) != NULL)
-        why = "the same backend twice";
+    else if (fc_config_parse_ip_address(address, &addr, &len, &why) == 0)
+        unresolved = 0;
+    else if (runtime)
+        ; /* why says it: the runtime adds IP addresses only */
+    else
+        why = NULL; /* a file backend by its name: found in the file by fc_overlay_reconcile() */
+    for (uint32_t i = 0; why == NULL && i < out->n; i++)
+        if (strcmp(out->entries[i].pool, pool) == 0 &&
+            (strcmp(out->entries[i].address, address) == 0 ||
+             (!unresolved && !out->entries[i].unresolved &&
+              fc_cfg_same_address(&out->entries[i].addr, &addr))))
+            why = "the same backend twice";
     if (why != NULL) {
         snprintf(err, err_cap, "backends[%zu] (pool %s, %s): %s", index, pool, address, why);
         return FC_EINVAL;
     }
-    struct fc_overlay_entry *e = fc_overlay_put(out, pool, address, &addr, len);
+    struct fc_overlay_entry *e = fc_overlay_append(out, pool, address, &addr, len);
     if (e == NULL) {
         snprintf(err, err_cap, "out of memory");
         return FC_ENOMEM;
     }
+    e->unresolved = (uint8_t)unresolved;
     e->runtime = (uint8_t)runtime;
     e->removed = (uint8_t)removed;
     e->admin = (uint8_t)admin;

@@ -46,6 +46,12 @@ struct fc_overlay_entry {
     uint8_t removed; /**< one of the file's backends, removed at run time */
     uint8_t admin;   /**< enum fc_backend_admin */
     uint32_t weight; /**< 1..1000; 0: the file's (file backends only) */
+    /**
+     * A file backend read from the state file by a name (`localhost:9001`):
+     * addr is unset until fc_overlay_reconcile() finds the file's backend
+     * of that name (names are not resolved for the state file).
+     */
+    uint8_t unresolved;
 };
 
 struct fc_overlay {

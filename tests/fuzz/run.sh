@@ -13,7 +13,8 @@
 # where the input says; the verdict must not depend on the split), route
 # (fc_route_pool() on requests fc_head_check_request() accepts: host spellings
 # pick alike, no path spelling slips past its route), config (the
-# configuration loader). New inputs found go to a scratch copy of the corpus,
+# configuration loader), state (the runtime state file reader: what it takes
+# writes back to what it takes again). New inputs found go to a scratch copy of the corpus,
 # never into the repository; a crashing input is kept under build-fuzz/ and named.
 # FC_FUZZ_BUILD_DIR puts the builds, corpora and logs elsewhere.
 set -euo pipefail
@@ -22,14 +23,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${FC_FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${FC_FUZZ_SECONDS:-20}
-targets=${FC_FUZZ_TARGETS:-request response body route config}
+targets=${FC_FUZZ_TARGETS:-request response body route config state}
 cc=${FC_FUZZ_CC:-clang-14}
 command -v "$cc" >/dev/null || { echo "fuzz: $cc not found: apt-get install clang-14 libclang-rt-14-dev" >&2; exit 1; }
 
 mkdir -p "$out"
 flags=(-g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -DLLHTTP_STRICT_MODE=1 -I"$root/core" -I"$root/sdk/include" -I/usr/share/include/llhttp
-       $(pkg-config --cflags libconfig libuv))
+       $(pkg-config --cflags libconfig libuv jansson))
 llhttp=(/usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c)
 declare -A sources=(
   [request]="core/http_request.c core/http_rewrite.c core/route.c"
@@ -37,8 +38,10 @@ declare -A sources=(
   [body]="core/txn_parser.c core/http_request.c core/http_rewrite.c"
   [route]="core/http_request.c core/http_rewrite.c core/route.c"
   [config]="core/config.c core/config_reader.c core/log.c core/log_writer.c"
+  [state]="core/overlay.c core/config.c core/config_reader.c core/log.c core/log_writer.c"
 )
-declare -A libs=([request]="" [response]="" [body]="" [route]="" [config]="$(pkg-config --libs libconfig)")
+declare -A libs=([request]="" [response]="" [body]="" [route]="" [config]="$(pkg-config --libs libconfig)"
+                   [state]="$(pkg-config --libs libconfig jansson)")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/lsan.supp}
