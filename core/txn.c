@@ -110,6 +110,7 @@ void fc_txn_begin(struct fc_txn *t)
     t->gen = w->gen;
     fc_generation_request_start(t->gen, w->index);
     t->attempts = 0;
+    t->passed_over = 0;
     t->backend = -1;
     t->resp_started = t->resp_done = t->dechunk = 0;
     t->stale_retried = 0;
@@ -385,7 +386,7 @@ void fc_txn_connect(struct fc_txn *t)
         .request = &t->req,
         .client = &c->peer.sa,
         .client_len = c->peer_len,
-        .tried = t->attempts ? t->tried : NULL,
+        .tried = t->attempts || t->passed_over ? t->tried : NULL,
     };
     int idx = inst->plugin->desc->strategy->pick(inst->state, &args);
     if (idx < 0 || (uint32_t)idx >= pool->view.n_backends) {
@@ -396,8 +397,21 @@ void fc_txn_connect(struct fc_txn *t)
         fc_txn_reply(t, t->attempts ? 502 : 503, 0);
         return;
     }
-    t->backend = idx;
     struct fc_backend_shared *b = pool->shared[idx];
+    /*
+     * A request that picks on a generation a runtime change has replaced
+     * (it began before the change, and picks only now: after its rate
+     * limiter's verdict, or to retry) passes over a backend the change took
+     * out of rotation, so that none gets a request after the change was
+     * answered. Each backend at most once: then there is none left.
+     */
+    if (__atomic_load_n(&b->retiring, __ATOMIC_RELAXED) && t->passed_over < pool->view.n_backends) {
+        t->tried[idx] = 1;
+        t->passed_over++;
+        fc_txn_connect(t);
+        return;
+    }
+    t->backend = idx;
     backend_inflight_add(t, 1);
 
     struct fc_upstream *u = fc_upstream_take_idle(w, b);

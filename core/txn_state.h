@@ -69,6 +69,7 @@ struct fc_txn {
     struct fc_upstream *up;
     int32_t backend; /* index in pool, -1 none */
     uint32_t attempts;
+    uint32_t passed_over; /* picks not taken: the backend had left rotation meanwhile */
     uint8_t *tried; /* tried_small, or allocated for larger pools */
     uint64_t body_seen;
     uint64_t t_start; /* uv_hrtime() at the request's first byte */
