@@ -1,12 +1,19 @@
 /*
  * Runtime control on the admin listener: POST /api/reload reloads as SIGHUP
  * does and answers with the outcome, the new generation or every error with
- * its file and line; the token rules hold for it.
+ * its file and line; the token rules hold for it. A request that began
+ * before a runtime change and picks its backend after it passes over one the
+ * change took out of rotation.
  */
 #include "harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +94,103 @@ IT_TEST(reload_endpoint)
     json_decref(j);
 }
 
+/*
+ * A port whose connects hang: it listens with a backlog of 0 and its accept
+ * queue is full (two connections nobody accepts), so the kernel drops new
+ * SYNs and a connect waits until the caller's timeout. The sockets are the
+ * test's until `fds` are closed.
+ */
+static int hanging_port(int fds[3])
+{
+    fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fds[0] < 0 || bind(fds[0], (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fds[0], 0) != 0 ||
+        getsockname(fds[0], (struct sockaddr *)&a, &len) != 0)
+        fail_msg("hanging port: %s", strerror(errno));
+    for (int i = 1; i < 3; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fds[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    it_sleep_ms(50);
+    /* The proof that it hangs: one more connect gets no answer in 300 ms. */
+    int probe = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(probe, (struct sockaddr *)&a, sizeof(a));
+    struct pollfd p = {.fd = probe, .events = POLLOUT};
+    int ready = poll(&p, 1, 300);
+    close(probe);
+    if (ready != 0)
+        fail_msg("hanging port: a connect to a full accept queue completed; the test needs "
+                 "the kernel to drop SYNs there (net.ipv4.tcp_abort_on_overflow = 0)");
+    return ntohs(a.sin_port);
+}
+
+/* A request of the admin API with the token; its status, the JSON body in *body. */
+static int admin_call(struct it_env *env, int port, const char *method, const char *path,
+                      const char *body, json_t **out)
+{
+    struct it_conn *c = it_connect(env, port);
+    it_send_str(c, it_strf(env,
+                           "%s %s HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer " TOKEN
+                           "\r\nContent-Length: %zu\r\n\r\n%s",
+                           method, path, strlen(body), body));
+    struct it_response r;
+    it_expect_response(c, method, &r);
+    int status = r.status;
+    json_error_t err;
+    *out = json_loads(r.body, 0, &err);
+    if (*out == NULL)
+        fail_msg("%s %s answered %d with no JSON: %s", method, path, status, r.body);
+    it_response_free(&r);
+    it_conn_close(c);
+    return status;
+}
+
+IT_TEST(retry_after_a_drain_passes_over_the_drained_backend)
+{
+    int hang[3];
+    int x = hanging_port(hang);
+    int b = it_backend_start(env, "b");
+    int c = it_backend_start(env, "c");
+    struct it_config cfg;
+    it_config_init(&cfg);
+    cfg.workers = 1;       /* one round-robin instance: its first pick is the first backend */
+    cfg.connect_ms = 1000; /* the hanging connect fails after this, and is retried */
+    it_config_add_pool(&cfg, "web", 1, 3, x, b, c);
+    int admin = it_free_port();
+    const char *token_file = it_write_file(env, "admin.token", TOKEN "\n");
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\"; token_file = \"%s\";", admin, token_file);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* The request goes to the hanging backend first, and waits there for connect_ms. */
+    struct it_conn *conn = it_connect(env, f->port);
+    int64_t sent = it_now_ms();
+    it_send_str(conn, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    it_sleep_ms(200);
+    /* Meanwhile b, next in turn, is drained: answered before the request retries. */
+    json_t *j;
+    assert_int_equal(admin_call(env, admin, "PATCH",
+                                it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b),
+                                "{\"state\": \"drain\"}", &j),
+                     200);
+    json_decref(j);
+    assert_true(it_now_ms() - sent < 900); /* the retry is still to come */
+
+    /* Its retry, on the generation it began with, passes over b: c answers. */
+    struct it_response r;
+    it_expect_response(conn, "GET", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(it_header(&r, "X-Backend"), "c");
+    assert_true(it_now_ms() - sent >= 900); /* it did wait for the hanging connect */
+    it_response_free(&r);
+    it_conn_close(conn);
+    for (int i = 0; i < 3; i++)
+        close(hang[i]);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(reload_endpoint),
+    IT_CASE(retry_after_a_drain_passes_over_the_drained_backend),
 };
 
 IT_MAIN(tests)
