@@ -67,9 +67,9 @@ struct fc_backend_shared {
     uint32_t retiring;
 
     /* What the operator sees (the status, the events). Main thread only. */
-    uint32_t seen_up;      /**< state.up as the main thread last published it */
-    uint64_t since_unix;   /**< when it became so (0: since the start) */
-    char why[128];         /**< why, as the health check or passive detection said */
+    uint32_t seen_up;    /**< state.up as the main thread last published it */
+    uint64_t since_unix; /**< when it became so (0: since the start) */
+    char why[128];       /**< why, as the health check or passive detection said */
 };
 
 /** What health.c keeps of a pool while its checker runs (probe slots, the timer). */
@@ -113,19 +113,20 @@ struct fc_gen_pool {
     const struct fc_conf_pool *conf;
     struct fc_instance *health; /**< the checker instance (&health_inst); NULL: no `health` group */
     struct fc_instance health_inst;
-    struct fc_health_pool *checker; /**< health.c's, while the generation's checkers run */
-    struct fc_pool_view view;          /**< the strategies': backends in rotation */
-    struct fc_pool_view all;           /**< the health checker's: every backend */
-    uint32_t n_backends;               /**< every backend (all.n_backends) */
-    struct fc_gen_backend *backends;   /**< [n_backends] */
-    uint32_t *order; /**< [n_backends]: the indexes in the file's order, then the runtime's (shown so) */
+    struct fc_health_pool *checker;  /**< health.c's, while the generation's checkers run */
+    struct fc_pool_view view;        /**< the strategies': backends in rotation */
+    struct fc_pool_view all;         /**< the health checker's: every backend */
+    uint32_t n_backends;             /**< every backend (all.n_backends) */
+    struct fc_gen_backend *backends; /**< [n_backends] */
+    uint32_t
+        *order; /**< [n_backends]: the indexes in the file's order, then the runtime's (shown so) */
     struct fc_backend_view *views;     /**< [n_backends] */
     struct fc_backend_shared **shared; /**< [n_backends] */
     struct fc_instance *strategy;      /**< [worker_count]: one instance per worker */
     struct fc_instance *ratelimit;     /**< NULL, or &rl->inst: shared by all workers */
     struct fc_ratelimit_shared *rl;
-    struct fc_stats *stats;            /**< the pool's counters (stats.h), one reference */
-    struct fc_stats **backend_stats;   /**< [n_backends]: each backend's, one reference each */
+    struct fc_stats *stats;          /**< the pool's counters (stats.h), one reference */
+    struct fc_stats **backend_stats; /**< [n_backends]: each backend's, one reference each */
 };
 
 /** Per worker counters, each on its own cache line. */

@@ -254,7 +254,8 @@ static void probe_done(void *owner, struct fc_probe *probe, int ok, const char *
                      pool->views[probe->backend].address, ok ? "passed" : "failed", ok ? "" : ": ",
                      ok ? "" : (reason ? reason : ""));
     publish_up(pool, b);
-    observe(pool, probe->backend, ok ? "health check passed" : (reason ? reason : "health check failed"));
+    observe(pool, probe->backend,
+            ok ? "health check passed" : (reason ? reason : "health check failed"));
     run_release(hp->run); /* a probe in flight was holding the run */
 }
 

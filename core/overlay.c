@@ -79,9 +79,8 @@ struct fc_overlay_entry *fc_overlay_find(const struct fc_overlay *o, const char 
     return NULL;
 }
 
-struct fc_overlay_entry *fc_overlay_put(struct fc_overlay *o, const char *pool,
-                                        const char *address, const struct sockaddr_storage *addr,
-                                        socklen_t addr_len)
+struct fc_overlay_entry *fc_overlay_put(struct fc_overlay *o, const char *pool, const char *address,
+                                        const struct sockaddr_storage *addr, socklen_t addr_len)
 {
     struct fc_overlay_entry *e = fc_overlay_find(o, pool, addr);
     return e != NULL ? e : fc_overlay_append(o, pool, address, addr, addr_len);
@@ -197,8 +196,8 @@ char *fc_overlay_to_json(const struct fc_overlay *o)
     int bad = 0;
     for (uint32_t i = 0; i < o->n; i++) {
         const struct fc_overlay_entry *e = &o->entries[i];
-        json_t *j = json_pack("{s:s, s:s, s:s}", "pool", e->pool, "address", e->address,
-                              "source", e->runtime ? "runtime" : "config");
+        json_t *j = json_pack("{s:s, s:s, s:s}", "pool", e->pool, "address", e->address, "source",
+                              e->runtime ? "runtime" : "config");
         if (j == NULL) {
             bad = 1;
             break;
@@ -225,8 +224,8 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
     json_int_t weight = 0;
     json_error_t je;
     if (json_unpack_ex(j, &je, JSON_STRICT, "{s:s, s:s, s:s, s?:s, s?:b, s?:I}", "pool", &pool,
-                       "address", &address, "source", &source, "state", &state, "removed",
-                       &removed, "weight", &weight) != 0) {
+                       "address", &address, "source", &source, "state", &state, "removed", &removed,
+                       "weight", &weight) != 0) {
         snprintf(err, err_cap, "backends[%zu]: %s", index, je.text);
         return FC_EINVAL;
     }
@@ -289,8 +288,7 @@ int fc_overlay_from_json(const char *text, size_t len, struct fc_overlay *out, c
         snprintf(err, err_cap, "%s", je.text);
         rc = FC_EINVAL;
     } else if (version != STATE_VERSION) {
-        snprintf(err, err_cap, "version %d: this fulcrum reads version %d", version,
-                 STATE_VERSION);
+        snprintf(err, err_cap, "version %d: this fulcrum reads version %d", version, STATE_VERSION);
         rc = FC_EINVAL;
     } else if (!json_is_array(list)) {
         snprintf(err, err_cap, "backends: expected an array");

@@ -77,9 +77,8 @@ struct fc_overlay_entry *fc_overlay_find(const struct fc_overlay *o, const char 
  * Adds an entry (strings copied), or returns the one already there for that
  * pool and address. NULL: out of memory.
  */
-struct fc_overlay_entry *fc_overlay_put(struct fc_overlay *o, const char *pool,
-                                        const char *address, const struct sockaddr_storage *addr,
-                                        socklen_t addr_len);
+struct fc_overlay_entry *fc_overlay_put(struct fc_overlay *o, const char *pool, const char *address,
+                                        const struct sockaddr_storage *addr, socklen_t addr_len);
 
 /** Removes entry e (a pointer into o). */
 void fc_overlay_drop(struct fc_overlay *o, struct fc_overlay_entry *e);

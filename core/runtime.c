@@ -233,8 +233,7 @@ void fc_runtime_load(struct fc_runtime *rt, const struct fc_config *cfg)
                     o.n == 1 ? "" : "s");
 }
 
-int fc_runtime_fit(const struct fc_runtime *rt, const struct fc_config *cfg,
-                   struct fc_overlay *out)
+int fc_runtime_fit(const struct fc_runtime *rt, const struct fc_config *cfg, struct fc_overlay *out)
 {
     if (fc_overlay_copy(&rt->overlay, out) != 0)
         return FC_ENOMEM;
@@ -276,9 +275,9 @@ static void send_json(struct fc_admin_response *resp, int status, json_t *j)
 static void finish(struct fc_runtime *rt, struct pending *p, int late)
 {
     if (p->removed != NULL) {
-        json_object_set_new(p->answer, "inflight",
-                            json_integer(__atomic_load_n(&p->removed->state.inflight,
-                                                         __ATOMIC_RELAXED)));
+        json_object_set_new(
+            p->answer, "inflight",
+            json_integer(__atomic_load_n(&p->removed->state.inflight, __ATOMIC_RELAXED)));
         fc_backend_shared_release(p->removed);
     }
     if (late) {
@@ -328,7 +327,10 @@ static void answer_adopted(struct fc_runtime *rt, struct fc_admin_response *resp
         send_json(resp, status, answer); /* the change is in force; only the wait is skipped */
         return;
     }
-    *p = (struct pending){.later = later, .id = id, .status = status, .answer = answer,
+    *p = (struct pending){.later = later,
+                          .id = id,
+                          .status = status,
+                          .answer = answer,
                           .removed = removed,
                           .deadline = uv_now(rt->loop) + ADOPT_WAIT_MS};
     p->next = rt->pending;
@@ -419,9 +421,8 @@ static int get_state(json_t *j, struct fc_admin_response *resp, int *out)
 }
 
 /* The pool of the path; NULL after answering 404. */
-static const struct fc_gen_pool *path_pool(struct fc_runtime *rt,
-                                           const struct fc_admin_request *req,
-                                           struct fc_admin_response *resp)
+static const struct fc_gen_pool *
+path_pool(struct fc_runtime *rt, const struct fc_admin_request *req, struct fc_admin_response *resp)
 {
     const struct fc_gen_pool *pool =
         fc_generation_pool(rt->host.generation(rt->host.arg), req->params[0]);
@@ -461,9 +462,8 @@ static uint64_t apply(struct fc_runtime *rt, struct fc_overlay *next,
         json_t *list = json_array();
         for (char *line = errors, *nl; *line && (nl = strchr(line, '\n')) != NULL; line = nl + 1)
             json_array_append_new(list, json_stringn(line, (size_t)(nl - line)));
-        const char *first = json_array_size(list) > 0
-                                ? json_string_value(json_array_get(list, 0))
-                                : "the new generation could not be built";
+        const char *first = json_array_size(list) > 0 ? json_string_value(json_array_get(list, 0))
+                                                      : "the new generation could not be built";
         send_json(resp, 422,
                   json_pack("{s:s, s:o}", "error", first != NULL ? first : "", "errors", list));
         return 0;

@@ -39,18 +39,18 @@ static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
     json_t *responses = json_object();
     uint64_t failures = s.connect_failures + s.responses[4];
     for (int c = 0; c < FC_STATS_CLASSES; c++)
-        json_object_set_new(responses, fc_stats_class_names[c], json_integer((json_int_t)s.responses[c]));
-    json_t *health = json_pack("{s:b, s:s, s:I}", "ok", (int)b->seen_up, "reason", b->why,
-                               "since", (json_int_t)b->since_unix);
-    return json_pack("{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
-                     pool->views[i].address, "weight", (int)pool->views[i].weight, "state",
-                     state_name(pool, i), "source",
-                     pool->backends[i].source == FC_SOURCE_RUNTIME ? "runtime" : "config", "inflight",
-                     (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED), "requests",
-                     (json_int_t)s.requests, "responses", responses, "failures",
-                     (json_int_t)failures, "latency_ms", "p50",
-                     fc_metrics_quantile_ms(s.buckets, 0.5), "p99",
-                     fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
+        json_object_set_new(responses, fc_stats_class_names[c],
+                            json_integer((json_int_t)s.responses[c]));
+    json_t *health = json_pack("{s:b, s:s, s:I}", "ok", (int)b->seen_up, "reason", b->why, "since",
+                               (json_int_t)b->since_unix);
+    return json_pack(
+        "{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
+        pool->views[i].address, "weight", (int)pool->views[i].weight, "state", state_name(pool, i),
+        "source", pool->backends[i].source == FC_SOURCE_RUNTIME ? "runtime" : "config", "inflight",
+        (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED), "requests",
+        (json_int_t)s.requests, "responses", responses, "failures", (json_int_t)failures,
+        "latency_ms", "p50", fc_metrics_quantile_ms(s.buckets, 0.5), "p99",
+        fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
 }
 
 static json_t *status_json(const struct fc_generation *g, const struct fc_metrics_info *info,
@@ -61,11 +61,10 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
     for (uint32_t l = 0; l < cfg->n_listeners; l++) {
         struct fc_listener_stats s;
         fc_stats_sum_listener_at(cfg->listeners[l].address, g->n_workers, &s);
-        json_array_append_new(listeners,
-                              json_pack("{s:s, s:s, s:I, s:b}", "address",
-                                        cfg->listeners[l].address, "pool",
-                                        cfg->pools[cfg->listeners[l].pool].name, "connections",
-                                        (json_int_t)(s.accepted - s.closed), "tls", 0));
+        json_array_append_new(
+            listeners, json_pack("{s:s, s:s, s:I, s:b}", "address", cfg->listeners[l].address,
+                                 "pool", cfg->pools[cfg->listeners[l].pool].name, "connections",
+                                 (json_int_t)(s.accepted - s.closed), "tls", 0));
     }
     json_t *pools = json_array();
     for (uint32_t p = 0; p < cfg->n_pools; p++) {
@@ -73,23 +72,20 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
         json_t *backends = json_array();
         for (uint32_t k = 0; k < pool->n_backends; k++)
             json_array_append_new(backends, backend_json(pool, pool->order[k]));
-        json_array_append_new(pools,
-                              json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", pool->view.name,
-                                        "strategy", plugin_json(&pool->strategy[0]), "health",
-                                        plugin_json(pool->health), "rate_limit",
-                                        plugin_json(pool->ratelimit), "backends", backends));
+        json_array_append_new(pools, json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", pool->view.name,
+                                               "strategy", plugin_json(&pool->strategy[0]),
+                                               "health", plugin_json(pool->health), "rate_limit",
+                                               plugin_json(pool->ratelimit), "backends", backends));
     }
     double now = (double)time(NULL);
     char abi[16];
     snprintf(abi, sizeof(abi), "%d.%d", FC_ABI_MAJOR, FC_ABI_MINOR);
-    return json_pack("{s:s, s:s, s:i, s:I, s:I, s:i, s:{s:I, s:I, s:s}, s:o, s:o}", "version",
-                     FC_VERSION, "abi", abi,
-                     "pid", (int)getpid(), "uptime_s",
-                     (json_int_t)(now - info->start_time_unix), "generation", (json_int_t)g->id,
-                     "workers", (int)workers, "reloads", "done", (json_int_t)info->reloads_done,
-                     "failed", (json_int_t)info->reloads_failed, "last_error",
-                     info->last_error ? info->last_error : "", "listeners", listeners, "pools",
-                     pools);
+    return json_pack(
+        "{s:s, s:s, s:i, s:I, s:I, s:i, s:{s:I, s:I, s:s}, s:o, s:o}", "version", FC_VERSION, "abi",
+        abi, "pid", (int)getpid(), "uptime_s", (json_int_t)(now - info->start_time_unix),
+        "generation", (json_int_t)g->id, "workers", (int)workers, "reloads", "done",
+        (json_int_t)info->reloads_done, "failed", (json_int_t)info->reloads_failed, "last_error",
+        info->last_error ? info->last_error : "", "listeners", listeners, "pools", pools);
 }
 
 static void append_json(json_t *j, struct fc_text *out)

@@ -24,9 +24,9 @@
 static int post_reload(struct it_env *env, int port, int token, json_t **body)
 {
     struct it_conn *c = it_connect(env, port);
-    it_send_str(c, it_strf(env,
-                           "POST /api/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n%s\r\n",
-                           token ? "Authorization: Bearer " TOKEN "\r\n" : ""));
+    it_send_str(
+        c, it_strf(env, "POST /api/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n%s\r\n",
+                   token ? "Authorization: Bearer " TOKEN "\r\n" : ""));
     struct it_response r;
     it_expect_response(c, "POST", &r);
     int status = r.status;
@@ -105,8 +105,8 @@ static int hanging_port(int fds[3])
     fds[0] = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
-    if (fds[0] < 0 || bind(fds[0], (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fds[0], 0) != 0 ||
-        getsockname(fds[0], (struct sockaddr *)&a, &len) != 0)
+    if (fds[0] < 0 || bind(fds[0], (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        listen(fds[0], 0) != 0 || getsockname(fds[0], (struct sockaddr *)&a, &len) != 0)
         fail_msg("hanging port: %s", strerror(errno));
     for (int i = 1; i < 3; i++) {
         fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);

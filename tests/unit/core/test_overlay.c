@@ -177,8 +177,7 @@ static void test_the_file_has_the_last_word(void **state)
     assert_int_equal(o.entries[2].unresolved, 0);
     assert_true(o.entries[2].removed);
     /* Found again by address now that it is resolved. */
-    assert_ptr_equal(fc_overlay_find(&o, "web", &cfg->pools[0].backends[2].addr),
-                     &o.entries[2]);
+    assert_ptr_equal(fc_overlay_find(&o, "web", &cfg->pools[0].backends[2].addr), &o.entries[2]);
     fc_overlay_free(&o);
     fc_config_free(cfg);
 }
