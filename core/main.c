@@ -195,6 +195,13 @@ static int runtime_stopping(void *arg)
     return d->stopping;
 }
 
+static void runtime_changed(void *arg, const char *pool, const char *address, const char *state,
+                            const char *reason)
+{
+    struct daemon *d = arg;
+    fc_monitor_backend_set(d->monitor, pool, address, state, reason);
+}
+
 /*
  * SIGHUP: a new generation is built from the file and published only if all of
  * it succeeded; otherwise the running one stays and the errors are logged.
@@ -523,6 +530,7 @@ int main(int argc, char **argv)
                                       .apply = runtime_apply,
                                       .adopted = runtime_adopted,
                                       .stopping = runtime_stopping,
+                                      .changed = runtime_changed,
                                       .arg = &d};
     if ((d.runtime = fc_runtime_create(d.loop, &rt_host)) == NULL) {
         fc_config_free(cfg);

@@ -158,6 +158,22 @@ void fc_monitor_reloaded(struct fc_monitor *m, uint64_t generation, const char *
     fc_text_free(&t);
 }
 
+void fc_monitor_backend_set(struct fc_monitor *m, const char *pool, const char *address,
+                            const char *state, const char *reason)
+{
+    if (m == NULL)
+        return;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s}", "pool", pool, "backend", address, "state",
+                          state, "since", (json_int_t)time(NULL), "reason", reason);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL)
+        return;
+    struct fc_text t = {.p = text, .len = strlen(text), .cap = strlen(text) + 1};
+    broadcast(m, "backend", &t);
+    fc_text_free(&t);
+}
+
 struct fc_monitor *fc_monitor_create(struct fc_admin *admin, uv_loop_t *loop,
                                      const struct fc_monitor_source *src)
 {

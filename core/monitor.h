@@ -35,6 +35,13 @@ struct fc_monitor *fc_monitor_create(struct fc_admin *admin, uv_loop_t *loop,
 /** A reload ended: an `event: reload` with its outcome (error: NULL when it was done). */
 void fc_monitor_reloaded(struct fc_monitor *m, uint64_t generation, const char *error);
 
+/**
+ * The runtime API changed a backend: an `event: backend` with its new state
+ * ("up", "down", "drain", "maint", or "removed") and why.
+ */
+void fc_monitor_backend_set(struct fc_monitor *m, const char *pool, const char *address,
+                            const char *state, const char *reason);
+
 /** Stops the timer and forgets the streams; frees m once its timer closed. */
 void fc_monitor_destroy(struct fc_monitor *m);
 

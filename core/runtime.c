@@ -475,6 +475,20 @@ static uint64_t apply(struct fc_runtime *rt, struct fc_overlay *next,
     return id;
 }
 
+/* Tells the daemon how backend `address` of `pool` is now, in the generation in force. */
+static void tell(struct fc_runtime *rt, const char *pool, const char *address, const char *reason)
+{
+    const struct fc_generation *g = rt->host.generation(rt->host.arg);
+    const struct fc_gen_pool *p = fc_generation_pool(g, pool);
+    int i = p != NULL ? fc_gen_pool_find(p, address) : -1;
+    const char *state = "removed";
+    if (i >= 0 && p->backends[i].admin != FC_BACKEND_READY)
+        state = fc_backend_admin_name(p->backends[i].admin);
+    else if (i >= 0)
+        state = __atomic_load_n(&p->shared[i]->state.up, __ATOMIC_RELAXED) ? "up" : "down";
+    rt->host.changed(rt->host.arg, pool, address, state, reason);
+}
+
 static int refuse_when_stopping(struct fc_runtime *rt, struct fc_admin_response *resp)
 {
     if (!rt->host.stopping(rt->host.arg))
@@ -554,6 +568,7 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
         return;
     fc_log_info("runtime: pool %s: backend %s added (weight %u, %s): generation %llu", name,
                 address, weight, fc_backend_admin_name(admin), (unsigned long long)id);
+    tell(rt, name, address, "added through the runtime API");
     answer_adopted(rt, resp, id, 201,
                    json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
                              backend_json(address, weight, admin, fb == NULL), "generation",
@@ -650,6 +665,10 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
         return;
     fc_log_info("runtime: pool %s: backend %s: %s, weight %u: generation %llu", name, address,
                 fc_backend_admin_name(admin), weight, (unsigned long long)id);
+    char reason[96];
+    snprintf(reason, sizeof(reason), "set to %s, weight %u, through the runtime API",
+             fc_backend_admin_name(admin), weight);
+    tell(rt, name, address, reason);
     answer_adopted(rt, resp, id, 200,
                    json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
                              backend_json(address, weight, admin, runtime), "generation",
@@ -700,6 +719,7 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
     }
     fc_log_info("runtime: pool %s: backend %s removed: generation %llu", name, address,
                 (unsigned long long)id);
+    tell(rt, name, address, "removed through the runtime API");
     answer_adopted(rt, resp, id, 200,
                    json_pack("{s:b, s:s, s:s, s:I}", "ok", 1, "pool", name, "address", address,
                              "generation", (json_int_t)id),

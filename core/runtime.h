@@ -39,6 +39,12 @@ struct fc_runtime_host {
     int (*adopted)(void *arg, uint64_t id);
     /** The daemon is stopping: no change is taken any more. */
     int (*stopping)(void *arg);
+    /**
+     * A change is in force: backend `address` of `pool` is now `state`
+     * ("up", "down", "drain", "maint" or "removed") because of `reason`.
+     */
+    void (*changed)(void *arg, const char *pool, const char *address, const char *state,
+                    const char *reason);
     void *arg;
 };
 
