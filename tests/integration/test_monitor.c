@@ -83,8 +83,7 @@ static struct it_fulcrum *start_with_pools(struct it_env *env, struct it_config 
     return f;
 }
 
-static void requests(struct it_env *env, struct it_fulcrum *f, const char *host, int n,
-                     int status)
+static void requests(struct it_env *env, struct it_fulcrum *f, const char *host, int n, int status)
 {
     for (int i = 0; i < n; i++) {
         struct it_response r;
@@ -118,31 +117,37 @@ IT_TEST(metrics_count_known_traffic)
     assert_int_equal(metric(m, S("fulcrum_requests_total{listener=\"%s\",code=\"2xx\"}", L)), 35);
     assert_int_equal(metric(m, S("fulcrum_requests_total{listener=\"%s\",code=\"4xx\"}", L)), 3);
     assert_int_equal(metric(m, S("fulcrum_requests_total{listener=\"%s\",code=\"5xx\"}", L)), 2);
-    assert_int_equal(
-        metric(m, S("fulcrum_proxy_responses_total{listener=\"%s\",code=\"502\"}", L)), 2);
-    assert_int_equal(
-        metric(m, S("fulcrum_proxy_responses_total{listener=\"%s\",code=\"429\"}", L)), 3);
-    assert_int_equal(
-        metric(m, S("fulcrum_proxy_responses_total{listener=\"%s\",code=\"503\"}", L)), 0);
+    assert_int_equal(metric(m, S("fulcrum_proxy_responses_total{listener=\"%s\",code=\"502\"}", L)),
+                     2);
+    assert_int_equal(metric(m, S("fulcrum_proxy_responses_total{listener=\"%s\",code=\"429\"}", L)),
+                     3);
+    assert_int_equal(metric(m, S("fulcrum_proxy_responses_total{listener=\"%s\",code=\"503\"}", L)),
+                     0);
     int ports[3] = {tr.a, tr.b, tr.c};
     for (int i = 0; i < 3; i++) {
         const char *B = S("127.0.0.1:%d", ports[i]);
         assert_int_equal(
-            metric(m, S("fulcrum_backend_requests_total{pool=\"web\",backend=\"%s\",code=\"2xx\"}", B)),
+            metric(m, S("fulcrum_backend_requests_total{pool=\"web\",backend=\"%s\",code=\"2xx\"}",
+                        B)),
             11);
         assert_int_equal(
             metric(m, S("fulcrum_backend_response_seconds_count{pool=\"web\",backend=\"%s\"}", B)),
             11);
         assert_int_equal(metric(m, S("fulcrum_backend_response_seconds_bucket{pool=\"web\","
-                                     "backend=\"%s\",le=\"+Inf\"}", B)),
+                                     "backend=\"%s\",le=\"+Inf\"}",
+                                     B)),
                          11);
-        assert_true(metric(m, S("fulcrum_backend_response_seconds_sum{pool=\"web\",backend=\"%s\"}", B)) > 0);
+        assert_true(metric(m, S("fulcrum_backend_response_seconds_sum{pool=\"web\",backend=\"%s\"}",
+                                B)) > 0);
         assert_int_equal(metric(m, S("fulcrum_backend_up{pool=\"web\",backend=\"%s\"}", B)), 1);
-        assert_int_equal(metric(m, S("fulcrum_backend_inflight{pool=\"web\",backend=\"%s\"}", B)), 0);
+        assert_int_equal(metric(m, S("fulcrum_backend_inflight{pool=\"web\",backend=\"%s\"}", B)),
+                         0);
     }
     const char *A = S("127.0.0.1:%d", tr.a), *D = S("127.0.0.1:%d", tr.dead);
     assert_int_equal(
-        metric(m, S("fulcrum_backend_requests_total{pool=\"limited\",backend=\"%s\",code=\"2xx\"}", A)), 2);
+        metric(m, S("fulcrum_backend_requests_total{pool=\"limited\",backend=\"%s\",code=\"2xx\"}",
+                    A)),
+        2);
     assert_int_equal(
         metric(m, S("fulcrum_backend_connect_failures_total{pool=\"dead\",backend=\"%s\"}", D)), 2);
     assert_int_equal(metric(m, "fulcrum_ratelimit_denied_total{pool=\"limited\"}"), 3);
@@ -278,9 +283,64 @@ IT_TEST(events_tell_of_a_backend_going_down)
     close(rd.fd);
 }
 
+/* A request with a body on the admin port (no token); its status. */
+static int admin_send(struct it_env *env, int port, const char *method, const char *path,
+                      const char *body)
+{
+    struct it_conn *c = it_connect(env, port);
+    it_send_str(c, it_strf(env, "%s %s HTTP/1.1\r\nHost: admin\r\nContent-Length: %zu\r\n\r\n%s",
+                           method, path, strlen(body), body));
+    struct it_response r;
+    it_expect_response(c, method, &r);
+    int status = r.status;
+    it_response_free(&r);
+    it_conn_close(c);
+    return status;
+}
+
+IT_TEST(events_tell_of_runtime_changes)
+{
+    struct it_config cfg;
+    it_config_init(&cfg);
+    int a = it_backend_start(env, "a");
+    int b = it_backend_start(env, "b");
+    it_config_add_pool(&cfg, "web", 0, 1, a);
+    int admin = start_admin(env, &cfg);
+    it_fulcrum_start(env, &cfg);
+
+    struct reader rd = {.fd = it_socket_connect(admin, 5), .cap = 1 << 20};
+    rd.buf = it_zalloc(env, rd.cap);
+    assert_true(rd.fd >= 0);
+    const char *req = "GET /api/events HTTP/1.1\r\nHost: admin\r\n\r\n";
+    assert_int_equal(it_send_all(rd.fd, req, strlen(req)), 0);
+    read_until(&rd, "event: status\ndata: {", 3000);
+
+    /* Each change, as it is in force: added (and up), drained, removed. */
+    assert_int_equal(admin_send(env, admin, "POST", "/api/pools/web/backends",
+                                it_strf(env, "{\"address\": \"127.0.0.1:%d\"}", b)),
+                     201);
+    read_until(&rd,
+               it_strf(env,
+                       "event: backend\ndata: {\"pool\":\"web\",\"backend\":\"127.0.0.1:%d\","
+                       "\"state\":\"up\"",
+                       b),
+               3000);
+    assert_int_equal(admin_send(env, admin, "PATCH",
+                                it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", a),
+                                "{\"state\": \"drain\"}"),
+                     200);
+    read_until(&rd, it_strf(env, "\"backend\":\"127.0.0.1:%d\",\"state\":\"drain\"", a), 3000);
+    assert_int_equal(admin_send(env, admin, "DELETE",
+                                it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b), ""),
+                     200);
+    read_until(&rd, it_strf(env, "\"backend\":\"127.0.0.1:%d\",\"state\":\"removed\"", b), 3000);
+    close(rd.fd);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(metrics_count_known_traffic),
     IT_CASE(events_tell_of_a_backend_going_down),
+    IT_CASE(events_tell_of_runtime_changes),
 };
 
 IT_MAIN(tests)
