@@ -43,7 +43,6 @@ static void family(struct fc_text *t, const char *name, const char *type, const 
     fc_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-
 /* ---- the process ------------------------------------------------------- */
 
 static void process_metrics(struct fc_text *t, double start_time)
@@ -65,9 +64,8 @@ static void process_metrics(struct fc_text *t, double start_time)
         fclose(f);
         /* Fields after the command, which may hold spaces: from the last ')'. */
         const char *p = strrchr(buf, ')');
-        if (p == NULL ||
-            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                   &stime) != 2)
+        if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                                &utime, &stime) != 2)
             utime = stime = 0;
     }
     unsigned fds = 0;
@@ -139,10 +137,9 @@ static void listener_counter(struct fc_text *t, const struct fc_config *cfg, con
     char a[256];
     family(t, name, "counter", help);
     for (uint32_t l = 0; l < cfg->n_listeners; l++)
-        fc_text_printf(t, "%s{listener=\"%s\"} %llu\n", name,
-                       esc(cfg->listeners[l].address, a, sizeof(a)),
-                       (unsigned long long)*(const uint64_t *)((const char *)&s->listeners[l] +
-                                                               offset));
+        fc_text_printf(
+            t, "%s{listener=\"%s\"} %llu\n", name, esc(cfg->listeners[l].address, a, sizeof(a)),
+            (unsigned long long)*(const uint64_t *)((const char *)&s->listeners[l] + offset));
 }
 
 static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, const struct sums *s)
@@ -155,8 +152,7 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
                        (unsigned long long)(s->listeners[l].accepted - s->listeners[l].closed));
     listener_counter(t, cfg, s, "fulcrum_listener_connections_total",
                      "Client connections accepted.", offsetof(struct fc_listener_stats, accepted));
-    family(t, "fulcrum_requests_total", "counter",
-           "Responses sent to clients, by status class.");
+    family(t, "fulcrum_requests_total", "counter", "Responses sent to clients, by status class.");
     for (uint32_t l = 0; l < cfg->n_listeners; l++)
         for (int c = 0; c < FC_STATS_CLASSES; c++)
             fc_text_printf(t, "fulcrum_requests_total{listener=\"%s\",code=\"%s\"} %llu\n",
@@ -195,7 +191,8 @@ static void backend_metrics(struct fc_text *t, const struct fc_generation *g, co
         fc_text_printf(t,
                        "fulcrum_backend_requests_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} "
                        "%llu\n",
-                       LABELS, fc_stats_class_names[c], (unsigned long long)s->backends[p][b].responses[c]);
+                       LABELS, fc_stats_class_names[c],
+                       (unsigned long long)s->backends[p][b].responses[c]);
     family(t, "fulcrum_backend_response_seconds", "histogram",
            "From the start of a request to the backend's response head.");
     FOR_EACH_BACKEND(g, p, b)
@@ -216,13 +213,22 @@ static void backend_metrics(struct fc_text *t, const struct fc_generation *g, co
                        LABELS, (unsigned long long)cumulative);
         fc_text_printf(t, "fulcrum_backend_response_seconds_sum{pool=\"%s\",backend=\"%s\"} %.9f\n",
                        LABELS, (double)bs->latency_ns / 1e9);
-        fc_text_printf(t, "fulcrum_backend_response_seconds_count{pool=\"%s\",backend=\"%s\"} %llu\n",
+        fc_text_printf(t,
+                       "fulcrum_backend_response_seconds_count{pool=\"%s\",backend=\"%s\"} %llu\n",
                        LABELS, (unsigned long long)cumulative);
     }
-    family(t, "fulcrum_backend_up", "gauge", "1 when the backend may receive traffic, else 0.");
+    family(t, "fulcrum_backend_up", "gauge",
+           "1 when health checks and passive detection let the backend take traffic, else 0.");
     FOR_EACH_BACKEND(g, p, b)
     fc_text_printf(t, "fulcrum_backend_up{pool=\"%s\",backend=\"%s\"} %u\n", LABELS,
                    __atomic_load_n(&g->pools[p].shared[b]->state.up, __ATOMIC_RELAXED) ? 1u : 0u);
+    family(t, "fulcrum_backend_admin_state", "gauge",
+           "1 for the state the operator set (ready: in rotation; drain, maint: out), else 0.");
+    FOR_EACH_BACKEND(g, p, b)
+    for (int a = FC_BACKEND_READY; a <= FC_BACKEND_MAINT; a++)
+        fc_text_printf(t,
+                       "fulcrum_backend_admin_state{pool=\"%s\",backend=\"%s\",state=\"%s\"} %d\n",
+                       LABELS, fc_backend_admin_name(a), g->pools[p].backends[b].admin == a);
     family(t, "fulcrum_backend_inflight", "gauge", "Requests in progress on the backend.");
     FOR_EACH_BACKEND(g, p, b)
     fc_text_printf(t, "fulcrum_backend_inflight{pool=\"%s\",backend=\"%s\"} %u\n", LABELS,
@@ -252,8 +258,7 @@ static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const
     for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
         family(t, counters[c].name, "counter", counters[c].help);
         for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
-            const uint64_t *v =
-                (const uint64_t *)((const char *)&s->pools[p] + counters[c].offset);
+            const uint64_t *v = (const uint64_t *)((const char *)&s->pools[p] + counters[c].offset);
             fc_text_printf(t, "%s{pool=\"%s\"} %llu\n", counters[c].name,
                            esc(g->pools[p].view.name, pn, sizeof(pn)), (unsigned long long)*v);
         }

@@ -330,6 +330,12 @@ IT_TEST(events_tell_of_runtime_changes)
                                 "{\"state\": \"drain\"}"),
                      200);
     read_until(&rd, it_strf(env, "\"backend\":\"127.0.0.1:%d\",\"state\":\"drain\"", a), 3000);
+    const char *m = admin_get(env, admin, "/metrics");
+    const char *series =
+        "fulcrum_backend_admin_state{pool=\"web\",backend=\"127.0.0.1:%d\",state=\"%s\"} %d\n";
+    assert_non_null(strstr(m, it_strf(env, series, a, "drain", 1)));
+    assert_non_null(strstr(m, it_strf(env, series, a, "ready", 0)));
+    assert_non_null(strstr(m, it_strf(env, series, b, "ready", 1)));
     assert_int_equal(admin_send(env, admin, "DELETE",
                                 it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b), ""),
                      200);
