@@ -836,7 +836,9 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case ':':
             return bad_usage("%s needs a value", argv[optind - 1]);
-        default:
+        default: /* optopt: the letter of a short option, 0 for a long one */
+            if (optopt != 0)
+                return bad_usage("unknown option -%c", optopt);
             return bad_usage("unknown option %s", argv[optind - 1]);
         }
     }
