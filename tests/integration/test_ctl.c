@@ -484,6 +484,211 @@ IT_TEST(ctl_unreachable)
     expect_exit(&r, 3);
 }
 
+/* ---- the requests as sent, and answers the admin listener never gives ---- */
+
+/*
+ * A raw server (raw_backend.c) reads one request, head and Content-Length
+ * body, answers the bytes `arg` (a NUL-terminated string that lives until
+ * teardown) and closes. "" closes without an answer.
+ */
+static void answer_once(int fd, void *arg)
+{
+    const char *answer = arg;
+    char buf[16384];
+    size_t len = 0;
+    ssize_t head = it_raw_read_until(fd, buf, sizeof(buf), &len, "\r\n\r\n", 5000);
+    if (head < 0)
+        return;
+    long body = it_raw_content_length(buf, (size_t)head);
+    if (body > 0 &&
+        it_raw_read_len(fd, buf, sizeof(buf), &len, (size_t)head + (size_t)body, 5000) != 0)
+        return;
+    it_raw_write_str(fd, answer);
+}
+
+/* A raw server that answers every connection with `answer`; its port. */
+static int answering(struct it_env *env, const char *answer)
+{
+    char *copy = it_zalloc(env, strlen(answer) + 1);
+    memcpy(copy, answer, strlen(answer));
+    return it_raw_backend_start(env, answer_once, copy);
+}
+
+/* An answer with a JSON body and its Content-Length. */
+static const char *json_answer(struct it_env *env, int status, const char *body)
+{
+    return it_strf(env,
+                   "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: "
+                   "%zu\r\nConnection: close\r\n\r\n%s",
+                   status, strlen(body), body);
+}
+
+/* The request of connection i: its head lines must hold each of `lines`; returns its body. */
+static const char *expect_request(struct it_env *env, int port, size_t i, const char *start,
+                                  const char *const *lines)
+{
+    const char *got = it_raw_backend_received(env, port, i, NULL);
+    if (got == NULL)
+        fail_msg("no request %zu on the raw server", i);
+    if (strncmp(got, start, strlen(start)) != 0)
+        fail_msg("expected a request starting \"%s\", got:\n%s", start, got);
+    const char *end = strstr(got, "\r\n\r\n");
+    assert_non_null(end);
+    const char *head = it_strf(env, "%.*s", (int)(end - got + 2), got);
+    for (; *lines != NULL; lines++)
+        expect_contains(head, it_strf(env, "\r\n%s\r\n", *lines));
+    return end + 4;
+}
+
+/* Fails unless `body` is the JSON document `want` (compared as JSON). */
+static void expect_json_body(const char *body, const char *want)
+{
+    json_error_t err;
+    json_t *got = json_loads(body, 0, &err);
+    json_t *expected = json_loads(want, 0, &err);
+    assert_non_null(expected);
+    if (got == NULL || !json_equal(got, expected))
+        fail_msg("expected the body %s, got \"%s\"", want, body);
+    json_decref(got);
+    json_decref(expected);
+}
+
+IT_TEST(ctl_request_format)
+{
+    const char *token = it_write_file(env, "t.token", TOKEN "\n");
+    int port = answering(
+        env, json_answer(env, 200,
+                         "{\"ok\": true, \"pool\": \"my pool/x\", \"address\": \"[::1]:9004\", "
+                         "\"inflight\": 2, \"backend\": {\"address\": \"[::1]:9004\", "
+                         "\"weight\": 3, \"state\": \"drain\", \"source\": \"runtime\"}}"));
+    const char *addr = it_strf(env, "127.0.0.1:%d", port);
+    const char *const json_lines[] = {"Connection: close", "Authorization: Bearer " TOKEN,
+                                      "Content-Type: application/json",
+                                      it_strf(env, "Host: %s", addr), NULL};
+    const char *const plain_lines[] = {"Connection: close", "Authorization: Bearer " TOKEN,
+                                       "Content-Length: 0", NULL};
+    struct it_run_result r;
+
+    /* Every byte outside the unreserved ones percent-encoded, in each path segment. */
+    ctl(env, &r, "-a", addr, "--token-file", token, "drain", "my pool/x", "[::1]:9004", NULL);
+    expect_exit(&r, 0);
+    assert_string_equal(r.out, "my pool/x: [::1]:9004 drain (weight 3, runtime)\n");
+    const char *body = expect_request(
+        env, port, 0, "PATCH /api/pools/my%20pool%2Fx/backends/%5B%3A%3A1%5D%3A9004 HTTP/1.1\r\n",
+        json_lines);
+    expect_json_body(body, "{\"state\": \"drain\"}");
+
+    ctl(env, &r, "-a", addr, "--token-file", token, "add", "web", "127.0.0.1:9004", "3", NULL);
+    expect_exit(&r, 0);
+    body = expect_request(env, port, 1, "POST /api/pools/web/backends HTTP/1.1\r\n", json_lines);
+    expect_json_body(body, "{\"address\": \"127.0.0.1:9004\", \"weight\": 3}");
+
+    ctl(env, &r, "-a", addr, "--token-file", token, "add", "web", "127.0.0.1:9005", NULL);
+    expect_exit(&r, 0);
+    body = expect_request(env, port, 2, "POST /api/pools/web/backends HTTP/1.1\r\n", json_lines);
+    expect_json_body(body, "{\"address\": \"127.0.0.1:9005\", \"weight\": 1}");
+
+    ctl(env, &r, "-a", addr, "--token-file", token, "weight", "web", "127.0.0.1:9004", "7", NULL);
+    expect_exit(&r, 0);
+    body = expect_request(
+        env, port, 3, "PATCH /api/pools/web/backends/127.0.0.1%3A9004 HTTP/1.1\r\n", json_lines);
+    expect_json_body(body, "{\"weight\": 7}");
+
+    ctl(env, &r, "-a", addr, "--token-file", token, "maint", "web", "127.0.0.1:9004", NULL);
+    expect_exit(&r, 0);
+    body = expect_request(
+        env, port, 4, "PATCH /api/pools/web/backends/127.0.0.1%3A9004 HTTP/1.1\r\n", json_lines);
+    expect_json_body(body, "{\"state\": \"maint\"}");
+    ctl(env, &r, "-a", addr, "--token-file", token, "ready", "web", "127.0.0.1:9004", NULL);
+    expect_exit(&r, 0);
+    body = expect_request(
+        env, port, 5, "PATCH /api/pools/web/backends/127.0.0.1%3A9004 HTTP/1.1\r\n", json_lines);
+    expect_json_body(body, "{\"state\": \"ready\"}");
+
+    ctl(env, &r, "-a", addr, "--token-file", token, "remove", "web", "[::1]:9004", NULL);
+    expect_exit(&r, 0);
+    assert_string_equal(r.out,
+                        "my pool/x: [::1]:9004 removed (2 requests in flight finish first)\n");
+    body = expect_request(env, port, 6,
+                          "DELETE /api/pools/web/backends/%5B%3A%3A1%5D%3A9004 HTTP/1.1\r\n",
+                          plain_lines);
+    assert_string_equal(body, "");
+
+    /* --json: the answer as the server gave it. */
+    ctl(env, &r, "-a", addr, "--json", "reload", NULL);
+    expect_exit(&r, 0);
+    expect_json_body(r.out, "{\"ok\": true, \"pool\": \"my pool/x\", \"address\": "
+                            "\"[::1]:9004\", \"inflight\": 2, \"backend\": {\"address\": "
+                            "\"[::1]:9004\", \"weight\": 3, \"state\": \"drain\", "
+                            "\"source\": \"runtime\"}}");
+    /* Without a token, no Authorization header at all. */
+    const char *got = it_raw_backend_received(env, port, 7, NULL);
+    assert_non_null(got);
+    assert_true(strncmp(got, "POST /api/reload HTTP/1.1\r\n", 27) == 0);
+    assert_null(strstr(got, "Authorization"));
+}
+
+IT_TEST(ctl_odd_answers)
+{
+    struct it_run_result r;
+    /* Closed without an answer: the listener is not reachable, exit 3. */
+    int closes = answering(env, "");
+    ctl(env, &r, "-a", it_strf(env, "127.0.0.1:%d", closes), "status", NULL);
+    expect_exit(&r, 3);
+    expect_contains(r.err, "closed the connection before its answer was complete");
+
+    int garbage = answering(env, "SSH-2.0-OpenSSH_9.2\r\n");
+    ctl(env, &r, "-a", it_strf(env, "127.0.0.1:%d", garbage), "status", NULL);
+    expect_exit(&r, 1);
+    expect_contains(r.err, "did not answer with HTTP/1.1");
+
+    int not_json = answering(env, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    ctl(env, &r, "-a", it_strf(env, "127.0.0.1:%d", not_json), "status", NULL);
+    expect_exit(&r, 1);
+    expect_contains(r.err, "with 200 but no JSON document");
+
+    int oops = answering(env, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 9\r\n\r\nupstream\n");
+    ctl(env, &r, "-a", it_strf(env, "127.0.0.1:%d", oops), "reload", NULL);
+    expect_exit(&r, 1);
+    expect_contains(r.err, "fulcrum ctl: the admin listener answered 502: upstream\n");
+
+    /* A refused reload: each error on its own line. */
+    int refused = answering(
+        env, json_answer(env, 422,
+                         "{\"ok\": false, \"errors\": [\"a.conf:3: one\", \"a.conf:9: two\"]}"));
+    ctl(env, &r, "-a", it_strf(env, "127.0.0.1:%d", refused), "reload", NULL);
+    expect_exit(&r, 1);
+    assert_string_equal(r.err, "fulcrum ctl: a.conf:3: one\nfulcrum ctl: a.conf:9: two\n");
+
+    /* A chunked body, read to its end; the summary of an older daemon's fields. */
+    const char *doc =
+        "{\"version\": \"9.9.9\", \"abi\": \"1.0\", \"pid\": 42, \"uptime_s\": 93725, "
+        "\"generation\": 7, \"workers\": 3, \"reloads\": {\"done\": 6, \"failed\": 1, "
+        "\"last_error\": \"x.conf:3: bad\"}, \"listeners\": [{\"address\": "
+        "\"127.0.0.1:80\", \"pool\": \"web\", \"connections\": 12, \"tls\": true}], "
+        "\"pools\": [{\"name\": \"web\", \"strategy\": {\"plugin\": \"p2c\", "
+        "\"version\": \"1.2.0\"}, \"health\": {\"plugin\": \"http\"}, "
+        "\"rate_limit\": null, \"backends\": [{\"address\": \"10.0.0.1:80\", "
+        "\"state\": \"up\"}, {\"address\": \"10.0.0.2:80\", \"state\": "
+        "\"down\"}]}]}";
+    size_t half = strlen(doc) / 2;
+    int chunked = answering(env, it_strf(env,
+                                         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                         "%zx\r\n%.*s\r\n%zx\r\n%s\r\n0\r\n\r\n",
+                                         half, (int)half, doc, strlen(doc) - half, doc + half));
+    ctl(env, &r, "-a", it_strf(env, "127.0.0.1:%d", chunked), "status", NULL);
+    expect_exit(&r, 0);
+    assert_string_equal(r.out, "version     9.9.9 (plugin ABI 1.0)\n"
+                               "pid         42\n"
+                               "uptime      1d 2h 2m 5s\n"
+                               "generation  7\n"
+                               "workers     3\n"
+                               "reloads     6 done, 1 failed\n"
+                               "last error  x.conf:3: bad\n"
+                               "listener    127.0.0.1:80 -> web, 12 connections, tls\n"
+                               "pool        web: p2c 1.2.0, health http, 1/2 backends up\n");
+}
+
 /* ---- the command line --------------------------------------------------- */
 
 /* Expects exit 2 with `needle` and the usage on stderr, nothing on stdout. */
@@ -748,6 +953,8 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(ctl_config_without_admin),
     IT_CASE(ctl_unix_socket),
     IT_CASE(ctl_unreachable),
+    IT_CASE(ctl_request_format),
+    IT_CASE(ctl_odd_answers),
     IT_CASE(ctl_usage),
     IT_CASE(ctl_writes_add_remove),
     IT_CASE(ctl_writes_drain_ready),
