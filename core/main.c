@@ -11,6 +11,7 @@
 #include "monitor.h"
 #include "runtime.h"
 #include "config.h"
+#include "ctl.h"
 #include "generation.h"
 #include "health.h"
 #include "listener.h"
@@ -60,6 +61,8 @@ struct daemon {
 static void usage(FILE *out)
 {
     fprintf(out, "usage: fulcrum -c FILE [-t]\n"
+                 "       fulcrum ctl [OPTIONS] COMMAND   (the admin listener's client: "
+                 "fulcrum ctl --help)\n"
                  "\n"
                  "  -c, --config FILE  configuration file (libconfig syntax)\n"
                  "  -t, --test         check the configuration and load every plugin, then exit\n"
@@ -462,6 +465,10 @@ static void stop_log_writer(void)
 
 int main(int argc, char **argv)
 {
+    /* The admin listener's client shares the binary, not the daemon's start-up. */
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+        return fc_ctl_main(argc - 1, argv + 1);
+
     /*
      * SIGHUP (a reload) and SIGUSR1 (logrotate) would end the process with
      * their default action while the configuration and plugins load: they

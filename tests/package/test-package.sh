@@ -244,6 +244,7 @@ grep -q "^plugin_dir = \"$plugindir\";" /etc/fulcrum/fulcrum.conf ||
     fail "/etc/fulcrum/fulcrum.conf does not set plugin_dir = \"$plugindir\""
 for f in /usr/sbin/fulcrum /etc/fulcrum/fulcrum.conf /lib/systemd/system/fulcrum.service \
     /etc/logrotate.d/fulcrum /usr/share/man/man8/fulcrum.8.gz /usr/share/man/man5/fulcrum.conf.5.gz \
+    /usr/share/man/man8/fulcrum-ctl.8.gz /usr/share/bash-completion/completions/fulcrum \
     /usr/include/fulcrum/plugin.h "/usr/lib/$multiarch/pkgconfig/fulcrum-sdk.pc" \
     /usr/share/doc/fulcrum-dev/PLUGINS.md /usr/share/doc/fulcrum-dev/examples/out-of-tree-plugin/first_up.c \
     /usr/share/fulcrum/grafana/fulcrum.json; do
