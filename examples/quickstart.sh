@@ -192,7 +192,14 @@ See inside:
   curl -s http://127.0.0.1:$ADMIN_PORT/metrics | grep fulcrum_backend_requests_total
   curl -s http://127.0.0.1:$ADMIN_PORT/api/status
 
-Change $CONF (e.g. strategy "least_conn") and reload: kill -HUP $pid
+Steer it live with fulcrum ctl, the runtime API's client (README "Runtime control"):
+  ctl="$BUILD/fulcrum ctl -c $CONF"
+  \$ctl backends demo   # each backend: state, req/s, errors, p99
+  \$ctl drain demo 127.0.0.1:${BACKEND_PORTS[1]}   # beta takes no new requests; curl shows it
+  \$ctl ready demo 127.0.0.1:${BACKEND_PORTS[1]}   # and it is back
+  The dashboard shows each change, and has the same buttons.
+
+Change $CONF (e.g. strategy "least_conn") and reload: kill -HUP $pid (or: \$ctl reload)
 Logs: $BUILD/quickstart-*.log
 PIDs: ${STARTED[*]} (fulcrum: $pid)
 EOF
