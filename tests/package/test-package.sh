@@ -429,10 +429,41 @@ else:
 [ "$out" = EACCES ] || fail "connecting to $admin_sock as nobody outside group fulcrum: $out, expected EACCES"
 pass "GET /api/status on $admin_sock (fulcrum:fulcrum 0660 in a 0750 folder): 200 JSON as root and as a member of group fulcrum, refused to others"
 
-# TODO(fulcrum ctl status): the check of `fulcrum ctl status` against this
-# socket goes here, once the command exists (nothing stands in for it yet): as root, with the installed /etc/fulcrum/fulcrum.conf (which
-# names this socket, so no -a), and again through setpriv as a member of group
-# fulcrum; it should show the pool "local" and both test backends.
+# fulcrum ctl with no options reads /etc/fulcrum/fulcrum.conf, which names
+# this socket: as root, and as a member of group fulcrum.
+out=$(/usr/sbin/fulcrum ctl status 2>&1) || fail "fulcrum ctl status: $out"
+grep -q "^pid  *$fulcrum_pid\$" <<<"$out" || fail "fulcrum ctl status: not this daemon's status: $out"
+grep -q "^pool  *local: round_robin" <<<"$out" || fail "fulcrum ctl status: no pool local: $out"
+out=$(setpriv --reuid=nobody --regid=nogroup --groups=fulcrum -- /usr/sbin/fulcrum ctl backends local 2>&1) ||
+    fail "fulcrum ctl backends local as a member of group fulcrum: $out"
+grep -q "^127.0.0.1:$alpha_port .* up  *config" <<<"$out" && grep -q "^127.0.0.1:$beta_port .* up  *config" <<<"$out" ||
+    fail "fulcrum ctl backends local: both test backends up expected: $out"
+pass "fulcrum ctl status and backends over $admin_sock, as root and as a member of group fulcrum"
+
+# A drain: no request reaches alpha, and the change is in the state file.
+out=$(/usr/sbin/fulcrum ctl drain local "127.0.0.1:$alpha_port" 2>&1) || fail "fulcrum ctl drain: $out"
+seen=""
+for _ in 1 2 3 4; do
+    seen+=" $(get /)"
+done
+[ "$seen" = " beta beta beta beta" ] || fail "alpha drained: expected beta only, got:$seen"
+state=/var/lib/fulcrum/state.json
+for _ in $(seq 50); do [ -s "$state" ] && break; sleep 0.1; done
+python3 - "$state" "127.0.0.1:$alpha_port" <<'PY' || fail "$state does not hold the drain of alpha"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["version"] == 1
+assert [(b["pool"], b["address"], b["state"]) for b in doc["backends"]] == [("local", sys.argv[2], "drain")], doc
+PY
+st=$(stat -c '%U:%G' "$state")
+[ "$st" = "fulcrum:fulcrum" ] || fail "$state is owned by $st, expected fulcrum:fulcrum"
+out=$(/usr/sbin/fulcrum ctl ready local "127.0.0.1:$alpha_port" 2>&1) || fail "fulcrum ctl ready: $out"
+seen=""
+for _ in 1 2 3 4; do
+    seen+=" $(get /)"
+done
+[[ $seen == *alpha* ]] || fail "alpha ready again: expected it among:$seen"
+pass "fulcrum ctl drain (kept in $state) and ready: traffic follows"
 
 # ---------------------------------------------------------------------------
 step "the out-of-tree example plugin, built against the installed SDK"
@@ -452,7 +483,7 @@ sed -i 's|plugin = "round_robin"|plugin = "first_up"|' "$conf"
 out=$(setpriv --reuid=fulcrum --regid=fulcrum --init-groups -- /usr/sbin/fulcrum -t -c "$conf" 2>&1) ||
     fail "fulcrum -t with first_up: $out"
 kill -HUP "$fulcrum_pid"
-wait_log "reload done: generation 2 in force" 10
+wait_log "reload done: generation 4 in force" 10  # 2 and 3 were the drain and the ready
 grep -q "first_up.*primary 127.0.0.1:$alpha_port" "$log" || fail "no log line from first_up's create()"
 seen=""
 for _ in 1 2 3 4 5 6; do
