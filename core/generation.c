@@ -94,19 +94,28 @@ int fc_gen_pool_find(const struct fc_gen_pool *p, const char *address)
     return -1;
 }
 
+/*
+ * Each flag is written once, to its final value: a backend that stays in
+ * rotation must never look retiring, not even for an instant, or a request
+ * picking then would pass over it (and over the only backend of a pool).
+ */
 void fc_generation_mark_retiring(const struct fc_generation *g,
                                  const struct fc_generation *previous)
 {
-    if (previous != NULL)
-        for (uint32_t p = 0; p < previous->cfg->n_pools; p++)
-            for (uint32_t b = 0; b < previous->pools[p].n_backends; b++)
-                __atomic_store_n(&previous->pools[p].shared[b]->retiring, 1, __ATOMIC_RELEASE);
     for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
         const struct fc_gen_pool *pool = &g->pools[p];
         for (uint32_t b = 0; b < pool->n_backends; b++)
             __atomic_store_n(&pool->shared[b]->retiring, b >= pool->view.n_backends,
                              __ATOMIC_RELEASE);
     }
+    if (previous == NULL)
+        return;
+    for (uint32_t p = 0; p < previous->cfg->n_pools; p++)
+        for (uint32_t b = 0; b < previous->pools[p].n_backends; b++) {
+            struct fc_backend_shared *s = previous->pools[p].shared[b];
+            if (find_shared(g, s->key) != s) /* gone from g */
+                __atomic_store_n(&s->retiring, 1, __ATOMIC_RELEASE);
+        }
 }
 
 static struct fc_backend_shared *shared_new(char *key, uint32_t n_workers)
