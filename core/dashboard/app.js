@@ -16,6 +16,16 @@
  * tab only). When the stream ends, or brings no status for STALE_MS, it is
  * dropped and opened again after a growing, jittered delay.
  *
+ * Writes go through the runtime API (core/runtime.c): each backend row has
+ * the buttons among Drain, Maint and Ready that change its state (PATCH
+ * /api/pools/{pool}/backends/{address}), and the header a Reload button
+ * (POST /api/reload), with the same token as the stream. They are shown
+ * once a status came: the listener then took this page's credentials (its
+ * token, or none when it has none), and it takes writes on the same terms.
+ * The outcome, the server's own error text on failure, is told in
+ * #action-status (a live region); the row itself changes with the next
+ * status, which is what the daemon does, not what the page hoped.
+ *
  * Everything is drawn with the DOM (textContent only: nothing from the
  * server is parsed as HTML) and one canvas per pool; ids, classes and
  * data- attributes are stable, for the tests (tests/integration/test_dashboard.c).
@@ -33,6 +43,7 @@
     const BACKOFF_MAX_MS = 30000;
     const OFFLINE_AFTER = 3;          /* failed attempts in a row before "offline" */
     const TIMELINE_MAX = 50;
+    const SETTLE_MS = 3000;           /* a changed row waits this long at most for a status to show it */
 
     const $ = (id) => document.getElementById(id);
 
@@ -54,6 +65,8 @@
         listeners: new Map(), /* address -> row */
         reloads: null,        /* {done, failed} as last counted */
         timeline: [],         /* newest first */
+        writable: false,      /* the listener takes this page's writes: buttons shown */
+        actionsDone: 0,       /* writes answered (or failed) since the page opened */
     };
 
     /* ---- small helpers ------------------------------------------------- */
@@ -316,6 +329,7 @@
             app.token = null;
             writeToken(null);
         }
+        setWritable(false);
         showConn('token');
         if (app.statuses === 0)
             setText($('pools-empty'), 'The figures need the token.');
@@ -363,6 +377,7 @@
         app.attempts = 0;
         document.body.dataset.statuses = String(app.statuses);
         showConn('live');
+        setWritable(true);
 
         setText($('version'), s.version || '–');
         setText($('uptime'), fmtUptime(s.uptime_s || 0));
@@ -439,7 +454,9 @@
         const refs = pool && pool.rows.get(ev.backend);
         if (!refs)
             return;
-        setState(refs, ev.state, ev.reason, ev.since);
+        /* The event tells no verdict of its own: a drained backend's comes with the next status. */
+        const ok = ev.state === 'up' ? true : ev.state === 'down' ? false : undefined;
+        setState(refs, ev.state, {ok, reason: ev.reason, since: ev.since});
         refs.badge.classList.add('flash');
         clearTimeout(refs.flash);
         refs.flash = setTimeout(() => refs.badge.classList.remove('flash'), 1500);
@@ -537,7 +554,8 @@
             el('table', {class: 'grid backends'},
                 el('thead', {}, el('tr', {},
                     th('backend'), th('state'), th('weight', 'num'), th('req/s', 'num'),
-                    th('errors', 'num'), th('p50', 'num'), th('p99', 'num'), th('in flight', 'num'))),
+                    th('errors', 'num'), th('p50', 'num'), th('p99', 'num'), th('in flight', 'num'),
+                    el('th', {class: 'col-actions'}, el('span', {class: 'sr-only'}, 'actions')))),
                 tbody));
         return {section, canvas, tbody, rows: new Map()};
     }
@@ -546,12 +564,20 @@
         const td = (cls, label) => el('td', {class: cls, dataset: {label}});
         const badge = el('span', {class: 'badge'});
         const reason = el('span', {class: 'reason'});
+        const source = el('span', {class: 'source', hidden: ''});
         const refs = {
+            pool,
+            backend: address,
             row: el('tr', {class: 'backend', dataset: {pool, backend: address}}),
-            address: el('td', {class: 'address'}, address),
+            address: el('td', {class: 'address'}, el('span', {class: 'addr'}, address), source),
+            source,
             state: el('td', {class: 'state'}, badge, reason),
             badge,
             reason,
+            actions: el('td', {class: 'actions col-actions'}),
+            busy: false,   /* a write of this row runs, or waits for a status to show it */
+            expect: null,  /* the state that write should bring: 'drain', 'maint' or 'ready' */
+            settle: 0,     /* the timer that ends the wait for it */
             weight: td('weight num', 'weight'),
             rps: td('rps num', 'req/s'),
             errors: td('errors num', 'errors'),
@@ -560,17 +586,56 @@
             inflight: td('inflight num', 'in flight'),
         };
         refs.row.append(refs.address, refs.state, refs.weight, refs.rps, refs.errors, refs.p50,
-            refs.p99, refs.inflight);
+            refs.p99, refs.inflight, refs.actions);
         return refs;
     }
 
-    function setState(refs, state, reason, since) {
+    const STATES = ['up', 'down', 'drain', 'maint'];
+
+    /*
+     * A backend's state, as text and as classes (state-up, ...), so that it
+     * is never told by colour alone. drain and maint are the operator's: the
+     * line below says what they mean, with the health it has (health checks
+     * go on for a drained backend, not for one in maintenance).
+     */
+    function setState(refs, state, health) {
         refs.row.dataset.state = state;
         refs.badge.dataset.state = state;
+        for (const s of STATES) {
+            refs.badge.classList.toggle('state-' + s, s === state);
+            refs.row.classList.toggle('state-' + s, s === state);
+        }
         setText(refs.badge, state);
-        const why = state === 'up' ? '' : (reason || '') + (since ? ' · since ' + clock(since * 1000) : '');
+        const since = health.since ? ' · since ' + clock(health.since * 1000) : '';
+        let why = '';
+        if (state === 'drain')
+            why = 'drained: no new requests' + (health.ok === true ? ' · health ok'
+                : health.ok === false ? ' · health down' + (health.reason ? ': ' + health.reason : '')
+                : health.reason ? ' · ' + health.reason : '');
+        else if (state === 'maint')
+            why = 'maintenance: no requests, no health checks';
+        else if (state !== 'up')
+            why = (health.reason || '') + since;
         setText(refs.reason, why);
         refs.reason.hidden = why === '';
+        renderActions(refs);
+    }
+
+    const SOURCE_TITLES = {
+        runtime: 'added at run time (the runtime API), not in the configuration file',
+        dns: 'found by service discovery (DNS), not in the configuration file',
+    };
+
+    /* A badge ("runtime", "dns") on a backend that the configuration file does not name. */
+    function setSource(refs, source) {
+        source = source || 'config';
+        refs.row.dataset.source = source;
+        const shown = source !== 'config';
+        if (shown) {
+            setText(refs.source, source);
+            refs.source.title = SOURCE_TITLES[source] || '';
+        }
+        refs.source.hidden = !shown;
     }
 
     function renderPools(pools) {
@@ -605,8 +670,10 @@
                     pool.rows.set(b.address, refs);
                 }
                 const r = app.rates.get(p.name + '\n' + b.address);
-                const health = b.health || {};
-                setState(refs, b.state, health.reason, health.since);
+                noteAdminChange(refs, b.state);
+                setSource(refs, b.source);
+                setState(refs, b.state, b.health || {});
+                settleIfShown(refs);
                 refs.row.dataset.requests = String(b.requests);
                 refs.row.dataset.failures = String(b.failures);
                 setText(refs.weight, String(b.weight));
@@ -644,6 +711,28 @@
             }
     }
 
+    /*
+     * The runtime API sends no event of its own: a change to or from drain or
+     * maint (made here, on another page or with `fulcrum ctl`) is seen
+     * between two statuses and told in the timeline. Up and down come as
+     * backend events.
+     */
+    function noteAdminChange(refs, state) {
+        const prev = refs.seen;
+        refs.seen = state;
+        const admin = (s) => s === 'drain' || s === 'maint';
+        if (prev === undefined || prev === state || (!admin(prev) && !admin(state)))
+            return;
+        addTimeline({
+            kind: 'backend',
+            time: Date.now(),
+            pool: refs.pool,
+            backend: refs.backend,
+            state,
+            reason: state === 'drain' ? 'drained' : state === 'maint' ? 'in maintenance' : 'back in rotation',
+        });
+    }
+
     function addTimeline(entry) {
         app.timeline.unshift(entry);
         app.timeline.sort((a, b) => b.time - a.time);
@@ -669,6 +758,218 @@
             when,
             el('span', {class: 'badge', dataset: {state: e.state}}, e.state),
             el('span', {class: 'detail'}, e.pool + ' ' + e.backend + (e.reason ? ': ' + e.reason : '')));
+    }
+
+    /* ---- writes: the runtime API ------------------------------------------ */
+
+    const ACTIONS = {
+        drain: {label: 'Drain', doing: 'Draining', done: 'drained',
+            title: 'No new requests; those in flight finish; health checks go on'},
+        maint: {label: 'Maint', doing: 'Putting into maintenance', done: 'in maintenance',
+            title: 'As drain, and health checks stop'},
+        ready: {label: 'Ready', doing: 'Putting back in rotation', done: 'back in rotation',
+            title: 'Back in rotation (once its health check passes)'},
+    };
+
+    /* The actions that change something for a backend in `state`. */
+    function actionsFor(state) {
+        if (state === 'drain')
+            return ['ready', 'maint'];
+        if (state === 'maint')
+            return ['ready', 'drain'];
+        return ['drain', 'maint'];
+    }
+
+    /* Whether a status that shows `state` shows what action `expect` asked for. */
+    function shows(state, expect) {
+        return expect === 'ready' ? state === 'up' || state === 'down' : state === expect;
+    }
+
+    /* The row's buttons for its state, made again only when that changed. */
+    function renderActions(refs) {
+        const want = app.writable ? actionsFor(refs.row.dataset.state) : [];
+        const key = want.join(' ');
+        if (refs.actions.dataset.shown === key) {
+            for (const b of refs.actions.children)
+                b.disabled = refs.busy;
+            return;
+        }
+        refs.actions.dataset.shown = key;
+        const focused = refs.actions.contains(document.activeElement);
+        refs.actions.replaceChildren(...want.map((a) => {
+            const b = el('button', {
+                type: 'button',
+                class: 'action',
+                title: ACTIONS[a].title,
+                'aria-label': ACTIONS[a].label + ' ' + refs.backend + ' (pool ' + refs.pool + ')',
+                dataset: {action: a},
+            }, ACTIONS[a].label);
+            b.disabled = refs.busy;
+            return b;
+        }));
+        /* A keyboard user who pressed one of the old buttons stays in the row. */
+        if (focused && refs.actions.firstChild)
+            refs.actions.firstChild.focus();
+    }
+
+    function setBusy(refs, busy) {
+        refs.busy = busy;
+        refs.row.setAttribute('aria-busy', busy ? 'true' : 'false');
+        renderActions(refs);
+    }
+
+    /* A row whose write was answered: free again once a status shows it (or after SETTLE_MS). */
+    function settleIfShown(refs) {
+        if (refs.busy && refs.expect && shows(refs.row.dataset.state, refs.expect)) {
+            clearTimeout(refs.settle);
+            refs.expect = null;
+            setBusy(refs, false);
+        }
+    }
+
+    function setWritable(writable) {
+        if (app.writable === writable)
+            return;
+        app.writable = writable;
+        document.body.classList.toggle('writable', writable);
+        $('controls').hidden = !writable;
+        for (const pool of app.pools.values())
+            for (const refs of pool.rows.values())
+                renderActions(refs);
+    }
+
+    /*
+     * Tells the outcome of a write in #action-status, a live region: `level`
+     * 'busy', 'ok' or 'error'; `lines`, if any, listed below the text (the
+     * errors of a refused reload, each with its file and line).
+     */
+    function say(level, text, lines) {
+        const box = $('action-status');
+        box.dataset.level = level;
+        delete box.dataset.generation;
+        const parts = [el('time', {datetime: new Date().toISOString()}, clock(Date.now())),
+            el('span', {class: 'text'}, text)];
+        if (level !== 'busy')
+            parts.push(el('button', {type: 'button', class: 'dismiss', 'aria-label': 'Dismiss this message',
+                title: 'Dismiss'}, '×'));
+        if (lines && lines.length > 0)
+            parts.push(el('ul', {class: 'lines'}, ...lines.map((l) => el('li', {}, l))));
+        box.replaceChildren(...parts);
+    }
+
+    /*
+     * One request of the runtime API, with the token when the page has one.
+     * Resolves to {ok, status, json, message, lines}: `message` the server's
+     * "error" (or what went wrong on the way), `lines` its "errors".
+     */
+    async function write(method, path, body) {
+        const headers = {Accept: 'application/json'};
+        if (body !== undefined)
+            headers['Content-Type'] = 'application/json';
+        if (app.token)
+            headers.Authorization = 'Bearer ' + app.token;
+        let resp;
+        try {
+            resp = await fetch(path, {
+                method,
+                headers,
+                body: body === undefined ? undefined : JSON.stringify(body),
+                cache: 'no-store',
+            });
+        } catch (e) {
+            return {ok: false, status: 0, json: null, message: 'cannot reach the admin listener', lines: []};
+        }
+        let json = null;
+        try {
+            json = await resp.json();
+        } catch (e) {
+            /* not JSON: the status says it */
+        }
+        const lines = json && Array.isArray(json.errors) ? json.errors.map(String) : [];
+        let message = json && typeof json.error === 'string' ? json.error : '';
+        if (message === '')
+            message = lines[0] || 'the admin listener answered ' + resp.status +
+                (resp.statusText ? ' ' + resp.statusText : '');
+        if (resp.status === 401) {
+            message = 'the token was refused: enter it again';
+            /* The stream may have been let in before the token changed: ask for it now. */
+            if (app.controller) {
+                app.controller.abort();
+                app.controller = null;
+            }
+            askToken(true);
+        }
+        return {ok: resp.ok, status: resp.status, json, message, lines};
+    }
+
+    function finished() {
+        app.actionsDone++;
+        document.body.dataset.actionsDone = String(app.actionsDone);
+    }
+
+    async function setBackendState(refs, state) {
+        const a = ACTIONS[state];
+        const what = refs.pool + ' ' + refs.backend;
+        clearTimeout(refs.settle);
+        refs.expect = null;
+        setBusy(refs, true);
+        say('busy', a.doing + ' ' + what + '…');
+        const r = await write('PATCH', '/api/pools/' + encodeURIComponent(refs.pool) + '/backends/' +
+            encodeURIComponent(refs.backend), {state});
+        if (r.ok) {
+            const g = r.json && r.json.generation ? ' (generation ' + r.json.generation + ')' : '';
+            say('ok', what + ': ' + a.done + g + '.');
+            /* The buttons come back with the status that shows the change. */
+            refs.expect = state;
+            refs.settle = setTimeout(() => {
+                refs.expect = null;
+                setBusy(refs, false);
+            }, SETTLE_MS);
+            settleIfShown(refs);
+        } else {
+            say('error', a.label + ' ' + what + ' failed: ' + r.message, r.lines.slice(1));
+            setBusy(refs, false);
+        }
+        finished();
+    }
+
+    async function reload() {
+        const button = $('reload');
+        button.disabled = true;
+        const before = $('generation').textContent;
+        say('busy', 'Reloading the configuration…');
+        const r = await write('POST', '/api/reload');
+        button.disabled = false;
+        if (r.ok) {
+            const g = r.json ? r.json.generation : '?';
+            say('ok', 'Reload done: generation ' + g + ' in force.');
+            $('action-status').dataset.generation = String(g);
+        } else if (r.status === 422) {
+            say('error', 'Reload failed: generation ' + before + ' stays in force. ' +
+                (r.lines.length === 1 ? 'The error:' : 'The errors:'), r.lines.length > 0 ? r.lines : [r.message]);
+        } else {
+            say('error', 'Reload failed: ' + r.message);
+        }
+        finished();
+    }
+
+    function onPoolClick(ev) {
+        const button = ev.target.closest('button.action');
+        const tr = button && button.closest('tr.backend');
+        if (!tr || button.disabled)
+            return;
+        const pool = app.pools.get(tr.dataset.pool);
+        const refs = pool && pool.rows.get(tr.dataset.backend);
+        if (refs && !refs.busy && ACTIONS[button.dataset.action])
+            setBackendState(refs, button.dataset.action);
+    }
+
+    function onStatusClick(ev) {
+        if (ev.target.closest('button.dismiss')) {
+            const box = $('action-status');
+            delete box.dataset.level;
+            box.replaceChildren();
+        }
     }
 
     /* ---- the chart ---------------------------------------------------------- */
@@ -802,6 +1103,9 @@
 
     function start() {
         $('token-form').addEventListener('submit', onTokenSubmit);
+        $('pool-list').addEventListener('click', onPoolClick);
+        $('reload').addEventListener('click', reload);
+        $('action-status').addEventListener('click', onStatusClick);
         let resizing = 0;
         window.addEventListener('resize', () => {
             cancelAnimationFrame(resizing);

@@ -24,12 +24,30 @@ Steps, each bounded:
   4. wait until the page is live with figures (every td.rps a number; with
      --traffic, every td.errors of a backend that is up too)
   5. snapshot "a"; with --sync DIR: write DIR/a.json, wait for DIR/go
-  6. wait --hold seconds, snapshot "b", screenshot --shot (1280x900)
-  7. resize to 400x900, wait, snapshot "narrow", screenshot --narrow-shot
+  6. each --step, in order (see STEPS below): clicks on the page's buttons,
+     waits, more snapshots and screenshots, and waits for the C test
+  7. wait --hold seconds, snapshot "b", screenshot --shot (1280x900)
+  8. resize to 400x900, wait, snapshot "narrow", screenshot --narrow-shot
 
 Exit status 0 with the report, 1 on any error (said on stderr, with the
 page's last DOM saved next to the screenshots when there was a page).
 """
+STEPS = """
+A --step is KIND:ARGUMENT (split at the first colon):
+  click:SELECTOR  wait until SELECTOR is one visible, enabled button, scroll to
+                  it, check that it is what a pointer at its centre would hit,
+                  click it and note whether it was disabled right after (the
+                  request then runs); then wait until the page counts one more
+                  write answered (body[data-actions-done]). Each click is in
+                  the report's "clicks", in order.
+  wait:JS         wait until the expression JS is true
+  pause:SECONDS   let the page run that long
+  snap:NAME       snapshot into the report as NAME (with --sync, also
+                  written to SYNC/NAME.json)
+  shot:PATH       screenshot at the size of the moment
+  sync:NAME       wait (30 s at most) until the file SYNC/NAME exists
+"""
+
 import argparse
 import base64
 import ctypes
@@ -47,12 +65,26 @@ SNAPSHOT_JS = r"""
   const q = (sel, root) => (root || document).querySelector(sel);
   const all = (sel, root) => Array.from((root || document).querySelectorAll(sel));
   const text = (e) => (e ? e.textContent.trim() : null);
+  const visible = (e) => !!e && e.getClientRects().length > 0;
   const vw = window.innerWidth;
   return {
     conn: q('#conn').dataset.state,
     banner: q('#banner').hidden ? null : text(q('#banner')),
     token_form: !q('#token-form').hidden,
     token_error: !q('#token-error').hidden,
+    writable: document.body.classList.contains('writable'),
+    reload_button: visible(q('#reload')),
+    reload_disabled: q('#reload').disabled,
+    action_status: {
+      role: q('#action-status').getAttribute('role'),
+      live: q('#action-status').getAttribute('aria-live'),
+      level: q('#action-status').dataset.level || null,
+      text: text(q('#action-status .text')),
+      lines: all('#action-status .lines li').map(text),
+      shown: visible(q('#action-status')) && q('#action-status').getBoundingClientRect().height > 2,
+      generation: q('#action-status').dataset.generation || null,
+    },
+    actions_done: Number(document.body.dataset.actionsDone || 0),
     statuses: Number(document.body.dataset.statuses || 0),
     version: text(q('#version')),
     uptime: text(q('#uptime')),
@@ -77,7 +109,16 @@ SNAPSHOT_JS = r"""
       backend: tr.dataset.backend,
       requests: Number(tr.dataset.requests),
       state: text(q('td.state .badge', tr)),
+      state_class: q('td.state .badge', tr).className,
       reason: text(q('td.state .reason', tr)),
+      source: tr.dataset.source || null,
+      source_badge: visible(q('td.address .source', tr)) ? text(q('td.address .source', tr)) : null,
+      buttons: all('td.actions button.action', tr).filter(visible).map((b) => ({
+        action: b.dataset.action,
+        label: text(b),
+        aria_label: b.getAttribute('aria-label'),
+        disabled: b.disabled,
+      })),
       weight: text(q('td.weight', tr)),
       rps: text(q('td.rps', tr)),
       errors: text(q('td.errors', tr)),
@@ -120,6 +161,29 @@ READY_JS = r"""
 TRAFFIC_JS = r"""
 (() => Array.from(document.querySelectorAll('tr.backend')).every((tr) =>
   tr.dataset.state !== 'up' || /^[0-9<]/.test(tr.querySelector('td.errors').textContent)))()
+"""
+
+# Clicks the one visible button `sel` if it is enabled and a pointer at its
+# centre would hit it; says what happened. The page's handler runs inside
+# click(), up to its request, so `disabled` tells whether the button is
+# disabled while the request runs.
+CLICK_JS = r"""
+((sel) => {
+  const found = Array.from(document.querySelectorAll(sel)).filter((e) => e.getClientRects().length > 0);
+  if (found.length !== 1)
+    return {state: 'absent', count: found.length};
+  const b = found[0];
+  if (b.disabled)
+    return {state: 'disabled'};
+  b.scrollIntoView({block: 'center', inline: 'nearest'});
+  const r = b.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  if (!hit || !(hit === b || b.contains(hit)))
+    return {state: 'covered', by: hit ? hit.outerHTML.slice(0, 200) : null};
+  const before = Number(document.body.dataset.actionsDone || 0);
+  b.click();
+  return {state: 'clicked', disabled: b.disabled, before, label: b.textContent.trim()};
+})(%s)
 """
 
 TOKEN_FORM_JS = "(() => { const f = document.querySelector('#token-form'); return !!f && !f.hidden; })()"
@@ -283,6 +347,48 @@ def problems(events):
     return out
 
 
+def run_step(browser, step, args, report):
+    kind, _, arg = step.partition(':')
+    if kind == 'click':
+        deadline = time.monotonic() + args.ready_timeout
+        while True:
+            r = browser.evaluate(CLICK_JS % json.dumps(arg))
+            if r['state'] == 'clicked':
+                break
+            if time.monotonic() >= deadline:
+                raise Failure('click %s: the button stayed %s' % (arg, json.dumps(r)))
+            browser.pump(0.1)
+        browser.wait_for("Number(document.body.dataset.actionsDone || 0) > %d" % r['before'],
+                         args.ready_timeout, 'the answer to the click on ' + arg)
+        report['clicks'].append({'selector': arg, 'label': r['label'],
+                                 'disabled_while_running': r['disabled']})
+        log('clicked %s' % arg)
+    elif kind == 'wait':
+        browser.wait_for(arg, args.ready_timeout, 'wait:' + arg)
+    elif kind == 'pause':
+        browser.pump(float(arg))
+    elif kind == 'snap':
+        report[arg] = browser.evaluate(SNAPSHOT_JS)
+        if args.sync:
+            tmp = os.path.join(args.sync, arg + '.json.tmp')
+            with open(tmp, 'w') as f:
+                json.dump(report[arg], f)
+            os.rename(tmp, os.path.join(args.sync, arg + '.json'))
+    elif kind == 'shot':
+        browser.screenshot(arg)
+    elif kind == 'sync':
+        if not args.sync:
+            raise Failure('sync:%s without --sync' % arg)
+        path = os.path.join(args.sync, arg)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise Failure('no %s within 30 s' % path)
+            browser.pump(0.1)
+    else:
+        raise Failure('unknown step %r' % step)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--chromium', default='/usr/bin/chromium')
@@ -298,9 +404,10 @@ def main():
     ap.add_argument('--traffic', action='store_true',
                     help='also wait until every backend that is up shows requests')
     ap.add_argument('--ready-timeout', type=float, default=20.0)
+    ap.add_argument('--step', action='append', default=[], help=STEPS)
     args = ap.parse_args()
 
-    report = {'prompts': []}
+    report = {'prompts': [], 'clicks': []}
     browser = None
 
     def on_term(sig, frame):
@@ -347,6 +454,8 @@ def main():
                 if time.monotonic() > deadline:
                     raise Failure('no %s within 30 s' % go)
                 browser.pump(0.1)
+        for step in args.step:
+            run_step(browser, step, args, report)
         browser.pump(args.hold)
         report['b'] = browser.evaluate(SNAPSHOT_JS)
         browser.screenshot(args.shot)

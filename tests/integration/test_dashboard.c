@@ -13,11 +13,16 @@
  * done) while the page is open, and takes a second snapshot: the figures
  * must have moved, the killed backend must be down and the timeline must
  * tell the backend event and both reloads. Then at 400 px wide, nothing may
- * stick out. The screenshots stay in the env's folder (FC_IT_KEEP=1 keeps
- * it) and are copied to <build>/test-artifacts/ for CI.
+ * stick out. The controls case clicks the page's buttons (Drain, Maint,
+ * Ready, Reload) through the driver's --step list, and between its steps
+ * (files in the env's folder: the driver writes NAME.json, this side answers
+ * with go-*) checks what the daemon's /api/status says. The screenshots stay
+ * in the env's folder (FC_IT_KEEP=1 keeps it) and are copied to
+ * <build>/test-artifacts/ for CI.
  *
- * FC_IT_DASHBOARD_HOLD_S=N holds the page N seconds (default 3) before the
- * second snapshot: a longer chart for a screenshot of the docs.
+ * FC_IT_DASHBOARD_HOLD_S=N holds the page N seconds before the second
+ * snapshot of the live case (default 3) and before the first click of the
+ * controls case (default 1): a longer chart for a screenshot of the docs.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -26,6 +31,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +73,85 @@ static void admin_get(struct it_env *env, int port, const char *path, const char
                            auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : ""));
     it_expect_response(c, "GET", r);
     it_conn_close(c);
+}
+
+/* A write on the admin port with the token: method path body (or none); the status, body in *j. */
+static int admin_write(struct it_env *env, int port, const char *method, const char *path,
+                       const char *body, json_t **j)
+{
+    struct it_conn *c = it_connect(env, port);
+    it_send_str(c, it_strf(env,
+                           "%s %s HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer " TOKEN
+                           "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                           method, path, body ? strlen(body) : 0, body ? body : ""));
+    struct it_response r;
+    it_expect_response(c, method, &r);
+    it_conn_close(c);
+    json_error_t err;
+    *j = json_loads(r.body, 0, &err);
+    if (*j == NULL)
+        fail_msg("%s %s answered %d with no JSON: %s", method, path, r.status, r.body);
+    int status = r.status;
+    it_response_free(&r);
+    return status;
+}
+
+/* GET /api/status with the token, as JSON (the caller frees it). */
+static json_t *admin_status(struct it_env *env, int port)
+{
+    struct it_response r;
+    admin_get(env, port, "/api/status", "Bearer " TOKEN, &r);
+    if (r.status != 200)
+        fail_msg("GET /api/status: %d %s", r.status, r.body);
+    json_error_t err;
+    json_t *j = json_loads(r.body, 0, &err);
+    if (j == NULL)
+        fail_msg("GET /api/status: no JSON (%s): %s", err.text, r.body);
+    it_response_free(&r);
+    return j;
+}
+
+/* The backend `address` of pool `pool` in a status document; fails if there is none. */
+static json_t *status_backend(json_t *status, const char *pool, const char *address)
+{
+    json_t *pools = json_object_get(status, "pools");
+    for (size_t p = 0; p < json_array_size(pools); p++) {
+        json_t *po = json_array_get(pools, p);
+        if (strcmp(json_string_value(json_object_get(po, "name")), pool) != 0)
+            continue;
+        json_t *bs = json_object_get(po, "backends");
+        for (size_t b = 0; b < json_array_size(bs); b++)
+            if (strcmp(json_string_value(json_object_get(json_array_get(bs, b), "address")),
+                       address) == 0)
+                return json_array_get(bs, b);
+    }
+    fail_msg("/api/status has no backend %s in pool %s", address, pool);
+    return NULL;
+}
+
+/*
+ * Fails unless GET /api/status says backend `address` of pool web is in
+ * `state` within timeout_ms (0: at once), with `source`.
+ */
+static void expect_status_state(struct it_env *env, int port, const char *address,
+                                const char *state, const char *source, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        json_t *s = admin_status(env, port);
+        json_t *b = status_backend(s, "web", address);
+        const char *got = json_string_value(json_object_get(b, "state"));
+        const char *src = json_string_value(json_object_get(b, "source"));
+        if (strcmp(got, state) == 0) {
+            assert_string_equal(src, source);
+            json_decref(s);
+            return;
+        }
+        if (it_now_ms() >= deadline)
+            fail_msg("/api/status: backend %s is %s, not %s", address, got, state);
+        json_decref(s);
+        it_sleep_ms(100);
+    }
 }
 
 static const char *source_file(struct it_env *env, const char *name)
@@ -220,6 +305,42 @@ static void expect_no_overflow(json_t *narrow)
     }
 }
 
+/* The actions of the buttons of a snapshot's row, in order, joined by spaces ("drain maint"). */
+static const char *buttons(struct it_env *env, json_t *r)
+{
+    json_t *list = get(r, "buttons");
+    const char *out = "";
+    for (size_t i = 0; i < json_array_size(list); i++)
+        out = it_strf(env, "%s%s%s", out, i ? " " : "", str(json_array_get(list, i), "action"));
+    return out;
+}
+
+/* No write button anywhere in a snapshot: none in a row, no Reload. */
+static void expect_no_buttons(struct it_env *env, json_t *snap)
+{
+    assert_true(json_is_false(get(snap, "writable")));
+    assert_true(json_is_false(get(snap, "reload_button")));
+    json_t *rows = get(snap, "backends");
+    for (size_t i = 0; i < json_array_size(rows); i++)
+        if (strcmp(buttons(env, json_array_get(rows, i)), "") != 0)
+            fail_msg("backend %s shows buttons (%s) before the token",
+                     str(json_array_get(rows, i), "backend"),
+                     buttons(env, json_array_get(rows, i)));
+}
+
+/* The outcome told in a snapshot's #action-status, at `level`, in its live region. */
+static json_t *action_status(json_t *snap, const char *level)
+{
+    json_t *a = get(snap, "action_status");
+    assert_string_equal(str(a, "role"), "status");
+    assert_string_equal(str(a, "live"), "polite");
+    assert_true(json_is_true(get(a, "shown")));
+    json_t *l = get(a, "level");
+    if (!json_is_string(l) || strcmp(json_string_value(l), level) != 0)
+        fail_msg("#action-status is not at \"%s\": %s", level, json_dumps(a, 0));
+    return a;
+}
+
 static void expect_no_problems(json_t *report)
 {
     json_t *problems = get(report, "problems");
@@ -245,7 +366,7 @@ static struct browser browser_start(struct it_env *env, int admin, const char *c
         .shot = it_path(env, "dashboard.png"),
         .narrow = it_path(env, "dashboard-narrow.png"),
     };
-    const char *argv[32] = {PYTHON,
+    const char *argv[96] = {PYTHON,
                             DRIVER,
                             "--chromium",
                             CHROMIUM,
@@ -260,8 +381,11 @@ static struct browser browser_start(struct it_env *env, int admin, const char *c
                             "--narrow-shot",
                             b.narrow};
     size_t n = 14;
-    for (size_t i = 0; more != NULL && more[i] != NULL && n < 31; i++)
+    for (size_t i = 0; more != NULL && more[i] != NULL; i++) {
+        if (n + 1 >= sizeof(argv) / sizeof(argv[0]))
+            fail_msg("browser_start: more than %zu arguments", sizeof(argv) / sizeof(argv[0]) - 1);
         argv[n++] = more[i];
+    }
     argv[n] = NULL;
     b.proc = it_start(env, "dashboard_browser", argv);
     return b;
@@ -504,6 +628,12 @@ IT_TEST(dashboard_shows_live_traffic_in_a_browser)
     assert_string_equal(str(p, "name"), "web");
     assert_non_null(strstr(str(p, "strategy"), "round_robin"));
     assert_true(numeric(str(a, "total_rps")));
+    /* A listener without a token takes writes from anyone it lets in: the buttons are there. */
+    assert_true(json_is_true(get(a, "writable")));
+    assert_true(json_is_true(get(a, "reload_button")));
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(buttons(env, row(a, addr[i])), "drain maint");
+    assert_true(json_is_null(get(row(a, addr[0]), "source_badge")));
 
     /* The second: the figures moved, as the stream went on. */
     json_t *s = get(report, "b");
@@ -560,14 +690,20 @@ IT_TEST(dashboard_asks_for_the_token_in_a_browser)
     assert_true(json_is_true(get(first, "token_form")));
     assert_true(json_is_false(get(first, "token_error")));
     assert_int_equal(json_array_size(get(first, "backends")), 0);
+    expect_no_buttons(env, first);
     assert_string_equal(str(second, "conn"), "token");
     assert_true(json_is_true(get(second, "token_error")));
+    expect_no_buttons(env, second);
 
     json_t *a = get(report, "a");
     assert_string_equal(str(a, "conn"), "live");
     assert_true(json_is_false(get(a, "token_form")));
     assert_int_equal(json_array_size(get(a, "backends")), 2);
     assert_string_equal(str(json_array_get(get(a, "backends"), 0), "state"), "up");
+    /* The token taken: the buttons come with the figures. */
+    assert_true(json_is_true(get(a, "writable")));
+    assert_true(json_is_true(get(a, "reload_button")));
+    assert_string_equal(buttons(env, json_array_get(get(a, "backends"), 0)), "drain maint");
     expect_no_overflow(get(report, "narrow"));
     /* The two refusals are the only problems: the console tells of each 401. */
     json_t *problems = get(report, "problems");
@@ -579,11 +715,293 @@ IT_TEST(dashboard_asks_for_the_token_in_a_browser)
     json_decref(report);
 }
 
+/* One --step of dashboard_browser.py (KIND:ARGUMENT), as one argument. */
+static const char *step(struct it_env *env, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static const char *step(struct it_env *env, const char *fmt, ...)
+{
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        fail_msg("a step longer than %zu bytes", sizeof(text) - 1);
+    return it_strf(env, "--step=%s", text);
+}
+
+/* The selector of the button `action` in the row of backend `address`. */
+static const char *button(struct it_env *env, const char *address, const char *action)
+{
+    return it_strf(env, "tr.backend[data-backend=\"%s\"] button.action[data-action=\"%s\"]",
+                   address, action);
+}
+
+/* A wait: until the row of `address` shows `state` and its buttons are back. */
+static const char *row_shows(struct it_env *env, const char *address, const char *state)
+{
+    return step(
+        env,
+        "wait:(() => { const tr = document.querySelector('tr.backend[data-backend=\"%s\"]');"
+        " return !!tr && tr.dataset.state === '%s' && tr.getAttribute('aria-busy') !== 'true'"
+        " && tr.querySelectorAll('button.action').length > 0; })()",
+        address, state);
+}
+
+/* A wait: until the row of `address` shows no requests/s at all (its rate is 0.0). */
+static const char *row_idle(struct it_env *env, const char *address)
+{
+    return step(
+        env,
+        "wait:(() => { const tr = document.querySelector('tr.backend[data-backend=\"%s\"]');"
+        " return !!tr && tr.querySelector('td.rps').textContent === '0.0'; })()",
+        address);
+}
+
+/* Waits for the browser's snapshot NAME (SYNC/NAME.json) and returns it. */
+static json_t *synced(struct it_env *env, struct browser *b, const char *name)
+{
+    const char *path = it_path(env, it_strf(env, "%s.json", name));
+    wait_for_file(env, b, path, 40000);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (j == NULL)
+        fail_msg("%s: %s", path, err.text);
+    return j;
+}
+
+/*
+ * With a token: without it the page shows no button; with it, every row has
+ * its buttons and the header Reload. Drain and Maint, clicked, change what
+ * the daemon does (its /api/status, checked here between the browser's
+ * steps) and what the rows show; Ready brings them back; Reload shows the
+ * new generation; a reload of a broken file shows the server's own error
+ * lines. A backend added at run time wears its "runtime" badge.
+ */
+IT_TEST(dashboard_controls_backends_in_a_browser)
+{
+    require_browser();
+    struct it_config cfg;
+    it_config_init(&cfg);
+    cfg.workers = 2;
+    int ports[4];
+    ports[0] = it_backend_start(env, "a");
+    ports[1] = it_backend_start(env, "b");
+    ports[2] = it_backend_start(env, "c");
+    struct it_pool_config *pool =
+        it_config_add_pool(&cfg, "web", 1, 3, ports[0], ports[1], ports[2]);
+    pool->health = "plugin = \"tcp\"; interval_ms = 200; timeout_ms = 200; rise = 1; fall = 1;";
+    int admin = admin_address(env, &cfg, true);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    ports[3] = it_backend_start(env, "d");
+    const char *addr[4];
+    for (int i = 0; i < 4; i++)
+        addr[i] = it_strf(env, "127.0.0.1:%d", ports[i]);
+    json_t *j;
+    assert_int_equal(admin_write(env, admin, "POST", "/api/pools/web/backends",
+                                 it_strf(env, "{\"address\": \"%s\"}", addr[3]), &j),
+                     201);
+    json_decref(j);
+
+    const char *hold = getenv("FC_IT_DASHBOARD_HOLD_S");
+    int hold_s = hold != NULL && atoi(hold) > 0 ? atoi(hold) : 1;
+    pid_t load = load_start(f->port, 100000, (hold_s + 80) * 1000);
+    const char *drained_shot = it_path(env, "dashboard-controls.png");
+    it_write_file(env, "go", ""); /* snapshot a needs no wait: the steps have theirs */
+    const char *const args[] = {
+        "--token",
+        TOKEN,
+        "--traffic",
+        "--sync",
+        it_env_dir(env),
+        "--hold",
+        "1",
+        step(env, "pause:%d", hold_s),
+        step(env, "click:%s", button(env, addr[1], "drain")),
+        row_shows(env, addr[1], "drain"),
+        step(env, "click:%s", button(env, addr[2], "maint")),
+        row_shows(env, addr[2], "maint"),
+        row_idle(env, addr[1]),
+        row_idle(env, addr[2]),
+        step(env, "snap:drained"),
+        step(env, "shot:%s", drained_shot),
+        step(env, "sync:go-ready"),
+        step(env, "click:%s", button(env, addr[1], "ready")),
+        row_shows(env, addr[1], "up"),
+        step(env, "click:%s", button(env, addr[2], "ready")),
+        row_shows(env, addr[2], "up"),
+        step(env, "snap:ready"),
+        step(env, "sync:go-reload"),
+        step(env, "click:#reload"),
+        step(env, "wait:(() => { const s = document.querySelector('#action-status');"
+                  " return s.dataset.level === 'ok' && !!s.dataset.generation &&"
+                  " document.querySelector('#generation').textContent === s.dataset.generation; "
+                  "})()"),
+        step(env, "snap:reloaded"),
+        step(env, "sync:go-broken"),
+        step(env, "click:#reload"),
+        step(env, "wait:document.querySelector('#action-status').dataset.level === 'error'"),
+        step(env, "snap:failed"),
+        NULL};
+    struct browser b = browser_start(env, admin, args);
+
+    /* Drained and in maintenance, as the daemon has them. */
+    json_t *drained = synced(env, &b, "drained");
+    expect_status_state(env, admin, addr[0], "up", "config", 0);
+    expect_status_state(env, admin, addr[1], "drain", "config", 0);
+    expect_status_state(env, admin, addr[2], "maint", "config", 0);
+    expect_status_state(env, admin, addr[3], "up", "runtime", 0);
+    it_write_file(env, "go-ready", "");
+
+    /* Back in rotation (c's health checks start again: up within a few of them). */
+    json_t *ready = synced(env, &b, "ready");
+    expect_status_state(env, admin, addr[1], "up", "config", 0);
+    expect_status_state(env, admin, addr[2], "up", "config", 2000);
+    json_t *st = admin_status(env, admin);
+    json_int_t generation = json_integer_value(json_object_get(st, "generation"));
+    json_decref(st);
+    it_write_file(env, "go-reload", "");
+
+    /* A reload done: the generation the page shows is the daemon's. */
+    json_t *reloaded = synced(env, &b, "reloaded");
+    st = admin_status(env, admin);
+    assert_int_equal(json_integer_value(json_object_get(st, "generation")), generation + 1);
+    json_decref(st);
+    /* Then a broken file, written the way an editor that renames does. */
+    const char *good = it_config_render(env, &cfg, f->port);
+    const char *tmp = it_write_file(
+        env, "broken.conf.tmp", it_strf(env, "%s\nworkers = \"many\";\nbogus_key = 1;\n", good));
+    if (rename(tmp, f->config_path) != 0)
+        fail_msg("rename %s: %s", tmp, strerror(errno));
+    it_write_file(env, "go-broken", "");
+
+    json_t *report = browser_report(env, &b, 60000 + hold_s * 1000);
+    load_stop(load);
+    keep_artifact(env, drained_shot, "dashboard-controls.png");
+    keep_artifact(env, b.shot, "dashboard-controls-failed.png");
+    keep_artifact(env, b.narrow, "dashboard-controls-narrow.png");
+    /* What the server answers that reload, asked again: the lines the page showed. */
+    assert_int_equal(admin_write(env, admin, "POST", "/api/reload", NULL, &j), 422);
+    json_t *errors = json_object_get(j, "errors");
+    assert_true(json_array_size(errors) >= 1);
+
+    /* Without the token: the prompt, and no button. */
+    json_t *prompts = get(report, "prompts");
+    assert_int_equal(json_array_size(prompts), 1);
+    assert_true(json_is_true(get(json_array_get(prompts, 0), "token_form")));
+    expect_no_buttons(env, json_array_get(prompts, 0));
+
+    /* With it: each row has the buttons that change its state, the header Reload. */
+    json_t *a = get(report, "a");
+    assert_string_equal(str(a, "conn"), "live");
+    assert_true(json_is_true(get(a, "writable")));
+    assert_true(json_is_true(get(a, "reload_button")));
+    assert_int_equal(json_array_size(get(a, "backends")), 4);
+    for (int i = 0; i < 4; i++) {
+        json_t *r = row(a, addr[i]);
+        assert_string_equal(str(r, "state"), "up");
+        assert_string_equal(buttons(env, r), "drain maint");
+        json_t *first = json_array_get(get(r, "buttons"), 0);
+        assert_string_equal(str(first, "label"), "Drain");
+        assert_string_equal(str(first, "aria_label"), it_strf(env, "Drain %s (pool web)", addr[i]));
+        assert_true(json_is_false(get(first, "disabled")));
+    }
+    /* The backend added at run time, and only it, wears the badge. */
+    assert_string_equal(str(row(a, addr[3]), "source"), "runtime");
+    assert_string_equal(str(row(a, addr[3]), "source_badge"), "runtime");
+    assert_true(json_is_null(get(row(a, addr[0]), "source_badge")));
+    assert_string_equal(str(row(a, addr[0]), "source"), "config");
+
+    /* Every click's button was disabled while its request ran. */
+    json_t *clicks = get(report, "clicks");
+    assert_int_equal(json_array_size(clicks), 6);
+    for (size_t i = 0; i < json_array_size(clicks); i++)
+        if (!json_is_true(get(json_array_get(clicks, i), "disabled_while_running")))
+            fail_msg("the button of %s was not disabled while its request ran",
+                     str(json_array_get(clicks, i), "selector"));
+
+    /* Drained, in maintenance: in words, in classes, with the buttons that undo it. */
+    json_t *r = row(drained, addr[1]);
+    assert_string_equal(str(r, "state"), "drain");
+    assert_non_null(strstr(str(r, "state_class"), "state-drain"));
+    assert_non_null(strstr(str(r, "reason"), "no new requests"));
+    assert_string_equal(buttons(env, r), "ready maint");
+    assert_string_equal(str(r, "rps"), "0.0");
+    r = row(drained, addr[2]);
+    assert_string_equal(str(r, "state"), "maint");
+    assert_non_null(strstr(str(r, "state_class"), "state-maint"));
+    assert_string_equal(buttons(env, r), "ready drain");
+    assert_string_equal(str(row(drained, addr[0]), "state"), "up");
+    json_t *as = action_status(drained, "ok");
+    assert_non_null(strstr(str(as, "text"), addr[2]));
+    assert_non_null(strstr(str(as, "text"), "in maintenance"));
+    assert_true(timeline_count(drained, "backend-change", "state", "drain") >= 1);
+    assert_true(timeline_count(drained, "backend-change", "state", "maint") >= 1);
+
+    /* Ready again. */
+    for (int i = 1; i <= 2; i++) {
+        r = row(ready, addr[i]);
+        assert_string_equal(str(r, "state"), "up");
+        assert_non_null(strstr(str(r, "state_class"), "state-up"));
+        assert_string_equal(buttons(env, r), "drain maint");
+    }
+    assert_non_null(strstr(str(action_status(ready, "ok"), "text"), "back in rotation"));
+
+    /* Reloaded: the new generation, in the header and in the message. */
+    const char *next = it_strf(env, "%lld", (long long)(generation + 1));
+    assert_string_equal(str(reloaded, "generation"), next);
+    assert_non_null(strstr(str(action_status(reloaded, "ok"), "text"),
+                           it_strf(env, "generation %s in force", next)));
+    assert_true(json_is_false(get(reloaded, "reload_disabled")));
+
+    /*
+     * Refused: the server's lines, and the generation stays. Those that name
+     * the file are the same word for word; the last one counts the reloads,
+     * one more since.
+     */
+    json_t *failed = get(report, "failed");
+    as = action_status(failed, "error");
+    assert_non_null(strstr(str(as, "text"), it_strf(env, "generation %s stays in force", next)));
+    json_t *lines = get(as, "lines");
+    assert_int_equal(json_array_size(lines), json_array_size(errors));
+    size_t named = 0;
+    for (size_t i = 0; i < json_array_size(errors); i++) {
+        const char *want = json_string_value(json_array_get(errors, i));
+        const char *got = json_string_value(json_array_get(lines, i));
+        if (strstr(want, f->config_path) != NULL) {
+            assert_string_equal(got, want);
+            named++;
+        } else {
+            assert_non_null(strstr(got, "reload failed"));
+        }
+    }
+    assert_true(named >= 1);
+    assert_string_equal(str(failed, "generation"), next);
+    json_decref(j);
+
+    /* At 400 px, with the buttons: nothing wider than the window. */
+    expect_no_overflow(get(report, "narrow"));
+    assert_string_equal(buttons(env, row(get(report, "narrow"), addr[0])), "drain maint");
+    /* The page's only complaints: the 401 before the token, the 422 of the broken reload. */
+    json_t *problems = get(report, "problems");
+    for (size_t i = 0; i < json_array_size(problems); i++) {
+        const char *problem = json_string_value(json_array_get(problems, i));
+        if (strstr(problem, "401") == NULL &&
+            (strstr(problem, "422") == NULL || strstr(problem, "/api/reload") == NULL))
+            fail_msg("the page reported: %s", problem);
+    }
+    json_decref(drained);
+    json_decref(ready);
+    json_decref(reloaded);
+    json_decref(report);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(dashboard_served_with_its_policy),
     IT_CASE(dashboard_public_when_a_token_is_set),
     IT_CASE(dashboard_shows_live_traffic_in_a_browser),
     IT_CASE(dashboard_asks_for_the_token_in_a_browser),
+    IT_CASE(dashboard_controls_backends_in_a_browser),
 };
 
 IT_MAIN(tests)
