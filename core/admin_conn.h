@@ -75,6 +75,7 @@ struct fc_admin_conn {
     int handles; /* not closed yet: freed at 0 */
     unsigned reading : 1, in_request : 1, head_done : 1, head_checked : 1, msg_done : 1;
     unsigned in_auth : 1, in_expect : 1, has_auth : 1, expect_continue : 1, close_after : 1;
+    unsigned in_host : 1, has_host : 1, in_origin : 1, has_origin : 1;
     unsigned resumed : 1; /* the parser resumed after a head: it runs once more, input or not */
     int err_status;       /* what a parser callback refused the request with; 0: 400 */
     llhttp_t parser;
@@ -83,6 +84,7 @@ struct fc_admin_conn {
     size_t head_bytes; /* of the current request's head so far */
     /* The target, then the Authorization value, copied out of the input. */
     size_t scratch_len, url_len, auth_off, auth_len;
+    size_t host_off, host_len, origin_off, origin_len; /* Host and Origin, in scratch too */
     char field[16]; /* the header name being parsed (only short ones matter) */
     size_t field_len;
     char expect[16];

@@ -169,6 +169,8 @@ static int on_message_begin(llhttp_t *p)
     c->scratch_len = c->url_len = c->auth_off = c->auth_len = 0;
     c->field_len = c->expect_len = 0;
     c->in_auth = c->in_expect = c->has_auth = c->expect_continue = 0;
+    c->in_host = c->has_host = c->in_origin = c->has_origin = 0;
+    c->host_len = c->origin_len = 0;
     c->head_done = c->msg_done = 0;
     c->body_len = 0;
     c->err_status = 0;
@@ -200,7 +202,21 @@ static int on_header_field_complete(llhttp_t *p)
     struct fc_admin_conn *c = p->data;
     c->in_auth = c->field_len == 13 && strncasecmp(c->field, "authorization", 13) == 0;
     c->in_expect = c->field_len == 6 && strncasecmp(c->field, "expect", 6) == 0;
+    c->in_host = c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
+    c->in_origin = c->field_len == 6 && strncasecmp(c->field, "origin", 6) == 0;
     c->field_len = 0;
+    if (c->in_host || c->in_origin) {
+        /* Two of either: which one is meant? 400, as for Authorization. */
+        if (c->in_host ? c->has_host : c->has_origin)
+            return -1;
+        if (c->in_host) {
+            c->has_host = 1;
+            c->host_off = c->scratch_len;
+        } else {
+            c->has_origin = 1;
+            c->origin_off = c->scratch_len;
+        }
+    }
     if (c->in_auth) {
         if (c->has_auth)
             return -1; /* two Authorization headers: which one is meant? 400 */
@@ -214,10 +230,10 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct fc_admin_conn *c = p->data;
-    if (c->in_auth) {
+    if (c->in_auth || c->in_host || c->in_origin) {
         if (scratch_append(c, at, len) != 0)
             return -1;
-        c->auth_len += len;
+        *(c->in_auth ? &c->auth_len : c->in_host ? &c->host_len : &c->origin_len) += len;
     } else if (c->in_expect) {
         if (c->expect_len < sizeof(c->expect)) {
             size_t room = sizeof(c->expect) - c->expect_len;
@@ -233,7 +249,7 @@ static int on_header_value_complete(llhttp_t *p)
     struct fc_admin_conn *c = p->data;
     if (c->in_expect)
         c->expect_continue = c->expect_len == 12 && strncasecmp(c->expect, "100-continue", 12) == 0;
-    c->in_auth = c->in_expect = 0;
+    c->in_auth = c->in_expect = c->in_host = c->in_origin = 0;
     c->expect_len = 0;
     return 0;
 }
@@ -437,6 +453,57 @@ static int route_match(const struct fc_admin_route *r, const char *path, size_t 
     return bad ? -1 : 1;
 }
 
+/* Whether host (a Host value, or an origin's host[:port]) names no DNS name but localhost. */
+static int host_is_local(const char *h, size_t n)
+{
+    if (n > 0 && h[0] == '[')
+        return 1; /* an IPv6 literal */
+    const char *colon = memchr(h, ':', n);
+    size_t name = colon != NULL ? (size_t)(colon - h) : n;
+    if (name > 0 && h[name - 1] == '.')
+        name--; /* "localhost." */
+    if (name == 9 && strncasecmp(h, "localhost", 9) == 0)
+        return 1;
+    return name > 0 && strspn(h, "0123456789.") >= name; /* an IPv4 literal */
+}
+
+/*
+ * What a web page in the operator's browser must not do to the admin
+ * listener. A page of another site may send it writes (a form's POST needs
+ * no permission), and a name of that site rebound to 127.0.0.1 makes its
+ * requests look same-origin. Browsers send Origin with every write: one
+ * whose Origin is not the Host it was sent to is refused, and so, on a TCP
+ * listener without a token, is one sent to a name that is neither an IP
+ * address nor localhost. Clients that are not browsers send no Origin.
+ * Returns the message of the 403, or NULL.
+ */
+static const char *browser_guard(const struct fc_admin *a, const struct fc_admin_conn *c,
+                                 const char *method)
+{
+    int safe = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (safe || !c->has_origin)
+        return NULL;
+    const char *host = c->scratch + c->host_off;
+    size_t host_len = c->host_len;
+    const char *o = c->scratch + c->origin_off;
+    size_t n = c->origin_len;
+    const char *sep = NULL;
+    for (size_t i = 0; i + 3 <= n && sep == NULL; i++)
+        if (memcmp(o + i, "://", 3) == 0)
+            sep = o + i;
+    if (sep != NULL) {
+        size_t skip = (size_t)(sep + 3 - o);
+        o += skip;
+        n -= skip;
+    }
+    if (sep == NULL || !c->has_host || n != host_len || strncasecmp(o, host, n) != 0)
+        return "cross-origin write refused: the Origin is not this admin listener";
+    if (c->h.handle.type == UV_TCP && a->token == NULL && !host_is_local(host, host_len))
+        return "write refused: a page names this admin listener by a DNS name (DNS "
+               "rebinding?); open it by IP address or localhost, or set admin.token_file";
+    return NULL;
+}
+
 /*
  * The request is complete: find its route, check the token, and answer.
  * A route without FC_ADMIN_PUBLIC needs the token before anything about
@@ -479,6 +546,11 @@ static void handle_request(struct fc_admin_conn *c)
             match = r;
     }
     int public = match != NULL && (match->flags & FC_ADMIN_PUBLIC);
+    const char *guard = browser_guard(a, c, method);
+    if (guard != NULL) {
+        fc_admin_conn_reply_error(c, 403, guard, NULL, !keep);
+        return;
+    }
     if (a->token != NULL && !public && !authorized(a, c)) {
         fc_admin_conn_reply_error(c, 401, "this endpoint needs Authorization: Bearer <token>",
                                   "WWW-Authenticate: Bearer\r\n", !keep);

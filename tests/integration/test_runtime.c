@@ -188,8 +188,51 @@ IT_TEST(retry_after_a_drain_passes_over_the_drained_backend)
         close(hang[i]);
 }
 
+/* POST /api/reload with these Host and Origin headers (NULL: none); the status. */
+static int reload_from(struct it_env *env, int port, const char *host, const char *origin)
+{
+    struct it_conn *c = it_connect(env, port);
+    it_send_str(
+        c, it_strf(env, "POST /api/reload HTTP/1.1\r\nHost: %s\r\n%s%s%sContent-Length: 0\r\n\r\n",
+                   host, origin ? "Origin: " : "", origin ? origin : "", origin ? "\r\n" : ""));
+    struct it_response r;
+    it_expect_response(c, "POST", &r);
+    int status = r.status;
+    if (status == 403 && strstr(r.body, "\"error\"") == NULL)
+        fail_msg("403 without a JSON error: %s", r.body);
+    it_response_free(&r);
+    it_conn_close(c);
+    return status;
+}
+
+IT_TEST(writes_from_other_sites_are_refused)
+{
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    int admin = it_free_port();
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin); /* loopback, no token */
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *self = it_strf(env, "127.0.0.1:%d", admin);
+
+    /* A page of another site posting a form to the admin listener. */
+    assert_int_equal(reload_from(env, admin, self, "http://evil.example"), 403);
+    assert_int_equal(reload_from(env, admin, self, "null"), 403);
+    /* DNS rebinding: the page's own name, rebound to 127.0.0.1, so Origin matches Host. */
+    const char *rebound = it_strf(env, "evil.example:%d", admin);
+    assert_int_equal(reload_from(env, admin, rebound, it_strf(env, "http://%s", rebound)), 403);
+    assert_int_equal(it_fulcrum_log_count(env, f, "reloading "), 0);
+
+    /* The dashboard itself (same origin, by address or localhost), and clients without Origin. */
+    assert_int_equal(reload_from(env, admin, self, it_strf(env, "http://%s", self)), 200);
+    const char *local = it_strf(env, "localhost:%d", admin);
+    assert_int_equal(reload_from(env, admin, local, it_strf(env, "http://%s", local)), 200);
+    assert_int_equal(reload_from(env, admin, "admin", NULL), 200);
+    assert_true(it_fulcrum_wait_log(env, f, "reload done: generation 4", 1, 2000));
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(reload_endpoint),
+    IT_CASE(writes_from_other_sites_are_refused),
     IT_CASE(retry_after_a_drain_passes_over_the_drained_backend),
 };
 
