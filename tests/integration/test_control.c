@@ -906,6 +906,9 @@ IT_TEST(weight_changes_the_split)
 
     expect_call(env, &a, 200, "PATCH", backend_path(env, "web", pool->ports[0]), "{\"weight\": 7}");
     expect_split(env, f->port, 120, 25); /* 3 of 10 */
+    expect_call(env, &a, 200, "PATCH", backend_path(env, "web", pb), "{\"weight\": 1000}");
+    expect_answer_backend(env, addr(env, pb), 1000, "ready", "config");
+    expect_split(env, f->port, 397, 5); /* 1000 of 1007: the highest weight there is */
 
     /* Back to the file's weights. */
     expect_call(env, &a, 200, "PATCH", backend_path(env, "web", pool->ports[0]), "{\"weight\": 1}");
@@ -983,6 +986,14 @@ IT_TEST(remove_file_and_runtime_backends)
     assert_int_equal(call(env, &a, "DELETE", backend_path(env, "web", pb), NULL), 404);
     assert_true(it_fulcrum_wait_log(
         env, f, it_strf(env, "backend %s removed: generation", addr(env, pb)), 1, SETTLE_MS));
+
+    /* Added again, the file's b is the file's again, in its place. */
+    expect_call(env, &a, 201, "POST", "/api/pools/web/backends",
+                it_strf(env, "{\"address\": \"%s\"}", addr(env, pb)));
+    expect_answer_backend(env, addr(env, pb), 1, "ready", "config");
+    expect_summary(env, &a,
+                   it_strf(env, "%s up config 1, %s up config 1", addr(env, pa), addr(env, pb)));
+    expect_reaches(env, f->port, 6, "b");
 }
 
 /* ---- 6. the overlay survives reloads and restarts ---------------------------------- */
