@@ -137,6 +137,8 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
         sb_printf(&sb, "\n    );\n  }%s\n", i + 1 < cfg->npools ? "," : "");
     }
     sb_printf(&sb, ");\n");
+    if (cfg->top != NULL)
+        sb_printf(&sb, "%s\n", cfg->top);
     if (cfg->admin != NULL)
         sb_printf(&sb, "admin = { %s };\n", cfg->admin);
     char *text = it_env_strdup_len(env, sb.data, sb.len);

@@ -336,6 +336,11 @@ struct it_config {
      * the file's last line; NULL: no admin listener.
      */
     const char *admin;
+    /*
+     * More top-level keys, as libconfig text (`state_file = "/tmp/x/state.json";`),
+     * written after the pools; NULL: none.
+     */
+    const char *top;
 };
 
 void it_config_init(struct it_config *cfg);
