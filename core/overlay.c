@@ -219,7 +219,7 @@ char *fc_overlay_to_json(const struct fc_overlay *o)
 static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char *err,
                            size_t err_cap)
 {
-    const char *pool = NULL, *address = NULL, *source = NULL, *state = "ready";
+    const char *pool = NULL, *address = NULL, *source = NULL, *state = NULL;
     int removed = 0;
     json_int_t weight = 0;
     json_error_t je;
@@ -233,7 +233,7 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
     socklen_t len = 0;
     int unresolved = 1;
     const char *why = NULL;
-    int admin = fc_backend_admin_parse(state);
+    int admin = state != NULL ? fc_backend_admin_parse(state) : FC_BACKEND_READY;
     int runtime = strcmp(source, "runtime") == 0;
     if (!runtime && strcmp(source, "config") != 0)
         why = "source: expected \"config\" or \"runtime\"";
@@ -241,6 +241,8 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
         why = "state: expected \"ready\", \"drain\" or \"maint\"";
     else if (weight < 0 || weight > WEIGHT_MAX || (runtime && (weight == 0 || removed)))
         why = "weight or removed out of place";
+    else if (removed && (state != NULL || weight != 0))
+        why = "a removed backend has no state or weight";
     else if (fc_config_parse_ip_address(address, &addr, &len, &why) == 0)
         unresolved = 0;
     else if (runtime)

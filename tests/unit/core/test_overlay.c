@@ -108,6 +108,13 @@ static void test_damage_is_refused(void **state)
         {"{\"version\": 1, \"backends\": [{\"pool\": \"web\", \"address\": \"127.0.0.1:1\", "
          "\"source\": \"config\", \"extra\": true}]}",
          "extra"},
+        /* What fulcrum never writes: a removed backend with a state (found by the fuzzer). */
+        {"{\"version\": 1, \"backends\": [{\"pool\": \"api\", \"address\": \"[::1]:80\", "
+         "\"source\": \"config\", \"removed\": true, \"state\": \"maint\"}]}",
+         "removed"},
+        {"{\"version\": 1, \"backends\": [{\"pool\": \"api\", \"address\": \"[::1]:80\", "
+         "\"source\": \"config\", \"removed\": true, \"weight\": 3}]}",
+         "removed"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct fc_overlay o = {.n = 99};
