@@ -464,7 +464,10 @@ static int host_is_local(const char *h, size_t n)
         name--; /* "localhost." */
     if (name == 9 && strncasecmp(h, "localhost", 9) == 0)
         return 1;
-    return name > 0 && strspn(h, "0123456789.") >= name; /* an IPv4 literal */
+    for (size_t i = 0; i < name; i++)
+        if ((h[i] < '0' || h[i] > '9') && h[i] != '.')
+            return 0;
+    return name > 0; /* an IPv4 literal */
 }
 
 /*

@@ -48,7 +48,7 @@ struct ctl {
     struct fc_ctl_endpoint ep;
     char *token;       /* NULL: none known, no Authorization header */
     int json;          /* --json: documents for scripts instead of text */
-    json_int_t weight; /* of add and weight: checked with the command line, 1 unless given */
+    json_int_t weight; /* of add and weight: checked with the command line, -1 unless given */
 };
 
 /* ---- messages ----------------------------------------------------------- */
@@ -81,7 +81,7 @@ static void usage(FILE *out)
             "  status                     version, generation, reloads, listeners and pools\n"
             "  backends [POOL]            each backend of each pool (or of POOL) with its state\n"
             "                             and requests/s, measured over one second\n"
-            "  add POOL ADDRESS [WEIGHT]  add a backend (weight 1 unless given)\n"
+            "  add POOL ADDRESS [WEIGHT]  add a backend (weight 1, or the file's, unless given)\n"
             "  drain POOL ADDRESS         no new requests; those in flight finish\n"
             "  maint POOL ADDRESS         as drain, and health checks stop\n"
             "  ready POOL ADDRESS         back in rotation (if healthy)\n"
@@ -727,8 +727,10 @@ static int parse_weight(const char *text, json_int_t *out)
 
 static int cmd_add(struct ctl *c, char **args)
 {
-    return change(c, "POST", args[0], NULL, args[1],
-                  json_pack("{s:s, s:I}", "address", args[1], "weight", c->weight));
+    /* Without WEIGHT the server decides: 1, or the file's for a backend of the file. */
+    json_t *body = c->weight < 0 ? json_pack("{s:s}", "address", args[1])
+                                 : json_pack("{s:s, s:I}", "address", args[1], "weight", c->weight);
+    return change(c, "POST", args[0], NULL, args[1], body);
 }
 
 /* drain, maint and ready: the command's name is the state asked for. */
@@ -798,7 +800,7 @@ struct options {
     const char *token_file; /* --token-file */
     int json;
     int help;
-    json_int_t weight; /* the command's WEIGHT or N; 1 unless given */
+    json_int_t weight; /* the command's WEIGHT or N; -1 unless given */
 };
 
 enum { OPT_TOKEN_FILE = 256, OPT_JSON };
@@ -871,7 +873,7 @@ static int run(const struct options *o, const struct command *cmd, char **args)
 
 int fc_ctl_main(int argc, char **argv)
 {
-    struct options o = {.weight = 1};
+    struct options o = {.weight = -1}; /* -1: not given */
     int rc = parse_options(argc, argv, &o);
     if (rc != 0)
         return rc;

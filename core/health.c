@@ -309,7 +309,7 @@ static struct fc_health_pool *checker_new(struct fc_gen_pool *pool, struct fc_he
     return hp;
 }
 
-int fc_health_start(struct fc_generation *g, uv_loop_t *loop)
+int fc_health_start(struct fc_generation *g, uv_loop_t *loop, int at_once)
 {
     struct fc_health_run *run = calloc(1, sizeof(*run));
     if (run == NULL)
@@ -337,7 +337,8 @@ int fc_health_start(struct fc_generation *g, uv_loop_t *loop)
         uv_timer_init(loop, &hp->timer);
         hp->timer.data = hp;
         /* The first round at once, so that an initially down backend soon comes up. */
-        uv_timer_start(&hp->timer, tick_cb, 0, g->cfg->pools[p].health_conf.interval_ms);
+        uint64_t every = g->cfg->pools[p].health_conf.interval_ms;
+        uv_timer_start(&hp->timer, tick_cb, at_once ? 0 : every, every);
     }
     return rc;
 }

@@ -40,7 +40,7 @@ struct daemon {
     struct fc_generation *gen; /* current; one reference held */
     struct fc_worker *workers;
     uint32_t n_workers;
-    struct fc_admin *admin; /* NULL once stopping */
+    struct fc_admin *admin;     /* NULL once stopping */
     struct fc_monitor *monitor; /* its metrics, status and events */
     struct fc_runtime *runtime; /* the runtime API's overlay and state file */
     double start_unix;
@@ -167,7 +167,7 @@ static uint64_t runtime_apply(void *arg, const struct fc_overlay *overlay)
     struct fc_generation *g;
     if (fc_generation_build(cfg, overlay, d->gen, d->n_workers, d->loop, &g) != 0)
         return 0;
-    if (fc_health_start(g, d->loop) != 0) {
+    if (fc_health_start(g, d->loop, 0) != 0) {
         fc_log_error("cannot start health checks: out of memory");
         fc_health_stop(g, release_generation, g);
         return 0;
@@ -244,7 +244,7 @@ static void reload(struct daemon *d)
      * turn of the loop, once g is published); the old ones finish their
      * probes first. Checkers that cannot start refuse the reload.
      */
-    if (fc_health_start(g, d->loop) != 0) {
+    if (fc_health_start(g, d->loop, 1) != 0) {
         fc_log_error("%s: cannot start health checks: out of memory", d->config_path);
         fc_health_stop(g, release_generation, g);
         fc_overlay_free(&overlay);
@@ -545,12 +545,15 @@ int main(int argc, char **argv)
     }
     /* Runtime changes kept from the last run apply from the first generation on. */
     fc_runtime_load(d.runtime, cfg);
-    if (fc_generation_build(cfg, fc_runtime_overlay(d.runtime), NULL, n_workers, d.loop,
-                            &d.gen) != 0) {
+    if (fc_generation_build(cfg, fc_runtime_overlay(d.runtime), NULL, n_workers, d.loop, &d.gen) !=
+        0) {
         if (test_only)
             fprintf(stderr, "configuration test failed\n");
+        fc_runtime_destroy(d.runtime);
+        uv_run(d.loop, UV_RUN_DEFAULT);
         return 1;
     }
+    fc_generation_mark_retiring(d.gen, NULL); /* backends the state file drained */
     if (test_only) {
         fc_runtime_destroy(d.runtime);
         fc_generation_release(d.gen);
@@ -620,7 +623,7 @@ int main(int argc, char **argv)
             fc_log_error("cannot start worker thread %u", w);
             return 1;
         }
-    if (fc_health_start(d.gen, d.loop) != 0)
+    if (fc_health_start(d.gen, d.loop, 1) != 0)
         return 1;
     for (uint32_t l = 0; l < d.gen->cfg->n_listeners; l++)
         fc_log_info("listening on %s (%u workers)", d.gen->cfg->listeners[l].address, n_workers);

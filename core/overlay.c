@@ -146,13 +146,25 @@ static const struct fc_conf_pool *file_pool(const struct fc_config *cfg, const c
     return NULL;
 }
 
-uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg)
+/* Another entry than e for the same backend (a damaged state file naming it twice). */
+static int named_twice(const struct fc_overlay *o, const struct fc_overlay_entry *e)
+{
+    for (uint32_t i = 0; i < o->n; i++)
+        if (&o->entries[i] != e && !o->entries[i].unresolved &&
+            strcmp(o->entries[i].pool, e->pool) == 0 &&
+            fc_cfg_same_address(&o->entries[i].addr, &e->addr))
+            return 1;
+    return 0;
+}
+
+uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg, int quiet)
 {
     uint32_t dropped = 0;
     for (uint32_t i = 0; i < o->n;) {
         struct fc_overlay_entry *e = &o->entries[i];
         const struct fc_conf_pool *pool = file_pool(cfg, e->pool);
         const struct fc_conf_backend *fb = NULL;
+        int twice = 0;
         if (pool != NULL && e->unresolved) {
             for (uint32_t b = 0; b < pool->n_backends && fb == NULL; b++)
                 if (strcmp(pool->backends[b].address, e->address) == 0)
@@ -161,22 +173,39 @@ uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg)
                 e->addr = fb->addr;
                 e->addr_len = fb->addr_len;
                 e->unresolved = 0;
+                twice = named_twice(o, e);
             }
         } else if (pool != NULL) {
             fb = file_backend(pool, &e->addr);
         }
+        if (fb != NULL && !e->runtime && !twice) {
+            /* The file's spelling and weight now: a restart finds it by them. */
+            char *spelled = strdup(fb->address);
+            if (spelled != NULL) {
+                free(e->address);
+                e->address = spelled;
+            }
+            if (e->weight == fb->weight)
+                e->weight = 0;
+        }
         const char *why = NULL;
         if (pool == NULL)
             why = "the file has no such pool any more";
+        else if (twice)
+            why = "named twice in the state file";
         else if (e->runtime && fb != NULL)
             why = "the file has it now: it is the file's again";
         else if (!e->runtime && fb == NULL)
             why = "the file no longer has it";
+        else if (!e->runtime && !e->removed && e->admin == FC_BACKEND_READY && e->weight == 0)
+            why = "the file has it as the change made it";
         if (why == NULL) {
             i++;
             continue;
         }
-        fc_log_info("pool %s: backend %s: runtime change dropped: %s", e->pool, e->address, why);
+        if (!quiet)
+            fc_log_info("pool %s: backend %s: runtime change dropped: %s", e->pool, e->address,
+                        why);
         fc_overlay_drop(o, e);
         dropped++;
     }

@@ -93,10 +93,12 @@ void fc_overlay_tidy(struct fc_overlay *o, struct fc_overlay_entry *e, uint32_t 
 /**
  * Fits the overlay to a (new) file: drops the entries of pools the file no
  * longer has, the runtime's backends the file now has itself, and the
- * changes to file backends the file no longer has, each told in the log.
- * Returns how many entries went.
+ * changes to file backends the file no longer has, and those the file
+ * now makes needless (it has the weight the change set); each is told in
+ * the log unless `quiet`. Entries kept take the file's spelling of their
+ * address. Returns how many entries went.
  */
-uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg);
+uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg, int quiet);
 
 /**
  * The state file's content for o (JSON, one object): a string to free, or

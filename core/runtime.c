@@ -78,7 +78,7 @@ static int write_atomic(const char *path, const char *text)
     memcpy(tmp, path, n);
     memcpy(tmp + n, ".tmp", 5);
     int err = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0) {
         err = errno;
         free(tmp);
@@ -89,6 +89,8 @@ static int write_atomic(const char *path, const char *text)
         ssize_t w = write(fd, text + off, len - off);
         if (w < 0 && errno != EINTR)
             err = errno;
+        else if (w == 0)
+            err = EIO; /* a regular file that takes nothing: no progress to wait for */
         else if (w > 0)
             off += (size_t)w;
     }
@@ -130,7 +132,7 @@ static void write_done(uv_work_t *w, int status)
     if (status != 0 || rt->write_errno != 0)
         fc_log_error("state file %s: cannot write it: %s (the runtime changes are in force, but "
                      "a restart would not keep them)",
-                     rt->write_path, strerror(status != 0 ? ENOMEM : rt->write_errno));
+                     rt->write_path, status != 0 ? uv_strerror(status) : strerror(rt->write_errno));
     free(rt->write_path);
     free(rt->write_text);
     rt->write_path = rt->write_text = NULL;
@@ -150,7 +152,13 @@ static void save(struct fc_runtime *rt)
         return;
     }
     rt->dirty = 0;
-    rt->write_text = fc_overlay_to_json(&rt->overlay);
+    char *json = fc_overlay_to_json(&rt->overlay);
+    size_t n = json != NULL ? strlen(json) : 0;
+    rt->write_text = json != NULL ? realloc(json, n + 2) : NULL;
+    if (rt->write_text != NULL)
+        memcpy(rt->write_text + n, "\n", 2); /* a text file: its last line ends */
+    else
+        free(json);
     rt->write_path = strdup(path);
     if (rt->write_text == NULL || rt->write_path == NULL) {
         fc_log_error("state file %s: cannot write it: out of memory", path);
@@ -225,7 +233,7 @@ void fc_runtime_load(struct fc_runtime *rt, const struct fc_config *cfg)
                      cfg->state_file, err);
         return;
     }
-    fc_overlay_reconcile(&o, cfg);
+    fc_overlay_reconcile(&o, cfg, 0);
     fc_overlay_free(&rt->overlay);
     rt->overlay = o;
     if (o.n > 0)
@@ -237,18 +245,16 @@ int fc_runtime_fit(const struct fc_runtime *rt, const struct fc_config *cfg, str
 {
     if (fc_overlay_copy(&rt->overlay, out) != 0)
         return FC_ENOMEM;
-    fc_overlay_reconcile(out, cfg);
+    fc_overlay_reconcile(out, cfg, 1); /* told by fc_runtime_reloaded(), if the reload is done */
     return 0;
 }
 
 void fc_runtime_reloaded(struct fc_runtime *rt, struct fc_overlay *fitted,
                          const struct fc_config *cfg)
 {
-    (void)cfg;
-    int changed = fitted->n != rt->overlay.n;
-    fc_overlay_free(&rt->overlay);
-    rt->overlay = *fitted;
-    *fitted = (struct fc_overlay){0};
+    /* The same fitting again, on the overlay itself, telling what goes: now it went. */
+    fc_overlay_free(fitted);
+    int changed = fc_overlay_reconcile(&rt->overlay, cfg, 0) > 0;
     /* Entries the file took back go from the state file too (and a new state_file gets it all). */
     if (changed || rt->overlay.n > 0)
         save(rt);
@@ -517,7 +523,8 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
     struct sockaddr_storage addr;
     socklen_t len;
     const char *why = NULL;
-    if (get_weight(j, resp, &weight) < 0 || get_state(j, resp, &admin) < 0) {
+    int has_weight = get_weight(j, resp, &weight);
+    if (has_weight < 0 || get_state(j, resp, &admin) < 0) {
         json_decref(j);
         return;
     }
@@ -549,6 +556,8 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
     /* One the file has, removed at run time, comes back as the file's (with these settings). */
     const struct fc_conf_backend *fb = file_backend(pool->conf, &addr);
     const char *address = fb != NULL ? fb->address : canon;
+    if (fb != NULL && !has_weight)
+        weight = fb->weight; /* one of the file's, back: as the file has it */
     struct fc_overlay_entry *e = fc_overlay_put(&next, pool->conf->name, address, &addr, len);
     if (e == NULL) {
         fc_overlay_free(&next);
@@ -561,8 +570,7 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
     e->weight = fb != NULL && weight == fb->weight ? 0 : weight;
     if (fb != NULL)
         fc_overlay_tidy(&next, e, fb->weight);
-    char name[128];
-    snprintf(name, sizeof(name), "%s", pool->conf->name);
+    const char *name = pool->conf->name; /* the config's: the new generation shares it */
     uint64_t id = apply(rt, &next, resp);
     if (id == 0)
         return;
@@ -630,23 +638,24 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     }
     const struct fc_generation *g = rt->host.generation(rt->host.arg);
     int runtime = b->source == FC_SOURCE_RUNTIME;
-    char name[128], address[160];
-    snprintf(name, sizeof(name), "%s", pool->conf->name);
-    snprintf(address, sizeof(address), "%s", b->address);
+    const char *name = pool->conf->name;            /* the config's: the new generation shares it */
     if (weight == b->weight && admin == b->admin) { /* as it is: nothing to build */
         send_json(resp, 200,
                   json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
-                            backend_json(address, weight, admin, runtime), "generation",
+                            backend_json(b->address, weight, admin, runtime), "generation",
                             (json_int_t)g->id));
         return;
     }
     struct fc_overlay next;
-    if (fc_overlay_copy(&rt->overlay, &next) != 0) {
+    char *address = strdup(b->address); /* b is the replaced generation's */
+    if (address == NULL || fc_overlay_copy(&rt->overlay, &next) != 0) {
+        free(address);
         fc_admin_error(resp, 500, "out of memory");
         return;
     }
     struct fc_overlay_entry *e = entry_of(&next, pool, (uint32_t)i);
     if (e == NULL) {
+        free(address);
         fc_overlay_free(&next);
         fc_admin_error(resp, 500, "out of memory");
         return;
@@ -661,8 +670,10 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
         fc_overlay_tidy(&next, e, file_weight);
     }
     uint64_t id = apply(rt, &next, resp);
-    if (id == 0)
+    if (id == 0) {
+        free(address);
         return;
+    }
     fc_log_info("runtime: pool %s: backend %s: %s, weight %u: generation %llu", name, address,
                 fc_backend_admin_name(admin), weight, (unsigned long long)id);
     char reason[96];
@@ -674,6 +685,7 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
                              backend_json(address, weight, admin, runtime), "generation",
                              (json_int_t)id),
                    NULL);
+    free(address);
 }
 
 /* DELETE /api/pools/{pool}/backends/{address} */
@@ -709,11 +721,17 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
     /* Its in-flight requests finish on the generations they started on; the answer tells them. */
     struct fc_backend_shared *s = pool->shared[i];
     fc_backend_shared_acquire(s);
-    char name[128], address[160];
-    snprintf(name, sizeof(name), "%s", pool->conf->name);
-    snprintf(address, sizeof(address), "%s", b->address);
+    const char *name = pool->conf->name; /* the config's: the new generation shares it */
+    char *address = strdup(b->address);  /* b is the replaced generation's */
+    if (address == NULL) {
+        fc_backend_shared_release(s);
+        fc_overlay_free(&next);
+        fc_admin_error(resp, 500, "out of memory");
+        return;
+    }
     uint64_t id = apply(rt, &next, resp);
     if (id == 0) {
+        free(address);
         fc_backend_shared_release(s);
         return;
     }
@@ -724,6 +742,7 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
                    json_pack("{s:b, s:s, s:s, s:I}", "ok", 1, "pool", name, "address", address,
                              "generation", (json_int_t)id),
                    s);
+    free(address);
 }
 
 int fc_runtime_routes(struct fc_runtime *rt, struct fc_admin *a)

@@ -65,9 +65,10 @@ const struct fc_overlay *fc_runtime_overlay(const struct fc_runtime *rt);
 
 /**
  * A reload: `out` receives the overlay fitted to the newly loaded cfg, for
- * the generation to build; fc_runtime_reloaded() then makes it the one in
- * force when that generation is, or fc_overlay_free() drops it. 0 or
- * FC_ENOMEM.
+ * the generation to build (nothing is logged yet). Once that generation is
+ * in force, fc_runtime_reloaded() frees `fitted` and fits the overlay in
+ * force the same way, telling in the log what it drops; a reload that fails
+ * frees `out` with fc_overlay_free() and changes nothing. 0 or FC_ENOMEM.
  */
 int fc_runtime_fit(const struct fc_runtime *rt, const struct fc_config *cfg,
                    struct fc_overlay *out);

@@ -389,6 +389,9 @@ void fc_txn_connect(struct fc_txn *t)
         .tried = t->attempts || t->passed_over ? t->tried : NULL,
     };
     int idx = inst->plugin->desc->strategy->pick(inst->state, &args);
+    int fallback = idx < 0 && t->passed_over > 0;
+    if (fallback)
+        idx = t->passed_first; /* out of rotation, but alive: better than no backend at all */
     if (idx < 0 || (uint32_t)idx >= pool->view.n_backends) {
         if (t->attempts == 0) {
             fc_stats_add(&pool_stats(t)->no_backend, 1);
@@ -403,11 +406,16 @@ void fc_txn_connect(struct fc_txn *t)
      * (it began before the change, and picks only now: after its rate
      * limiter's verdict, or to retry) passes over a backend the change took
      * out of rotation, so that none gets a request after the change was
-     * answered. Each backend at most once: then there is none left.
+     * answered. Each backend at most once. When that leaves none (its
+     * generation knew no other, or the others failed), the first one passed
+     * over takes it after all: drained is not dead, and the request was
+     * accepted before the change.
      */
-    if (__atomic_load_n(&b->retiring, __ATOMIC_RELAXED) && t->passed_over < pool->view.n_backends) {
+    if (!fallback && __atomic_load_n(&b->retiring, __ATOMIC_RELAXED) &&
+        t->passed_over < pool->view.n_backends) {
+        if (t->passed_over++ == 0)
+            t->passed_first = idx;
         t->tried[idx] = 1;
-        t->passed_over++;
         fc_txn_connect(t);
         return;
     }

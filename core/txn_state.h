@@ -70,10 +70,11 @@ struct fc_txn {
     int32_t backend; /* index in pool, -1 none */
     uint32_t attempts;
     uint32_t passed_over; /* picks not taken: the backend had left rotation meanwhile */
-    uint8_t *tried; /* tried_small, or allocated for larger pools */
+    int32_t passed_first; /* the first of them (valid when passed_over > 0) */
+    uint8_t *tried;       /* tried_small, or allocated for larger pools */
     uint64_t body_seen;
-    uint64_t t_start; /* uv_hrtime() at the request's first byte */
-    uint64_t req_end; /* uv_now() when the whole request had been read */
+    uint64_t t_start;    /* uv_hrtime() at the request's first byte */
+    uint64_t req_end;    /* uv_now() when the whole request had been read */
     uint64_t connect_ns; /* getting the backend connection (0: an idle one reused), for the log */
     uint64_t head_ns;    /* from t_start to the backend's response head, for the log */
     uint64_t bytes_out;

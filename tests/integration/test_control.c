@@ -994,6 +994,25 @@ IT_TEST(remove_file_and_runtime_backends)
     expect_summary(env, &a,
                    it_strf(env, "%s up config 1, %s up config 1", addr(env, pa), addr(env, pb)));
     expect_reaches(env, f->port, 6, "b");
+
+    /*
+     * With a weight of its own in the file: removed and added again without
+     * one, it has the file's weight, and a later edit of the file applies.
+     */
+    const char *text = it_config_render(env, &cfg, f->port);
+    const char *plain = it_strf(env, "{ address = \"127.0.0.1:%d\"; }", pb);
+    const char *at = strstr(text, plain);
+    assert_non_null(at);
+    const char *weighed = it_strf(env, "%.*s{ address = \"127.0.0.1:%d\"; weight = %%d; }%s",
+                                  (int)(at - text), text, pb, at + strlen(plain));
+    assert_int_equal(it_fulcrum_reload_text(env, f, it_strf(env, weighed, 4)), 0);
+    expect_call(env, &a, 200, "DELETE", backend_path(env, "web", pb), NULL);
+    expect_call(env, &a, 201, "POST", "/api/pools/web/backends",
+                it_strf(env, "{\"address\": \"%s\"}", addr(env, pb)));
+    expect_answer_backend(env, addr(env, pb), 4, "ready", "config");
+    assert_int_equal(it_fulcrum_reload_text(env, f, it_strf(env, weighed, 6)), 0);
+    expect_summary(env, &a,
+                   it_strf(env, "%s up config 1, %s up config 6", addr(env, pa), addr(env, pb)));
 }
 
 /* ---- 6. the overlay survives reloads and restarts ---------------------------------- */

@@ -188,6 +188,45 @@ IT_TEST(retry_after_a_drain_passes_over_the_drained_backend)
         close(hang[i]);
 }
 
+/*
+ * The same, when the drained backend is the only other one: the request,
+ * accepted before the drain, is served by it rather than refused.
+ */
+IT_TEST(retry_with_only_a_drained_backend_left_is_served)
+{
+    int hang[3];
+    int x = hanging_port(hang);
+    int b = it_backend_start(env, "b");
+    struct it_config cfg;
+    it_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.connect_ms = 1000;
+    it_config_add_pool(&cfg, "web", 1, 2, x, b);
+    int admin = it_free_port();
+    const char *token_file = it_write_file(env, "admin.token", TOKEN "\n");
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\"; token_file = \"%s\";", admin, token_file);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    struct it_conn *conn = it_connect(env, f->port);
+    it_send_str(conn, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    it_sleep_ms(200);
+    json_t *j;
+    assert_int_equal(admin_call(env, admin, "PATCH",
+                                it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b),
+                                "{\"state\": \"drain\"}", &j),
+                     200);
+    json_decref(j);
+    struct it_response r;
+    it_expect_response(conn, "GET", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(it_header(&r, "X-Backend"), "b");
+    it_response_free(&r);
+    it_conn_close(conn);
+    assert_int_equal(it_fulcrum_log_count(env, f, "no backend available"), 0);
+    for (int i = 0; i < 3; i++)
+        close(hang[i]);
+}
+
 /* POST /api/reload with these Host and Origin headers (NULL: none); the status. */
 static int reload_from(struct it_env *env, int port, const char *host, const char *origin)
 {
@@ -234,6 +273,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(reload_endpoint),
     IT_CASE(writes_from_other_sites_are_refused),
     IT_CASE(retry_after_a_drain_passes_over_the_drained_backend),
+    IT_CASE(retry_with_only_a_drained_backend_left_is_served),
 };
 
 IT_MAIN(tests)

@@ -173,7 +173,7 @@ static void test_the_file_has_the_last_word(void **state)
     /* Names are not resolved when the state file is read: the file's backend of the name is. */
     assert_int_equal(o.entries[4].unresolved, 1);
 
-    assert_int_equal(fc_overlay_reconcile(&o, cfg), 4);
+    assert_int_equal(fc_overlay_reconcile(&o, cfg, 0), 4);
     assert_int_equal(o.n, 3);
     /* Kept: the runtime's own, a drain of a file backend, a removal of one known by name. */
     assert_string_equal(o.entries[0].address, "127.0.0.1:9003");
@@ -186,6 +186,19 @@ static void test_the_file_has_the_last_word(void **state)
     /* Found again by address now that it is resolved. */
     assert_ptr_equal(fc_overlay_find(&o, "web", &cfg->pools[0].backends[2].addr), &o.entries[2]);
     fc_overlay_free(&o);
+
+    /* A weight the file now has as the change set it: the change is needless and goes. */
+    struct fc_overlay w = {0};
+    struct fc_overlay_entry *e = put(&w, "web", "127.0.0.1:9002");
+    e->weight = 1; /* the file's weight for 9002 */
+    e = put(&w, "web", "127.0.0.1:9001");
+    e->weight = 1;
+    e->admin = FC_BACKEND_DRAIN; /* still drained: kept, with the file's weight as its own */
+    assert_int_equal(fc_overlay_reconcile(&w, cfg, 1), 1);
+    assert_int_equal(w.n, 1);
+    assert_string_equal(w.entries[0].address, "127.0.0.1:9001");
+    assert_int_equal(w.entries[0].weight, 0);
+    fc_overlay_free(&w);
     fc_config_free(cfg);
 }
 
