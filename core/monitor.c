@@ -142,20 +142,26 @@ static void backend_changed(void *arg, struct fc_gen_pool *pool, uint32_t backen
             }
 }
 
-void fc_monitor_reloaded(struct fc_monitor *m, uint64_t generation, const char *error)
+/* Sends `event: type` with j (taken; NULL: out of memory, nothing sent) to every stream. */
+static void broadcast_json(struct fc_monitor *m, const char *type, json_t *j)
 {
-    if (m == NULL)
-        return;
-    json_t *j = json_pack("{s:s, s:I, s:s, s:I}", "result", error ? "failed" : "done",
-                          "generation", (json_int_t)generation, "error", error ? error : "",
-                          "time", (json_int_t)time(NULL));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
         return;
     struct fc_text t = {.p = text, .len = strlen(text), .cap = strlen(text) + 1};
-    broadcast(m, "reload", &t);
+    broadcast(m, type, &t);
     fc_text_free(&t);
+}
+
+void fc_monitor_reloaded(struct fc_monitor *m, uint64_t generation, const char *error)
+{
+    if (m == NULL)
+        return;
+    broadcast_json(m, "reload",
+                   json_pack("{s:s, s:I, s:s, s:I}", "result", error ? "failed" : "done",
+                             "generation", (json_int_t)generation, "error", error ? error : "",
+                             "time", (json_int_t)time(NULL)));
 }
 
 void fc_monitor_backend_set(struct fc_monitor *m, const char *pool, const char *address,
@@ -163,15 +169,9 @@ void fc_monitor_backend_set(struct fc_monitor *m, const char *pool, const char *
 {
     if (m == NULL)
         return;
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s}", "pool", pool, "backend", address, "state",
-                          state, "since", (json_int_t)time(NULL), "reason", reason);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text == NULL)
-        return;
-    struct fc_text t = {.p = text, .len = strlen(text), .cap = strlen(text) + 1};
-    broadcast(m, "backend", &t);
-    fc_text_free(&t);
+    broadcast_json(m, "backend",
+                   json_pack("{s:s, s:s, s:s, s:I, s:s}", "pool", pool, "backend", address, "state",
+                             state, "since", (json_int_t)time(NULL), "reason", reason));
 }
 
 struct fc_monitor *fc_monitor_create(struct fc_admin *admin, uv_loop_t *loop,

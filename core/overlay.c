@@ -128,9 +128,8 @@ void fc_overlay_tidy(struct fc_overlay *o, struct fc_overlay_entry *e, uint32_t 
         fc_overlay_drop(o, e);
 }
 
-/* The file's backend of `pool` at addr, or NULL. */
-static const struct fc_conf_backend *file_backend(const struct fc_conf_pool *pool,
-                                                  const struct sockaddr_storage *addr)
+const struct fc_conf_backend *fc_overlay_file_backend(const struct fc_conf_pool *pool,
+                                                      const struct sockaddr_storage *addr)
 {
     for (uint32_t b = 0; b < pool->n_backends; b++)
         if (fc_cfg_same_address(&pool->backends[b].addr, addr))
@@ -176,7 +175,7 @@ uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg,
                 twice = named_twice(o, e);
             }
         } else if (pool != NULL) {
-            fb = file_backend(pool, &e->addr);
+            fb = fc_overlay_file_backend(pool, &e->addr);
         }
         if (fb != NULL && !e->runtime && !twice) {
             /* The file's spelling and weight now: a restart finds it by them. */

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 struct fc_config;
+struct fc_conf_backend;
 struct fc_conf_pool;
 
 /** A backend's administrative state. */
@@ -62,6 +63,10 @@ struct fc_overlay {
 /** Text of a state ("ready", "drain", "maint"), and back (-1: none of them). */
 const char *fc_backend_admin_name(int admin);
 int fc_backend_admin_parse(const char *text);
+
+/** The file's backend of `pool` at addr (same IP address and port), or NULL. */
+const struct fc_conf_backend *fc_overlay_file_backend(const struct fc_conf_pool *pool,
+                                                      const struct sockaddr_storage *addr);
 
 /** Frees what o holds; o is empty (and reusable) after. */
 void fc_overlay_free(struct fc_overlay *o);

@@ -437,15 +437,6 @@ path_pool(struct fc_runtime *rt, const struct fc_admin_request *req, struct fc_a
     return pool;
 }
 
-static const struct fc_conf_backend *file_backend(const struct fc_conf_pool *pool,
-                                                  const struct sockaddr_storage *addr)
-{
-    for (uint32_t b = 0; b < pool->n_backends; b++)
-        if (fc_cfg_same_address(&pool->backends[b].addr, addr))
-            return &pool->backends[b];
-    return NULL;
-}
-
 static json_t *backend_json(const char *address, uint32_t weight, int admin, int runtime)
 {
     return json_pack("{s:s, s:i, s:s, s:s}", "address", address, "weight", (int)weight, "state",
@@ -554,7 +545,7 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
         return;
     }
     /* One the file has, removed at run time, comes back as the file's (with these settings). */
-    const struct fc_conf_backend *fb = file_backend(pool->conf, &addr);
+    const struct fc_conf_backend *fb = fc_overlay_file_backend(pool->conf, &addr);
     const char *address = fb != NULL ? fb->address : canon;
     if (fb != NULL && !has_weight)
         weight = fb->weight; /* one of the file's, back: as the file has it */
@@ -663,7 +654,7 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     e->admin = (uint8_t)admin;
     e->weight = weight;
     if (!runtime) {
-        const struct fc_conf_backend *fb = file_backend(pool->conf, &b->addr);
+        const struct fc_conf_backend *fb = fc_overlay_file_backend(pool->conf, &b->addr);
         uint32_t file_weight = fb != NULL ? fb->weight : 0;
         if (weight == file_weight)
             e->weight = 0; /* the file's: a later change of it in the file applies */
