@@ -213,6 +213,51 @@ IT_TEST(retry_with_only_a_drained_backend_left_is_served)
     assert_int_equal(it_fulcrum_log_count(env, f, "no backend available"), 0);
 }
 
+/* GET / on a fresh connection: the status. */
+static int get_status(struct it_env *env, int port)
+{
+    struct it_response r;
+    it_get(env, port, "test", "/", &r);
+    int status = r.status;
+    it_response_free(&r);
+    return status;
+}
+
+/*
+ * A runtime change builds new strategy instances over the new pool view,
+ * but hands the pool's rate limiter on: its bucket, emptied before the
+ * change, stays empty after it; and a backend that stays keeps its counters.
+ */
+IT_TEST(runtime_change_keeps_rate_limiter_and_counters)
+{
+    struct it_config cfg;
+    struct it_pool_config *pool = it_config_demo_pool(env, &cfg, 1);
+    pool->pool_options = "rate_limit = { plugin = \"token_bucket\"; rate = 0.1; burst = 3; };";
+    int admin = it_free_port();
+    const char *token_file = it_write_file(env, "admin.token", TOKEN "\n");
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\"; token_file = \"%s\";", admin, token_file);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(get_status(env, f->port), 200);
+
+    int b = it_backend_start(env, "b");
+    json_t *j;
+    assert_int_equal(admin_call(env, admin, "POST", "/api/pools/web/backends",
+                                it_strf(env, "{\"address\": \"127.0.0.1:%d\"}", b), &j),
+                     201);
+    assert_int_equal(json_integer_value(json_object_get(j, "generation")), 2);
+    json_decref(j);
+    assert_int_equal(get_status(env, f->port), 429);
+
+    assert_int_equal(admin_call(env, admin, "GET", "/api/status", "", &j), 200);
+    json_t *backends = json_object_get(json_array_get(json_object_get(j, "pools"), 0), "backends");
+    assert_int_equal(json_array_size(backends), 2);
+    /* a, of the file, kept its three requests across the change. */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(backends, 0), "requests")),
+                     3);
+    json_decref(j);
+}
+
 /* POST /api/reload with these Host and Origin headers (NULL: none); the status. */
 static int reload_from(struct it_env *env, int port, const char *host, const char *origin)
 {
@@ -258,6 +303,7 @@ IT_TEST(writes_from_other_sites_are_refused)
 static const struct CMUnitTest tests[] = {
     IT_CASE(reload_endpoint),
     IT_CASE(writes_from_other_sites_are_refused),
+    IT_CASE(runtime_change_keeps_rate_limiter_and_counters),
     IT_CASE(retry_after_a_drain_passes_over_the_drained_backend),
     IT_CASE(retry_with_only_a_drained_backend_left_is_served),
 };
