@@ -670,7 +670,6 @@
                     pool.rows.set(b.address, refs);
                 }
                 const r = app.rates.get(p.name + '\n' + b.address);
-                noteAdminChange(refs, b.state);
                 setSource(refs, b.source);
                 setState(refs, b.state, b.health || {});
                 settleIfShown(refs);
@@ -709,28 +708,6 @@
                 app.pools.delete(name);
                 app.history.delete(name);
             }
-    }
-
-    /*
-     * The runtime API sends no event of its own: a change to or from drain or
-     * maint (made here, on another page or with `fulcrum ctl`) is seen
-     * between two statuses and told in the timeline. Up and down come as
-     * backend events.
-     */
-    function noteAdminChange(refs, state) {
-        const prev = refs.seen;
-        refs.seen = state;
-        const admin = (s) => s === 'drain' || s === 'maint';
-        if (prev === undefined || prev === state || (!admin(prev) && !admin(state)))
-            return;
-        addTimeline({
-            kind: 'backend',
-            time: Date.now(),
-            pool: refs.pool,
-            backend: refs.backend,
-            state,
-            reason: state === 'drain' ? 'drained' : state === 'maint' ? 'in maintenance' : 'back in rotation',
-        });
     }
 
     function addTimeline(entry) {
