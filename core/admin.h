@@ -20,6 +20,7 @@
 
 struct fc_config;
 struct fc_admin;
+struct json_t;
 struct fc_admin_stream;
 
 /** Largest request head, and largest request body, the admin listener takes. */
@@ -113,6 +114,16 @@ void fc_admin_body_json_string(struct fc_admin_response *r, const char *s);
  * escaped for JSON) in place of what the body held.
  */
 void fc_admin_error(struct fc_admin_response *r, int status, const char *message);
+
+/**
+ * Answers `status` with j (a jansson value, which this takes) as the JSON
+ * body, one line; a NULL j, or one that cannot be written, is a 500.
+ */
+void fc_admin_json(struct fc_admin_response *r, int status, struct json_t *j);
+
+/** The lines of text (each ending in '\n', as fc_log_collect_errors() keeps them), as a JSON array.
+ */
+struct json_t *fc_admin_json_lines(const char *text);
 
 /**
  * Answers a request. It may call fc_admin_apply() or fc_admin_destroy() (a

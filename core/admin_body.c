@@ -5,6 +5,8 @@
  */
 #include "admin.h"
 
+#include <jansson.h>
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -92,4 +94,27 @@ void fc_admin_error(struct fc_admin_response *r, int status, const char *message
     fc_admin_body_append(r, "{\"error\": ", 10);
     fc_admin_body_json_string(r, message);
     fc_admin_body_append(r, "}\n", 2);
+}
+
+void fc_admin_json(struct fc_admin_response *r, int status, json_t *j)
+{
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL) {
+        fc_admin_error(r, 500, "out of memory");
+        return;
+    }
+    r->status = status;
+    fc_admin_body_append(r, text, strlen(text));
+    fc_admin_body_append(r, "\n", 1);
+    free(text);
+}
+
+json_t *fc_admin_json_lines(const char *text)
+{
+    json_t *list = json_array();
+    for (const char *line = text, *nl; list != NULL && *line && (nl = strchr(line, '\n')) != NULL;
+         line = nl + 1)
+        json_array_append_new(list, json_stringn(line, (size_t)(nl - line)));
+    return list;
 }

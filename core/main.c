@@ -301,25 +301,12 @@ static void reload_post(void *arg, const struct fc_admin_request *req,
     fc_log_collect_errors(errors, sizeof(errors));
     reload(d);
     fc_log_collect_errors(NULL, 0);
-    json_t *j;
-    if (d->reloads.failed == failed) {
-        j = json_pack("{s:b, s:I}", "ok", 1, "generation", (json_int_t)d->gen->id);
-    } else {
-        json_t *list = json_array();
-        for (char *line = errors, *nl; *line && (nl = strchr(line, '\n')) != NULL; line = nl + 1)
-            json_array_append_new(list, json_stringn(line, (size_t)(nl - line)));
-        j = json_pack("{s:b, s:o}", "ok", 0, "errors", list);
-        resp->status = 422;
-    }
-    char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text == NULL) {
-        fc_admin_error(resp, 500, "out of memory");
-        return;
-    }
-    fc_admin_body_append(resp, text, strlen(text));
-    fc_admin_body_append(resp, "\n", 1);
-    free(text);
+    if (d->reloads.failed == failed)
+        fc_admin_json(resp, 200,
+                      json_pack("{s:b, s:I}", "ok", 1, "generation", (json_int_t)d->gen->id));
+    else
+        fc_admin_json(resp, 422,
+                      json_pack("{s:b, s:o}", "ok", 0, "errors", fc_admin_json_lines(errors)));
 }
 
 /* What the monitor reads of the daemon (main thread). */

@@ -264,20 +264,6 @@ void fc_runtime_reloaded(struct fc_runtime *rt, struct fc_overlay *fitted,
 /* Answers, once the workers serve the change                                */
 /* ------------------------------------------------------------------------ */
 
-static void send_json(struct fc_admin_response *resp, int status, json_t *j)
-{
-    char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text == NULL) {
-        fc_admin_error(resp, 500, "out of memory");
-        return;
-    }
-    resp->status = status;
-    fc_admin_body_append(resp, text, strlen(text));
-    fc_admin_body_append(resp, "\n", 1);
-    free(text);
-}
-
 static void finish(struct fc_runtime *rt, struct pending *p, int late)
 {
     if (p->removed != NULL) {
@@ -294,7 +280,7 @@ static void finish(struct fc_runtime *rt, struct pending *p, int late)
                             json_string("not every worker has taken the change yet"));
     }
     (void)rt;
-    send_json(fc_admin_later_response(p->later), p->status, p->answer);
+    fc_admin_json(fc_admin_later_response(p->later), p->status, p->answer);
     fc_admin_later_send(p->later);
     free(p);
 }
@@ -330,7 +316,7 @@ static void answer_adopted(struct fc_runtime *rt, struct fc_admin_response *resp
         free(p);
         if (removed != NULL)
             fc_backend_shared_release(removed);
-        send_json(resp, status, answer); /* the change is in force; only the wait is skipped */
+        fc_admin_json(resp, status, answer); /* the change is in force; only the wait is skipped */
         return;
     }
     *p = (struct pending){.later = later,
@@ -456,13 +442,11 @@ static uint64_t apply(struct fc_runtime *rt, struct fc_overlay *next,
     fc_log_collect_errors(NULL, 0);
     if (id == 0) {
         fc_overlay_free(next);
-        json_t *list = json_array();
-        for (char *line = errors, *nl; *line && (nl = strchr(line, '\n')) != NULL; line = nl + 1)
-            json_array_append_new(list, json_stringn(line, (size_t)(nl - line)));
+        json_t *list = fc_admin_json_lines(errors);
         const char *first = json_array_size(list) > 0 ? json_string_value(json_array_get(list, 0))
                                                       : "the new generation could not be built";
-        send_json(resp, 422,
-                  json_pack("{s:s, s:o}", "error", first != NULL ? first : "", "errors", list));
+        fc_admin_json(resp, 422,
+                      json_pack("{s:s, s:o}", "error", first != NULL ? first : "", "errors", list));
         return 0;
     }
     fc_overlay_free(&rt->overlay);
@@ -631,10 +615,10 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     int runtime = b->source == FC_SOURCE_RUNTIME;
     const char *name = pool->conf->name;            /* the config's: the new generation shares it */
     if (weight == b->weight && admin == b->admin) { /* as it is: nothing to build */
-        send_json(resp, 200,
-                  json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
-                            backend_json(b->address, weight, admin, runtime), "generation",
-                            (json_int_t)g->id));
+        fc_admin_json(resp, 200,
+                      json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
+                                backend_json(b->address, weight, admin, runtime), "generation",
+                                (json_int_t)g->id));
         return;
     }
     struct fc_overlay next;
