@@ -158,20 +158,33 @@ static void put_in_force(struct daemon *d, struct fc_generation *g)
     fc_health_stop(old, release_generation, old);
 }
 
+/*
+ * Builds a generation from cfg (one reference taken) with `overlay`, and
+ * starts its checkers (`at_once`: see fc_health_start()). NULL when either
+ * failed, with the errors logged; nothing in force has changed then.
+ */
+static struct fc_generation *build_started(struct daemon *d, struct fc_config *cfg,
+                                           const struct fc_overlay *overlay, int at_once)
+{
+    struct fc_generation *g;
+    if (fc_generation_build(cfg, overlay, d->gen, d->n_workers, d->loop, &g) != 0)
+        return NULL;
+    if (fc_health_start(g, d->loop, at_once) != 0) {
+        fc_log_error("%s: cannot start health checks: out of memory", d->config_path);
+        fc_health_stop(g, release_generation, g);
+        return NULL;
+    }
+    return g;
+}
+
 /* A runtime change: a generation over the running file's config with the new overlay. */
 static uint64_t runtime_apply(void *arg, const struct fc_overlay *overlay)
 {
     struct daemon *d = arg;
-    struct fc_config *cfg = d->gen->cfg;
-    fc_config_acquire(cfg);
-    struct fc_generation *g;
-    if (fc_generation_build(cfg, overlay, d->gen, d->n_workers, d->loop, &g) != 0)
+    fc_config_acquire(d->gen->cfg);
+    struct fc_generation *g = build_started(d, d->gen->cfg, overlay, 0);
+    if (g == NULL)
         return 0;
-    if (fc_health_start(g, d->loop, 0) != 0) {
-        fc_log_error("cannot start health checks: out of memory");
-        fc_health_stop(g, release_generation, g);
-        return 0;
-    }
     put_in_force(d, g);
     return g->id;
 }
@@ -212,6 +225,7 @@ static void runtime_changed(void *arg, const char *pool, const char *address, co
 static void reload(struct daemon *d)
 {
     fc_log_info("reloading %s", d->config_path);
+    struct fc_overlay overlay = {0}; /* the runtime changes, fitted to the new file */
     char last_error[sizeof(d->reloads.last_error)] = "";
     fc_log_capture_errors(last_error, sizeof(last_error));
     struct fc_config *cfg;
@@ -228,15 +242,9 @@ static void reload(struct daemon *d)
         fc_config_free(cfg);
         goto failed;
     }
-    struct fc_overlay overlay;
     if (fc_runtime_fit(d->runtime, cfg, &overlay) != 0) {
         fc_log_error("%s: out of memory", d->config_path);
         fc_config_free(cfg);
-        goto failed;
-    }
-    struct fc_generation *g;
-    if (fc_generation_build(cfg, &overlay, d->gen, d->n_workers, d->loop, &g) != 0) {
-        fc_overlay_free(&overlay);
         goto failed;
     }
     /*
@@ -244,19 +252,15 @@ static void reload(struct daemon *d)
      * turn of the loop, once g is published); the old ones finish their
      * probes first. Checkers that cannot start refuse the reload.
      */
-    if (fc_health_start(g, d->loop, 1) != 0) {
-        fc_log_error("%s: cannot start health checks: out of memory", d->config_path);
-        fc_health_stop(g, release_generation, g);
-        fc_overlay_free(&overlay);
+    struct fc_generation *g = build_started(d, cfg, &overlay, 1);
+    if (g == NULL)
         goto failed;
-    }
     /*
      * The last step that can fail, so that nothing else has changed when it
      * does (a new admin address in use): it changes nothing itself then.
      */
     if (d->admin != NULL && fc_admin_apply(d->admin, g->cfg) != 0) {
         fc_health_stop(g, release_generation, g);
-        fc_overlay_free(&overlay);
         goto failed;
     }
     fc_log_set_level(g->cfg->log_level);
@@ -273,6 +277,7 @@ static void reload(struct daemon *d)
     fc_monitor_reloaded(d->monitor, g->id, NULL);
     return;
 failed:
+    fc_overlay_free(&overlay); /* empty unless it was fitted */
     fc_log_capture_errors(NULL, 0);
     d->reloads.failed++;
     snprintf(d->reloads.last_error, sizeof(d->reloads.last_error), "%s", last_error);
