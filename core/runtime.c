@@ -570,16 +570,25 @@ static int path_backend(const struct fc_gen_pool *pool, const struct fc_admin_re
 }
 
 /*
- * The overlay entry that holds backend i's changes in `o` (made when the
- * file's backend had none). NULL: out of memory.
+ * A change to backend i of pool begins: `next` becomes a copy of the
+ * overlay in force, and the entry returned holds the backend's changes in
+ * it (made when the file's backend had none). NULL after answering 500
+ * (out of memory; `next` is then empty).
  */
-static struct fc_overlay_entry *entry_of(struct fc_overlay *o, const struct fc_gen_pool *pool,
-                                         uint32_t i)
+static struct fc_overlay_entry *change_of(struct fc_runtime *rt, struct fc_overlay *next,
+                                          const struct fc_gen_pool *pool, uint32_t i,
+                                          struct fc_admin_response *resp)
 {
     const struct fc_gen_backend *b = &pool->backends[i];
-    struct fc_overlay_entry *e =
-        fc_overlay_put(o, pool->conf->name, b->address, &b->addr, b->addr_len);
-    if (e != NULL && b->source == FC_SOURCE_RUNTIME)
+    struct fc_overlay_entry *e = NULL;
+    if (fc_overlay_copy(&rt->overlay, next) == 0 &&
+        (e = fc_overlay_put(next, pool->conf->name, b->address, &b->addr, b->addr_len)) == NULL)
+        fc_overlay_free(next);
+    if (e == NULL) {
+        fc_admin_error(resp, 500, "out of memory");
+        return NULL;
+    }
+    if (b->source == FC_SOURCE_RUNTIME)
         e->runtime = 1;
     return e;
 }
@@ -623,16 +632,12 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     }
     struct fc_overlay next;
     char *address = strdup(b->address); /* b is the replaced generation's */
-    if (address == NULL || fc_overlay_copy(&rt->overlay, &next) != 0) {
-        free(address);
-        fc_admin_error(resp, 500, "out of memory");
-        return;
-    }
-    struct fc_overlay_entry *e = entry_of(&next, pool, (uint32_t)i);
+    struct fc_overlay_entry *e =
+        address != NULL ? change_of(rt, &next, pool, (uint32_t)i, resp) : NULL;
     if (e == NULL) {
+        if (address == NULL)
+            fc_admin_error(resp, 500, "out of memory");
         free(address);
-        fc_overlay_free(&next);
-        fc_admin_error(resp, 500, "out of memory");
         return;
     }
     e->admin = (uint8_t)admin;
@@ -675,15 +680,13 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
     if (i < 0)
         return;
     struct fc_overlay next;
-    if (fc_overlay_copy(&rt->overlay, &next) != 0) {
-        fc_admin_error(resp, 500, "out of memory");
-        return;
-    }
-    const struct fc_gen_backend *b = &pool->backends[i];
-    struct fc_overlay_entry *e = entry_of(&next, pool, (uint32_t)i);
+    char *address = strdup(pool->backends[i].address); /* the replaced generation's */
+    struct fc_overlay_entry *e =
+        address != NULL ? change_of(rt, &next, pool, (uint32_t)i, resp) : NULL;
     if (e == NULL) {
-        fc_overlay_free(&next);
-        fc_admin_error(resp, 500, "out of memory");
+        if (address == NULL)
+            fc_admin_error(resp, 500, "out of memory");
+        free(address);
         return;
     }
     if (e->runtime) {
@@ -697,13 +700,6 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
     struct fc_backend_shared *s = pool->shared[i];
     fc_backend_shared_acquire(s);
     const char *name = pool->conf->name; /* the config's: the new generation shares it */
-    char *address = strdup(b->address);  /* b is the replaced generation's */
-    if (address == NULL) {
-        fc_backend_shared_release(s);
-        fc_overlay_free(&next);
-        fc_admin_error(resp, 500, "out of memory");
-        return;
-    }
     uint64_t id = apply(rt, &next, resp);
     if (id == 0) {
         free(address);
