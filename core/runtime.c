@@ -5,6 +5,7 @@
 #include "config_reader.h"
 #include "generation.h"
 #include "log.h"
+#include "status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -462,11 +463,7 @@ static void tell(struct fc_runtime *rt, const char *pool, const char *address, c
     const struct fc_generation *g = rt->host.generation(rt->host.arg);
     const struct fc_gen_pool *p = fc_generation_pool(g, pool);
     int i = p != NULL ? fc_gen_pool_find(p, address) : -1;
-    const char *state = "removed";
-    if (i >= 0 && p->backends[i].admin != FC_BACKEND_READY)
-        state = fc_backend_admin_name(p->backends[i].admin);
-    else if (i >= 0)
-        state = __atomic_load_n(&p->shared[i]->state.up, __ATOMIC_RELAXED) ? "up" : "down";
+    const char *state = i >= 0 ? fc_status_state_name(p, (uint32_t)i) : "removed";
     rt->host.changed(rt->host.arg, pool, address, state, reason);
 }
 

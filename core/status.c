@@ -23,8 +23,7 @@ static json_t *plugin_json(const struct fc_instance *inst)
                      inst->plugin->desc->version ? inst->plugin->desc->version : "");
 }
 
-/* What the operator set comes first: a drained backend is "drain" however healthy. */
-static const char *state_name(const struct fc_gen_pool *pool, uint32_t i)
+const char *fc_status_state_name(const struct fc_gen_pool *pool, uint32_t i)
 {
     if (pool->backends[i].admin != FC_BACKEND_READY)
         return fc_backend_admin_name(pool->backends[i].admin);
@@ -43,14 +42,15 @@ static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
                             json_integer((json_int_t)s.responses[c]));
     json_t *health = json_pack("{s:b, s:s, s:I}", "ok", (int)b->seen_up, "reason", b->why, "since",
                                (json_int_t)b->since_unix);
-    return json_pack(
-        "{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
-        pool->views[i].address, "weight", (int)pool->views[i].weight, "state", state_name(pool, i),
-        "source", pool->backends[i].source == FC_SOURCE_RUNTIME ? "runtime" : "config", "inflight",
-        (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED), "requests",
-        (json_int_t)s.requests, "responses", responses, "failures", (json_int_t)failures,
-        "latency_ms", "p50", fc_metrics_quantile_ms(s.buckets, 0.5), "p99",
-        fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
+    return json_pack("{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
+                     pool->views[i].address, "weight", (int)pool->views[i].weight, "state",
+                     fc_status_state_name(pool, i), "source",
+                     pool->backends[i].source == FC_SOURCE_RUNTIME ? "runtime" : "config",
+                     "inflight", (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED),
+                     "requests", (json_int_t)s.requests, "responses", responses, "failures",
+                     (json_int_t)failures, "latency_ms", "p50",
+                     fc_metrics_quantile_ms(s.buckets, 0.5), "p99",
+                     fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
 }
 
 static json_t *status_json(const struct fc_generation *g, const struct fc_metrics_info *info,
@@ -111,7 +111,7 @@ void fc_status_backend_event(const struct fc_generation *g, uint32_t p, uint32_t
     const struct fc_gen_pool *pool = &g->pools[p];
     const struct fc_backend_shared *b = pool->shared[i];
     append_json(json_pack("{s:s, s:s, s:s, s:I, s:s}", "pool", pool->view.name, "backend",
-                          pool->views[i].address, "state", state_name(pool, i), "since",
+                          pool->views[i].address, "state", fc_status_state_name(pool, i), "since",
                           (json_int_t)b->since_unix, "reason", b->why),
                 out);
 }

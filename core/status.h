@@ -9,9 +9,16 @@
 
 #include "metrics.h"
 
+struct fc_gen_pool;
 struct fc_generation;
 
 /** Appends the status of g as one line of JSON (no newline) to out. */
+/**
+ * Backend i's state as the status shows it: what the operator set comes
+ * first ("drain", "maint": however healthy), else "up" or "down".
+ */
+const char *fc_status_state_name(const struct fc_gen_pool *pool, uint32_t i);
+
 void fc_status_render(const struct fc_generation *g, const struct fc_metrics_info *info,
                       uint32_t workers, struct fc_text *out);
 
