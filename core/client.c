@@ -8,7 +8,10 @@
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "stats.h"
 #include "stream.h"
+#include "tls.h"
+#include "tls_context.h"
 
 #include <fulcrum/plugin.h>
 #include <stdlib.h>
@@ -82,6 +85,8 @@ void fc_clients_close(struct fc_worker *w)
     }
 }
 
+static void tls_failed(struct fc_client *c, enum fc_tls_failure why);
+
 /* ------------------------------------------------------------------------ */
 /* Timer                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -103,6 +108,8 @@ static void timer_cb(uv_timer_t *t)
     c->deadline = 0;
     if (c->lingering)
         fc_client_close(c);
+    else if (c->tls != NULL && !c->tls->handshaken)
+        tls_failed(c, FC_TLS_FAIL_TIMEOUT);
     else
         events->on_timeout(c);
 }
@@ -122,12 +129,22 @@ void fc_client_timer_arm(struct fc_client *c, uint32_t ms)
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    events->alloc(h->data, buf);
+    struct fc_client *c = h->data;
+    if (c->tls != NULL)
+        fc_tls_read_buffer(c->w, buf); /* ciphertext: the plaintext goes where alloc says */
+    else
+        events->alloc(c, buf);
 }
+
+static void tls_read(struct fc_client *c, ssize_t n, const uv_buf_t *buf);
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct fc_client *c = s->data;
+    if (c->tls != NULL) {
+        tls_read(c, n, buf);
+        return;
+    }
     if (n > 0) {
         events->on_read(c, (size_t)n);
         return;
@@ -144,16 +161,23 @@ void fc_client_read_start(struct fc_client *c)
 {
     if (c->reading || c->eof || c->closing)
         return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+    if (c->tls != NULL && fc_tls_io_pending(c->tls)) {
+        /* Input waits already: it comes from the loop, not from inside this call. */
         c->reading = 1;
+        fc_tls_io_schedule(c->tls);
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+        c->reading = c->sock_reading = 1;
 }
 
 void fc_client_read_stop(struct fc_client *c)
 {
     if (!c->reading)
         return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
+    if (c->sock_reading)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = c->sock_reading = 0;
 }
 
 static void write_cb(uv_write_t *req, int status)
@@ -167,11 +191,143 @@ static void write_cb(uv_write_t *req, int status)
 
 int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n)
 {
-    req->data = c;
-    int rc = fc_stream_write((uv_stream_t *)&c->tcp, req, bufs, n, write_cb);
+    int rc;
+    if (c->tls != NULL) {
+        rc = fc_tls_io_write(c->tls, bufs, n);
+    } else {
+        req->data = c;
+        rc = fc_stream_write((uv_stream_t *)&c->tcp, req, bufs, n, write_cb);
+    }
     if (rc == 0)
         c->writing = 1;
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The TLS variant                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* What a plain HTTP request to a TLS port gets before the close. */
+#define PLAINTEXT_BODY "This port speaks TLS: send the request with https://\n"
+_Static_assert(sizeof(PLAINTEXT_BODY) - 1 == 53, "the Content-Length below");
+static const char plaintext_reply[] = "HTTP/1.1 400 Bad Request\r\n"
+                                      "Content-Type: text/plain\r\n"
+                                      "Content-Length: 53\r\n"
+                                      "Connection: close\r\n"
+                                      "\r\n" PLAINTEXT_BODY;
+
+static void tls_failed(struct fc_client *c, enum fc_tls_failure why)
+{
+    fc_stats_add(&fc_stats_listener(c->listener->stats, c->w->index)->tls_failures[why], 1);
+    fc_log_debug("listener %s: TLS from %s: %s", c->listener->address, c->ip,
+                 fc_tls_failure_names[why]);
+    if (why == FC_TLS_FAIL_PLAINTEXT) {
+        /* Told in its own words, as nginx does, and closed after it. */
+        uv_buf_t b = uv_buf_init((char *)plaintext_reply, sizeof(plaintext_reply) - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        fc_client_read_stop(c);
+        fc_client_linger(c);
+        return;
+    }
+    fc_client_close(c);
+}
+
+/*
+ * Hands the transaction what the input decrypts to, as the plain transport
+ * does with what it reads: into the buffer alloc gives, until the input is
+ * used up, the transaction stops reading or has no room.
+ */
+static void tls_deliver(struct fc_client *c)
+{
+    struct fc_tls_io *io = c->tls;
+    if (!io->handshaken) {
+        int rc = fc_tls_io_handshake(io);
+        if (rc < 0)
+            tls_failed(c, (enum fc_tls_failure)io->failure);
+        if (rc <= 0)
+            return;
+    }
+    while (c->reading && !c->closing) {
+        uv_buf_t buf = {0};
+        events->alloc(c, &buf);
+        if (buf.base == NULL || buf.len == 0) {
+            fc_client_read_stop(c);
+            events->on_read_end(c, UV_ENOBUFS);
+            return;
+        }
+        int n = fc_tls_io_read(io, buf.base, buf.len);
+        if (n > 0) {
+            events->on_read(c, (size_t)n);
+            continue;
+        }
+        if (n == FC_TLS_WANT) {
+            /* The input is used up: the rest comes from the socket. */
+            if (!c->sock_reading && uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+                c->sock_reading = 1;
+            return;
+        }
+        if (n == FC_TLS_ERROR)
+            fc_stats_add(
+                &fc_stats_listener(c->listener->stats, c->w->index)->tls_failures[io->failure], 1);
+        fc_client_read_stop(c);
+        c->eof = 1;
+        events->on_read_end(c, n == FC_TLS_CLOSED ? UV_EOF : UV_EPROTO);
+        return;
+    }
+}
+
+static void tls_read(struct fc_client *c, ssize_t n, const uv_buf_t *buf)
+{
+    struct fc_tls_io *io = c->tls;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        if (!io->handshaken) {
+            /* A connect and a close without a byte is a TCP check, not a failure. */
+            if (io->got_bytes)
+                tls_failed(c, FC_TLS_FAIL_CLOSED);
+            else
+                fc_client_close(c);
+            return;
+        }
+        fc_client_read_stop(c);
+        c->eof = 1;
+        events->on_read_end(c, (int)n);
+        return;
+    }
+    /* A handshake record starts with 22; a letter is a plain request's method. */
+    if (!io->got_bytes && buf->base[0] >= 'A' && buf->base[0] <= 'Z') {
+        io->got_bytes = 1;
+        tls_failed(c, FC_TLS_FAIL_PLAINTEXT);
+        return;
+    }
+    fc_tls_io_input(io, buf->base, (size_t)n);
+    tls_deliver(c);
+    if (c->closing || io->in_len == 0)
+        return;
+    /* The reader stopped with input left: keep it until reading starts again. */
+    if (c->sock_reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->sock_reading = 0;
+    }
+    if (fc_tls_io_keep(io) != 0)
+        fc_client_close(c);
+}
+
+static void tls_resume(struct fc_tls_io *io)
+{
+    struct fc_client *c = io->owner;
+    if (c->reading && !c->closing)
+        tls_deliver(c);
+}
+
+static void tls_written(struct fc_tls_io *io, int status)
+{
+    struct fc_client *c = io->owner;
+    c->writing = 0;
+    if (c->closing)
+        return;
+    events->on_written(c, status);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -194,6 +350,8 @@ static void on_close(uv_handle_t *h)
     set->n--;
     if (c->txn != NULL)
         events->on_closed(c);
+    fc_tls_io_free(c->tls);
+    c->tls = NULL;
     fc_listener_release(c->listener);
     fc_freelist_put(&set->free, c, sizeof(*c));
     w->on_connection_closed(w);
@@ -206,6 +364,8 @@ static void close_client(struct fc_client *c, int reset)
     if (c->txn != NULL && events->on_close(c) != 0)
         return;
     c->closing = 1;
+    if (c->tls != NULL && !reset)
+        fc_tls_io_shutdown(c->tls, 0);
     /* A reset needs the socket to be ours alone: not while our side is shutting down. */
     if (!reset || c->lingering || uv_tcp_close_reset(&c->tcp, on_close) != 0)
         uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -261,6 +421,8 @@ void fc_client_linger(struct fc_client *c)
         return;
     }
     c->lingering = 1;
+    if (c->tls != NULL)
+        fc_tls_io_shutdown(c->tls, 1); /* close_notify, before the FIN */
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, linger_shutdown_cb) != 0) {
         fc_client_close(c);
@@ -311,6 +473,17 @@ void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockadd
     else
         uv_ip4_name(&c->peer.in, c->ip, sizeof(c->ip));
     c->ip_len = (uint32_t)strlen(c->ip);
+    const struct fc_conf_listener *conf =
+        l->conf_index >= 0 ? &w->gen->cfg->listeners[l->conf_index] : NULL;
+    if (conf != NULL && conf->tls != NULL) {
+        c->tls = fc_tls_io_new(w, fc_tls_server_ctx(conf->tls), 1, (uv_stream_t *)&c->tcp, c,
+                               tls_written, tls_resume);
+        if (c->tls == NULL) {
+            fc_log_error("listener %s: out of memory for a new TLS connection", l->address);
+            fc_client_close(c);
+            return;
+        }
+    }
     fc_client_timer_arm(c, w->gen->cfg->timeouts.client_header_ms);
     fc_client_read_start(c);
 }

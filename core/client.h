@@ -22,6 +22,7 @@
 
 struct fc_txn;
 struct fc_listener;
+struct fc_tls_io;
 
 struct fc_client {
     uv_tcp_t tcp;
@@ -30,8 +31,9 @@ struct fc_client {
     struct fc_worker *w;
     struct fc_listener *listener; /**< held (fc_listener_acquire) until the close */
     struct fc_client *prev, *next;
-    struct fc_txn *txn; /**< the request in progress and its memory; NULL while idle */
-    uint64_t deadline;  /**< uv_now() by which the timer acts; 0: none */
+    struct fc_txn *txn;    /**< the request in progress and its memory; NULL while idle */
+    struct fc_tls_io *tls; /**< the TLS variant's connection (tls.h), owned; NULL: plain TCP */
+    uint64_t deadline;     /**< uv_now() by which the timer acts; 0: none */
     int handles;
     char ip[INET6_ADDRSTRLEN];
     uint32_t ip_len;
@@ -41,7 +43,11 @@ struct fc_client {
         struct sockaddr_in6 in6;
     } peer;
     socklen_t peer_len;
-    unsigned closing : 1, reading : 1, writing : 1, eof : 1, lingering : 1;
+    /*
+     * `reading`: the transaction wants input. Over TLS the socket may be read
+     * (sock_reading) or input kept from it delivered first.
+     */
+    unsigned closing : 1, reading : 1, writing : 1, eof : 1, lingering : 1, sock_reading : 1;
 };
 
 /**
@@ -72,6 +78,12 @@ struct fc_client_events {
     void (*on_closed)(struct fc_client *c);
 };
 
+/** Whether the connection speaks TLS (a listener with `tls`). */
+static inline int fc_client_is_tls(const struct fc_client *c)
+{
+    return c->tls != NULL;
+}
+
 /** Sets the events of every client connection. Main thread, before any worker starts. */
 void fc_client_set_events(const struct fc_client_events *ev);
 
@@ -96,7 +108,11 @@ void fc_clients_close(struct fc_worker *w);
 /**
  * The accept callback of every listener (fc_accept_cb): takes fd as a
  * client connection of l's worker, and waits for the first request for
- * timeouts.client_header_ms.
+ * timeouts.client_header_ms. On a listener with `tls` in the worker's
+ * current generation the connection speaks TLS with that listener's
+ * certificates: the handshake comes first, within the same time, and a
+ * handshake that fails is counted by its reason and closed without a
+ * word to the transaction.
  */
 void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockaddr *peer,
                              socklen_t peer_len);
@@ -106,8 +122,9 @@ void fc_client_read_stop(struct fc_client *c);
 
 /**
  * Writes bufs to the client with req (which must stay valid until
- * on_written). Returns 1 when all went out at once, 0 when the write is
- * pending (c->writing is set until on_written), or a negative libuv error.
+ * on_written; over TLS the write request is the transport's own). Returns 1 when all went out at
+ * once, 0 when the write is pending (c->writing is set until on_written), or a negative libuv
+ * error.
  */
 int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n);
 

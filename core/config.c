@@ -32,6 +32,7 @@
 #include "config_reader.h"
 #include "log.h"
 #include "log_writer.h"
+#include "tls_context.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -134,9 +135,8 @@ static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
 
 static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"connect_ms",  "client_header_ms", "idle_ms",
-                                       "upstream_ms", "shutdown_ms",      "half_close_ms",
-                                       NULL};
+    static const char *const keys[] = {"connect_ms",  "client_header_ms", "idle_ms", "upstream_ms",
+                                       "shutdown_ms", "half_close_ms",    NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 
@@ -326,9 +326,9 @@ static void load_backends(struct fc_cfg_loader *ld, const config_setting_t *pg, 
 
 static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint32_t index)
 {
-    static const char *const keys[] = {"name",       "strategy",        "health",
-                                       "rate_limit", "retries",         "backends",
-                                       "max_fails",  "fail_timeout_ms", NULL};
+    static const char *const keys[] = {"name",    "strategy", "health",    "rate_limit",
+                                       "retries", "backends", "max_fails", "fail_timeout_ms",
+                                       "tls",     NULL};
     struct fc_conf_pool *pool = &ld->cfg->pools[index];
     char prefix[288];
     if (ld->pool_named[index])
@@ -355,6 +355,7 @@ static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint
     fc_cfg_get_u32(ld, pg, prefix, "max_fails", 0, 100, &pool->max_fails);
     fc_cfg_get_u32(ld, pg, prefix, "fail_timeout_ms", 1, MAX_TIMEOUT_MS, &pool->fail_timeout_ms);
     load_backends(ld, pg, prefix, pool);
+    fc_cfg_load_pool_tls(ld, pg, prefix, &pool->tls);
 }
 
 /*
@@ -411,7 +412,7 @@ static void load_pools(struct fc_cfg_loader *ld, const config_setting_t *root)
 
 static void load_listeners(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"address", "pool", NULL};
+    static const char *const keys[] = {"address", "pool", "tls", NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *list;
     if (fc_cfg_get_compound(ld, root, "", "listeners", CONFIG_TYPE_LIST, 1, &list) != FC_CFG_GOT)
@@ -453,6 +454,7 @@ static void load_listeners(struct fc_cfg_loader *ld, const config_setting_t *roo
             }
         }
         ok[i] = 1;
+        fc_cfg_load_listener_tls(ld, g, prefix, l->address, &l->tls);
     }
     free(ok);
 }
@@ -795,8 +797,9 @@ static int read_file(struct fc_cfg_loader *ld)
 
 int fc_config_load(const char *path, struct fc_config **out)
 {
-    static const char *const keys[] = {"workers", "plugin_dir", "log",   "timeouts",   "limits",
-                                       "listeners", "routes",   "pools", "admin", "state_file", NULL};
+    static const char *const keys[] = {"workers", "plugin_dir", "log",    "timeouts",
+                                       "limits",  "listeners",  "routes", "pools",
+                                       "admin",   "state_file", NULL};
     *out = NULL;
     struct fc_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
@@ -872,10 +875,13 @@ void fc_config_free(struct fc_config *cfg)
         for (uint32_t j = 0; j < p->n_backends; j++)
             free(p->backends[j].address);
         free(p->backends);
+        fc_tls_client_free(p->tls);
     }
     free(cfg->pools);
-    for (uint32_t i = 0; i < cfg->n_listeners; i++)
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
         free(cfg->listeners[i].address);
+        fc_tls_server_free(cfg->listeners[i].tls);
+    }
     free(cfg->listeners);
     for (uint32_t i = 0; i < cfg->n_routes; i++) {
         free(cfg->routes[i].host);

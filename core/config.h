@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+struct fc_tls_server; /* tls_context.h */
+struct fc_tls_client;
+
 /** A `strategy`, `health` or `rate_limit` group: which plugin, and its own keys. */
 struct fc_conf_plugin {
     char *name; /**< value of `plugin`; NULL when the group is absent */
@@ -54,7 +57,8 @@ struct fc_conf_pool {
     uint32_t max_fails; /**< default 3: consecutive failures that mark a backend down; 0 off */
     uint32_t fail_timeout_ms; /**< default 10000: how long a passively marked backend stays down */
     struct fc_conf_backend *backends;
-    uint32_t n_backends; /**< at least 1 */
+    uint32_t n_backends;       /**< at least 1 */
+    struct fc_tls_client *tls; /**< `tls`: TLS to the backends, owned; NULL: plain TCP */
 };
 
 struct fc_conf_listener {
@@ -63,6 +67,7 @@ struct fc_conf_listener {
     socklen_t addr_len;
     uint32_t pool; /**< index into fc_config.pools */
     int line;
+    struct fc_tls_server *tls; /**< `tls`: certificates and settings, owned; NULL: plain TCP */
 };
 
 struct fc_conf_route {
@@ -102,7 +107,7 @@ struct fc_config {
     char *plugin_dir; /**< resolved; default "plugins" next to the file */
     int log_level;    /**< enum fc_log_level; default info */
     enum fc_access_log_kind access_log;
-    char *access_log_path; /**< for FC_ACCESS_LOG_FILE, resolved */
+    char *access_log_path;     /**< for FC_ACCESS_LOG_FILE, resolved */
     uint32_t log_buffer_bytes; /**< the access log's buffer in the log writer */
     int access_log_json;       /**< log.access_format = "json" (else "text") */
 
@@ -137,7 +142,7 @@ struct fc_config {
     int has_admin; /**< the file has an `admin` group: `admin` is valid; else no admin listener */
     struct fc_conf_admin admin;
 
-    char *state_file;    /**< `state_file`, resolved: where runtime changes are kept; NULL: not kept */
+    char *state_file; /**< `state_file`, resolved: where runtime changes are kept; NULL: not kept */
     int state_file_line; /**< its line; 0 when absent */
 
     uint32_t refs; /**< generations built on it (a runtime change reuses the file's config) */

@@ -1,8 +1,8 @@
 /*
  * Reading the configuration tree: what every section of the loader
- * (config.c) uses to report errors, resolve paths and read typed settings.
- * Private to config.c and config_reader.c; see config.c for the error
- * format and the out-of-memory policy.
+ * (config.c, and config_tls.c for the `tls` groups) uses to report errors,
+ * resolve paths and read typed settings. Private to the loader's files; see
+ * config.c for the error format and the out-of-memory policy.
  */
 #ifndef FC_CONFIG_READER_H
 #define FC_CONFIG_READER_H
@@ -102,5 +102,22 @@ int fc_cfg_find_pool(const struct fc_cfg_loader *ld, const char *name);
 /* Reads the `pool` key of a listener or route into *index. */
 void fc_cfg_get_pool_ref(struct fc_cfg_loader *ld, const config_setting_t *group,
                          const char *prefix, uint32_t *index);
+
+struct fc_tls_server;
+struct fc_tls_client;
+
+/*
+ * A listener's `tls` group (config_tls.c), if it has one: its settings
+ * checked and its certificates loaded into *out (NULL when absent or wrong:
+ * every error is reported, naming the file at fault). `lprefix` is the
+ * listener's key prefix ("listeners[0]."), `address` its address (the
+ * session cache's context).
+ */
+void fc_cfg_load_listener_tls(struct fc_cfg_loader *ld, const config_setting_t *listener,
+                              const char *lprefix, const char *address, struct fc_tls_server **out);
+
+/* A pool's `tls` group (config_tls.c), if it has one, into *out (NULL when absent or wrong). */
+void fc_cfg_load_pool_tls(struct fc_cfg_loader *ld, const config_setting_t *pool,
+                          const char *pprefix, struct fc_tls_client **out);
 
 #endif

@@ -10,6 +10,7 @@
 #include "generation.h"
 #include "log_writer.h"
 #include "stats.h"
+#include "tls.h"
 
 #include <dirent.h>
 #include <stddef.h>
@@ -172,6 +173,21 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
     listener_counter(t, cfg, s, "fulcrum_requests_abandoned_total",
                      "Requests whose client left while their response was awaited (logged 499).",
                      offsetof(struct fc_listener_stats, abandoned));
+    /* TLS listeners only: a plain one has no handshake to fail. */
+    int tls = 0;
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        tls |= cfg->listeners[l].tls != NULL;
+    if (!tls)
+        return;
+    family(t, "fulcrum_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed, and connections closed for a bad record, by reason.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++)
+        for (int r = 0; cfg->listeners[l].tls != NULL && r < FC_TLS_FAILURES; r++)
+            fc_text_printf(t,
+                           "fulcrum_tls_handshake_failures_total{listener=\"%s\",reason=\"%s\"} "
+                           "%llu\n",
+                           esc(cfg->listeners[l].address, a, sizeof(a)), fc_tls_failure_names[r],
+                           (unsigned long long)s->listeners[l].tls_failures[r]);
 }
 
 /* Writes one backend series: name{pool,backend<extra>} value. */

@@ -36,13 +36,18 @@ extern const int fc_stats_proxy_codes[FC_STATS_PROXY_CODES];
 #define FC_STATS_BUCKETS 14
 extern const double fc_stats_bucket_bounds[FC_STATS_BUCKETS];
 
+/** Reasons of a failed TLS handshake (enum fc_tls_failure in tls.h). */
+#define FC_STATS_TLS_FAILURES 8
+
 struct fc_listener_stats {
-    uint64_t accepted;                            /**< connections accepted */
-    uint64_t closed;                              /**< of them, closed again */
-    uint64_t responses[FC_STATS_CLASSES];         /**< responses sent, by class */
+    uint64_t accepted;                              /**< connections accepted */
+    uint64_t closed;                                /**< of them, closed again */
+    uint64_t responses[FC_STATS_CLASSES];           /**< responses sent, by class */
     uint64_t proxy_responses[FC_STATS_PROXY_CODES]; /**< the proxy's own, by code */
     uint64_t bytes_in, bytes_out;
     uint64_t abandoned; /**< requests whose client left while their response was awaited (499) */
+    uint64_t
+        tls_failures[FC_STATS_TLS_FAILURES]; /**< failed handshakes and bad records, by reason */
 } __attribute__((aligned(64)));
 
 struct fc_pool_stats {
@@ -52,11 +57,11 @@ struct fc_pool_stats {
 } __attribute__((aligned(64)));
 
 struct fc_backend_stats {
-    uint64_t requests;                    /**< requests sent to it */
-    uint64_t responses[FC_STATS_CLASSES]; /**< response heads received, by class */
-    uint64_t connect_failures;            /**< connects that failed for the backend's reasons */
+    uint64_t requests;                      /**< requests sent to it */
+    uint64_t responses[FC_STATS_CLASSES];   /**< response heads received, by class */
+    uint64_t connect_failures;              /**< connects that failed for the backend's reasons */
     uint64_t buckets[FC_STATS_BUCKETS + 1]; /**< request start to response head; +Inf last */
-    uint64_t latency_ns;                  /**< the sum of those */
+    uint64_t latency_ns;                    /**< the sum of those */
 } __attribute__((aligned(64)));
 
 enum fc_stats_kind { FC_STATS_LISTENER, FC_STATS_POOL, FC_STATS_BACKEND };
@@ -126,6 +131,6 @@ void fc_stats_sum_backend(const struct fc_stats *s, struct fc_backend_stats *out
  * zero then too). Any thread.
  */
 int fc_stats_sum_listener_at(const char *address, uint32_t n_workers,
-                              struct fc_listener_stats *out);
+                             struct fc_listener_stats *out);
 
 #endif

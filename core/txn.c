@@ -527,7 +527,7 @@ void fc_txn_send_request_head(struct fc_txn *t)
     struct fc_forward_info fw = {
         .client_ip = c->ip,
         .client_ip_len = c->ip_len,
-        .proto = "http",
+        .proto = fc_client_is_tls(c) ? "https" : "http",
         .default_host = v->address,
         .default_host_len = strlen(v->address),
     };

@@ -26,6 +26,7 @@ struct fc_client_set;
 struct fc_upstream_set;
 struct fc_txn_cache;
 struct fc_access_log;
+struct fc_tls_worker;
 
 struct fc_worker {
     uint32_t index;
@@ -39,6 +40,7 @@ struct fc_worker {
     struct fc_upstream_set *upstreams; /**< upstream.c */
     struct fc_txn_cache *txns;         /**< txn.c */
     struct fc_access_log *access_log;  /**< access_log.c */
+    struct fc_tls_worker *tls;         /**< tls.c: the TLS connections' buffers */
 
     /**
      * A client or upstream connection closed (its last close callback ran).

@@ -115,8 +115,11 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
     if (cfg->max_connections > 0)
         sb_printf(&sb, "max_connections = %ld; ", cfg->max_connections);
     sb_printf(&sb, "};\n");
-    sb_printf(&sb, "listeners = ( { address = \"127.0.0.1:%d\"; pool = \"%s\"; } );\n", listen_port,
+    sb_printf(&sb, "listeners = ( { address = \"127.0.0.1:%d\"; pool = \"%s\";", listen_port,
               cfg->listener_pool ? cfg->listener_pool : cfg->pools[0].name);
+    if (cfg->listener_tls != NULL)
+        sb_printf(&sb, "\n    tls = { %s };\n ", cfg->listener_tls);
+    sb_printf(&sb, " } );\n");
     if (cfg->routes != NULL)
         sb_printf(&sb, "routes = (\n%s\n);\n", cfg->routes);
     sb_printf(&sb, "pools = (\n");

@@ -327,6 +327,12 @@ struct it_config {
      */
     const char *stdout_path;
     const char *listener_pool; /* default: the first pool */
+    /*
+     * The keys of the listener's `tls` group, as libconfig text without the
+     * braces (`certificates = ( { cert = "a.pem"; key = "a.key"; } );`), or
+     * NULL for a plain listener.
+     */
+    const char *listener_tls;
     struct it_pool_config pools[IT_MAX_POOLS];
     size_t npools;
     const char *routes; /* libconfig list body for `routes = ( ... );`, or NULL */

@@ -1,0 +1,407 @@
+/*
+ * TLS listeners as clients meet them: real curl, openssl and Python's ssl
+ * module against fulcrum, with certificates made at test time by
+ * make-certs.sh (a test CA; "site.test" and "www.site.test"; "api.test";
+ * "*.wild.test"; an expired one; a key that matches nothing).
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PYTHON "/usr/bin/python3"
+#define CURL "/usr/bin/curl"
+#define OPENSSL "/usr/bin/openssl"
+#define TLS_CLIENT FC_IT_SOURCE_DIR "/tests/integration/tls_client.py"
+
+/* Makes the test certificates in <env>/certs; returns that folder. */
+static const char *make_certs(struct it_env *env)
+{
+    const char *dir = it_path(env, "certs");
+    const char *argv[] = {"/bin/bash", FC_IT_SOURCE_DIR "/tests/integration/make-certs.sh", dir,
+                          NULL};
+    struct it_run_result r;
+    it_run(env, argv, 30000, &r);
+    if (r.exit_code != 0)
+        fail_msg("make-certs.sh failed (%d): %s", r.exit_code, r.err);
+    return dir;
+}
+
+static const char *cert_entry(struct it_env *env, const char *dir, const char *name)
+{
+    return it_strf(env, "{ cert = \"%s/%s.pem\"; key = \"%s/%s.key\"; }", dir, name, dir, name);
+}
+
+/* A config with one demo backend and an admin listener; the listener's tls is the caller's. */
+static int tls_config(struct it_env *env, struct it_config *cfg, const char *tls)
+{
+    it_config_init(cfg);
+    it_config_demo_pool(env, cfg, 1);
+    cfg->listener_tls = tls;
+    int admin = it_free_port();
+    cfg->admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin);
+    return admin;
+}
+
+/* The SHA-256 fingerprint of the first certificate of a PEM file. */
+static const char *fingerprint(struct it_env *env, const char *pem)
+{
+    const char *argv[] = {PYTHON, TLS_CLIENT, "fingerprint", pem, NULL};
+    struct it_run_result r;
+    it_run(env, argv, 10000, &r);
+    if (r.exit_code != 0)
+        fail_msg("fingerprint of %s: %s", pem, r.err);
+    return it_strf(env, "%.64s", r.out);
+}
+
+/* One request through Python's ssl with SNI `name`: its output line, or NULL when it failed. */
+static const char *py_get(struct it_env *env, int port, const char *name, const char *ca)
+{
+    const char *argv[] = {PYTHON, TLS_CLIENT, "get", it_strf(env, "%d", port), name, ca, "/", NULL};
+    struct it_run_result r;
+    it_run(env, argv, 15000, &r);
+    return r.exit_code == 0 ? r.out : NULL;
+}
+
+/* curl https://NAME:PORT/PATH resolved to 127.0.0.1, verified against ca: the run. */
+static void curl_get(struct it_env *env, int port, const char *name, const char *ca,
+                     const char *path, struct it_run_result *r)
+{
+    const char *argv[] = {CURL,
+                          "-sS",
+                          "--max-time",
+                          "10",
+                          "--cacert",
+                          ca,
+                          "--resolve",
+                          it_strf(env, "%s:%d:127.0.0.1", name, port),
+                          "-w",
+                          "\nstatus=%{http_code} http=%{http_version}",
+                          it_strf(env, "https://%s:%d%s", name, port, path),
+                          NULL};
+    it_run(env, argv, 15000, r);
+}
+
+/* The value of one series in the admin listener's /metrics, or -1 when it is absent. */
+static long metric(struct it_env *env, int admin, const char *series)
+{
+    struct it_response r;
+    it_get(env, admin, "admin", "/metrics", &r);
+    const char *at = strstr(r.body, it_strf(env, "\n%s ", series));
+    long v = at ? strtol(at + strlen(series) + 2, NULL, 10) : -1;
+    it_response_free(&r);
+    return v;
+}
+
+static const char *failures(struct it_env *env, int port, const char *reason)
+{
+    return it_strf(env,
+                   "fulcrum_tls_handshake_failures_total{listener=\"127.0.0.1:%d\",reason=\"%s\"}",
+                   port, reason);
+}
+
+/*
+ * Whether the peer closes the connection within timeout_ms, whatever it
+ * sends first (a TLS alert, say).
+ */
+static bool closed_after_any(struct it_conn *c, int timeout_ms)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+    char buf[512];
+    for (;;) {
+        int left = (int)(end - it_now_ms());
+        if (left <= 0)
+            return false;
+        struct pollfd p = {.fd = it_conn_fd(c), .events = POLLIN};
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        ssize_t n = recv(p.fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return true;
+        if (n < 0 && errno != EINTR && errno != EAGAIN)
+            return false;
+    }
+}
+
+IT_TEST(sni_picks_the_certificate_by_name)
+{
+    const char *dir = make_certs(env);
+    const char *ca = it_strf(env, "%s/ca.pem", dir);
+    struct it_config cfg;
+    tls_config(env, &cfg,
+               it_strf(env, "certificates = ( %s, %s, %s );", cert_entry(env, dir, "site"),
+                       cert_entry(env, dir, "api"), cert_entry(env, dir, "wild")));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* curl verifies the name against the certificate it got: a 200 is the right one. */
+    const char *names[] = {"site.test", "www.site.test", "api.test", "a.wild.test",
+                           "WWW.Site.Test"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        struct it_run_result r;
+        curl_get(env, f->port, names[i], ca, "/headers", &r);
+        if (r.exit_code != 0 || strstr(r.out, "status=200 http=1.1") == NULL)
+            fail_msg("curl https://%s/ (exit %d): %s %s", names[i], r.exit_code, r.out, r.err);
+        if (strstr(r.out, "X-Forwarded-Proto: https\n") == NULL)
+            fail_msg("the backend was not told https for %s: %s", names[i], r.out);
+    }
+    /* A wildcard stands for one label only: b.a.wild.test gets the default, which curl refuses. */
+    struct it_run_result r;
+    curl_get(env, f->port, "b.a.wild.test", ca, "/", &r);
+    assert_int_equal(r.exit_code, 60); /* CURLE_PEER_FAILED_VERIFICATION */
+
+    /* Which certificate exactly, and ALPN, through Python's ssl. */
+    const char *site = fingerprint(env, it_strf(env, "%s/site.pem", dir));
+    const char *api = fingerprint(env, it_strf(env, "%s/api.pem", dir));
+    const char *out = py_get(env, f->port, "api.test", ca);
+    assert_non_null(out);
+    assert_non_null(strstr(out, it_strf(env, "status=200 cert=%s alpn=http/1.1", api)));
+    /* A name no certificate holds gets the first, the default (and fails its check). */
+    const char *argv[] = {
+        OPENSSL,       "s_client",     "-connect", it_strf(env, "127.0.0.1:%d", f->port),
+        "-servername", "unknown.test", NULL};
+    it_run(env, argv, 10000, &r);
+    assert_non_null(strstr(r.out, "subject=CN = site"));
+    assert_non_null(site);
+}
+
+IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
+{
+    const char *dir = make_certs(env);
+    const char *ca = it_strf(env, "%s/ca.pem", dir);
+    struct it_config cfg;
+    int admin =
+        tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* TLS 1.0 and 1.1, offered by a client that allows them (security level 0). */
+    const char *versions[] = {"-tls1", "-tls1_1"};
+    for (int i = 0; i < 2; i++) {
+        const char *argv[] = {OPENSSL,
+                              "s_client",
+                              versions[i],
+                              "-cipher",
+                              "DEFAULT:@SECLEVEL=0",
+                              "-connect",
+                              it_strf(env, "127.0.0.1:%d", f->port),
+                              NULL};
+        struct it_run_result r;
+        it_run(env, argv, 10000, &r);
+        assert_int_not_equal(r.exit_code, 0);
+        if (strstr(r.err, "alert protocol version") == NULL)
+            fail_msg("%s: no protocol_version alert: %s", versions[i], r.err);
+    }
+    assert_int_equal(metric(env, admin, failures(env, f->port, "protocol_version")), 2);
+
+    /* Plain HTTP to the TLS port: told so in plain HTTP, then closed. */
+    struct it_conn *c = it_connect(env, f->port);
+    it_send_str(c, "GET / HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    struct it_response resp;
+    it_expect_response(c, "GET", &resp);
+    assert_int_equal(resp.status, 400);
+    assert_non_null(strstr(resp.body, "TLS"));
+    assert_true(it_conn_wait_closed(c, 3000));
+    it_response_free(&resp);
+    it_conn_close(c);
+    assert_int_equal(metric(env, admin, failures(env, f->port, "plaintext_http")), 1);
+
+    /* A handshake record holding a ClientHello one byte long. */
+    c = it_connect(env, f->port);
+    static const char junk[] = "\x16\x03\x01\x00\x05"
+                               "\x01\x00\x00\x01\x00";
+    it_send(c, junk, sizeof(junk) - 1);
+    assert_true(closed_after_any(c, 3000));
+    it_conn_close(c);
+    long other = metric(env, admin, failures(env, f->port, "other"));
+    long bad = metric(env, admin, failures(env, f->port, "bad_record"));
+    assert_int_equal(other + bad, 1);
+
+    /* A connect and a close without a byte is no failure (a TCP health check). */
+    c = it_connect(env, f->port);
+    it_conn_close(c);
+
+    /* And it still serves. */
+    struct it_run_result r;
+    curl_get(env, f->port, "site.test", ca, "/", &r);
+    assert_non_null(strstr(r.out, "status=200"));
+    assert_int_equal(metric(env, admin, failures(env, f->port, "closed")), 0);
+}
+
+IT_TEST(handshake_is_bounded_by_client_header_ms)
+{
+    const char *dir = make_certs(env);
+    struct it_config cfg;
+    int admin =
+        tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    cfg.client_header_ms = 300;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    /* The start of a ClientHello, and then nothing. */
+    struct it_conn *c = it_connect(env, f->port);
+    it_send(c, "\x16\x03\x01\x02\x00\x01", 6);
+    int64_t t0 = it_now_ms();
+    assert_true(closed_after_any(c, 5000));
+    int64_t took = it_now_ms() - t0;
+    it_conn_close(c);
+    if (took < 200 || took > 2500)
+        fail_msg("closed after %lld ms, expected about 300", (long long)took);
+    assert_int_equal(metric(env, admin, failures(env, f->port, "timeout")), 1);
+}
+
+/* Copies file `from` over `to` (a certificate renewed on disk). */
+static void copy_file(struct it_env *env, const char *from, const char *to)
+{
+    const char *argv[] = {"/bin/cp", from, it_strf(env, "%s.tmp", to), NULL};
+    struct it_run_result r;
+    it_run(env, argv, 5000, &r);
+    assert_int_equal(r.exit_code, 0);
+    assert_int_equal(rename(it_strf(env, "%s.tmp", to), to), 0);
+}
+
+IT_TEST(reload_swaps_certificates_and_open_connections_keep_theirs)
+{
+    const char *dir = make_certs(env);
+    const char *ca = it_strf(env, "%s/ca.pem", dir);
+    const char *live_pem = it_strf(env, "%s/live.pem", dir);
+    const char *live_key = it_strf(env, "%s/live.key", dir);
+    copy_file(env, it_strf(env, "%s/site.pem", dir), live_pem);
+    copy_file(env, it_strf(env, "%s/site.key", dir), live_key);
+    struct it_config cfg;
+    tls_config(
+        env, &cfg,
+        it_strf(env, "certificates = ( { cert = \"%s\"; key = \"%s\"; } );", live_pem, live_key));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *old_fp = fingerprint(env, live_pem);
+
+    /* A connection opened before the reload. */
+    const char *gate = it_path(env, "gate");
+    const char *argv[] = {PYTHON,      TLS_CLIENT, "hold", it_strf(env, "%d", f->port),
+                          "site.test", ca,         gate,   NULL};
+    struct it_proc *hold = it_start(env, "tls_client hold", argv);
+    int64_t deadline = it_now_ms() + 10000;
+    while (strstr(it_proc_stdout(env, hold), "first ") == NULL && it_now_ms() < deadline)
+        it_sleep_ms(20);
+    assert_non_null(
+        strstr(it_proc_stdout(env, hold), it_strf(env, "first status=200 cert=%s", old_fp)));
+
+    /* The certificate is renewed on disk, and fulcrum told. */
+    copy_file(env, it_strf(env, "%s/site2.pem", dir), live_pem);
+    copy_file(env, it_strf(env, "%s/site2.key", dir), live_key);
+    const char *new_fp = fingerprint(env, live_pem);
+    assert_string_not_equal(old_fp, new_fp);
+    assert_int_equal(it_fulcrum_reload(env, f, &cfg), 0);
+
+    /* New handshakes get the new certificate... */
+    const char *out = py_get(env, f->port, "site.test", ca);
+    assert_non_null(out);
+    assert_non_null(strstr(out, it_strf(env, "status=200 cert=%s", new_fp)));
+    /* ...and the open connection goes on, with the one it was made with. */
+    FILE *g = fopen(gate, "w");
+    assert_non_null(g);
+    fclose(g);
+    int status = -1;
+    assert_int_equal(it_proc_wait(hold, 10000, &status), 0);
+    assert_non_null(
+        strstr(it_proc_stdout(env, hold), it_strf(env, "second status=200 cert=%s", old_fp)));
+}
+
+IT_TEST(bad_certificate_on_reload_keeps_the_old)
+{
+    const char *dir = make_certs(env);
+    const char *ca = it_strf(env, "%s/ca.pem", dir);
+    const char *live_pem = it_strf(env, "%s/live.pem", dir);
+    const char *live_key = it_strf(env, "%s/live.key", dir);
+    copy_file(env, it_strf(env, "%s/site.pem", dir), live_pem);
+    copy_file(env, it_strf(env, "%s/site.key", dir), live_key);
+    struct it_config cfg;
+    tls_config(
+        env, &cfg,
+        it_strf(env, "certificates = ( { cert = \"%s\"; key = \"%s\"; } );", live_pem, live_key));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *fp = fingerprint(env, live_pem);
+
+    /* A key that is not the certificate's. */
+    copy_file(env, it_strf(env, "%s/mismatch.key", dir), live_key);
+    assert_int_not_equal(it_fulcrum_reload(env, f, &cfg), 0);
+    assert_true(it_fulcrum_wait_log(
+        env, f,
+        it_strf(env, "key file \"%s\" does not match certificate \"%s\"", live_key, live_pem), 1,
+        5000));
+    const char *out = py_get(env, f->port, "site.test", ca);
+    assert_non_null(out);
+    assert_non_null(strstr(out, it_strf(env, "status=200 cert=%s", fp)));
+
+    /* A certificate that is gone. */
+    copy_file(env, it_strf(env, "%s/site.key", dir), live_key);
+    assert_int_equal(unlink(live_pem), 0);
+    assert_int_not_equal(it_fulcrum_reload(env, f, &cfg), 0);
+    assert_true(it_fulcrum_wait_log(
+        env, f, it_strf(env, "cannot read certificate file \"%s\": No such file", live_pem), 1,
+        5000));
+    out = py_get(env, f->port, "site.test", ca);
+    assert_non_null(out);
+    assert_non_null(strstr(out, it_strf(env, "status=200 cert=%s", fp)));
+}
+
+IT_TEST(check_reports_certificate_problems_by_file)
+{
+    const char *dir = make_certs(env);
+    struct it_config cfg;
+    /* A key of another certificate, and one certificate that expired (only a warning). */
+    tls_config(env, &cfg,
+               it_strf(env,
+                       "certificates = ( { cert = \"%s/site.pem\"; key = \"%s/api.key\"; }, %s );",
+                       dir, dir, cert_entry(env, dir, "expired")));
+    const char *path =
+        it_write_file(env, "check.conf", it_config_render(env, &cfg, it_free_port()));
+    const char *argv[] = {FC_BINARY, "-t", "-c", path, NULL};
+    struct it_run_result r;
+    it_run(env, argv, 10000, &r);
+    assert_int_equal(r.exit_code, 1);
+    if (strstr(r.err, it_strf(env,
+                              "listeners[0].tls.certificates[0].key: key file \"%s/api.key\" "
+                              "does not match certificate \"%s/site.pem\"",
+                              dir, dir)) == NULL)
+        fail_msg("no mismatch error: %s", r.err);
+    if (strstr(r.err,
+               it_strf(env, "certificates[1].cert: certificate \"%s/expired.pem\" expired on",
+                       dir)) == NULL)
+        fail_msg("no warning for the expired certificate: %s", r.err);
+
+    /* The expired one alone passes the check, with its warning. */
+    tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "expired")));
+    path = it_write_file(env, "check2.conf", it_config_render(env, &cfg, it_free_port()));
+    const char *argv2[] = {FC_BINARY, "-t", "-c", path, NULL};
+    it_run(env, argv2, 10000, &r);
+    assert_int_equal(r.exit_code, 0);
+    assert_non_null(strstr(r.err, "expired on"));
+
+    /* Settings that are wrong: a version too old, a protocol not spoken, no certificate. */
+    tls_config(env, &cfg,
+               "certificates = ( ); min_version = \"TLSv1.1\"; alpn = ( \"h2\" ); "
+               "session_tickets = 1;");
+    path = it_write_file(env, "check3.conf", it_config_render(env, &cfg, it_free_port()));
+    const char *argv3[] = {FC_BINARY, "-t", "-c", path, NULL};
+    it_run(env, argv3, 10000, &r);
+    assert_int_equal(r.exit_code, 1);
+    assert_non_null(strstr(r.err, "tls.min_version: \"TLSv1.1\": expected \"TLSv1.2\" or "
+                                  "\"TLSv1.3\""));
+    assert_non_null(strstr(r.err, "tls.alpn: only \"http/1.1\""));
+    assert_non_null(strstr(r.err, "tls.session_tickets: expected true or false"));
+    assert_non_null(strstr(r.err, "tls.certificates: at least one certificate is required"));
+}
+
+static const struct CMUnitTest tests[] = {
+    IT_CASE(sni_picks_the_certificate_by_name),
+    IT_CASE(old_versions_plaintext_and_garbage_are_refused_and_counted),
+    IT_CASE(handshake_is_bounded_by_client_header_ms),
+    IT_CASE(reload_swaps_certificates_and_open_connections_keep_theirs),
+    IT_CASE(bad_certificate_on_reload_keeps_the_old),
+    IT_CASE(check_reports_certificate_problems_by_file),
+};
+
+IT_MAIN(tests)
