@@ -3,6 +3,7 @@
 #include "config_reader.h"
 #include "log.h"
 #include "stats.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,8 @@ void fc_backend_shared_release(struct fc_backend_shared *s)
     if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     /* Idle connections were closed by their workers before the last generation went. */
+    for (uint32_t w = 0; w < s->n_workers; w++)
+        fc_tls_session_free(s->idle[w].tls_session);
     free(s->idle);
     free(s->key);
     free(s);

@@ -35,11 +35,16 @@ struct fc_health_counters {
     int up;          /**< the active verdict */
 };
 
-/** Per worker list of idle upstream connections to one backend. */
+/**
+ * Per worker list of idle upstream connections to one backend, and the TLS
+ * session the next connection to it resumes (upstream.c).
+ */
 struct fc_idle_list {
     struct fc_upstream *head;
     uint32_t count;
-    char pad[64 - sizeof(void *) - sizeof(uint32_t)];
+    void *tls_session;   /**< an SSL_SESSION of the pool's TLS context, or NULL */
+    uint64_t tls_serial; /**< the serial of that context (fc_tls_client_serial()) */
+    char pad[64 - 2 * sizeof(void *) - sizeof(uint32_t) - sizeof(uint64_t) - 4];
 };
 
 /**

@@ -9,7 +9,10 @@
 #include <fulcrum/plugin.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -216,6 +219,7 @@ struct fc_tls_io *fc_tls_io_new(struct fc_worker *w, SSL_CTX *ctx, int server, u
     }
     BIO_set_data(bio, io);
     SSL_set_bio(io->ssl, bio, bio);
+    SSL_set_app_data(io->ssl, io);
     if (server)
         SSL_set_accept_state(io->ssl);
     else
@@ -339,6 +343,7 @@ static enum fc_tls_failure classify(struct fc_tls_io *io, int handshake)
 {
     unsigned long e = ERR_peek_last_error();
     ERR_clear_error();
+    io->err = e;
     if (e == 0)
         return handshake ? FC_TLS_FAIL_OTHER : FC_TLS_FAIL_BAD_RECORD;
     switch (ERR_GET_REASON(e)) {
@@ -366,7 +371,6 @@ static enum fc_tls_failure classify(struct fc_tls_io *io, int handshake)
     case SSL_R_DATA_LENGTH_TOO_LONG:
         return FC_TLS_FAIL_BAD_RECORD;
     default:
-        (void)io;
         return handshake ? FC_TLS_FAIL_OTHER : FC_TLS_FAIL_BAD_RECORD;
     }
 }
@@ -453,4 +457,49 @@ void fc_tls_io_shutdown(struct fc_tls_io *io, int wait)
 const char *fc_tls_io_version(const struct fc_tls_io *io)
 {
     return SSL_get_version(io->ssl);
+}
+
+int fc_tls_io_set_peer(struct fc_tls_io *io, const char *name, int verify, void *session)
+{
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    if (!is_ip && SSL_set_tlsext_host_name(io->ssl, name) != 1)
+        return FC_ENOMEM;
+    if (verify) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(io->ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+                       : X509_VERIFY_PARAM_set1_host(param, name, 0);
+        if (ok != 1)
+            return FC_ENOMEM;
+    }
+    if (session != NULL)
+        SSL_set_session(io->ssl, session);
+    return 0;
+}
+
+void fc_tls_io_strerror(const struct fc_tls_io *io, char *buf, size_t cap)
+{
+    long v = SSL_get_verify_result(io->ssl);
+    if (io->failure == FC_TLS_FAIL_CERTIFICATE && v != X509_V_OK) {
+        snprintf(buf, cap, "TLS handshake: certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        return;
+    }
+    const char *r = io->err ? ERR_reason_error_string(io->err) : NULL;
+    snprintf(buf, cap, "TLS handshake: %s", r ? r : fc_tls_failure_names[io->failure]);
+}
+
+int fc_tls_new_session_cb(SSL *ssl, void *session)
+{
+    struct fc_tls_io *io = SSL_get_app_data(ssl);
+    if (io == NULL || io->on_session == NULL)
+        return 0; /* OpenSSL keeps its reference and frees it */
+    io->on_session(io, session);
+    return 1;
+}
+
+void fc_tls_session_free(void *session)
+{
+    SSL_SESSION_free(session);
 }

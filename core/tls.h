@@ -58,6 +58,12 @@ typedef void (*fc_tls_written_cb)(struct fc_tls_io *io, int status);
 /** Kept input waits and reading was started again (fc_tls_io_schedule()): deliver it. */
 typedef void (*fc_tls_resume_cb)(struct fc_tls_io *io);
 
+/**
+ * A client connection got a session it may resume later (an SSL_SESSION *,
+ * whose reference passes to the callee).
+ */
+typedef void (*fc_tls_session_cb)(struct fc_tls_io *io, void *session);
+
 struct fc_tls_io {
     SSL *ssl;
     struct fc_tls_worker *tw;
@@ -65,12 +71,14 @@ struct fc_tls_io {
     void *owner;         /**< the transport's connection */
     fc_tls_written_cb on_written;
     fc_tls_resume_cb on_resume;
-    const char *in; /**< ciphertext not handed to OpenSSL yet */
+    fc_tls_session_cb on_session; /**< clients: NULL, or where new sessions go */
+    const char *in;               /**< ciphertext not handed to OpenSSL yet */
     size_t in_len;
     char *kept;      /**< owned copy of the input, while `in` points into it */
     uint32_t writes; /**< write requests of ours in flight */
     struct fc_tls_io *resume_prev, *resume_next; /**< on the worker's resume queue */
     uint8_t failure;                             /**< enum fc_tls_failure of the last failure */
+    unsigned long err; /**< OpenSSL's error code of the last failure; 0: none */
     unsigned handshaken : 1, queued : 1, got_bytes : 1, failed : 1;
 };
 
@@ -142,5 +150,29 @@ void fc_tls_io_shutdown(struct fc_tls_io *io, int wait);
 
 /** The negotiated version, "TLSv1.3", for the logs. */
 const char *fc_tls_io_version(const struct fc_tls_io *io);
+
+/**
+ * A client's peer: `name` is sent as SNI (unless it is an IP address) and,
+ * with `verify`, the certificate must hold it (a DNS name, or the IP
+ * address). `session` (may be NULL) is resumed if the server still knows it.
+ * Returns 0 or FC_ENOMEM.
+ */
+int fc_tls_io_set_peer(struct fc_tls_io *io, const char *name, int verify, void *session);
+
+/**
+ * Why the handshake of a client failed, in words for the log: the
+ * certificate check's verdict ("certificate verify failed: unable to get
+ * local issuer certificate") or OpenSSL's reason.
+ */
+void fc_tls_io_strerror(const struct fc_tls_io *io, char *buf, size_t cap);
+
+/**
+ * The callback a client SSL_CTX hands new sessions to (SSL_CTX_sess_set_new_cb):
+ * passes them to the connection's on_session. Any worker.
+ */
+int fc_tls_new_session_cb(SSL *ssl, void *session);
+
+/** Drops a session kept for resumption (from on_session). NULL is accepted. */
+void fc_tls_session_free(void *session);
 
 #endif

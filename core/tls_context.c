@@ -15,6 +15,7 @@
 #include "tls_context.h"
 
 #include "log.h"
+#include "tls.h"
 
 #include <fulcrum/plugin.h>
 #include <openssl/err.h>
@@ -58,6 +59,7 @@ struct fc_tls_client {
     SSL_CTX *ctx;
     char *server_name;
     int verify;
+    uint64_t serial;
 };
 
 /* The last OpenSSL error, in words, or `fallback`; the queue is emptied. */
@@ -437,6 +439,14 @@ const char *fc_tls_server_names(const struct fc_tls_server *srv, uint32_t i)
 /* Pools                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* OpenSSL's callback type takes an SSL_SESSION *; the transports keep it as a void *. */
+static int new_session(SSL *ssl, SSL_SESSION *session)
+{
+    return fc_tls_new_session_cb(ssl, session);
+}
+
+static uint64_t client_serial; /* atomic: the last serial given */
+
 struct fc_tls_client *fc_tls_client_new(const struct fc_tls_client_settings *s, char *why,
                                         size_t cap, const char **bad_key)
 {
@@ -451,6 +461,7 @@ struct fc_tls_client *fc_tls_client_new(const struct fc_tls_client_settings *s, 
         return NULL;
     }
     cl->verify = s->verify;
+    cl->serial = __atomic_add_fetch(&client_serial, 1, __ATOMIC_RELAXED);
     if (s->server_name != NULL && (cl->server_name = strdup(s->server_name)) == NULL) {
         snprintf(why, cap, "out of memory");
         fc_tls_client_free(cl);
@@ -463,6 +474,7 @@ struct fc_tls_client *fc_tls_client_new(const struct fc_tls_client_settings *s, 
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Sessions are kept by the upstream transport, per worker and backend, not here. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session);
     SSL_CTX_set_verify(ctx, s->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     ERR_clear_error();
     if (s->ca_file != NULL) {
@@ -504,4 +516,9 @@ const char *fc_tls_client_server_name(const struct fc_tls_client *cl)
 int fc_tls_client_verifies(const struct fc_tls_client *cl)
 {
     return cl->verify;
+}
+
+uint64_t fc_tls_client_serial(const struct fc_tls_client *cl)
+{
+    return cl->serial;
 }

@@ -85,6 +85,13 @@ SSL_CTX *fc_tls_client_ctx(const struct fc_tls_client *cl);
 /** `server_name`, or NULL. */
 const char *fc_tls_client_server_name(const struct fc_tls_client *cl);
 
+/**
+ * A number no other client context has had in this process: what an idle
+ * connection (and a kept session) remembers of the context it was made with,
+ * so that one made under other settings is not reused after a reload.
+ */
+uint64_t fc_tls_client_serial(const struct fc_tls_client *cl);
+
 /** Whether certificates are verified. */
 int fc_tls_client_verifies(const struct fc_tls_client *cl);
 

@@ -330,9 +330,10 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
         connect_failed_locally(t, err);
         return;
     }
-    fc_txn_warn(t, "connect", "backend %s: connect: %s (client %s)",
-                t->pool->views[t->backend].address, timed_out ? "timed out" : uv_strerror(err),
-                c->ip);
+    char why[256];
+    fc_txn_warn(
+        t, "connect", "backend %s: connect: %s (client %s)", t->pool->views[t->backend].address,
+        timed_out ? "timed out" : fc_upstream_strerror(t->up, err, why, sizeof(why)), c->ip);
     fc_upstream_close(t->up);
     t->up = NULL;
     backend_inflight_add(t, -1);
@@ -364,7 +365,8 @@ static void upstream_open(struct fc_txn *t, struct fc_backend_shared *b)
         return;
     }
     t->connect_ns = uv_hrtime(); /* the start, until fc_txn_connected() */
-    int rc = fc_upstream_connect(u, t->pool->views[t->backend].sockaddr,
+    const struct fc_backend_view *v = &t->pool->views[t->backend];
+    int rc = fc_upstream_connect(u, v->sockaddr, v->address, t->pool->conf->tls,
                                  fc_txn_config(t)->timeouts.connect_ms);
     if (rc != 0)
         fc_txn_connect_failed(t, rc, 0);
@@ -422,7 +424,7 @@ void fc_txn_connect(struct fc_txn *t)
     t->backend = idx;
     backend_inflight_add(t, 1);
 
-    struct fc_upstream *u = fc_upstream_take_idle(w, b);
+    struct fc_upstream *u = fc_upstream_take_idle(w, b, pool->conf->tls);
     if (u == NULL) {
         upstream_open(t, b);
         return;

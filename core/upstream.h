@@ -25,6 +25,8 @@
 
 struct fc_txn;
 struct fc_backend_shared;
+struct fc_tls_io;
+struct fc_tls_client;
 
 /* The read buffer of a busy connection: also the largest response head accepted. */
 #define FC_UPSTREAM_BUF_SIZE (16 * 1024)
@@ -41,10 +43,16 @@ struct fc_upstream {
     struct fc_upstream *all_next, *all_prev; /**< every upstream of the worker */
     char *buf; /**< FC_UPSTREAM_BUF_SIZE while busy; what was read is [off, len) */
     uint32_t len, off;
-    uint64_t last_active; /**< uv_now() of the last byte read or written (see txn.c) */
+    uint64_t last_active;  /**< uv_now() of the last byte read or written (see txn.c) */
+    struct fc_tls_io *tls; /**< the TLS variant's connection (tls.h), owned; NULL: plain TCP */
+    uint64_t tls_serial;   /**< the serial of the TLS context it was made with; 0: plain */
     int handles;
+    /*
+     * `reading`: the transaction wants input (or the connection is idle). Over
+     * TLS the socket is read also during the handshake (sock_reading).
+     */
     unsigned connected : 1, reused : 1, writing : 1, reading : 1, got_bytes : 1, closing : 1,
-        idle : 1;
+        idle : 1, sock_reading : 1;
 };
 
 /**
@@ -80,8 +88,13 @@ uint32_t fc_upstreams_count(const struct fc_worker *w);
 /** Closes every idle upstream connection of the worker. */
 void fc_upstreams_close_idle(struct fc_worker *w);
 
-/** An idle connection to b from this worker's pool, taken out of it; NULL when none. */
-struct fc_upstream *fc_upstream_take_idle(struct fc_worker *w, struct fc_backend_shared *b);
+/**
+ * An idle connection to b from this worker's pool, taken out of it; NULL when
+ * none. Only one made with `tls` (NULL: plain TCP) is taken: those made with
+ * other settings, before a reload, are closed.
+ */
+struct fc_upstream *fc_upstream_take_idle(struct fc_worker *w, struct fc_backend_shared *b,
+                                          const struct fc_tls_client *tls);
 
 /**
  * Closes w's idle connections to each backend of generation g that is
@@ -95,9 +108,20 @@ struct fc_upstream *fc_upstream_new(struct fc_worker *w, struct fc_backend_share
 
 /**
  * Connects u (attached already) to addr, with `timeout_ms` for the connect
- * (on_timeout). Returns 0, or the libuv error of a connect refused at once.
+ * (on_timeout). With `tls` (a pool's `tls`; NULL: plain TCP) the connection
+ * speaks TLS: on_connect comes when the handshake is done, within the same
+ * time, and a handshake that fails (a certificate that does not verify, say)
+ * is a failed connect (UV_EPROTO; fc_upstream_strerror() says why). The
+ * name sent as SNI and verified is the context's server_name, else the host
+ * of `address` (the backend as configured). A session the backend gave this
+ * worker before is resumed. Returns 0, or the libuv error of a connect
+ * refused at once.
  */
-int fc_upstream_connect(struct fc_upstream *u, const struct sockaddr *addr, uint32_t timeout_ms);
+int fc_upstream_connect(struct fc_upstream *u, const struct sockaddr *addr, const char *address,
+                        const struct fc_tls_client *tls, uint32_t timeout_ms);
+
+/** Why a connect failed with err, in words: uv_strerror(), or the TLS handshake's reason. */
+const char *fc_upstream_strerror(const struct fc_upstream *u, int err, char *buf, size_t cap);
 
 /** Hands u (new, or idle from fc_upstream_take_idle()) to t. Returns 0 or FC_ENOMEM. */
 int fc_upstream_attach(struct fc_upstream *u, struct fc_txn *t);

@@ -19,6 +19,7 @@
 #define CURL "/usr/bin/curl"
 #define OPENSSL "/usr/bin/openssl"
 #define TLS_CLIENT FC_IT_SOURCE_DIR "/tests/integration/tls_client.py"
+#define TLS_BACKEND FC_IT_SOURCE_DIR "/tests/integration/tls_backend.py"
 
 /* Makes the test certificates in <env>/certs; returns that folder. */
 static const char *make_certs(struct it_env *env)
@@ -395,7 +396,129 @@ IT_TEST(check_reports_certificate_problems_by_file)
     assert_non_null(strstr(r.err, "tls.certificates: at least one certificate is required"));
 }
 
+/* Starts tls_backend.py with the "backend.test" certificate; returns its port. */
+static int tls_backend_start(struct it_env *env, const char *dir)
+{
+    int port = it_free_port();
+    const char *argv[] = {PYTHON,
+                          TLS_BACKEND,
+                          it_strf(env, "%d", port),
+                          it_strf(env, "%s/backend.pem", dir),
+                          it_strf(env, "%s/backend.key", dir),
+                          NULL};
+    struct it_proc *p = it_start(env, "tls_backend", argv);
+    int64_t deadline = it_now_ms() + 10000;
+    while (strstr(it_proc_stdout(env, p), "listening") == NULL) {
+        if (it_now_ms() > deadline)
+            fail_msg("tls_backend.py did not start: %s", it_proc_stderr(env, p));
+        it_sleep_ms(20);
+    }
+    return port;
+}
+
+/* One GET on a connection of its own to fulcrum's plain listener; the response in *r. */
+static void plain_get(struct it_env *env, int port, const char *path, struct it_response *r)
+{
+    it_get(env, port, "test", path, r);
+}
+
+IT_TEST(backend_tls_verifies_reuses_and_resumes)
+{
+    const char *dir = make_certs(env);
+    int backend = tls_backend_start(env, dir);
+    struct it_config cfg;
+    it_config_init(&cfg);
+    cfg.workers = 1; /* one worker: one keep-alive pool, one kept session */
+    cfg.idle_ms = 400;
+    struct it_pool_config *p = it_config_add_pool(&cfg, "secure", 0, 1, backend);
+    p->pool_options = it_strf(env, "tls = { ca = \"%s/ca.pem\"; };", dir);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    /* Verified against the pool's CA by the backend's IP address; no SNI for an address. */
+    struct it_response r;
+    plain_get(env, f->port, "/one", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "tls-backend\n");
+    assert_string_equal(it_header(&r, "X-SNI"), "-");
+    const char *first = it_strf(env, "%s", it_header(&r, "X-Connection"));
+    assert_string_equal(it_header(&r, "X-Session-Reused"), "no");
+    it_response_free(&r);
+
+    /* The keep-alive pool keeps the TLS connection. */
+    plain_get(env, f->port, "/two", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(it_header(&r, "X-Connection"), first);
+    it_response_free(&r);
+
+    /* Once it has been idle too long, a new connection resumes the session. */
+    it_sleep_ms(700);
+    plain_get(env, f->port, "/three", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_not_equal(it_header(&r, "X-Connection"), first);
+    assert_string_equal(it_header(&r, "X-Session-Reused"), "yes");
+    it_response_free(&r);
+}
+
+IT_TEST(backend_tls_server_name_and_a_wrong_ca)
+{
+    const char *dir = make_certs(env);
+    int backend = tls_backend_start(env, dir);
+    struct it_config cfg;
+    it_config_init(&cfg);
+    struct it_pool_config *p = it_config_add_pool(&cfg, "named", 0, 1, backend);
+    p->pool_options =
+        it_strf(env, "tls = { ca = \"%s/ca.pem\"; server_name = \"backend.test\"; };", dir);
+    p = it_config_add_pool(&cfg, "wrong", 0, 1, backend);
+    p->pool_options = it_strf(env, "tls = { ca = \"%s/other-ca.pem\"; };", dir);
+    p = it_config_add_pool(&cfg, "unchecked", 0, 1, backend);
+    p->pool_options = "tls = { verify = false; server_name = \"elsewhere.test\"; };";
+    cfg.routes = "{ path_prefix = \"/wrong/\"; pool = \"wrong\"; },\n"
+                 "{ path_prefix = \"/unchecked/\"; pool = \"unchecked\"; }";
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    struct it_response r;
+    plain_get(env, f->port, "/", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(it_header(&r, "X-SNI"), "backend.test");
+    it_response_free(&r);
+
+    /* A certificate the pool's CA did not sign: a failed connect, and why. */
+    plain_get(env, f->port, "/wrong/", &r);
+    assert_int_equal(r.status, 502);
+    it_response_free(&r);
+    assert_true(it_fulcrum_wait_log(
+        env, f,
+        it_strf(env,
+                "pool wrong: backend 127.0.0.1:%d: connect: TLS handshake: certificate verify "
+                "failed: ",
+                backend),
+        1, 5000));
+
+    /* verify = false takes any certificate, for any name. */
+    plain_get(env, f->port, "/unchecked/", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(it_header(&r, "X-SNI"), "elsewhere.test");
+    it_response_free(&r);
+
+    /* A CA file that is not there is the configuration's error, named. */
+    const char *bad = it_strf(env, "%s/nope.pem", dir);
+    struct it_config broken = cfg;
+    broken.npools = 1;
+    broken.routes = NULL;
+    broken.pools[0].pool_options = it_strf(env, "tls = { ca = \"%s\"; };", bad);
+    const char *path =
+        it_write_file(env, "broken.conf", it_config_render(env, &broken, it_free_port()));
+    const char *argv[] = {FC_BINARY, "-t", "-c", path, NULL};
+    struct it_run_result res;
+    it_run(env, argv, 10000, &res);
+    assert_int_equal(res.exit_code, 1);
+    assert_non_null(
+        strstr(res.err, it_strf(env, "pool \"named\": tls.ca: cannot read CA file \"%s\"", bad)));
+}
+
 static const struct CMUnitTest tests[] = {
+    IT_CASE(backend_tls_verifies_reuses_and_resumes),
+    IT_CASE(backend_tls_server_name_and_a_wrong_ca),
     IT_CASE(sni_picks_the_certificate_by_name),
     IT_CASE(old_versions_plaintext_and_garbage_are_refused_and_counted),
     IT_CASE(handshake_is_bounded_by_client_header_ms),
