@@ -131,7 +131,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct fc_client *c = h->data;
     if (c->tls != NULL)
-        fc_tls_read_buffer(c->w, buf); /* ciphertext: the plaintext goes where alloc says */
+        fc_tls_read_buffer(c->w->tls, buf); /* ciphertext: the plaintext goes where alloc says */
     else
         events->alloc(c, buf);
 }
@@ -476,7 +476,7 @@ void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockadd
     const struct fc_conf_listener *conf =
         l->conf_index >= 0 ? &w->gen->cfg->listeners[l->conf_index] : NULL;
     if (conf != NULL && conf->tls != NULL) {
-        c->tls = fc_tls_io_new(w, fc_tls_server_ctx(conf->tls), 1, (uv_stream_t *)&c->tcp, c,
+        c->tls = fc_tls_io_new(w->tls, fc_tls_server_ctx(conf->tls), 1, (uv_stream_t *)&c->tcp, c,
                                tls_written, tls_resume);
         if (c->tls == NULL) {
             fc_log_error("listener %s: out of memory for a new TLS connection", l->address);

@@ -345,6 +345,7 @@ static int build_health(struct fc_generation *g, struct fc_gen_pool *pool, void 
     if (rc != 0)
         return rc;
     pp.hooks.probe_done = probe_done_fn;
+    pp.hooks.tls = conf->tls; /* probes speak TLS to a pool that does */
     rc = fc_instance_create(&pool->health_inst, pp.plugin, &conf->health, g->cfg->path, core_keys,
                             &pool->all, &pp.hooks, pp.label);
     if (rc != 0)

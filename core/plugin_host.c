@@ -460,7 +460,8 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     inst->hooks.pool_name = NULL; /* the copy above is what lasts */
     inst->prober = (struct fc_prober){.loop = inst->hooks.main_loop,
                                       .report = inst->hooks.probe_done,
-                                      .report_arg = inst->hooks.owner};
+                                      .report_arg = inst->hooks.owner,
+                                      .tls = inst->hooks.tls};
     if (label != NULL)
         snprintf(inst->label, sizeof(inst->label), "%s", label);
     else

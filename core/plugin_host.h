@@ -28,6 +28,8 @@ struct fc_instance_hooks {
     uint64_t (*now_ns)(void *owner);
     /** The pool's name, copied into the instance (fc_host.pool_name). NULL: "". */
     const char *pool_name;
+    /** The pool's `tls`, for the probes (struct fc_prober); NULL: plain TCP. */
+    const struct fc_tls_client *tls;
 };
 
 struct fc_instance {

@@ -25,6 +25,8 @@
 #include "probe.h"
 
 #include "log.h"
+#include "tls.h"
+#include "tls_context.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -58,6 +60,9 @@ struct fc_probe_conn {
     int ending;       /* the verdict is in; the handles are closing */
     int ok;
     char reason[REASON_MAX];
+
+    struct fc_tls_worker *tw; /* a TLS probe's buffers, and its connection: else NULL */
+    struct fc_tls_io *io;
 
     char *send; /* our copy, in bytes[] */
     size_t send_len;
@@ -117,6 +122,8 @@ static void on_close(uv_handle_t *handle)
     *c->prev = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    fc_tls_io_free(c->io);
+    fc_tls_worker_free(c->tw);
     free(c);
     report(report_arg, probe, ok, reason);
 }
@@ -135,6 +142,8 @@ static void finish(struct fc_probe_conn *c, int ok, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
     va_end(ap);
+    if (c->io != NULL)
+        fc_tls_io_shutdown(c->io, 0);
 
     uv_close((uv_handle_t *)&c->timer, on_close);
     uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -196,6 +205,89 @@ static void on_write(uv_write_t *req, int status)
         finish(c, 0, "write: %s", uv_strerror(status));
 }
 
+/* Connected (over TLS: the handshake done): the plugin's on_connected, then its bytes. */
+static void connected(struct fc_probe_conn *c)
+{
+    if (c->on_connected != NULL) {
+        char reason[REASON_MAX] = "";
+        int step = c->on_connected(c->arg, reason, sizeof(reason));
+        if (take_step(c, step, reason, c->on_data == NULL))
+            return;
+    }
+    /* Reading first, so that an answer that beats the write's callback is not missed. */
+    int rc = c->io != NULL ? 0 : uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc < 0) {
+        finish(c, 0, "read: %s", uv_strerror(rc));
+        return;
+    }
+    if (c->send_len == 0)
+        return;
+    uv_buf_t buf = uv_buf_init(c->send, (unsigned)c->send_len);
+    rc = c->io != NULL ? fc_tls_io_write(c->io, &buf, 1)
+                       : uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+    if (rc < 0)
+        finish(c, 0, "write: %s", uv_strerror(rc));
+}
+
+static void tls_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    struct fc_probe_conn *c = handle->data;
+    fc_tls_read_buffer(c->tw, buf);
+}
+
+/* The handshake, then what the answer decrypts to, as on_read hands it over. */
+static void tls_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct fc_probe_conn *c = stream->data;
+    if (nread == 0 || c->ending)
+        return;
+    if (nread < 0 && !c->io->handshaken) {
+        finish(c, 0, "TLS handshake: %s",
+               nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+        return;
+    }
+    char reason[REASON_MAX] = "";
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            finish(c, 0, "read: %s", uv_strerror((int)nread));
+            return;
+        }
+        int step = c->on_data(c->arg, c->recv, c->recv_len, 1, reason, sizeof(reason));
+        take_step(c, step, reason, 1);
+        return;
+    }
+    fc_tls_io_input(c->io, buf->base, (size_t)nread);
+    if (!c->io->handshaken) {
+        int rc = fc_tls_io_handshake(c->io);
+        if (rc < 0) {
+            fc_tls_io_strerror(c->io, reason, sizeof(reason));
+            finish(c, 0, "%s", reason);
+            return;
+        }
+        if (rc == 0)
+            return;
+        connected(c);
+    }
+    while (!c->ending && c->on_data != NULL) {
+        int n = fc_tls_io_read(c->io, c->recv + c->recv_len, c->recv_cap - c->recv_len);
+        if (n == FC_TLS_WANT)
+            return;
+        int eof = n < 0;
+        if (n > 0)
+            c->recv_len += (size_t)n;
+        reason[0] = '\0';
+        int step = c->on_data(c->arg, c->recv, c->recv_len, eof, reason, sizeof(reason));
+        if (take_step(c, step, reason, eof || c->recv_len == c->recv_cap))
+            return;
+    }
+}
+
+static void tls_written(struct fc_tls_io *io, int status)
+{
+    if (status < 0)
+        finish(io->owner, 0, "write: %s", uv_strerror(status));
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct fc_probe_conn *c = req->data;
@@ -205,24 +297,38 @@ static void on_connect(uv_connect_t *req, int status)
         finish(c, 0, "connect: %s", uv_strerror(status));
         return;
     }
-    if (c->on_connected != NULL) {
-        char reason[REASON_MAX] = "";
-        int step = c->on_connected(c->arg, reason, sizeof(reason));
-        if (take_step(c, step, reason, c->on_data == NULL))
-            return;
-    }
-    /* Reading first, so that an answer that beats the write's callback is not missed. */
-    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (rc < 0) {
-        finish(c, 0, "read: %s", uv_strerror(rc));
+    if (c->io != NULL) {
+        /* The plugin sees the connection once the handshake is done. */
+        int rc = uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_read);
+        if (rc < 0 || fc_tls_io_handshake(c->io) < 0)
+            finish(c, 0, "TLS handshake: %s", rc < 0 ? uv_strerror(rc) : "failed to start");
         return;
     }
-    if (c->send_len == 0)
-        return;
-    uv_buf_t buf = uv_buf_init(c->send, (unsigned)c->send_len);
-    rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-    if (rc < 0)
-        finish(c, 0, "write: %s", uv_strerror(rc));
+    connected(c);
+}
+
+/* A TLS probe's connection: SNI and the name verified as for requests (upstream.c). */
+static int tls_prepare(struct fc_probe_conn *c, const struct fc_tls_client *tls,
+                       const char *address)
+{
+    c->tw = fc_tls_worker_new(c->prober->loop);
+    if (c->tw == NULL)
+        return FC_ENOMEM;
+    c->io = fc_tls_io_new(c->tw, fc_tls_client_ctx(tls), 0, (uv_stream_t *)&c->tcp, c, tls_written,
+                          NULL);
+    if (c->io == NULL)
+        return FC_ENOMEM;
+    const char *name = fc_tls_client_server_name(tls);
+    char host[256];
+    if (name == NULL) {
+        /* "host:port" or "[v6]:port" */
+        const char *start = address[0] == '[' ? address + 1 : address;
+        const char *end = address[0] == '[' ? strchr(start, ']') : strrchr(start, ':');
+        size_t len = end != NULL ? (size_t)(end - start) : strlen(start);
+        snprintf(host, sizeof(host), "%.*s", (int)len, start);
+        name = host;
+    }
+    return fc_tls_io_set_peer(c->io, name, fc_tls_client_verifies(tls), NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -313,6 +419,11 @@ int fc_prober_start(struct fc_prober *prober, struct fc_probe *probe,
         c->next->prev = &c->next;
     prober->in_flight = c;
 
+    if (prober->tls != NULL &&
+        tls_prepare(c, prober->tls, a.backend->address != NULL ? a.backend->address : "") != 0) {
+        finish(c, 0, "out of memory for TLS"); /* reported later, from the loop */
+        return 0;
+    }
     uv_timer_start(&c->timer, on_timeout, a.timeout_ms, 0);
     rc = uv_tcp_connect(&c->connect, &c->tcp, a.backend->sockaddr, on_connect);
     if (rc < 0)

@@ -17,6 +17,7 @@
 
 /* One probe in flight; private to probe.c. */
 struct fc_probe_conn;
+struct fc_tls_client;
 
 /**
  * The probes of one plugin instance. Caller-owned memory, zeroed and then
@@ -35,6 +36,12 @@ struct fc_prober {
     void (*report)(void *report_arg, struct fc_probe *probe, int ok, const char *reason);
     void *report_arg;
     struct fc_probe_conn *in_flight; /**< probes started and not yet reported */
+    /**
+     * The pool's `tls` (NULL: plain TCP): a probe then speaks TLS to the
+     * backend as requests do, verified the same way, and the plugin sees the
+     * connection only once the handshake is done. Borrowed from the config.
+     */
+    const struct fc_tls_client *tls;
 };
 
 /**

@@ -40,7 +40,9 @@ struct fc_tls_worker {
     char *rbuf; /* [READ_BUF_SIZE]: ciphertext, during a read callback */
     char *out;  /* what OpenSSL wrote during the current call */
     size_t out_len, out_cap;
-    uv_idle_t idle;         /* runs the resume queue */
+    uv_loop_t *loop;
+    uv_idle_t idle; /* runs the resume queue; made at the first resume */
+    int idle_ready;
     struct fc_tls_io queue; /* sentinel of the resume queue (resume_prev/next only) */
 };
 
@@ -166,36 +168,33 @@ static void idle_cb(uv_idle_t *h)
         uv_idle_stop(h);
 }
 
-int fc_tls_worker_init(struct fc_worker *w)
+struct fc_tls_worker *fc_tls_worker_new(uv_loop_t *loop)
 {
     pthread_once(&bio_once, make_method);
     if (bio_method == NULL)
-        return FC_ENOMEM;
+        return NULL;
     struct fc_tls_worker *tw = calloc(1, sizeof(*tw));
     if (tw == NULL || (tw->rbuf = malloc(READ_BUF_SIZE)) == NULL) {
         free(tw);
-        return FC_ENOMEM;
+        return NULL;
     }
     tw->queue.resume_next = tw->queue.resume_prev = &tw->queue;
-    uv_idle_init(&w->loop, &tw->idle);
-    tw->idle.data = tw;
-    w->tls = tw;
-    return 0;
+    tw->loop = loop;
+    return tw;
 }
 
-void fc_tls_worker_free(struct fc_worker *w)
+void fc_tls_worker_free(struct fc_tls_worker *tw)
 {
-    if (w->tls == NULL)
+    if (tw == NULL)
         return;
-    free(w->tls->rbuf);
-    free(w->tls->out);
-    free(w->tls);
-    w->tls = NULL;
+    free(tw->rbuf);
+    free(tw->out);
+    free(tw);
 }
 
-void fc_tls_read_buffer(struct fc_worker *w, uv_buf_t *buf)
+void fc_tls_read_buffer(struct fc_tls_worker *tw, uv_buf_t *buf)
 {
-    buf->base = w->tls->rbuf;
+    buf->base = tw->rbuf;
     buf->len = READ_BUF_SIZE;
 }
 
@@ -203,8 +202,8 @@ void fc_tls_read_buffer(struct fc_worker *w, uv_buf_t *buf)
 /* Connections                                                               */
 /* ------------------------------------------------------------------------ */
 
-struct fc_tls_io *fc_tls_io_new(struct fc_worker *w, SSL_CTX *ctx, int server, uv_stream_t *stream,
-                                void *owner, fc_tls_written_cb on_written,
+struct fc_tls_io *fc_tls_io_new(struct fc_tls_worker *tw, SSL_CTX *ctx, int server,
+                                uv_stream_t *stream, void *owner, fc_tls_written_cb on_written,
                                 fc_tls_resume_cb on_resume)
 {
     struct fc_tls_io *io = calloc(1, sizeof(*io));
@@ -224,7 +223,7 @@ struct fc_tls_io *fc_tls_io_new(struct fc_worker *w, SSL_CTX *ctx, int server, u
         SSL_set_accept_state(io->ssl);
     else
         SSL_set_connect_state(io->ssl);
-    io->tw = w->tls;
+    io->tw = tw;
     io->stream = stream;
     io->owner = owner;
     io->on_written = on_written;
@@ -282,6 +281,11 @@ void fc_tls_io_schedule(struct fc_tls_io *io)
     tw->queue.resume_prev->resume_next = io;
     tw->queue.resume_prev = io;
     io->queued = 1;
+    if (!tw->idle_ready) {
+        uv_idle_init(tw->loop, &tw->idle);
+        tw->idle.data = tw;
+        tw->idle_ready = 1;
+    }
     uv_idle_start(&tw->idle, idle_cb);
 }
 

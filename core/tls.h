@@ -25,14 +25,14 @@
 #ifndef FC_TLS_H
 #define FC_TLS_H
 
-#include "worker_types.h"
-
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
+
+struct fc_tls_worker;
 
 /** Why a handshake (or a connection, for a bad record) failed: a label of the failure metric. */
 enum fc_tls_failure {
@@ -82,22 +82,27 @@ struct fc_tls_io {
     unsigned handshaken : 1, queued : 1, got_bytes : 1, failed : 1;
 };
 
-/** The worker's buffers and resume queue (w->tls). Returns 0 or FC_ENOMEM. */
-int fc_tls_worker_init(struct fc_worker *w);
+/**
+ * The buffers and the resume queue that the TLS connections of one loop
+ * share (a worker's w->tls; a health probe has one of its own). NULL when
+ * out of memory. Its idle handle is made at the first resume, on `loop`, and
+ * is closed with the loop's other handles (the loop's owner walks them).
+ */
+struct fc_tls_worker *fc_tls_worker_new(uv_loop_t *loop);
 
-/** Frees them. The worker's loop has stopped and every connection is closed. */
-void fc_tls_worker_free(struct fc_worker *w);
+/** Frees it. Its connections are freed, and its loop's handles closed. NULL is accepted. */
+void fc_tls_worker_free(struct fc_tls_worker *tw);
 
 /** Where the transport reads ciphertext into, in its libuv alloc callback. */
-void fc_tls_read_buffer(struct fc_worker *w, uv_buf_t *buf);
+void fc_tls_read_buffer(struct fc_tls_worker *tw, uv_buf_t *buf);
 
 /**
  * A TLS connection over `stream`, as a server (server != 0) or a client of
  * ctx. Returns NULL when out of memory. `server_name` (clients only, may be
  * NULL) is sent as SNI.
  */
-struct fc_tls_io *fc_tls_io_new(struct fc_worker *w, SSL_CTX *ctx, int server, uv_stream_t *stream,
-                                void *owner, fc_tls_written_cb on_written,
+struct fc_tls_io *fc_tls_io_new(struct fc_tls_worker *tw, SSL_CTX *ctx, int server,
+                                uv_stream_t *stream, void *owner, fc_tls_written_cb on_written,
                                 fc_tls_resume_cb on_resume);
 
 /** Frees io (after the stream's close callback: no write of ours is in flight). */

@@ -224,7 +224,7 @@ int fc_upstream_connect(struct fc_upstream *u, const struct sockaddr *addr, cons
                         const struct fc_tls_client *tls, uint32_t timeout_ms)
 {
     if (tls != NULL) {
-        u->tls = fc_tls_io_new(u->w, fc_tls_client_ctx(tls), 0, (uv_stream_t *)&u->tcp, u,
+        u->tls = fc_tls_io_new(u->w->tls, fc_tls_client_ctx(tls), 0, (uv_stream_t *)&u->tcp, u,
                                tls_written, tls_resume);
         if (u->tls == NULL)
             return UV_ENOMEM;
@@ -260,7 +260,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct fc_upstream *u = h->data;
     if (u->tls != NULL) {
-        fc_tls_read_buffer(u->w, buf); /* ciphertext: the plaintext goes into u->buf */
+        fc_tls_read_buffer(u->w->tls, buf); /* ciphertext: the plaintext goes into u->buf */
         return;
     }
     if (u->idle || u->buf == NULL) {

@@ -176,9 +176,9 @@ int fc_worker_init(struct fc_worker *w, uint32_t index, struct fc_generation *ge
     fc_generation_acquire(gen);
     w->gen = gen;
     w->adopted = gen->id;
-    if (fc_tls_worker_init(w) != 0 || fc_client_worker_init(w) != 0 ||
-        fc_upstream_worker_init(w) != 0 || fc_txn_worker_init(w) != 0 ||
-        fc_access_log_worker_init(w) != 0)
+    w->tls = fc_tls_worker_new(&w->loop);
+    if (w->tls == NULL || fc_client_worker_init(w) != 0 || fc_upstream_worker_init(w) != 0 ||
+        fc_txn_worker_init(w) != 0 || fc_access_log_worker_init(w) != 0)
         return UV_ENOMEM;
     w->listeners = calloc(n_listen_fds, sizeof(*w->listeners));
     if (w->listeners == NULL && n_listen_fds > 0)
@@ -253,5 +253,6 @@ void fc_worker_join(struct fc_worker *w)
     fc_txn_worker_free(w);
     fc_upstream_worker_free(w);
     fc_client_worker_free(w);
-    fc_tls_worker_free(w);
+    fc_tls_worker_free(w->tls);
+    w->tls = NULL;
 }

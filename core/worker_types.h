@@ -40,7 +40,7 @@ struct fc_worker {
     struct fc_upstream_set *upstreams; /**< upstream.c */
     struct fc_txn_cache *txns;         /**< txn.c */
     struct fc_access_log *access_log;  /**< access_log.c */
-    struct fc_tls_worker *tls;         /**< tls.c: the TLS connections' buffers */
+    struct fc_tls_worker *tls; /**< tls.c: the TLS connections' buffers (worker.c makes it) */
 
     /**
      * A client or upstream connection closed (its last close callback ran).

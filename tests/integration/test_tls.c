@@ -516,7 +516,43 @@ IT_TEST(backend_tls_server_name_and_a_wrong_ca)
         strstr(res.err, it_strf(env, "pool \"named\": tls.ca: cannot read CA file \"%s\"", bad)));
 }
 
+IT_TEST(health_checks_speak_tls_to_a_tls_pool)
+{
+    const char *dir = make_certs(env);
+    int backend = tls_backend_start(env, dir);
+    struct it_config cfg;
+    it_config_init(&cfg);
+    /* Down until a check passes: only a check over TLS can pass. */
+    struct it_pool_config *p = it_config_add_pool(&cfg, "good", 0, 1, backend);
+    p->pool_options = it_strf(env, "tls = { ca = \"%s/ca.pem\"; };", dir);
+    p->health = "plugin = \"http\"; path = \"/hc\"; interval_ms = 100; timeout_ms = 1000; "
+                "rise = 1; fall = 1; initial = \"down\";";
+    p = it_config_add_pool(&cfg, "wrong", 0, 1, backend);
+    p->pool_options = it_strf(env, "tls = { ca = \"%s/other-ca.pem\"; };", dir);
+    p->health = "plugin = \"tcp\"; interval_ms = 100; timeout_ms = 1000; rise = 1; fall = 1;";
+    cfg.routes = "{ path_prefix = \"/wrong/\"; pool = \"wrong\"; }";
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+
+    assert_true(it_fulcrum_wait_log(
+        env, f, it_strf(env, "pool good: backend 127.0.0.1:%d UP", backend), 1, 5000));
+    struct it_response r;
+    plain_get(env, f->port, "/", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    /* The tcp checker too goes through the handshake, and says why it failed. */
+    assert_true(it_fulcrum_wait_log(
+        env, f,
+        it_strf(env,
+                "pool wrong: backend 127.0.0.1:%d DOWN (TLS handshake: certificate verify failed",
+                backend),
+        1, 5000));
+    plain_get(env, f->port, "/wrong/", &r);
+    assert_int_equal(r.status, 503);
+    it_response_free(&r);
+}
+
 static const struct CMUnitTest tests[] = {
+    IT_CASE(health_checks_speak_tls_to_a_tls_pool),
     IT_CASE(backend_tls_verifies_reuses_and_resumes),
     IT_CASE(backend_tls_server_name_and_a_wrong_ca),
     IT_CASE(sni_picks_the_certificate_by_name),
