@@ -231,6 +231,18 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
     curl_get(env, f->port, "site.test", ca, "/", &r);
     assert_non_null(strstr(r.out, "status=200"));
     assert_int_equal(metric(env, admin, failures(env, f->port, "closed")), 0);
+
+    /* The real promtool finds nothing to say about the new family. */
+    struct it_response m;
+    it_get(env, admin, "admin", "/metrics", &m);
+    assert_non_null(strstr(m.body, "# TYPE fulcrum_tls_handshake_failures_total counter"));
+    const char *file = it_write_file(env, "metrics.txt", m.body);
+    it_response_free(&m);
+    const char *argv[] = {"/bin/sh", "-c", it_strf(env, "promtool check metrics < %s", file),
+                          NULL};
+    it_run(env, argv, 20000, &r);
+    if (r.exit_code != 0)
+        fail_msg("promtool check metrics exited %d:\n%s%s", r.exit_code, r.out, r.err);
 }
 
 IT_TEST(handshake_is_bounded_by_client_header_ms)
