@@ -107,6 +107,24 @@ static const char *failures(struct it_env *env, int port, const char *reason)
                    port, reason);
 }
 
+/* Waits until the process printed `line`. */
+static void wait_output(struct it_env *env, struct it_proc *p, const char *line)
+{
+    int64_t deadline = it_now_ms() + 10000;
+    while (strstr(it_proc_stdout(env, p), line) == NULL) {
+        if (it_now_ms() > deadline)
+            fail_msg("no \"%s\" from the client: %s", line, it_proc_stderr(env, p));
+        it_sleep_ms(20);
+    }
+}
+
+static void open_gate(const char *gate)
+{
+    FILE *g = fopen(gate, "w");
+    assert_non_null(g);
+    fclose(g);
+}
+
 /*
  * Whether the peer closes the connection within timeout_ms, whatever it
  * sends first (a TLS alert, say).
@@ -238,8 +256,7 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
     assert_non_null(strstr(m.body, "# TYPE fulcrum_tls_handshake_failures_total counter"));
     const char *file = it_write_file(env, "metrics.txt", m.body);
     it_response_free(&m);
-    const char *argv[] = {"/bin/sh", "-c", it_strf(env, "promtool check metrics < %s", file),
-                          NULL};
+    const char *argv[] = {"/bin/sh", "-c", it_strf(env, "promtool check metrics < %s", file), NULL};
     it_run(env, argv, 20000, &r);
     if (r.exit_code != 0)
         fail_msg("promtool check metrics exited %d:\n%s%s", r.exit_code, r.out, r.err);
@@ -313,9 +330,7 @@ IT_TEST(reload_swaps_certificates_and_open_connections_keep_theirs)
     assert_non_null(out);
     assert_non_null(strstr(out, it_strf(env, "status=200 cert=%s", new_fp)));
     /* ...and the open connection goes on, with the one it was made with. */
-    FILE *g = fopen(gate, "w");
-    assert_non_null(g);
-    fclose(g);
+    open_gate(gate);
     int status = -1;
     assert_int_equal(it_proc_wait(hold, 10000, &status), 0);
     assert_non_null(
@@ -406,6 +421,49 @@ IT_TEST(check_reports_certificate_problems_by_file)
     assert_non_null(strstr(r.err, "tls.alpn: only \"http/1.1\""));
     assert_non_null(strstr(r.err, "tls.session_tickets: expected true or false"));
     assert_non_null(strstr(r.err, "tls.certificates: at least one certificate is required"));
+}
+
+IT_TEST(sessions_resume_and_a_reload_rotates_the_keys)
+{
+    const char *dir = make_certs(env);
+    const char *ca = it_strf(env, "%s/ca.pem", dir);
+    struct it_config cfg;
+    tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *port = it_strf(env, "%d", f->port);
+
+    /* Tickets (the default): the second connection resumes the first's session. */
+    const char *argv[] = {PYTHON, TLS_CLIENT, "resume", port, "site.test", ca, NULL};
+    struct it_run_result r;
+    it_run(env, argv, 15000, &r);
+    assert_non_null(strstr(r.out, "first reused=no second reused=yes version=TLSv1.3 status=200"));
+
+    /* A ticket from before a reload is not taken after it: the keys are new. */
+    const char *gate = it_path(env, "gate");
+    const char *held[] = {PYTHON, TLS_CLIENT, "resume", port, "site.test", ca, gate, NULL};
+    struct it_proc *p = it_start(env, "tls_client resume", held);
+    wait_output(env, p, "first done");
+    assert_int_equal(it_fulcrum_reload(env, f, &cfg), 0);
+    open_gate(gate);
+    int status = -1;
+    assert_int_equal(it_proc_wait(p, 15000, &status), 0);
+    assert_non_null(strstr(it_proc_stdout(env, p), "second reused=no"));
+
+    /* Without tickets, the session cache resumes; TLS 1.3 only refuses a TLS 1.2 client. */
+    tls_config(env, &cfg,
+               it_strf(env,
+                       "certificates = ( %s ); session_tickets = false; min_version = "
+                       "\"TLSv1.3\";",
+                       cert_entry(env, dir, "site")));
+    cfg.admin = NULL;
+    assert_int_equal(it_fulcrum_reload(env, f, &cfg), 0);
+    it_run(env, argv, 15000, &r);
+    assert_non_null(strstr(r.out, "second reused=yes version=TLSv1.3"));
+    const char *tls12[] = {
+        OPENSSL, "s_client", "-tls1_2", "-connect", it_strf(env, "127.0.0.1:%d", f->port), NULL};
+    it_run(env, tls12, 10000, &r);
+    assert_int_not_equal(r.exit_code, 0);
+    assert_non_null(strstr(r.err, "alert protocol version"));
 }
 
 /* Starts tls_backend.py with the "backend.test" certificate; returns its port. */
@@ -564,6 +622,7 @@ IT_TEST(health_checks_speak_tls_to_a_tls_pool)
 }
 
 static const struct CMUnitTest tests[] = {
+    IT_CASE(sessions_resume_and_a_reload_rotates_the_keys),
     IT_CASE(health_checks_speak_tls_to_a_tls_pool),
     IT_CASE(backend_tls_verifies_reuses_and_resumes),
     IT_CASE(backend_tls_server_name_and_a_wrong_ca),

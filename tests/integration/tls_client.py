@@ -7,6 +7,11 @@
   tls_client.py get PORT NAME CA [PATH]
       one connection with SNI NAME, verified against CA: GET PATH; prints
       "status=N cert=FINGERPRINT alpn=PROTO version=TLSvX"
+  tls_client.py resume PORT NAME CA [GATE]
+      two connections one after the other, the second resuming the first's
+      session: "first reused=no second reused=yes|no version=TLSvX"; with
+      GATE, "first done" comes between them, and the second waits (20 s at
+      most) until the file GATE exists
   tls_client.py hold PORT NAME CA GATE
       one connection: a request, a line "first status=N cert=F" on stdout, then
       waits (20 s at most) until the file GATE exists, and sends a second
@@ -67,6 +72,14 @@ def request(conn, name, path):
     return status
 
 
+def wait_for(gate):
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gate file never appeared")
+        time.sleep(0.02)
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "fingerprint":
         print(fingerprint_file(argv[2]))
@@ -79,16 +92,32 @@ def main(argv):
             conn.selected_alpn_protocol(), conn.version()))
         conn.close()
         return 0
+    if len(argv) in (5, 6) and argv[1] == "resume":
+        port, name, ca = argv[2:5]
+        ctx = ssl.create_default_context(cafile=ca)
+        first = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=10),
+                                server_hostname=name)
+        request(first, name, "/")  # a TLS 1.3 ticket comes after the handshake
+        session = first.session
+        reused_first = first.session_reused
+        first.close()
+        if len(argv) == 6:
+            print("first done", flush=True)
+            wait_for(argv[5])
+        second = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=10),
+                                 server_hostname=name, session=session)
+        status = request(second, name, "/")
+        print("first reused=%s second reused=%s version=%s status=%d" % (
+            "yes" if reused_first else "no", "yes" if second.session_reused else "no",
+            second.version(), status))
+        second.close()
+        return 0
     if len(argv) == 6 and argv[1] == "hold":
         port, name, ca, gate = argv[2:6]
         conn = connect(port, name, ca)
         cert = fingerprint_der(conn.getpeercert(binary_form=True))
         print("first status=%d cert=%s" % (request(conn, name, "/"), cert), flush=True)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(gate):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gate file never appeared")
-            time.sleep(0.02)
+        wait_for(gate)
         status = request(conn, name, "/")
         print("second status=%d cert=%s" % (
             status, fingerprint_der(conn.getpeercert(binary_form=True))), flush=True)
