@@ -189,6 +189,21 @@ IT_TEST(sni_picks_the_certificate_by_name)
     assert_non_null(site);
 }
 
+IT_TEST(pipelining_and_large_bodies_over_tls)
+{
+    const char *dir = make_certs(env);
+    const char *ca = it_strf(env, "%s/ca.pem", dir);
+    struct it_config cfg;
+    tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *argv[] = {PYTHON,      TLS_CLIENT, "bulk", it_strf(env, "%d", f->port),
+                          "site.test", ca,         NULL};
+    struct it_run_result r;
+    it_run(env, argv, 60000, &r);
+    if (r.exit_code != 0 || strstr(r.out, "bulk ok") == NULL)
+        fail_msg("tls_client.py bulk (exit %d): %s%s", r.exit_code, r.out, r.err);
+}
+
 IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
 {
     const char *dir = make_certs(env);
@@ -622,6 +637,7 @@ IT_TEST(health_checks_speak_tls_to_a_tls_pool)
 }
 
 static const struct CMUnitTest tests[] = {
+    IT_CASE(pipelining_and_large_bodies_over_tls),
     IT_CASE(sessions_resume_and_a_reload_rotates_the_keys),
     IT_CASE(health_checks_speak_tls_to_a_tls_pool),
     IT_CASE(backend_tls_verifies_reuses_and_resumes),

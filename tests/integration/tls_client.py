@@ -12,6 +12,11 @@
       session: "first reused=no second reused=yes|no version=TLSvX"; with
       GATE, "first done" comes between them, and the second waits (20 s at
       most) until the file GATE exists
+  tls_client.py bulk PORT NAME CA
+      against the demo backend, on one keep-alive connection: five pipelined
+      GETs in one write, a 1 MiB POST /sum whose length and FNV-1a the backend
+      confirms, and GET /bytes?n=3000000 checked byte for byte; prints
+      "bulk ok" (or fails with the reason)
   tls_client.py hold PORT NAME CA GATE
       one connection: a request, a line "first status=N cert=F" on stdout, then
       waits (20 s at most) until the file GATE exists, and sends a second
@@ -72,6 +77,64 @@ def request(conn, name, path):
     return status
 
 
+def read_response(conn, buf):
+    """Reads one Content-Length response from conn after what buf holds; returns
+    (status, body, the rest of buf)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed before a response head")
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = 0
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "content-length":
+            length = int(value.strip())
+    while len(buf) < length:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError("connection closed in a body")
+        buf += chunk
+    return int(lines[0].split()[1]), buf[:length], buf[length:]
+
+
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def bulk(port, name, ca):
+    conn = connect(port, name, ca)
+    host = "Host: %s\r\n" % name
+    conn.sendall("".join("GET /p%d HTTP/1.1\r\n%s\r\n" % (i, host) for i in range(5)).encode())
+    buf = b""
+    for i in range(5):
+        status, _, buf = read_response(conn, buf)
+        if status != 200:
+            raise RuntimeError("pipelined GET %d: status %d" % (i, status))
+    body = os.urandom(1 << 20)
+    conn.sendall(("POST /sum HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n" % (host, len(body))).encode()
+                 + body)
+    status, answer, buf = read_response(conn, buf)
+    want = "len=%d fnv=%016x\n" % (len(body), fnv1a64(body))
+    if status != 200 or answer.decode() != want:
+        raise RuntimeError("POST /sum: %d %r, expected %r" % (status, answer, want))
+    n = 3000000
+    conn.sendall(("GET /bytes?n=%d HTTP/1.1\r\n%s\r\n" % (n, host)).encode())
+    status, data, buf = read_response(conn, buf)
+    pattern = bytes(((j * 131 + 7) & 0xFF) for j in range(256))
+    expect = (pattern * (n // 256 + 1))[:n]
+    if status != 200 or data != expect:
+        raise RuntimeError("GET /bytes: status %d, %d bytes, %s" % (
+            status, len(data), "intact" if data == expect else "not the pattern"))
+    conn.close()
+    print("bulk ok")
+
+
 def wait_for(gate):
     deadline = time.monotonic() + 20
     while not os.path.exists(gate):
@@ -91,6 +154,9 @@ def main(argv):
             status, fingerprint_der(conn.getpeercert(binary_form=True)),
             conn.selected_alpn_protocol(), conn.version()))
         conn.close()
+        return 0
+    if len(argv) == 5 and argv[1] == "bulk":
+        bulk(argv[2], argv[3], argv[4])
         return 0
     if len(argv) in (5, 6) and argv[1] == "resume":
         port, name, ca = argv[2:5]
