@@ -37,11 +37,11 @@ declare -A sources=(
   [response]="core/http_request.c core/http_rewrite.c"
   [body]="core/txn_parser.c core/http_request.c core/http_rewrite.c"
   [route]="core/http_request.c core/http_rewrite.c core/route.c"
-  [config]="core/config.c core/config_reader.c core/log.c core/log_writer.c"
-  [state]="core/overlay.c core/config.c core/config_reader.c core/log.c core/log_writer.c"
+  [config]="core/config.c core/config_reader.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
+  [state]="core/overlay.c core/config.c core/config_reader.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
 )
-declare -A libs=([request]="" [response]="" [body]="" [route]="" [config]="$(pkg-config --libs libconfig)"
-                   [state]="$(pkg-config --libs libconfig jansson)")
+declare -A libs=([request]="" [response]="" [body]="" [route]="" [config]="$(pkg-config --libs libconfig libssl libcrypto libuv)"
+                   [state]="$(pkg-config --libs libconfig jansson libssl libcrypto libuv)")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/lsan.supp}
