@@ -404,6 +404,22 @@ static void linger_shutdown_cb(uv_shutdown_t *req, int status)
         fc_client_close(c);
 }
 
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    /* Nothing waits for it: the connection closes when both ways have ended. */
+}
+
+void fc_client_shutdown(struct fc_client *c)
+{
+    if (c->closing || c->lingering || c->shut)
+        return;
+    c->shut = 1;
+    if (c->tls != NULL)
+        fc_tls_io_shutdown(c->tls, 1); /* close_notify, before the FIN */
+    c->shutdown_req.data = c;
+    uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb);
+}
+
 /*
  * Closing a socket that still has unread input makes the kernel answer with a
  * reset, which can destroy the end of the response before the client has read

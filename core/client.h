@@ -47,7 +47,8 @@ struct fc_client {
      * `reading`: the transaction wants input. Over TLS the socket may be read
      * (sock_reading) or input kept from it delivered first.
      */
-    unsigned closing : 1, reading : 1, writing : 1, eof : 1, lingering : 1, sock_reading : 1;
+    unsigned closing : 1, reading : 1, writing : 1, eof : 1, lingering : 1, sock_reading : 1,
+        shut : 1;
 };
 
 /**
@@ -148,6 +149,13 @@ static inline void fc_client_timer_stop(struct fc_client *c)
  * The request must be released already (c->txn NULL).
  */
 void fc_client_linger(struct fc_client *c);
+
+/**
+ * Ends our side of the byte stream once what was written has gone out
+ * (close_notify first, over TLS), and goes on reading: the half-close of a
+ * tunnel whose backend has finished sending. Once only.
+ */
+void fc_client_shutdown(struct fc_client *c);
 
 /** Closes the connection (put off while on_close says so). */
 void fc_client_close(struct fc_client *c);

@@ -136,7 +136,7 @@ static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
 static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
     static const char *const keys[] = {"connect_ms",  "client_header_ms", "idle_ms", "upstream_ms",
-                                       "shutdown_ms", "half_close_ms",    NULL};
+                                       "shutdown_ms", "half_close_ms",    "tunnel_ms", NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 
@@ -146,6 +146,7 @@ static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root
     cfg->timeouts.upstream_ms = 30000;
     cfg->timeouts.shutdown_ms = 10000;
     cfg->timeouts.half_close_ms = 100;
+    cfg->timeouts.tunnel_ms = 3600000;
     if (fc_cfg_get_compound(ld, root, "", "timeouts", CONFIG_TYPE_GROUP, 0, &g) != FC_CFG_GOT)
         return;
     fc_cfg_check_keys(ld, g, "timeouts.", keys);
@@ -160,6 +161,7 @@ static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root
                    &cfg->timeouts.shutdown_ms);
     fc_cfg_get_u32(ld, g, "timeouts.", "half_close_ms", 0, MAX_TIMEOUT_MS,
                    &cfg->timeouts.half_close_ms);
+    fc_cfg_get_u32(ld, g, "timeouts.", "tunnel_ms", 1, MAX_TIMEOUT_MS, &cfg->timeouts.tunnel_ms);
 }
 
 static void load_limits(struct fc_cfg_loader *ld, const config_setting_t *root)

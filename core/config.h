@@ -119,6 +119,7 @@ struct fc_config {
         uint32_t shutdown_ms;      /**< default 10000: how long SIGTERM waits for requests */
         uint32_t half_close_ms;    /**< default 100: a client's close this soon after its
                                         request is a half-close (answered), later an abort */
+        uint32_t tunnel_ms;        /**< default 3600000: idle limit of a WebSocket tunnel */
     } timeouts;
 
     struct {

@@ -49,6 +49,8 @@ struct fc_request {
     int status;            /**< response: status code */
     struct fc_span reason; /**< response: reason phrase */
     uint8_t http_major, http_minor;
+    uint8_t upgrade_ws;   /**< an Upgrade header names websocket */
+    uint8_t conn_upgrade; /**< Connection holds the token "upgrade" */
     /** Header names listed in Connection (other than close/keep-alive): hop-by-hop too. */
     struct fc_span conn_tokens[FC_MAX_CONN_TOKENS];
     uint32_t n_conn_tokens;

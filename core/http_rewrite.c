@@ -10,6 +10,7 @@ void fc_head_reset(struct fc_request *h)
     h->method.len = h->target.len = h->host.len = h->reason.len = 0;
     h->status = 0;
     h->http_major = h->http_minor = 0;
+    h->upgrade_ws = h->conn_upgrade = 0;
     h->n_conn_tokens = 0;
     h->n_headers = 0;
 }
@@ -82,19 +83,27 @@ static int span_equals_span(struct fc_span a, struct fc_span b)
     return 1;
 }
 
+/* The next element of a comma-separated list from *i on (empty at the end). */
+static struct fc_span next_token(struct fc_span v, uint32_t *i)
+{
+    while (*i < v.len && (is_ows(v.p[*i]) || v.p[*i] == ','))
+        (*i)++;
+    uint32_t start = *i;
+    while (*i < v.len && v.p[*i] != ',' && !is_ows(v.p[*i]))
+        (*i)++;
+    return (struct fc_span){v.p + start, *i - start};
+}
+
 /* Records the tokens of a Connection header that name other headers. Returns -1 on overflow. */
 static int note_connection_tokens(struct fc_request *h, struct fc_span v)
 {
     uint32_t i = 0;
     while (i < v.len) {
-        while (i < v.len && (is_ows(v.p[i]) || v.p[i] == ','))
-            i++;
-        uint32_t start = i;
-        while (i < v.len && v.p[i] != ',' && !is_ows(v.p[i]))
-            i++;
-        struct fc_span tok = {v.p + start, i - start};
+        struct fc_span tok = next_token(v, &i);
         if (tok.len == 0 || fc_span_equals(tok, "close") || fc_span_equals(tok, "keep-alive"))
             continue;
+        if (fc_span_equals(tok, "upgrade"))
+            h->conn_upgrade = 1;
         /* A name left unremoved would reach the next hop: refuse rather than forward it. */
         if (h->n_conn_tokens == FC_MAX_CONN_TOKENS)
             return -1;
@@ -165,8 +174,18 @@ int fc_head_on_value_complete(struct fc_request *h)
         h->host = cur->value;
     } else if (cur->kind == FC_HDR_HOP && fc_span_equals(cur->name, "connection")) {
         return note_connection_tokens(h, cur->value);
+    } else if (cur->kind == FC_HDR_HOP && fc_span_equals(cur->name, "upgrade")) {
+        for (uint32_t i = 0; i < cur->value.len;)
+            if (fc_span_equals(next_token(cur->value, &i), "websocket"))
+                h->upgrade_ws = 1;
     }
     return 0;
+}
+
+int fc_head_wants_websocket(const struct fc_request *req)
+{
+    return req->upgrade_ws && req->conn_upgrade && req->http_major == 1 && req->http_minor == 1 &&
+           fc_span_equals(req->method, "get");
 }
 
 /*
@@ -480,6 +499,8 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
     put_str(&o, "\r\nX-Forwarded-Proto: ");
     put_str(&o, fw->proto);
     put(&o, "\r\n", 2);
+    if (fw->websocket)
+        put_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
 
     /*
      * Forwarded (RFC 7239), when the client sent one: its elements, in order,
@@ -535,7 +556,9 @@ int fc_rewrite_response(const struct fc_request *resp, unsigned flags, char *out
             continue;
         put_header(&o, hdr);
     }
-    if (flags & FC_RESP_CLOSE)
+    if (flags & FC_RESP_UPGRADE)
+        put_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    else if (flags & FC_RESP_CLOSE)
         put_str(&o, "Connection: close\r\n");
     else if (flags & FC_RESP_KEEPALIVE)
         put_str(&o, "Connection: keep-alive\r\n");

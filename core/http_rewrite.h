@@ -70,6 +70,15 @@ int fc_head_check_request(struct fc_request *req, int chunked, uint64_t content_
  */
 int fc_head_framing_check(const struct fc_request *h, int chunked_by_parser);
 
+/**
+ * True when a complete request head asks for a WebSocket (RFC 6455 4.1): a
+ * GET in HTTP/1.1 with an Upgrade that names websocket and a Connection that
+ * names upgrade. Upgrade and Connection stay hop-by-hop: the rewrites say
+ * them again (struct fc_forward_info.websocket, FC_RESP_UPGRADE). Any other
+ * upgrade (h2c, TLS/1.0) is not one, and is stripped.
+ */
+int fc_head_wants_websocket(const struct fc_request *req);
+
 /** True when `hdr` must not be forwarded: hop-by-hop, or named in Connection. */
 int fc_header_is_hop_by_hop(const struct fc_request *h, const struct fc_header *hdr);
 
@@ -83,13 +92,15 @@ struct fc_forward_info {
     const char *proto;        /**< X-Forwarded-Proto value, "http" */
     const char *default_host; /**< Host sent when the client sent none (HTTP/1.0) */
     size_t default_host_len;
+    int websocket; /**< the request asks for a WebSocket: "Connection: Upgrade", "Upgrade: websocket" */
 };
 
 /**
  * Writes the request head forwarded upstream into out: the request line in
  * HTTP/1.1, the client's headers minus hop-by-hop ones and minus incoming
  * X-Forwarded-For/-Proto, one X-Forwarded-For with the incoming values and the
- * client address appended, X-Forwarded-Proto, Host if the client sent none,
+ * client address appended, X-Forwarded-Proto, the WebSocket upgrade when
+ * `fw->websocket` asks for it, Host if the client sent none,
  * and, if the client sent Forwarded, one Forwarded with its elements and ours
  * (for=CLIENT;proto=PROTO) appended.
  * Returns the length, or -1 when it does not fit in cap.
@@ -101,6 +112,7 @@ enum fc_response_rewrite_flags {
     FC_RESP_CLOSE = 1u << 0,     /**< add "Connection: close": the proxy closes after it */
     FC_RESP_KEEPALIVE = 1u << 1, /**< add "Connection: keep-alive" (HTTP/1.0 clients) */
     FC_RESP_DECHUNK = 1u << 2,   /**< drop Transfer-Encoding: the body is sent decoded */
+    FC_RESP_UPGRADE = 1u << 3,   /**< a 101 to a WebSocket: "Connection: Upgrade", "Upgrade: websocket" */
 };
 
 /**

@@ -46,6 +46,7 @@ struct fc_listener_stats {
     uint64_t proxy_responses[FC_STATS_PROXY_CODES]; /**< the proxy's own, by code */
     uint64_t bytes_in, bytes_out;
     uint64_t abandoned; /**< requests whose client left while their response was awaited (499) */
+    uint64_t tunnels_opened, tunnels_closed; /**< WebSocket tunnels (open: the difference) */
     uint64_t
         tls_failures[FC_STATS_TLS_FAILURES]; /**< failed handshakes and bad records, by reason */
 } __attribute__((aligned(64)));

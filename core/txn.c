@@ -123,6 +123,7 @@ void fc_txn_begin(struct fc_txn *t)
     req->http_minor = t->parser.http_minor;
     t->client_10 = req->http_major == 1 && req->http_minor == 0;
     t->head_req = t->parser.method == HTTP_HEAD;
+    t->websocket = fc_head_wants_websocket(req) && !t->req_has_body;
     t->keep_alive = llhttp_should_keep_alive(&t->parser) && !w->draining;
     if (fc_access_log_on())
         snprintf(t->log_req, sizeof(t->log_req), "%.*s %.*s HTTP/%u.%u", (int)req->method.len,
@@ -532,6 +533,7 @@ void fc_txn_send_request_head(struct fc_txn *t)
         .proto = fc_client_is_tls(c) ? "https" : "http",
         .default_host = v->address,
         .default_host_len = strlen(v->address),
+        .websocket = t->websocket,
     };
     int n = fc_rewrite_request(&t->req, &fw, t->out, t->out_cap);
     if (n < 0) {
@@ -640,6 +642,59 @@ void fc_txn_upstream_failed(struct fc_txn *t, const char *why)
 }
 
 /*
+ * A final response head (or a 101) arrived: the response has started, and the
+ * backend's health, counters and strategy hear of it.
+ */
+static void final_head(struct fc_txn *t)
+{
+    int status = t->resp.status;
+    t->status = status;
+    t->resp_started = 1;
+    fc_health_report_success(&t->pool->shared[t->backend]->passive_failures);
+    uint64_t took = uv_hrtime() - t->t_start;
+    t->head_ns = took;
+    struct fc_backend_stats *bs = backend_stats(t);
+    int cls = fc_stats_class(status); /* -1 for 600..999, which llhttp lets through */
+    if (cls >= 0)
+        fc_stats_add(&bs->responses[cls], 1);
+    fc_stats_add(&bs->buckets[fc_stats_bucket(took)], 1);
+    fc_stats_add(&bs->latency_ns, took);
+    struct fc_instance *inst = &t->pool->strategy[t->c->w->index];
+    if (inst->plugin->desc->strategy->outcome)
+        inst->plugin->desc->strategy->outcome(inst->state, (uint32_t)t->backend, status,
+                                              took / 1000);
+}
+
+/*
+ * A 101: the backend switches protocols. Only a WebSocket handshake may be
+ * answered so, and only to websocket: then the 101 goes to the client, and
+ * the connection becomes a tunnel (txn_tunnel.c). `used` is the length of
+ * the head in the upstream buffer; what follows it is the backend's first
+ * bytes in the new protocol.
+ */
+static void switching(struct fc_txn *t, uv_buf_t *bufs, size_t used)
+{
+    struct fc_upstream *u = t->up;
+    if (!t->websocket || !t->resp.upgrade_ws) {
+        fc_txn_upstream_failed(t, t->websocket ? "101 Switching Protocols to other than websocket"
+                                               : "unexpected 101 Switching Protocols");
+        return;
+    }
+    int hn = fc_rewrite_response(&t->resp, FC_RESP_UPGRADE, t->out, t->out_cap);
+    if (hn < 0) {
+        fc_txn_upstream_failed(t, "response head too large");
+        return;
+    }
+    final_head(t);
+    u->off += (uint32_t)used;
+    unsigned n = 0;
+    bufs[n++] = uv_buf_init(t->out, (unsigned)hn);
+    if (u->off < u->len)
+        bufs[n++] = uv_buf_init(u->buf + u->off, u->len - u->off);
+    fc_tunnel_start(t, bufs, n);
+}
+
+/*
  * The response head is complete: relay an interim one and wait for the next,
  * or rewrite the final one into the output buffer (bufs[0]) and parse what
  * follows it. Returns the number of buffers to write (bufs[1] is the body
@@ -658,7 +713,7 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
     resp->http_major = p->http_major;
     resp->http_minor = p->http_minor;
     if (status == 101) {
-        fc_txn_upstream_failed(t, "unexpected 101 Switching Protocols");
+        switching(t, bufs, *used);
         return -1;
     }
     if (status < 100) {
@@ -703,22 +758,8 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
         fc_txn_upstream_failed(t, "response head too large");
         return -1;
     }
-    t->status = status;
-    t->resp_started = 1;
-    fc_health_report_success(&t->pool->shared[t->backend]->passive_failures);
+    final_head(t);
     bufs[0] = uv_buf_init(t->out, (unsigned)hn);
-    uint64_t took = uv_hrtime() - t->t_start;
-    t->head_ns = took;
-    struct fc_backend_stats *bs = backend_stats(t);
-    int cls = fc_stats_class(status); /* -1 for 600..999, which llhttp lets through */
-    if (cls >= 0)
-        fc_stats_add(&bs->responses[cls], 1);
-    fc_stats_add(&bs->buckets[fc_stats_bucket(took)], 1);
-    fc_stats_add(&bs->latency_ns, took);
-    struct fc_instance *inst = &t->pool->strategy[c->w->index];
-    if (inst->plugin->desc->strategy->outcome)
-        inst->plugin->desc->strategy->outcome(inst->state, (uint32_t)t->backend, status,
-                                              took / 1000);
     /* The head may have ended exactly here; the body (if any) follows. */
     const char *body = *start + *used;
     size_t rest = avail - *used;
@@ -778,7 +819,7 @@ void fc_txn_relay_response(struct fc_txn *t)
     size_t used;
     if (e == HPE_OK) {
         used = avail;
-    } else if (e == HPE_PAUSED) {
+    } else if (fc_parser_paused(e)) {
         used = (size_t)(llhttp_get_error_pos(&t->resp_parser) - start);
     } else {
         fc_txn_upstream_failed(t, llhttp_get_error_reason(&t->resp_parser));
@@ -828,16 +869,6 @@ void fc_txn_relay_response(struct fc_txn *t)
 /* 6. The response went out: the end, and the next request                   */
 /* ------------------------------------------------------------------------ */
 
-/* A response went out in full: counted, then logged. */
-static void response_sent(struct fc_txn *t)
-{
-    struct fc_listener_stats *ls = listener_stats(t);
-    int cls = fc_stats_class(t->status);
-    if (cls >= 0)
-        fc_stats_add(&ls->responses[cls], 1);
-    fc_stats_add(&ls->bytes_out, t->bytes_out);
-}
-
 static void access_log(struct fc_txn *t)
 {
     struct fc_access_entry e = {
@@ -853,6 +884,16 @@ static void access_log(struct fc_txn *t)
         .head_ns = t->head_ns,
     };
     fc_access_log_write(t->c->w, &e);
+}
+
+void fc_txn_log(struct fc_txn *t)
+{
+    struct fc_listener_stats *ls = listener_stats(t);
+    int cls = fc_stats_class(t->status);
+    if (cls >= 0)
+        fc_stats_add(&ls->responses[cls], 1);
+    fc_stats_add(&ls->bytes_out, t->bytes_out);
+    access_log(t);
 }
 
 /* Ends the transaction's hold on its generation and backend, if it has one. */
@@ -893,8 +934,7 @@ void fc_txn_client_written(struct fc_txn *t)
         return;
     if (t->phase == FC_TXN_REPLY) {
         if (t->close_after_reply) {
-            response_sent(t);
-            access_log(t);
+            fc_txn_log(t);
             txn_linger(t);
             return;
         }
@@ -931,8 +971,7 @@ void fc_txn_client_written(struct fc_txn *t)
 void fc_txn_end(struct fc_txn *t)
 {
     struct fc_client *c = t->c;
-    response_sent(t);
-    access_log(t);
+    fc_txn_log(t);
     struct fc_upstream *u = t->up;
     if (u != NULL) {
         t->up = NULL;

@@ -34,12 +34,19 @@ static void client_on_read(struct fc_client *c, size_t n)
     struct fc_txn *t = c->txn;
     t->in_len += (uint32_t)n;
     fc_stats_add(&fc_stats_listener(c->listener->stats, c->w->index)->bytes_in, n);
-    fc_txn_process(t);
+    if (t->phase == FC_TXN_TUNNEL)
+        fc_tunnel_from_client(t);
+    else
+        fc_txn_process(t);
 }
 
 static void client_on_read_end(struct fc_client *c, int status)
 {
     struct fc_txn *t = c->txn;
+    if (t != NULL && t->phase == FC_TXN_TUNNEL) {
+        fc_tunnel_client_ended(t, status);
+        return;
+    }
     if (status == UV_ENOBUFS) {
         if (t == NULL)
             fc_client_close(c); /* out of memory for its request */
@@ -85,6 +92,7 @@ static void client_on_read_end(struct fc_client *c, int status)
             fc_txn_abort(t, NULL);
         break;
     case FC_TXN_REPLY:
+    case FC_TXN_TUNNEL:
         break;
     }
 }
@@ -92,6 +100,10 @@ static void client_on_read_end(struct fc_client *c, int status)
 static void client_on_written(struct fc_client *c, int status)
 {
     struct fc_txn *t = c->txn;
+    if (t->phase == FC_TXN_TUNNEL) {
+        fc_tunnel_client_written(t, status);
+        return;
+    }
     if (status < 0) {
         fc_log_debug("client %s: write: %s", c->ip, uv_strerror(status));
         fc_txn_abort(t, NULL);
@@ -126,6 +138,9 @@ static void client_on_timeout(struct fc_client *c)
     case FC_TXN_REPLY:
         fc_client_close(c);
         break;
+    case FC_TXN_TUNNEL:
+        fc_tunnel_timeout(t);
+        break;
     }
 }
 
@@ -137,6 +152,8 @@ static int client_on_close(struct fc_client *c)
         t->close_deferred = 1;
         return 1;
     }
+    if (t->phase == FC_TXN_TUNNEL)
+        fc_tunnel_closed(t);
     fc_txn_release(t);
     /* A pending write's request lives in t: libuv cancels it, with its
      * callback, before the close callback, where t then goes. */
@@ -174,12 +191,19 @@ static void upstream_on_connect(struct fc_upstream *u, int status)
 
 static void upstream_on_read(struct fc_upstream *u)
 {
-    fc_txn_relay_response(u->txn);
+    if (u->txn->phase == FC_TXN_TUNNEL)
+        fc_tunnel_from_backend(u->txn);
+    else
+        fc_txn_relay_response(u->txn);
 }
 
 static void upstream_on_read_end(struct fc_upstream *u, int status)
 {
     struct fc_txn *t = u->txn;
+    if (t->phase == FC_TXN_TUNNEL) {
+        fc_tunnel_backend_ended(t, status);
+        return;
+    }
     if (status == UV_EOF && t->up_head_done && !t->resp_done) {
         /* A body delimited by the end of the connection ends here. */
         t->up_keep_alive = 0;
@@ -205,6 +229,10 @@ static void upstream_on_read_end(struct fc_upstream *u, int status)
 static void upstream_on_written(struct fc_upstream *u, int status)
 {
     struct fc_txn *t = u->txn;
+    if (t->phase == FC_TXN_TUNNEL) {
+        fc_tunnel_backend_written(t, status);
+        return;
+    }
     if (status < 0) {
         fc_log_debug("backend %s: write: %s", t->pool->views[t->backend].address,
                      uv_strerror(status));
@@ -230,6 +258,8 @@ static void upstream_on_timeout(struct fc_upstream *u)
 {
     struct fc_txn *t = u->txn;
     struct fc_client *c = t->c;
+    if (t->phase == FC_TXN_TUNNEL)
+        return; /* not armed in a tunnel: the client's timer keeps tunnel_ms */
     if (!u->connected) {
         fc_txn_connect_failed(t, UV_ETIMEDOUT, 1);
         return;

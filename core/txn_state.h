@@ -8,6 +8,7 @@
  *   txn_events.c  what each event of the two transports means for the
  *                 request, and the event tables handed to them
  *   txn_parser.c  the llhttp callbacks that record request and response heads
+ *   txn_tunnel.c  what a connection becomes after a 101 to a WebSocket
  *   txn_state.c   taking and giving back request memory
  *   txn_warn.c    warnings about requests, summarised
  *
@@ -37,6 +38,7 @@ enum fc_txn_phase {
     FC_TXN_CONNECTING, /**< head complete: picking a backend, connecting */
     FC_TXN_PROXY,      /**< upstream connected: relaying both ways */
     FC_TXN_REPLY,      /**< writing a response of the proxy's own */
+    FC_TXN_TUNNEL,     /**< after a 101 to a WebSocket: bytes both ways (txn_tunnel.c) */
 };
 
 /* The handle a rate limiter gets for a verdict it gives later. */
@@ -59,7 +61,8 @@ struct fc_txn {
     unsigned in_process : 1, again : 1, head_done : 1, msg_done : 1, req_done : 1, req_has_body : 1,
         head_pending : 1, head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1,
         resp_done : 1, dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
-        rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1;
+        rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1,
+        websocket : 1, tun_client_eof : 1, tun_backend_eof : 1;
     int err_status;         /* set by a parser callback that refuses the request */
     uint64_t retry_after_s; /* for a 429 */
     struct fc_ratelimit_pending rl_pending;
@@ -204,6 +207,34 @@ void fc_txn_reply(struct fc_txn *t, int status, int close);
 void fc_txn_client_left(struct fc_txn *t);
 /** Ends the request and the connection: nothing valid can be answered. */
 void fc_txn_abort(struct fc_txn *t, const char *why);
+/** The response went out (or the tunnel after it ended): counted, then logged. */
+void fc_txn_log(struct fc_txn *t);
+
+/* ---- txn_tunnel.c: after a 101 to a WebSocket ------------------------------ */
+
+/**
+ * The backend answered the WebSocket handshake with 101: the connection
+ * becomes a tunnel. bufs[0] is the rewritten 101 head (in t->out), bufs[1]
+ * (n == 2) what the backend sent behind it; what the client sent behind its
+ * handshake waits in the input buffer from in_off.
+ */
+void fc_tunnel_start(struct fc_txn *t, uv_buf_t *bufs, unsigned n);
+/** The client sent bytes (in t->in from in_off): on to the backend. */
+void fc_tunnel_from_client(struct fc_txn *t);
+/** The client's reading ended: UV_EOF (passed on to the backend) or an error. */
+void fc_tunnel_client_ended(struct fc_txn *t, int status);
+/** The client took what was written to it (status < 0: failed). */
+void fc_tunnel_client_written(struct fc_txn *t, int status);
+/** The backend sent bytes (in the upstream buffer from off): on to the client. */
+void fc_tunnel_from_backend(struct fc_txn *t);
+/** The backend's reading ended: UV_EOF (passed on to the client) or an error. */
+void fc_tunnel_backend_ended(struct fc_txn *t, int status);
+/** The backend took what was written to it (status < 0: failed). */
+void fc_tunnel_backend_written(struct fc_txn *t, int status);
+/** timeouts.tunnel_ms passed without a byte either way. */
+void fc_tunnel_timeout(struct fc_txn *t);
+/** The connection closes: the tunnel is counted out and logged (status 101). */
+void fc_tunnel_closed(struct fc_txn *t);
 
 /**
  * Logs a warning about the request's pool, of kind `what` (a string literal:

@@ -142,7 +142,7 @@ struct fc_upstream *fc_upstream_new(struct fc_worker *w, struct fc_backend_share
     fc_backend_shared_acquire(b);
     uv_tcp_init(&w->loop, &u->tcp);
     uv_timer_init(&w->loop, &u->timer);
-    u->tcp.data = u->timer.data = u->creq.data = u->wreq.data = u;
+    u->tcp.data = u->timer.data = u->creq.data = u->wreq.data = u->sreq.data = u;
     u->handles = 2;
     u->all_next = set->head;
     if (u->all_next)
@@ -182,6 +182,26 @@ static void timer_cb(uv_timer_t *t)
 void fc_upstream_timer_arm(struct fc_upstream *u, uint64_t ms)
 {
     uv_timer_start(&u->timer, timer_cb, ms, 0);
+}
+
+void fc_upstream_timer_stop(struct fc_upstream *u)
+{
+    uv_timer_stop(&u->timer);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    /* Nothing waits for it: the connection closes when both ways have ended. */
+}
+
+void fc_upstream_shutdown(struct fc_upstream *u)
+{
+    if (u->shut || u->closing)
+        return;
+    u->shut = 1;
+    if (u->tls != NULL)
+        fc_tls_io_shutdown(u->tls, 1); /* close_notify, before the FIN */
+    uv_shutdown(&u->sreq, (uv_stream_t *)&u->tcp, shutdown_cb);
 }
 
 static void tls_start(struct fc_upstream *u);
@@ -497,7 +517,7 @@ void fc_upstream_park(struct fc_upstream *u)
 {
     struct fc_worker *w = u->w;
     /* Stopping, or a backend out of rotation: no new request would take it. */
-    if (w->draining || __atomic_load_n(&u->backend->retiring, __ATOMIC_ACQUIRE) ||
+    if (w->draining || u->shut || __atomic_load_n(&u->backend->retiring, __ATOMIC_ACQUIRE) ||
         (u->tls != NULL && fc_tls_io_pending(u->tls))) {
         fc_upstream_close(u);
         return;

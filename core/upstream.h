@@ -36,6 +36,7 @@ struct fc_upstream {
     uv_timer_t timer;
     uv_connect_t creq;
     uv_write_t wreq;
+    uv_shutdown_t sreq; /**< fc_upstream_shutdown() */
     struct fc_worker *w;
     struct fc_backend_shared *backend; /**< one reference held */
     struct fc_txn *txn;                /**< the transaction it serves; NULL when idle */
@@ -52,7 +53,7 @@ struct fc_upstream {
      * TLS the socket is read also during the handshake (sock_reading).
      */
     unsigned connected : 1, reused : 1, writing : 1, reading : 1, got_bytes : 1, closing : 1,
-        idle : 1, sock_reading : 1;
+        idle : 1, sock_reading : 1, shut : 1;
 };
 
 /**
@@ -138,6 +139,16 @@ int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n);
 
 /** on_timeout in `ms` (replacing what the timer was set to). */
 void fc_upstream_timer_arm(struct fc_upstream *u, uint64_t ms);
+
+/** No on_timeout: the transaction keeps time itself (a tunnel). */
+void fc_upstream_timer_stop(struct fc_upstream *u);
+
+/**
+ * Ends our side of the byte stream once what was written has gone out
+ * (close_notify first, over TLS): the backend reads an end, and may go on
+ * sending. Once only; the connection is never reused after it.
+ */
+void fc_upstream_shutdown(struct fc_upstream *u);
 
 /**
  * The transaction is done with u and both messages ended cleanly: back to
