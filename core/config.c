@@ -135,8 +135,9 @@ static void load_log(struct fc_cfg_loader *ld, const config_setting_t *root)
 
 static void load_timeouts(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"connect_ms",  "client_header_ms", "idle_ms", "upstream_ms",
-                                       "shutdown_ms", "half_close_ms",    "tunnel_ms", NULL};
+    static const char *const keys[] = {
+        "connect_ms",  "client_header_ms", "idle_ms",   "upstream_ms",
+        "shutdown_ms", "half_close_ms",    "tunnel_ms", NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *g;
 

@@ -92,7 +92,8 @@ struct fc_forward_info {
     const char *proto;        /**< X-Forwarded-Proto value, "http" */
     const char *default_host; /**< Host sent when the client sent none (HTTP/1.0) */
     size_t default_host_len;
-    int websocket; /**< the request asks for a WebSocket: "Connection: Upgrade", "Upgrade: websocket" */
+    int websocket; /**< the request asks for a WebSocket: "Connection: Upgrade", "Upgrade:
+                      websocket" */
 };
 
 /**
@@ -112,7 +113,8 @@ enum fc_response_rewrite_flags {
     FC_RESP_CLOSE = 1u << 0,     /**< add "Connection: close": the proxy closes after it */
     FC_RESP_KEEPALIVE = 1u << 1, /**< add "Connection: keep-alive" (HTTP/1.0 clients) */
     FC_RESP_DECHUNK = 1u << 2,   /**< drop Transfer-Encoding: the body is sent decoded */
-    FC_RESP_UPGRADE = 1u << 3,   /**< a 101 to a WebSocket: "Connection: Upgrade", "Upgrade: websocket" */
+    FC_RESP_UPGRADE =
+        1u << 3, /**< a 101 to a WebSocket: "Connection: Upgrade", "Upgrade: websocket" */
 };
 
 /**

@@ -176,7 +176,8 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
     family(t, "fulcrum_tunnels", "gauge", "WebSocket tunnels open now.");
     for (uint32_t l = 0; l < cfg->n_listeners; l++)
         fc_text_printf(
-            t, "fulcrum_tunnels{listener=\"%s\"} %llu\n", esc(cfg->listeners[l].address, a, sizeof(a)),
+            t, "fulcrum_tunnels{listener=\"%s\"} %llu\n",
+            esc(cfg->listeners[l].address, a, sizeof(a)),
             (unsigned long long)(s->listeners[l].tunnels_opened - s->listeners[l].tunnels_closed));
     /* TLS listeners only: a plain one has no handshake to fail. */
     int tls = 0;

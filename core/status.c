@@ -62,12 +62,11 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
         struct fc_listener_stats s;
         fc_stats_sum_listener_at(cfg->listeners[l].address, g->n_workers, &s);
         json_array_append_new(
-            listeners,
-            json_pack("{s:s, s:s, s:I, s:I, s:b}", "address", cfg->listeners[l].address, "pool",
-                      cfg->pools[cfg->listeners[l].pool].name, "connections",
-                      (json_int_t)(s.accepted - s.closed), "tunnels",
-                      (json_int_t)(s.tunnels_opened - s.tunnels_closed), "tls",
-                      cfg->listeners[l].tls != NULL));
+            listeners, json_pack("{s:s, s:s, s:I, s:I, s:b}", "address", cfg->listeners[l].address,
+                                 "pool", cfg->pools[cfg->listeners[l].pool].name, "connections",
+                                 (json_int_t)(s.accepted - s.closed), "tunnels",
+                                 (json_int_t)(s.tunnels_opened - s.tunnels_closed), "tls",
+                                 cfg->listeners[l].tls != NULL));
     }
     json_t *pools = json_array();
     for (uint32_t p = 0; p < cfg->n_pools; p++) {

@@ -107,9 +107,12 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
     sb_printf(&sb, "};\n");
     sb_printf(&sb,
               "timeouts = { connect_ms = %d; client_header_ms = %d; idle_ms = %d; "
-              "upstream_ms = %d; shutdown_ms = %d; };\n",
+              "upstream_ms = %d; shutdown_ms = %d; ",
               cfg->connect_ms, cfg->client_header_ms, cfg->idle_ms, cfg->upstream_ms,
               cfg->shutdown_ms);
+    if (cfg->tunnel_ms > 0)
+        sb_printf(&sb, "tunnel_ms = %d; ", cfg->tunnel_ms);
+    sb_printf(&sb, "};\n");
     sb_printf(&sb, "limits = { max_header_bytes = %ld; max_body_bytes = %ld; ",
               cfg->max_header_bytes, cfg->max_body_bytes);
     if (cfg->max_connections > 0)

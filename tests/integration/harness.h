@@ -169,6 +169,22 @@ void it_run(struct it_env *env, const char *const *argv, int timeout_ms,
  */
 struct it_proc *it_start(struct it_env *env, const char *label, const char *const *argv);
 
+/*
+ * Waits up to timeout_ms until the child has printed `text` on stdout; fails
+ * the test, printing its stderr, when it does not.
+ */
+void it_proc_wait_output(struct it_env *env, struct it_proc *proc, const char *text,
+                         int timeout_ms);
+/*
+ * Makes the test certificates with make-certs.sh (real openssl) in
+ * "<env dir>/certs" and returns that folder: a test CA (ca.pem) and one
+ * other (other-ca.pem); site.pem for "site.test" and "www.site.test",
+ * site2.pem for the same names, api.pem for "api.test", wild.pem for
+ * "*.wild.test", backend.pem for "backend.test" and 127.0.0.1, an expired
+ * expired.pem, each with its NAME.key (ECDSA P-256), and mismatch.key, which
+ * matches none of them. Fails the test if openssl does.
+ */
+const char *it_make_certs(struct it_env *env);
 /* ---- demo backends (backends.c) ---------------------------------------- */
 
 /*
@@ -315,6 +331,7 @@ struct it_pool_config {
 struct it_config {
     int workers;
     int connect_ms, client_header_ms, idle_ms, upstream_ms, shutdown_ms;
+    int tunnel_ms; /* timeouts.tunnel_ms; 0: not set (fulcrum's default) */
     long max_header_bytes, max_body_bytes;
     long max_connections; /* limits.max_connections; 0: not set (fulcrum's default) */
     int nofile;           /* RLIMIT_NOFILE of fulcrum (it runs under prlimit); 0: inherited */

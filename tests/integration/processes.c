@@ -240,6 +240,28 @@ const char *it_proc_stdout(struct it_env *env, const struct it_proc *proc)
     return env_read_file(env, proc->out_path);
 }
 
+void it_proc_wait_output(struct it_env *env, struct it_proc *proc, const char *text, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    while (strstr(it_proc_stdout(env, proc), text) == NULL) {
+        if (it_now_ms() > deadline)
+            fail_msg("%s printed no \"%s\" within %d ms; its stderr:\n%s", proc->label, text,
+                     timeout_ms, it_proc_stderr(env, proc));
+        it_sleep_ms(20);
+    }
+}
+
+const char *it_make_certs(struct it_env *env)
+{
+    const char *dir = it_path(env, "certs");
+    const char *argv[] = {"/bin/bash", FC_IT_MAKE_CERTS, dir, NULL};
+    struct it_run_result r;
+    it_run(env, argv, 30000, &r);
+    if (r.exit_code != 0)
+        fail_msg("make-certs.sh failed (%d): %s", r.exit_code, r.err);
+    return dir;
+}
+
 /* Prints the tail of a file between marker lines; false if it is empty. */
 static bool dump_file(const char *what, const char *path)
 {

@@ -21,19 +21,6 @@
 #define TLS_CLIENT FC_IT_SOURCE_DIR "/tests/integration/tls_client.py"
 #define TLS_BACKEND FC_IT_SOURCE_DIR "/tests/integration/tls_backend.py"
 
-/* Makes the test certificates in <env>/certs; returns that folder. */
-static const char *make_certs(struct it_env *env)
-{
-    const char *dir = it_path(env, "certs");
-    const char *argv[] = {"/bin/bash", FC_IT_SOURCE_DIR "/tests/integration/make-certs.sh", dir,
-                          NULL};
-    struct it_run_result r;
-    it_run(env, argv, 30000, &r);
-    if (r.exit_code != 0)
-        fail_msg("make-certs.sh failed (%d): %s", r.exit_code, r.err);
-    return dir;
-}
-
 static const char *cert_entry(struct it_env *env, const char *dir, const char *name)
 {
     return it_strf(env, "{ cert = \"%s/%s.pem\"; key = \"%s/%s.key\"; }", dir, name, dir, name);
@@ -107,17 +94,6 @@ static const char *failures(struct it_env *env, int port, const char *reason)
                    port, reason);
 }
 
-/* Waits until the process printed `line`. */
-static void wait_output(struct it_env *env, struct it_proc *p, const char *line)
-{
-    int64_t deadline = it_now_ms() + 10000;
-    while (strstr(it_proc_stdout(env, p), line) == NULL) {
-        if (it_now_ms() > deadline)
-            fail_msg("no \"%s\" from the client: %s", line, it_proc_stderr(env, p));
-        it_sleep_ms(20);
-    }
-}
-
 static void open_gate(const char *gate)
 {
     FILE *g = fopen(gate, "w");
@@ -150,7 +126,7 @@ static bool closed_after_any(struct it_conn *c, int timeout_ms)
 
 IT_TEST(sni_picks_the_certificate_by_name)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
     tls_config(env, &cfg,
@@ -191,7 +167,7 @@ IT_TEST(sni_picks_the_certificate_by_name)
 
 IT_TEST(pipelining_and_large_bodies_over_tls)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
     tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
@@ -206,7 +182,7 @@ IT_TEST(pipelining_and_large_bodies_over_tls)
 
 IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
     int admin =
@@ -279,7 +255,7 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
 
 IT_TEST(handshake_is_bounded_by_client_header_ms)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     struct it_config cfg;
     int admin =
         tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
@@ -309,7 +285,7 @@ static void copy_file(struct it_env *env, const char *from, const char *to)
 
 IT_TEST(reload_swaps_certificates_and_open_connections_keep_theirs)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     const char *live_pem = it_strf(env, "%s/live.pem", dir);
     const char *live_key = it_strf(env, "%s/live.key", dir);
@@ -354,7 +330,7 @@ IT_TEST(reload_swaps_certificates_and_open_connections_keep_theirs)
 
 IT_TEST(bad_certificate_on_reload_keeps_the_old)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     const char *live_pem = it_strf(env, "%s/live.pem", dir);
     const char *live_key = it_strf(env, "%s/live.key", dir);
@@ -392,7 +368,7 @@ IT_TEST(bad_certificate_on_reload_keeps_the_old)
 
 IT_TEST(check_reports_certificate_problems_by_file)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     struct it_config cfg;
     /* A key of another certificate, and one certificate that expired (only a warning). */
     tls_config(env, &cfg,
@@ -440,7 +416,7 @@ IT_TEST(check_reports_certificate_problems_by_file)
 
 IT_TEST(sessions_resume_and_a_reload_rotates_the_keys)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
     tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
@@ -457,7 +433,7 @@ IT_TEST(sessions_resume_and_a_reload_rotates_the_keys)
     const char *gate = it_path(env, "gate");
     const char *held[] = {PYTHON, TLS_CLIENT, "resume", port, "site.test", ca, gate, NULL};
     struct it_proc *p = it_start(env, "tls_client resume", held);
-    wait_output(env, p, "first done");
+    it_proc_wait_output(env, p, "first done", 10000);
     assert_int_equal(it_fulcrum_reload(env, f, &cfg), 0);
     open_gate(gate);
     int status = -1;
@@ -491,13 +467,7 @@ static int tls_backend_start(struct it_env *env, const char *dir)
                           it_strf(env, "%s/backend.pem", dir),
                           it_strf(env, "%s/backend.key", dir),
                           NULL};
-    struct it_proc *p = it_start(env, "tls_backend", argv);
-    int64_t deadline = it_now_ms() + 10000;
-    while (strstr(it_proc_stdout(env, p), "listening") == NULL) {
-        if (it_now_ms() > deadline)
-            fail_msg("tls_backend.py did not start: %s", it_proc_stderr(env, p));
-        it_sleep_ms(20);
-    }
+    it_proc_wait_output(env, it_start(env, "tls_backend", argv), "listening", 10000);
     return port;
 }
 
@@ -509,7 +479,7 @@ static void plain_get(struct it_env *env, int port, const char *path, struct it_
 
 IT_TEST(backend_tls_verifies_reuses_and_resumes)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     int backend = tls_backend_start(env, dir);
     struct it_config cfg;
     it_config_init(&cfg);
@@ -546,7 +516,7 @@ IT_TEST(backend_tls_verifies_reuses_and_resumes)
 
 IT_TEST(backend_tls_server_name_and_a_wrong_ca)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     int backend = tls_backend_start(env, dir);
     struct it_config cfg;
     it_config_init(&cfg);
@@ -603,7 +573,7 @@ IT_TEST(backend_tls_server_name_and_a_wrong_ca)
 
 IT_TEST(health_checks_speak_tls_to_a_tls_pool)
 {
-    const char *dir = make_certs(env);
+    const char *dir = it_make_certs(env);
     int backend = tls_backend_start(env, dir);
     struct it_config cfg;
     it_config_init(&cfg);
