@@ -175,6 +175,24 @@ struct it_proc *it_start(struct it_env *env, const char *label, const char *cons
  */
 void it_proc_wait_output(struct it_env *env, struct it_proc *proc, const char *text,
                          int timeout_ms);
+/* The resident memory of process pid in KiB (VmRSS), or -1 when it cannot be read. */
+long it_rss_kib(pid_t pid);
+/*
+ * For a test that measures a fulcrum's RSS, around the it_fulcrum_start() of
+ * that fulcrum. Under AddressSanitizer (the whole tree is built with it or
+ * without it), memory that fulcrum frees does not come back at once, and some
+ * the sanitizer itself takes is never given back: freed blocks wait in a
+ * quarantine (256 MB by default), the allocation stack of every block is kept
+ * for good in a depot, and the globals of each loaded module are registered
+ * in lists that dlclose() does not shrink. All of that would show as growth.
+ * it_rss_asan_begin() sets ASAN_OPTIONS for the children started next to run
+ * without them (leak detection stays on: a leak still makes fulcrum exit
+ * non-zero, without the allocation stacks) and returns the previous value (a
+ * copy owned by the env, NULL if unset); it_rss_asan_end() puts it back, so
+ * that every later child keeps the full checks. Without ASan, both do nothing.
+ */
+const char *it_rss_asan_begin(struct it_env *env);
+void it_rss_asan_end(const char *old);
 /*
  * Makes the test certificates with make-certs.sh (real openssl) in
  * "<env dir>/certs" and returns that folder: a test CA (ca.pem) and one

@@ -251,6 +251,57 @@ void it_proc_wait_output(struct it_env *env, struct it_proc *proc, const char *t
     }
 }
 
+long it_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long kib = -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define IT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define IT_ASAN 1
+#endif
+#endif
+
+const char *it_rss_asan_begin(struct it_env *env)
+{
+#ifdef IT_ASAN
+    const char *old = getenv("ASAN_OPTIONS");
+    old = old != NULL ? it_strf(env, "%s", old) : NULL;
+    setenv("ASAN_OPTIONS",
+           it_strf(env, "%s%squarantine_size_mb=0:malloc_context_size=0:report_globals=0",
+                   old ? old : "", old && *old ? ":" : ""),
+           1);
+    return old;
+#else
+    (void)env;
+    return NULL;
+#endif
+}
+
+void it_rss_asan_end(const char *old)
+{
+#ifdef IT_ASAN
+    if (old != NULL)
+        setenv("ASAN_OPTIONS", old, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+#else
+    (void)old;
+#endif
+}
+
 const char *it_make_certs(struct it_env *env)
 {
     const char *dir = it_path(env, "certs");

@@ -783,16 +783,7 @@ IT_TEST(config_test_beside_live_daemon)
 /* VmRSS of a process in KiB, from /proc/PID/status. */
 static long rss_kb(pid_t pid)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    assert_non_null(fp);
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof(line), fp) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(fp);
+    long kb = it_rss_kib(pid);
     assert_true(kb > 0);
     return kb;
 }
@@ -810,56 +801,6 @@ static long settled_rss(struct it_env *env, struct it_fulcrum *f, int done)
     return rss_kb(it_proc_pid(f->proc));
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define IT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define IT_ASAN 1
-#endif
-#endif
-
-/*
- * Under AddressSanitizer (the whole tree is built with it or without it),
- * memory that fulcrum frees does not come back at once, and some the
- * sanitizer itself takes for every plugin load is never given back: freed
- * blocks wait in a quarantine (256 MB by default), the allocation stack of
- * every block is kept for good in a depot (and each reload loads the plugins
- * at new addresses, so their stacks are new ones), and the globals of each
- * loaded module are registered in lists that dlclose() does not shrink. All
- * of that would show as growth here. The fulcrum of this test runs without
- * them, so that its RSS measures its own memory; leak detection stays on (a
- * leak still makes it exit non-zero, without the allocation stacks), and
- * every other test keeps the full checks. Returns the previous value (a copy
- * owned by the env, NULL if unset) for restore_asan_options().
- */
-static const char *asan_options_for_rss(struct it_env *env)
-{
-#ifdef IT_ASAN
-    const char *old = getenv("ASAN_OPTIONS");
-    old = old != NULL ? it_strf(env, "%s", old) : NULL;
-    setenv("ASAN_OPTIONS",
-           it_strf(env, "%s%squarantine_size_mb=0:malloc_context_size=0:report_globals=0",
-                   old ? old : "", old && *old ? ":" : ""),
-           1);
-    return old;
-#else
-    (void)env;
-    return NULL;
-#endif
-}
-
-static void restore_asan_options(const char *old)
-{
-#ifdef IT_ASAN
-    if (old != NULL)
-        setenv("ASAN_OPTIONS", old, 1);
-    else
-        unsetenv("ASAN_OPTIONS");
-#else
-    (void)old;
-#endif
-}
-
 IT_TEST(reloads_cost_no_memory)
 {
     int a = it_backend_start(env, "a");
@@ -870,9 +811,9 @@ IT_TEST(reloads_cost_no_memory)
     it_config_init(&cfg[1]);
     struct it_pool_config *pool = it_config_add_pool(&cfg[1], "web", 1, 2, a, b);
     pool->strategy = "least_conn";
-    const char *asan_options = asan_options_for_rss(env);
+    const char *asan_options = it_rss_asan_begin(env);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg[0]);
-    restore_asan_options(asan_options);
+    it_rss_asan_end(asan_options);
 
     long baseline = 0;
     for (int i = 1; i <= MEM_RELOADS; i++) {

@@ -107,20 +107,6 @@ static void bytes_addf(struct bytes *b, const char *fmt, ...)
 }
 
 /* fulcrum's resident memory in KiB, from /proc; -1 if unreadable. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
 
 /* Open file descriptors of a process; -1 if unreadable. */
 static int fd_count(pid_t pid)
@@ -1057,7 +1043,7 @@ IT_TEST(slow_reader_bounded_memory)
     it_get(env, f->port, "test", "/bytes?n=1000000", &r);
     assert_int_equal(r.status, 200);
     it_response_free(&r);
-    long before = rss_kib(fpid);
+    long before = it_rss_kib(fpid);
     assert_true(before > 0);
     long peak = before;
     const long bound_kib = 20 * 1024;
@@ -1072,7 +1058,7 @@ IT_TEST(slow_reader_bounded_memory)
     assert_int_equal(download_read(d, 1 << 20, 5000), 0);
     for (int i = 0; i < 10; i++) {
         it_sleep_ms(200);
-        long now = rss_kib(fpid);
+        long now = it_rss_kib(fpid);
         peak = now > peak ? now : peak;
     }
     while (d->body < total) {
@@ -1083,7 +1069,7 @@ IT_TEST(slow_reader_bounded_memory)
             fail_msg("download stopped after %llu of %llu bytes: %s", (unsigned long long)d->body,
                      (unsigned long long)total, rc == 1 ? "connection closed" : strerror(-rc));
         }
-        long now = rss_kib(fpid);
+        long now = it_rss_kib(fpid);
         peak = now > peak ? now : peak;
     }
     close(d->fd);
@@ -1096,7 +1082,7 @@ IT_TEST(slow_reader_bounded_memory)
                  peak - before, before);
 
     /* Upload 64 MB as fast as the backend takes it, the proxy's memory watched. */
-    before = rss_kib(fpid);
+    before = it_rss_kib(fpid);
     peak = before;
     const size_t block = 1 << 20, blocks = 64;
     char *buf = malloc(block);
@@ -1111,7 +1097,7 @@ IT_TEST(slow_reader_bounded_memory)
         fnv = it_fnv1a64_update(fnv, buf, block);
         it_send(c, buf, block);
         if (i % 4 == 3) {
-            long now = rss_kib(fpid);
+            long now = it_rss_kib(fpid);
             peak = now > peak ? now : peak;
         }
     }

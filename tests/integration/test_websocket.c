@@ -366,21 +366,6 @@ IT_TEST(bytes_behind_the_heads_and_half_closes_go_through)
 
 /* ---- memory: a fast sender, a slow reader ------------------------------------ */
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
 /*
  * 32 MiB from a server that sends as fast as it may, through fulcrum, to a
  * client that reads 64 KiB every 5 ms: what waits must wait in the sender,
@@ -392,13 +377,13 @@ static void slow_reader(struct it_env *env, struct it_fulcrum *f, const char *ur
     /* Warm up: one tunnel first, so that the worker's buffers exist already. */
     const char *warm[] = {"--ca", ca, NULL};
     ws_client(env, url, "frames", ca ? warm : NULL);
-    long before = rss_kib(pid), peak = before;
+    long before = it_rss_kib(pid), peak = before;
     const char *opts[] = {"--bytes", it_strf(env, "%d", 32 * MiB), "--ca", ca, NULL};
     struct it_proc *p = ws_client_start(env, url, "slow", opts);
     int status = 0;
     int64_t deadline = it_now_ms() + 60000;
     while (it_proc_wait(p, 0, &status) == -ETIMEDOUT && it_now_ms() < deadline) {
-        long now = rss_kib(pid);
+        long now = it_rss_kib(pid);
         if (now > peak)
             peak = now;
         it_sleep_ms(20);
@@ -417,6 +402,7 @@ IT_TEST(a_slow_reader_of_a_fast_sender_keeps_memory_bounded)
     struct it_config cfg;
     ws_config(env, &cfg, ws);
     cfg.workers = 1;
+    const char *asan = it_rss_asan_begin(env);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     slow_reader(env, f, ws_url(env, "ws", "127.0.0.1", f->port), NULL);
 
@@ -425,6 +411,7 @@ IT_TEST(a_slow_reader_of_a_fast_sender_keeps_memory_bounded)
     cfg.listener_tls = it_strf(
         env, "certificates = ( { cert = \"%s/site.pem\"; key = \"%s/site.key\"; } );", dir, dir);
     f = it_fulcrum_start(env, &cfg);
+    it_rss_asan_end(asan);
     slow_reader(env, f, ws_url(env, "wss", "site.test", f->port), it_strf(env, "%s/ca.pem", dir));
 }
 
