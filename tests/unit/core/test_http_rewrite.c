@@ -141,6 +141,57 @@ static void test_request_hop_by_hop_removed(void **state)
     assert_request_rewrite(in, want, strlen(in)); /* one byte at a time */
 }
 
+/* A WebSocket handshake (RFC 6455 4.1) is told apart, and its upgrade said again upstream. */
+static void test_websocket_handshake(void **state)
+{
+    const char *in = "GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                     "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n";
+    parse(in, HTTP_REQUEST, 3);
+    assert_true(fc_head_wants_websocket(&head));
+    struct fc_forward_info ws = fw;
+    ws.websocket = 1;
+    char out[1024];
+    int n = fc_rewrite_request(&head, &ws, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, "GET /chat HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\n"
+                             "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n"
+                             "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    /* Tokens are case-insensitive and may share their header with others. */
+    parse("GET / HTTP/1.1\r\nHost: h\r\nupgrade: h2c, WebSocket\r\nconnection: UPGRADE\r\n\r\n",
+          HTTP_REQUEST, 1);
+    assert_true(fc_head_wants_websocket(&head));
+
+    /* Not a handshake: another method or version, another protocol, a half of the pair. */
+    static const char *const not_ws[] = {
+        "POST / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Content-Length: 0\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocketx\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(not_ws) / sizeof(not_ws[0]); i++) {
+        assert_int_not_equal(try_parse(not_ws[i], HTTP_REQUEST, 1), HPE_USER);
+        if (fc_head_wants_websocket(&head))
+            fail_msg("taken for a WebSocket handshake: %s", not_ws[i]);
+    }
+
+    /* The backend's 101 goes back with the upgrade said again, its own hop headers dropped. */
+    try_parse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+              "Sec-WebSocket-Accept: a\r\n\r\n",
+              HTTP_RESPONSE, 2);
+    assert_true(head.upgrade_ws);
+    n = fc_rewrite_response(&head, FC_RESP_UPGRADE, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\n"
+                             "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+}
+
 static void test_request_forwarded_for_appended(void **state)
 {
     assert_request_rewrite(
@@ -275,8 +326,8 @@ static void test_target_and_host_forms(void **state)
             fail_msg("Host: %s refused", good[i]);
     }
     /* What an authority cannot hold, and would mean something else to the backend. */
-    const char *bad[] = {"a b", "a/b@c", "a@b",  "a?b", "a#b",
-                         "a\\b", "a\"b",   "a<b>", "%61dmin.example" /* decoded: admin.example */};
+    const char *bad[] = {"a b",  "a/b@c",          "a@b", "a?b", "a#b", "a\\b", "a\"b",
+                         "a<b>", "%61dmin.example" /* decoded: admin.example */};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char text[256];
         snprintf(text, sizeof(text), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
@@ -469,6 +520,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_plain),
         cmocka_unit_test(test_request_hop_by_hop_removed),
+        cmocka_unit_test(test_websocket_handshake),
         cmocka_unit_test(test_request_forwarded_for_appended),
         cmocka_unit_test(test_request_forwarded_element_appended),
         cmocka_unit_test(test_request_http10_gets_host),
