@@ -247,6 +247,12 @@ static void tls_deliver(struct fc_client *c)
         if (rc <= 0)
             return;
     }
+    if (!fc_tls_io_pending(io)) {
+        /* Nothing to decrypt (a handshake that just ended): no request memory until there is. */
+        if (!c->sock_reading && uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+            c->sock_reading = 1;
+        return;
+    }
     while (c->reading && !c->closing) {
         uv_buf_t buf = {0};
         events->alloc(c, &buf);

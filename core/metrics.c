@@ -11,6 +11,7 @@
 #include "log_writer.h"
 #include "stats.h"
 #include "tls.h"
+#include "tls_context.h"
 
 #include <dirent.h>
 #include <stddef.h>
@@ -194,6 +195,21 @@ static void listener_metrics(struct fc_text *t, const struct fc_config *cfg, con
                            "%llu\n",
                            esc(cfg->listeners[l].address, a, sizeof(a)), fc_tls_failure_names[r],
                            (unsigned long long)s->listeners[l].tls_failures[r]);
+    family(t, "fulcrum_tls_certificate_not_after_seconds", "gauge",
+           "The end of each listener certificate's validity, as a Unix time.");
+    for (uint32_t l = 0; l < cfg->n_listeners; l++) {
+        const struct fc_tls_server *srv = cfg->listeners[l].tls;
+        for (uint32_t i = 0; srv != NULL && i < fc_tls_server_count(srv); i++) {
+            struct fc_tls_certificate_info ci;
+            char f[1024], n[1024];
+            fc_tls_server_certificate(srv, i, &ci);
+            fc_text_printf(t,
+                           "fulcrum_tls_certificate_not_after_seconds{listener=\"%s\",cert=\"%s\","
+                           "names=\"%s\"} %lld\n",
+                           esc(cfg->listeners[l].address, a, sizeof(a)), esc(ci.file, f, sizeof(f)),
+                           esc(ci.names, n, sizeof(n)), (long long)ci.not_after);
+        }
+    }
 }
 
 /* Writes one backend series: name{pool,backend<extra>} value. */

@@ -7,6 +7,7 @@
 #include "generation.h"
 #include "plugin_loader.h"
 #include "stats.h"
+#include "tls_context.h"
 
 #include <fulcrum/plugin.h>
 #include <jansson.h>
@@ -53,6 +54,19 @@ static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
                      fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
 }
 
+/* A TLS listener's certificates: file, names and the end of validity; [] for a plain one. */
+static json_t *certificates_json(const struct fc_tls_server *srv)
+{
+    json_t *list = json_array();
+    for (uint32_t i = 0; srv != NULL && i < fc_tls_server_count(srv); i++) {
+        struct fc_tls_certificate_info ci;
+        fc_tls_server_certificate(srv, i, &ci);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:I}", "file", ci.file, "names", ci.names,
+                                              "not_after", (json_int_t)ci.not_after));
+    }
+    return list;
+}
+
 static json_t *status_json(const struct fc_generation *g, const struct fc_metrics_info *info,
                            uint32_t workers)
 {
@@ -61,12 +75,14 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
     for (uint32_t l = 0; l < cfg->n_listeners; l++) {
         struct fc_listener_stats s;
         fc_stats_sum_listener_at(cfg->listeners[l].address, g->n_workers, &s);
-        json_array_append_new(
-            listeners, json_pack("{s:s, s:s, s:I, s:I, s:b}", "address", cfg->listeners[l].address,
-                                 "pool", cfg->pools[cfg->listeners[l].pool].name, "connections",
-                                 (json_int_t)(s.accepted - s.closed), "tunnels",
-                                 (json_int_t)(s.tunnels_opened - s.tunnels_closed), "tls",
-                                 cfg->listeners[l].tls != NULL));
+        json_array_append_new(listeners,
+                              json_pack("{s:s, s:s, s:I, s:I, s:b, s:o}", "address",
+                                        cfg->listeners[l].address, "pool",
+                                        cfg->pools[cfg->listeners[l].pool].name, "connections",
+                                        (json_int_t)(s.accepted - s.closed), "tunnels",
+                                        (json_int_t)(s.tunnels_opened - s.tunnels_closed), "tls",
+                                        cfg->listeners[l].tls != NULL, "certificates",
+                                        certificates_json(cfg->listeners[l].tls)));
     }
     json_t *pools = json_array();
     for (uint32_t p = 0; p < cfg->n_pools; p++) {

@@ -48,8 +48,10 @@ struct fc_tls_server {
     struct fc_tls_server_settings s;
     unsigned char *alpn; /* the settings' copy */
     char *ciphers, *ciphersuites, *id;
-    SSL_CTX **ctx; /* [n]: one per certificate; ctx[0] is the default */
-    char **names;  /* [n]: each certificate's names, joined for the logs */
+    SSL_CTX **ctx;      /* [n]: one per certificate; ctx[0] is the default */
+    char **names;       /* [n]: each certificate's names, joined for the logs */
+    char **files;       /* [n]: each certificate's file, as configured */
+    int64_t *not_after; /* [n]: the end of each certificate's validity, Unix time */
     uint32_t n;
     struct sni_name *sni;
     uint32_t n_sni;
@@ -357,6 +359,15 @@ int fc_tls_server_add(struct fc_tls_server *srv, const char *cert_file, const ch
         goto nomem;
     srv->names = names;
     srv->names[srv->n] = NULL;
+    char **files = realloc(srv->files, (srv->n + 1) * sizeof(*files));
+    if (files == NULL)
+        goto nomem;
+    srv->files = files;
+    srv->files[srv->n] = NULL;
+    int64_t *not_after = realloc(srv->not_after, (srv->n + 1) * sizeof(*not_after));
+    if (not_after == NULL)
+        goto nomem;
+    srv->not_after = not_after;
     SSL_CTX *ctx = server_ctx_new(srv);
     if (ctx == NULL)
         goto nomem;
@@ -395,7 +406,10 @@ int fc_tls_server_add(struct fc_tls_server *srv, const char *cert_file, const ch
     X509 *x = SSL_CTX_get0_certificate(ctx);
     srv->ctx[srv->n] = ctx;
     uint32_t index = srv->n++;
-    if (collect_names(srv, x, index) != 0)
+    struct tm tm;
+    srv->not_after[index] =
+        ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1 ? (int64_t)timegm(&tm) : 0;
+    if ((srv->files[index] = strdup(cert_file)) == NULL || collect_names(srv, x, index) != 0)
         goto nomem;
     check_dates(x, cert_file, warn, warn_cap);
     return 0;
@@ -412,12 +426,15 @@ void fc_tls_server_free(struct fc_tls_server *srv)
     for (uint32_t i = 0; i < srv->n; i++) {
         SSL_CTX_free(srv->ctx[i]);
         free(srv->names[i]);
+        free(srv->files[i]);
     }
     for (uint32_t i = 0; i < srv->n_sni; i++)
         free(srv->sni[i].name);
     free(srv->sni);
     free(srv->ctx);
     free(srv->names);
+    free(srv->files);
+    free(srv->not_after);
     free(srv->alpn);
     free(srv->ciphers);
     free(srv->ciphersuites);
@@ -430,9 +447,17 @@ SSL_CTX *fc_tls_server_ctx(const struct fc_tls_server *srv)
     return srv->ctx[0];
 }
 
-const char *fc_tls_server_names(const struct fc_tls_server *srv, uint32_t i)
+uint32_t fc_tls_server_count(const struct fc_tls_server *srv)
 {
-    return i < srv->n && srv->names[i] != NULL ? srv->names[i] : "";
+    return srv->n;
+}
+
+void fc_tls_server_certificate(const struct fc_tls_server *srv, uint32_t i,
+                               struct fc_tls_certificate_info *out)
+{
+    out->file = srv->files[i];
+    out->names = srv->names[i] != NULL ? srv->names[i] : "";
+    out->not_after = srv->not_after[i];
 }
 
 /* ------------------------------------------------------------------------ */

@@ -62,8 +62,19 @@ void fc_tls_server_free(struct fc_tls_server *srv);
 /** The SSL_CTX new connections start their handshake with (the default certificate's). */
 SSL_CTX *fc_tls_server_ctx(const struct fc_tls_server *srv);
 
-/** Names of certificate i (for `fulcrum -t` and the logs): "a.example, *.b.example". */
-const char *fc_tls_server_names(const struct fc_tls_server *srv, uint32_t i);
+/** The number of certificates added. */
+uint32_t fc_tls_server_count(const struct fc_tls_server *srv);
+
+/** What the metrics and the status say of a certificate. */
+struct fc_tls_certificate_info {
+    const char *file;  /**< the `cert` file, as configured */
+    const char *names; /**< the names SNI picks it by: "a.example, *.b.example" */
+    int64_t not_after; /**< the end of its validity, Unix time (0: unreadable) */
+};
+
+/** Certificate i (< fc_tls_server_count()), in the order added. */
+void fc_tls_server_certificate(const struct fc_tls_server *srv, uint32_t i,
+                               struct fc_tls_certificate_info *out);
 
 /** The settings of a pool's `tls` group. */
 struct fc_tls_client_settings {

@@ -4,6 +4,7 @@
  * make-certs.sh (a test CA; "site.test" and "www.site.test"; "api.test";
  * "*.wild.test"; an expired one; a key that matches nothing).
  */
+#define _GNU_SOURCE /* strptime, timegm */
 #include "harness.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PYTHON "/usr/bin/python3"
@@ -163,6 +165,51 @@ IT_TEST(sni_picks_the_certificate_by_name)
     it_run(env, argv, 10000, &r);
     assert_non_null(strstr(r.out, "subject=CN = site"));
     assert_non_null(site);
+}
+
+/* The notAfter of a PEM certificate as a Unix time, as openssl reads it. */
+static long long not_after(struct it_env *env, const char *pem)
+{
+    const char *argv[] = {OPENSSL, "x509", "-noout", "-enddate", "-in", pem, NULL};
+    struct it_run_result r;
+    it_run(env, argv, 10000, &r);
+    struct tm tm = {0};
+    if (r.exit_code != 0 || strptime(r.out, "notAfter=%b %d %H:%M:%S %Y GMT", &tm) == NULL)
+        fail_msg("openssl x509 -enddate %s: %s%s", pem, r.out, r.err);
+    return (long long)timegm(&tm);
+}
+
+/* What operators watch: each certificate's file, names and end of validity. */
+IT_TEST(certificates_are_in_the_status_and_the_metrics)
+{
+    const char *dir = it_make_certs(env);
+    struct it_config cfg;
+    int admin = tls_config(env, &cfg,
+                           it_strf(env, "certificates = ( %s, %s );", cert_entry(env, dir, "site"),
+                                   cert_entry(env, dir, "wild")));
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *site = it_strf(env, "%s/site.pem", dir), *wild = it_strf(env, "%s/wild.pem", dir);
+    long long site_end = not_after(env, site), wild_end = not_after(env, wild);
+    assert_true(site_end > (long long)time(NULL));
+
+    struct it_response r;
+    it_get(env, admin, "admin", "/api/status", &r);
+    assert_int_equal(r.status, 200);
+    const char *want = it_strf(env,
+                               "\"tls\":true,\"certificates\":[{\"file\":\"%s\",\"names\":"
+                               "\"site.test, www.site.test\",\"not_after\":%lld},{\"file\":\"%s\","
+                               "\"names\":\"*.wild.test\",\"not_after\":%lld}]",
+                               site, site_end, wild, wild_end);
+    if (strstr(r.body, want) == NULL)
+        fail_msg("no %s in the status: %s", want, r.body);
+    it_response_free(&r);
+    const char *series = "fulcrum_tls_certificate_not_after_seconds{listener=\"127.0.0.1:%d\","
+                         "cert=\"%s\",names=\"%s\"}";
+    assert_int_equal(
+        metric(env, admin, it_strf(env, series, f->port, site, "site.test, www.site.test")),
+        site_end);
+    assert_int_equal(metric(env, admin, it_strf(env, series, f->port, wild, "*.wild.test")),
+                     wild_end);
 }
 
 IT_TEST(pipelining_and_large_bodies_over_tls)
@@ -607,6 +654,7 @@ IT_TEST(health_checks_speak_tls_to_a_tls_pool)
 }
 
 static const struct CMUnitTest tests[] = {
+    IT_CASE(certificates_are_in_the_status_and_the_metrics),
     IT_CASE(pipelining_and_large_bodies_over_tls),
     IT_CASE(sessions_resume_and_a_reload_rotates_the_keys),
     IT_CASE(health_checks_speak_tls_to_a_tls_pool),
