@@ -6,6 +6,9 @@
 #   CANDIDATE_PORT       port to listen on (127.0.0.1)
 #   BENCH_BACKENDS_CSV   "127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003"
 #                        (or BENCH_BACKENDS, space separated)
+#   BENCH_TLS_CERT BENCH_TLS_KEY   set with TLS=1: the listener terminates TLS with this
+#                        certificate and key (the ones HAProxy and nginx serve), other TLS
+#                        settings fulcrum's defaults (TLSv1.2+, session tickets on)
 # and what run-fulcrum-bench.sh exports:
 #   FC_BENCH_PLUGIN_DIR  absolute path of the built plugins (build-bench/plugins)
 #   FC_BENCH_WORKERS     worker threads [1] (HAProxy runs nbthread 1, nginx 1 worker)
@@ -19,6 +22,11 @@ backends=${BENCH_BACKENDS_CSV:-}
 [[ -n $backends ]] || backends=$(tr -s ' ' ',' <<<"${BENCH_BACKENDS:?no BENCH_BACKENDS(_CSV)}")
 
 IFS=, read -r -a be <<<"$backends"
+tls=
+if [[ -n ${BENCH_TLS_CERT:-} ]]; then
+  tls="
+    tls = { certificates = ( { cert = \"$BENCH_TLS_CERT\"; key = \"${BENCH_TLS_KEY:?BENCH_TLS_CERT set but not BENCH_TLS_KEY}\"; } ); };"
+fi
 (( ${#be[@]} > 0 )) || { echo "gen-fulcrum-conf.sh: no backends" >&2; exit 1; }
 
 {
@@ -30,7 +38,7 @@ log = { level = "${FC_BENCH_LOG_LEVEL:-warn}"; access = "off"; };
 # as long as the harness gives HAProxy (timeout client/http-request/keep-alive 120s)
 timeouts = { connect_ms = 5000; client_header_ms = 120000; idle_ms = 120000; upstream_ms = 120000; };
 
-listeners = ( { address = "127.0.0.1:$CANDIDATE_PORT"; pool = "bench"; } );
+listeners = ( { address = "127.0.0.1:$CANDIDATE_PORT"; pool = "bench";$tls } );
 
 pools = (
   { name = "bench";

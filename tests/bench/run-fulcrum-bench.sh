@@ -4,6 +4,8 @@
 #   tests/bench/run-fulcrum-bench.sh              throughput/latency/CPU (c=64, 5 x 10 s, pinned)
 #   CONN_CLOSE=1 ROUNDS=3 tests/bench/run-fulcrum-bench.sh     one connection per request
 #   tests/bench/run-fulcrum-bench.sh idle         RSS per 1000 idle keep-alive connections
+#   TLS=1 tests/bench/run-fulcrum-bench.sh        the same three over TLS (TLS=1 CONN_CLOSE=1:
+#                                                 one full handshake per request; TLS=1 ... idle)
 #   tests/bench/run-fulcrum-bench.sh help         every knob of the harness
 #
 # 1. installs what is missing (nginx-light or nginx, haproxy, wrk, python3, build deps)
@@ -40,11 +42,15 @@ have_cmd python3 || missing+=(python3)
 have_cmd taskset || missing+=(util-linux)
 have_cmd ss || missing+=(iproute2)
 have_cmd ps || missing+=(procps)
+if [[ ${TLS:-0} == 1 ]]; then
+  have_cmd openssl || missing+=(openssl)
+  have_cmd cc || missing+=(build-essential)     # proxy-bench.sh compiles wrk-tls-shim.c
+fi
 if [[ ${FC_BENCH_SKIP_BUILD:-0} != 1 ]]; then
   have_cmd cmake || missing+=(cmake)
   have_cmd cc || missing+=(build-essential)
   have_cmd pkg-config || missing+=(pkg-config)
-  for p in libuv1-dev node-llhttp libconfig-dev libhiredis-dev; do
+  for p in libuv1-dev node-llhttp libconfig-dev libhiredis-dev libssl-dev; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
 fi
@@ -93,5 +99,5 @@ export CANDIDATE_PORT=${CANDIDATE_PORT:-18082}
 # single quotes: expanded by the harness's `bash -c`, once $BENCH_DIR and the ports exist
 export CANDIDATE_CMD=${CANDIDATE_CMD:-'"$FC_BENCH_GEN" "$BENCH_DIR/bench.conf" && exec "$FC_BENCH_BIN" -c "$BENCH_DIR/bench.conf"'}
 
-echo "run-fulcrum-bench: $("$FC_BENCH_BIN" --version 2>&1 | head -n1); git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- core plugins sdk 2>/dev/null || echo '+dirty'); PIN=$PIN ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS MAX_OTHER=$MAX_OTHER CONN_CLOSE=${CONN_CLOSE:-0} workers=$FC_BENCH_WORKERS args: $*" >&2
+echo "run-fulcrum-bench: $("$FC_BENCH_BIN" --version 2>&1 | head -n1); git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- core plugins sdk 2>/dev/null || echo '+dirty'); PIN=$PIN ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS MAX_OTHER=$MAX_OTHER CONN_CLOSE=${CONN_CLOSE:-0} TLS=${TLS:-0}$([[ ${TLS:-0} == 1 ]] && echo " TLS_RESUME=${TLS_RESUME:-0}") workers=$FC_BENCH_WORKERS args: $*" >&2
 exec "$here/proxy-bench.sh" "$@"
