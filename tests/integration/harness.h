@@ -567,6 +567,11 @@ void it_fetch(struct it_env *env, int port, const char *method, const char *requ
 /* "GET <path> HTTP/1.1" with Host: <host> on a fresh connection. */
 void it_get(struct it_env *env, int port, const char *host, const char *path,
             struct it_response *resp);
+/*
+ * The value of one series (`name{labels}` exactly as fulcrum writes it) in
+ * the /metrics of the admin listener on admin_port, or -1 when it is absent.
+ */
+long it_metric(struct it_env *env, int admin_port, const char *series);
 
 /* ---- plain sockets (sockets.c) ----------------------------------------- */
 

@@ -629,3 +629,13 @@ void it_get(struct it_env *env, int port, const char *host, const char *path,
     const char *req = it_strf(env, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
     it_fetch(env, port, "GET", req, resp);
 }
+
+long it_metric(struct it_env *env, int admin_port, const char *series)
+{
+    struct it_response r;
+    it_get(env, admin_port, "admin", "/metrics", &r);
+    const char *at = strstr(r.body, it_strf(env, "\n%s ", series));
+    long v = at ? strtol(at + strlen(series) + 2, NULL, 10) : -1;
+    it_response_free(&r);
+    return v;
+}

@@ -78,17 +78,6 @@ static void curl_get(struct it_env *env, int port, const char *name, const char 
     it_run(env, argv, 15000, r);
 }
 
-/* The value of one series in the admin listener's /metrics, or -1 when it is absent. */
-static long metric(struct it_env *env, int admin, const char *series)
-{
-    struct it_response r;
-    it_get(env, admin, "admin", "/metrics", &r);
-    const char *at = strstr(r.body, it_strf(env, "\n%s ", series));
-    long v = at ? strtol(at + strlen(series) + 2, NULL, 10) : -1;
-    it_response_free(&r);
-    return v;
-}
-
 static const char *failures(struct it_env *env, int port, const char *reason)
 {
     return it_strf(env,
@@ -206,9 +195,9 @@ IT_TEST(certificates_are_in_the_status_and_the_metrics)
     const char *series = "fulcrum_tls_certificate_not_after_seconds{listener=\"127.0.0.1:%d\","
                          "cert=\"%s\",names=\"%s\"}";
     assert_int_equal(
-        metric(env, admin, it_strf(env, series, f->port, site, "site.test, www.site.test")),
+        it_metric(env, admin, it_strf(env, series, f->port, site, "site.test, www.site.test")),
         site_end);
-    assert_int_equal(metric(env, admin, it_strf(env, series, f->port, wild, "*.wild.test")),
+    assert_int_equal(it_metric(env, admin, it_strf(env, series, f->port, wild, "*.wild.test")),
                      wild_end);
 }
 
@@ -253,7 +242,7 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
         if (strstr(r.err, "alert protocol version") == NULL)
             fail_msg("%s: no protocol_version alert: %s", versions[i], r.err);
     }
-    assert_int_equal(metric(env, admin, failures(env, f->port, "protocol_version")), 2);
+    assert_int_equal(it_metric(env, admin, failures(env, f->port, "protocol_version")), 2);
 
     /* Plain HTTP to the TLS port: told so in plain HTTP, then closed. */
     struct it_conn *c = it_connect(env, f->port);
@@ -265,7 +254,7 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
     assert_true(it_conn_wait_closed(c, 3000));
     it_response_free(&resp);
     it_conn_close(c);
-    assert_int_equal(metric(env, admin, failures(env, f->port, "plaintext_http")), 1);
+    assert_int_equal(it_metric(env, admin, failures(env, f->port, "plaintext_http")), 1);
 
     /* A handshake record holding a ClientHello one byte long. */
     c = it_connect(env, f->port);
@@ -274,8 +263,8 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
     it_send(c, junk, sizeof(junk) - 1);
     assert_true(closed_after_any(c, 3000));
     it_conn_close(c);
-    long other = metric(env, admin, failures(env, f->port, "other"));
-    long bad = metric(env, admin, failures(env, f->port, "bad_record"));
+    long other = it_metric(env, admin, failures(env, f->port, "other"));
+    long bad = it_metric(env, admin, failures(env, f->port, "bad_record"));
     assert_int_equal(other + bad, 1);
 
     /* A connect and a close without a byte is no failure (a TCP health check). */
@@ -286,7 +275,7 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
     struct it_run_result r;
     curl_get(env, f->port, "site.test", ca, "/", &r);
     assert_non_null(strstr(r.out, "status=200"));
-    assert_int_equal(metric(env, admin, failures(env, f->port, "closed")), 0);
+    assert_int_equal(it_metric(env, admin, failures(env, f->port, "closed")), 0);
 
     /* The real promtool finds nothing to say about the new family. */
     struct it_response m;
@@ -317,7 +306,7 @@ IT_TEST(handshake_is_bounded_by_client_header_ms)
     it_conn_close(c);
     if (took < 200 || took > 2500)
         fail_msg("closed after %lld ms, expected about 300", (long long)took);
-    assert_int_equal(metric(env, admin, failures(env, f->port, "timeout")), 1);
+    assert_int_equal(it_metric(env, admin, failures(env, f->port, "timeout")), 1);
 }
 
 /* Copies file `from` over `to` (a certificate renewed on disk). */
@@ -330,19 +319,29 @@ static void copy_file(struct it_env *env, const char *from, const char *to)
     assert_int_equal(rename(it_strf(env, "%s.tmp", to), to), 0);
 }
 
+/*
+ * A fulcrum whose one certificate is live_pem and live_key, copies of site's:
+ * the files a test renews (or breaks) on disk before a reload.
+ */
+static struct it_fulcrum *start_live(struct it_env *env, struct it_config *cfg, const char *dir,
+                                     const char *live_pem, const char *live_key)
+{
+    copy_file(env, it_strf(env, "%s/site.pem", dir), live_pem);
+    copy_file(env, it_strf(env, "%s/site.key", dir), live_key);
+    tls_config(
+        env, cfg,
+        it_strf(env, "certificates = ( { cert = \"%s\"; key = \"%s\"; } );", live_pem, live_key));
+    return it_fulcrum_start(env, cfg);
+}
+
 IT_TEST(reload_swaps_certificates_and_open_connections_keep_theirs)
 {
     const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     const char *live_pem = it_strf(env, "%s/live.pem", dir);
     const char *live_key = it_strf(env, "%s/live.key", dir);
-    copy_file(env, it_strf(env, "%s/site.pem", dir), live_pem);
-    copy_file(env, it_strf(env, "%s/site.key", dir), live_key);
     struct it_config cfg;
-    tls_config(
-        env, &cfg,
-        it_strf(env, "certificates = ( { cert = \"%s\"; key = \"%s\"; } );", live_pem, live_key));
-    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    struct it_fulcrum *f = start_live(env, &cfg, dir, live_pem, live_key);
     const char *old_fp = fingerprint(env, live_pem);
 
     /* A connection opened before the reload. */
@@ -381,13 +380,8 @@ IT_TEST(bad_certificate_on_reload_keeps_the_old)
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     const char *live_pem = it_strf(env, "%s/live.pem", dir);
     const char *live_key = it_strf(env, "%s/live.key", dir);
-    copy_file(env, it_strf(env, "%s/site.pem", dir), live_pem);
-    copy_file(env, it_strf(env, "%s/site.key", dir), live_key);
     struct it_config cfg;
-    tls_config(
-        env, &cfg,
-        it_strf(env, "certificates = ( { cert = \"%s\"; key = \"%s\"; } );", live_pem, live_key));
-    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    struct it_fulcrum *f = start_live(env, &cfg, dir, live_pem, live_key);
     const char *fp = fingerprint(env, live_pem);
 
     /* A key that is not the certificate's. */

@@ -81,17 +81,6 @@ static int ws_config(struct it_env *env, struct it_config *cfg, int port)
     return admin;
 }
 
-/* The value of one series in /metrics, or -1 when it is absent. */
-static long metric(struct it_env *env, int admin, const char *series)
-{
-    struct it_response r;
-    it_get(env, admin, "admin", "/metrics", &r);
-    const char *at = strstr(r.body, it_strf(env, "\n%s ", series));
-    long v = at ? strtol(at + strlen(series) + 2, NULL, 10) : -1;
-    it_response_free(&r);
-    return v;
-}
-
 static const char *tunnels(struct it_env *env, int port)
 {
     return it_strf(env, "fulcrum_tunnels{listener=\"127.0.0.1:%d\"}", port);
@@ -102,7 +91,7 @@ static long tunnels_settle(struct it_env *env, int admin, int port, long want)
 {
     int64_t deadline = it_now_ms() + 3000;
     long v;
-    while ((v = metric(env, admin, tunnels(env, port))) != want && it_now_ms() < deadline)
+    while ((v = it_metric(env, admin, tunnels(env, port))) != want && it_now_ms() < deadline)
         it_sleep_ms(20);
     return v;
 }
@@ -121,6 +110,18 @@ static long status_tunnels(struct it_env *env, int admin)
     long v = json_is_integer(n) ? (long)json_integer_value(n) : -1;
     json_decref(root);
     return v;
+}
+
+/* The access log from its line holding `needle` on, once fulcrum wrote it (3 s at most). */
+static const char *access_line(struct it_env *env, struct it_fulcrum *f, const char *needle)
+{
+    int64_t deadline = it_now_ms() + 3000;
+    const char *at;
+    while ((at = strstr(it_proc_stdout(env, f->proc), needle)) == NULL && it_now_ms() < deadline)
+        it_sleep_ms(20);
+    if (at == NULL)
+        fail_msg("no %s in the access log:\n%s", needle, it_proc_stdout(env, f->proc));
+    return at;
 }
 
 static const char *ws_url(struct it_env *env, const char *scheme, const char *name, int port)
@@ -149,17 +150,14 @@ IT_TEST(frames_of_every_size_ping_and_close_through_a_plain_listener)
 
     /* Each tunnel is logged once it closed, as a 101, and none stays open. */
     assert_int_equal(tunnels_settle(env, admin, f->port, 0), 0);
-    int64_t deadline = it_now_ms() + 3000;
-    while (it_count(it_proc_stdout(env, f->proc), "\"GET /echo HTTP/1.1\" 101 ") < 1 &&
-           it_now_ms() < deadline)
-        it_sleep_ms(20);
+    access_line(env, f, "\"GET /headers HTTP/1.1\" 101 ");
     assert_int_equal(it_count(it_proc_stdout(env, f->proc), "\"GET /echo HTTP/1.1\" 101 "), 1);
     assert_int_equal(it_count(it_proc_stdout(env, f->proc), "\"GET /headers HTTP/1.1\" 101 "), 1);
-    assert_int_equal(metric(env, admin,
-                            it_strf(env,
-                                    "fulcrum_requests_total{listener=\"127.0.0.1:%d\","
-                                    "code=\"1xx\"}",
-                                    f->port)),
+    assert_int_equal(it_metric(env, admin,
+                               it_strf(env,
+                                       "fulcrum_requests_total{listener=\"127.0.0.1:%d\","
+                                       "code=\"1xx\"}",
+                                       f->port)),
                      2);
 }
 
@@ -234,7 +232,7 @@ IT_TEST(a_refused_handshake_is_an_ordinary_response)
     it_expect_response(c, "GET", &r);
     assert_int_equal(r.status, 200);
     it_response_free(&r);
-    assert_int_equal(metric(env, admin, tunnels(env, f->port)), 0);
+    assert_int_equal(it_metric(env, admin, tunnels(env, f->port)), 0);
 }
 
 /* A backend that answers 101 to what was no WebSocket handshake, or to websocket with h2c. */
@@ -349,7 +347,7 @@ IT_TEST(bytes_behind_the_heads_and_half_closes_go_through)
     assert_non_null(strstr(buf, "\r\nUpgrade: websocket\r\n"));
     assert_non_null(strstr(buf, "\r\nConnection: Upgrade\r\n"));
     assert_non_null(strstr(buf, "\r\nSec-WebSocket-Accept: x\r\n"));
-    assert_int_equal(metric(env, admin, tunnels(env, f->port)), 1);
+    assert_int_equal(it_metric(env, admin, tunnels(env, f->port)), 1);
     assert_int_equal(status_tunnels(env, admin), 1);
 
     /* More, then our end: the backend echoes, sees the end, says bye and ends too. */
@@ -448,7 +446,7 @@ IT_TEST(a_reload_does_not_cut_a_tunnel)
     it_sleep_ms(300);
     cfg.idle_ms = 30000; /* a change: generation 2 */
     assert_int_equal(it_fulcrum_reload(env, f, &cfg), 0);
-    assert_int_equal(metric(env, admin, tunnels(env, f->port)), 1);
+    assert_int_equal(it_metric(env, admin, tunnels(env, f->port)), 1);
     int status = 0;
     assert_int_equal(it_proc_wait(p, 15000, &status), 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -458,13 +456,7 @@ IT_TEST(a_reload_does_not_cut_a_tunnel)
     assert_int_equal(sscanf(strstr(it_proc_stdout(env, p), "ok echoed"), "ok echoed %d", &n), 1);
     assert_true(n >= 10);
     /* It ran on the generation its handshake began on, to its end. */
-    int64_t deadline = it_now_ms() + 3000;
-    while (strstr(it_proc_stdout(env, f->proc), "\"GET /echo HTTP/1.1\" 101 ") == NULL &&
-           it_now_ms() < deadline)
-        it_sleep_ms(20);
-    const char *line = strstr(it_proc_stdout(env, f->proc), "\"GET /echo HTTP/1.1\" 101 ");
-    assert_non_null(line);
-    assert_non_null(strstr(line, " gen=1 "));
+    assert_non_null(strstr(access_line(env, f, "\"GET /echo HTTP/1.1\" 101 "), " gen=1 "));
 }
 
 IT_TEST(sigterm_closes_open_tunnels_after_shutdown_ms)
