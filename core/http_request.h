@@ -38,6 +38,17 @@ struct fc_header {
 #define FC_MAX_CONN_TOKENS 32
 
 /**
+ * The response headers a strategy's pick() adds for a request
+ * (fc_host.response_header_add()): whole lines, "Name: value\r\n" each.
+ * `open` while the pick runs: only then may it add.
+ */
+struct fc_added_headers {
+    uint32_t len;
+    uint8_t open;
+    char buf[FC_RESPONSE_HEADERS_MAX];
+};
+
+/**
  * A parsed message head, request or response. The same structure serves both
  * directions: a request has method and target, a response status and reason.
  */
@@ -56,6 +67,8 @@ struct fc_request {
     uint32_t n_conn_tokens;
     struct fc_header headers[FC_MAX_HEADERS];
     uint32_t n_headers;
+    /** request: where its pick adds response headers; NULL: nowhere (none may be added) */
+    struct fc_added_headers *added;
 };
 
 /**

@@ -327,6 +327,42 @@ static int probe_connect(const struct fc_host *host, struct fc_probe *probe,
     return fc_prober_start(&fc_instance_of(host)->prober, probe, args);
 }
 
+/* RFC 9110 tchar. */
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+static int response_header_add(const struct fc_host *host, const struct fc_request *req,
+                               const char *name, const char *value)
+{
+    const struct fc_instance *inst = (const struct fc_instance *)host;
+    struct fc_added_headers *a = req != NULL ? req->added : NULL;
+    if (a == NULL || !a->open) {
+        fc_log_error("%s: response_header_add() called outside pick()", inst->label);
+        return FC_EINVAL;
+    }
+    if (name == NULL || value == NULL || name[0] == '\0')
+        return FC_EINVAL;
+    size_t nl = strlen(name), vl = strlen(value);
+    for (size_t i = 0; i < nl; i++)
+        if (!is_tchar((unsigned char)name[i]))
+            return FC_EINVAL;
+    for (size_t i = 0; i < vl; i++)
+        if (((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)
+            return FC_EINVAL;
+    if (a->len + nl + 2 + vl + 2 > sizeof(a->buf))
+        return FC_ENOMEM;
+    char *o = a->buf + a->len;
+    memcpy(o, name, nl);
+    memcpy(o + nl, ": ", 2);
+    memcpy(o + nl + 2, value, vl);
+    memcpy(o + nl + 2 + vl, "\r\n", 2);
+    a->len += (uint32_t)(nl + vl + 4);
+    return 0;
+}
+
 static void ratelimit_done(const struct fc_host *host, struct fc_ratelimit_pending *pending,
                            int verdict, uint64_t retry_after_ms)
 {
@@ -451,6 +487,7 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     inst->host.ratelimit_done = ratelimit_done;
     inst->host.pool_name = pool_name;
     inst->host.probe_connect = probe_connect;
+    inst->host.response_header_add = response_header_add;
 
     inst->plugin = plugin;
     if (hooks != NULL)

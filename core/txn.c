@@ -337,6 +337,7 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
         timed_out ? "timed out" : fc_upstream_strerror(t->up, err, why, sizeof(why)), c->ip);
     fc_upstream_close(t->up);
     t->up = NULL;
+    fc_txn_outcome(t, 0);
     backend_inflight_add(t, -1);
     fc_stats_add(&backend_stats(t)->connect_failures, 1);
     fc_health_report_failure(t->pool, (uint32_t)t->backend,
@@ -390,8 +391,12 @@ void fc_txn_connect(struct fc_txn *t)
         .client = &c->peer.sa,
         .client_len = c->peer_len,
         .tried = t->attempts || t->passed_over ? t->tried : NULL,
+        .flags = fc_client_is_tls(c) ? FC_PICK_TLS : 0,
     };
+    t->added.len = 0; /* what an earlier pick of this request added goes */
+    t->added.open = 1;
     int idx = inst->plugin->desc->strategy->pick(inst->state, &args);
+    t->added.open = 0;
     int fallback = idx < 0 && t->passed_over > 0;
     if (fallback)
         idx = t->passed_first; /* out of rotation, but alive: better than no backend at all */
@@ -423,6 +428,7 @@ void fc_txn_connect(struct fc_txn *t)
         return;
     }
     t->backend = idx;
+    t->outcome_told = 0;
     backend_inflight_add(t, 1);
 
     struct fc_upstream *u = fc_upstream_take_idle(w, b, pool->conf->tls);
@@ -634,6 +640,7 @@ void fc_txn_upstream_failed(struct fc_txn *t, const char *why)
     if (retry_stale(t))
         return;
     if (!t->resp_started) {
+        fc_txn_outcome(t, 0);
         fc_log_warn("client %s: backend %s: %s", t->c->ip, t->pool->views[t->backend].address, why);
         fc_txn_reply(t, 502, 0);
     } else {
@@ -645,6 +652,17 @@ void fc_txn_upstream_failed(struct fc_txn *t, const char *why)
  * A final response head (or a 101) arrived: the response has started, and the
  * backend's health, counters and strategy hear of it.
  */
+void fc_txn_outcome(struct fc_txn *t, int status)
+{
+    if (t->outcome_told || t->backend < 0)
+        return;
+    t->outcome_told = 1;
+    struct fc_instance *inst = &t->pool->strategy[t->c->w->index];
+    if (inst->plugin->desc->strategy->outcome)
+        inst->plugin->desc->strategy->outcome(inst->state, (uint32_t)t->backend, status,
+                                              (uv_hrtime() - t->t_start) / 1000);
+}
+
 static void final_head(struct fc_txn *t)
 {
     int status = t->resp.status;
@@ -659,10 +677,24 @@ static void final_head(struct fc_txn *t)
         fc_stats_add(&bs->responses[cls], 1);
     fc_stats_add(&bs->buckets[fc_stats_bucket(took)], 1);
     fc_stats_add(&bs->latency_ns, took);
-    struct fc_instance *inst = &t->pool->strategy[t->c->w->index];
-    if (inst->plugin->desc->strategy->outcome)
-        inst->plugin->desc->strategy->outcome(inst->state, (uint32_t)t->backend, status,
-                                              took / 1000);
+    fc_txn_outcome(t, status);
+}
+
+/*
+ * The response head in t->out (hn bytes, ending with its blank line), with
+ * the headers the pick added (fc_host.response_header_add()) before that
+ * end. Returns the new length, or -1 when they do not fit.
+ */
+static int with_added_headers(struct fc_txn *t, int hn)
+{
+    uint32_t n = t->added.len;
+    if (n == 0 || hn < 0)
+        return hn;
+    if ((size_t)hn + n > t->out_cap)
+        return -1;
+    memcpy(t->out + hn - 2, t->added.buf, n);
+    memcpy(t->out + hn - 2 + n, "\r\n", 2);
+    return hn + (int)n;
 }
 
 /*
@@ -680,7 +712,8 @@ static void switching(struct fc_txn *t, uv_buf_t *bufs, size_t used)
                                                : "unexpected 101 Switching Protocols");
         return;
     }
-    int hn = fc_rewrite_response(&t->resp, FC_RESP_UPGRADE, t->out, t->out_cap);
+    int hn =
+        with_added_headers(t, fc_rewrite_response(&t->resp, FC_RESP_UPGRADE, t->out, t->out_cap));
     if (hn < 0) {
         fc_txn_upstream_failed(t, "response head too large");
         return;
@@ -753,7 +786,7 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
         flags |= FC_RESP_KEEPALIVE;
     if (t->dechunk)
         flags |= FC_RESP_DECHUNK;
-    int hn = fc_rewrite_response(resp, flags, t->out, t->out_cap);
+    int hn = with_added_headers(t, fc_rewrite_response(resp, flags, t->out, t->out_cap));
     if (hn < 0) {
         fc_txn_upstream_failed(t, "response head too large");
         return -1;

@@ -55,6 +55,7 @@ struct fc_txn *fc_txn_acquire(struct fc_client *c)
     t->keep_alive = 1;
     t->backend = -1;
     t->rl_pending.t = t;
+    t->req.added = &t->added;
     fc_txn_request_parser_init(t);
     c->txn = t;
     return t;

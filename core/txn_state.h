@@ -62,7 +62,7 @@ struct fc_txn {
         head_pending : 1, head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1,
         resp_done : 1, dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
         rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1,
-        websocket : 1, tun_client_eof : 1, tun_backend_eof : 1;
+        websocket : 1, tun_client_eof : 1, tun_backend_eof : 1, outcome_told : 1;
     int err_status;         /* set by a parser callback that refuses the request */
     uint64_t retry_after_s; /* for a 429 */
     struct fc_ratelimit_pending rl_pending;
@@ -89,7 +89,8 @@ struct fc_txn {
     llhttp_t resp_parser; /* the backend's response parser */
     uv_write_t wreq;      /* the write to the client */
     uint8_t tried_small[32];
-    char log_req[256]; /* "GET /path HTTP/1.1" for the access log */
+    struct fc_added_headers added; /* the response headers the pick added */
+    char log_req[256];             /* "GET /path HTTP/1.1" for the access log */
 };
 
 /* The worker's request memory: blocks of one size, which follows max_header_bytes. */
@@ -207,6 +208,12 @@ void fc_txn_reply(struct fc_txn *t, int status, int close);
 void fc_txn_client_left(struct fc_txn *t);
 /** Ends the request and the connection: nothing valid can be answered. */
 void fc_txn_abort(struct fc_txn *t, const char *why);
+/**
+ * Tells the pool's strategy the outcome of the request at its backend
+ * (fc_strategy_ops.outcome): the status, or 0 for a failure before a
+ * response head. Once per pick.
+ */
+void fc_txn_outcome(struct fc_txn *t, int status);
 /** The response went out (or the tunnel after it ended): counted, then logged. */
 void fc_txn_log(struct fc_txn *t);
 

@@ -41,6 +41,13 @@
  *        says what to send and how to judge the answer, and needs no libuv.
  *        Health plugins built against 1.0, which do their own I/O on
  *        main_loop() and call probe_done(), keep working unchanged.
+ *   1.2  Strategies that answer with the response: fc_host.response_header_add()
+ *        (appended to struct fc_host), callable from pick(), e.g. for a
+ *        Set-Cookie; fc_pick_args.flags (appended) with FC_PICK_TLS. A 1.2
+ *        host calls outcome() for every request sent to a backend, also
+ *        when it failed before a response head (status 0: connect failure,
+ *        reset, timeout), as the op's comment always said; 1.0 and 1.1 hosts
+ *        called it at response heads only. Header-only: fc_cookie_value().
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -61,7 +68,7 @@ extern "C" {
 
 /** The ABI this header describes. */
 #define FC_ABI_MAJOR 1
-#define FC_ABI_MINOR 1
+#define FC_ABI_MINOR 2
 
 /** First field of every descriptor: guards against a symbol that only shares the name. */
 #define FC_PLUGIN_MAGIC 0x66634c42u /* "fcLB" */
@@ -324,7 +331,29 @@ struct fc_host {
      */
     int (*probe_connect)(const struct fc_host *host, struct fc_probe *probe,
                          const struct fc_probe_args *args);
+
+    /* ---- ABI 1.2 ---- */
+
+    /**
+     * Strategy: adds the header `name: value` to the response the client gets
+     * for `req`, the request of the pick() that calls it (e.g. a Set-Cookie
+     * that keeps the client on the backend picked). Only from pick(), on its
+     * worker. The name must be a token (RFC 9110: letters, digits and
+     * !#$%&'*+-.^_`|~), the value free of control characters other than tab;
+     * both are copied. What a pick added is dropped when the request goes to
+     * another backend after all (a retry after a failed connect, with a pick
+     * of its own) and when the proxy answers itself (502, 503, 504). Room is
+     * bounded: FC_RESPONSE_HEADERS_MAX bytes for all the lines of one
+     * request ("Name: value" and CRLF each). Returns 0, FC_EINVAL for a bad
+     * name or value or a call outside pick(), FC_ENOMEM when there is no
+     * room left.
+     */
+    int (*response_header_add)(const struct fc_host *host, const struct fc_request *req,
+                               const char *name, const char *value);
 };
+
+/** The room response_header_add() has for one request's headers, in bytes. */
+#define FC_RESPONSE_HEADERS_MAX 1024
 
 /* ------------------------------------------------------------------------ */
 /* Strategy plugins                                                          */
@@ -343,7 +372,63 @@ struct fc_pick_args {
      * does both checks a strategy needs.
      */
     const uint8_t *tried;
+    /* ---- ABI 1.2 ---- */
+    uint32_t flags; /**< FC_PICK_* */
 };
+
+/** fc_pick_args.flags: the client's connection speaks TLS (a listener with `tls`). */
+#define FC_PICK_TLS (1u << 0)
+
+/**
+ * Finds cookie `name` in the value of a Cookie header (`a=1; b="2"`,
+ * RFC 6265 5.4): returns its value, without the quotes of a quoted one, and
+ * stores its length, or returns NULL when there is none. Borrowed from
+ * `header`. The first of several of that name wins, as browsers send the
+ * most specific first. Header-only (ABI 1.2).
+ */
+static inline const char *fc_cookie_value(const char *header, size_t len, const char *name,
+                                          size_t *value_len)
+{
+    size_t n = 0;
+    while (name[n] != '\0')
+        n++;
+    size_t i = 0;
+    while (header != NULL && i < len) {
+        while (i < len && (header[i] == ' ' || header[i] == '\t' || header[i] == ';'))
+            i++;
+        size_t start = i;
+        while (i < len && header[i] != '=' && header[i] != ';')
+            i++;
+        size_t key_end = i;
+        while (key_end > start && (header[key_end - 1] == ' ' || header[key_end - 1] == '\t'))
+            key_end--;
+        if (i == len || header[i] == ';')
+            continue; /* a pair without '=' names no value */
+        i++;          /* '=' */
+        while (i < len && (header[i] == ' ' || header[i] == '\t'))
+            i++;
+        size_t v = i;
+        while (i < len && header[i] != ';')
+            i++;
+        size_t v_end = i;
+        while (v_end > v && (header[v_end - 1] == ' ' || header[v_end - 1] == '\t'))
+            v_end--;
+        if (v_end - v >= 2 && header[v] == '"' && header[v_end - 1] == '"') {
+            v++;
+            v_end--;
+        }
+        if (key_end - start != n)
+            continue;
+        size_t k = 0;
+        while (k < n && header[start + k] == name[k])
+            k++;
+        if (k == n) {
+            *value_len = v_end - v;
+            return header + v;
+        }
+    }
+    return NULL;
+}
 
 /** True when b is up and not already tried for this request. */
 static inline int fc_backend_eligible(const struct fc_pick_args *args,
@@ -380,10 +465,15 @@ struct fc_strategy_ops {
     int (*pick)(void *state, const struct fc_pick_args *args);
 
     /**
-     * Optional. Told the outcome of each request sent to backend `index`:
-     * the response status (0 when the backend failed before answering) and
-     * the latency from the start of the request to the end of the response
-     * head, in microseconds.
+     * Optional. Told the outcome of each request sent to backend `index`,
+     * once per pick that led to it: the response status, or 0 when the
+     * backend failed before a response head (the connect failed or timed
+     * out, the connection was reset or closed, no head came within
+     * upstream_ms), and the time from the start of the request to the end
+     * of the response head (or to the failure), in microseconds. A request
+     * retried on another backend tells both. Not called for a request the
+     * client abandoned before its head came. (Hosts before 1.2 called it at
+     * response heads only.)
      */
     void (*outcome)(void *state, uint32_t index, int status, uint64_t latency_us);
 };

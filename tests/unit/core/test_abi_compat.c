@@ -1,26 +1,33 @@
 /*
- * ABI compatibility: plugins built against the frozen ABI 1.0 header
- * (tests/plugins/abi-1.0/) load through the real loader into the current
- * host and work there. abi10_tcp, a 1.0 health checker that runs its own
- * libuv handles on main_loop() and calls probe_done(), probes real sockets
- * (see probe_harness.h); abi10_round_robin, a 1.0 strategy, picks over a
- * synthetic pool (see strategy_fixture.h).
+ * ABI compatibility: plugins built against the frozen ABI 1.0 and 1.1
+ * headers (tests/plugins/abi-1.0/, abi-1.1/) load through the real loader
+ * into the current host and work there. abi11_tcp, a 1.1 health checker on
+ * the core's probe service, probes real sockets too. abi10_tcp, a 1.0 health checker that runs its
+ * own libuv handles on main_loop() and calls probe_done(), probes real sockets (see
+ * probe_harness.h); abi10_round_robin, a 1.0 strategy, picks over a synthetic pool (see
+ * strategy_fixture.h).
  */
 #include "plugins/health/probe_harness.h"
 #include "plugins/strategy/strategy_fixture.h"
 
 #define ABI10_TCP FC_TEST_PLUGIN_DIR "/abi10_tcp.so"
 #define ABI10_ROUND_ROBIN FC_TEST_PLUGIN_DIR "/abi10_round_robin.so"
+#define ABI11_TCP FC_TEST_PLUGIN_DIR "/abi11_tcp.so"
 
 static int listen_fd = -1;
 
-static void assert_built_for_1_0(const struct fc_plugin *plugin, const char *name)
+static void assert_built_for(const struct fc_plugin *plugin, const char *name, int minor)
 {
     assert_string_equal(plugin->desc->name, name);
     assert_int_equal(plugin->desc->abi_major, 1);
-    assert_int_equal(plugin->desc->abi_minor, 0);
+    assert_int_equal(plugin->desc->abi_minor, minor);
     /* This host is newer, or the test would prove nothing. */
-    assert_true(FC_ABI_MINOR > 0);
+    assert_true(FC_ABI_MINOR > minor);
+}
+
+static void assert_built_for_1_0(const struct fc_plugin *plugin, const char *name)
+{
+    assert_built_for(plugin, name, 0);
 }
 
 /* ---- a 1.0 health checker ----------------------------------------------- */
@@ -88,6 +95,29 @@ static void test_health_probes(void **unused)
     assert_int_equal(plugin_handles(), 0);
 }
 
+/* ---- a 1.1 health checker ------------------------------------------------ */
+
+static int health11_setup(void **unused)
+{
+    listen_fd = -1;
+    return harness_setup(ABI11_TCP, 2);
+}
+
+static void test_health_1_1_probes(void **unused)
+{
+    assert_built_for(H.plugin, "abi11_tcp", 1);
+    backend_listens(0); /* backend 1 stays on the refused port */
+    assert_int_equal(create_instance(""), 0);
+    assert_int_equal(H.inst.host.size, sizeof(struct fc_host));
+    struct probe_result *r = probe_one(0, 1000);
+    assert_true(r->ok);
+    assert_string_equal(r->reason, "connected");
+    r = probe_one(1, 1000);
+    assert_false(r->ok);
+    assert_string_equal(r->reason, "connect: connection refused");
+    assert_int_equal(n_log_lines, 0);
+}
+
 /* ---- a 1.0 strategy ------------------------------------------------------ */
 
 static void test_strategy_loads(void **unused)
@@ -126,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         HEALTH(test_health_loads),
         HEALTH(test_health_probes),
+        cmocka_unit_test_setup_teardown(test_health_1_1_probes, health11_setup, health_teardown),
         STRATEGY_TEST(test_strategy_loads, ABI10_ROUND_ROBIN),
         STRATEGY_TEST(test_strategy_picks, ABI10_ROUND_ROBIN),
     };

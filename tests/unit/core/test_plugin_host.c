@@ -471,6 +471,73 @@ static void test_request_header(void **unused)
     fc_instance_destroy(&inst);
 }
 
+static void test_response_header_add(void **unused)
+{
+    struct fc_instance inst;
+    static struct fc_request req;
+    static struct fc_added_headers added;
+    assert_int_equal(fc_instance_create(&inst, test_strategy, NULL, NULL, NULL, NULL, NULL, NULL),
+                     0);
+    const struct fc_host *h = &inst.host;
+    /* Outside pick() (the host opens the request's room only around it): refused. */
+    assert_int_equal(h->response_header_add(h, &req, "X-A", "1"), FC_EINVAL);
+    req.added = &added;
+    assert_int_equal(h->response_header_add(h, &req, "X-A", "1"), FC_EINVAL);
+    added.open = 1;
+    assert_int_equal(h->response_header_add(h, &req, "Set-Cookie", "fcsrv=ab12; HttpOnly"), 0);
+    assert_int_equal(h->response_header_add(h, &req, "X-T", "tab\tok"), 0);
+    /* Names are tokens; values carry no line breaks nor other controls. */
+    static const char *const bad_names[] = {"", "X A", "X:A", "X\r\nA", "X\"", "\x80"};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
+        assert_int_equal(h->response_header_add(h, &req, bad_names[i], "v"), FC_EINVAL);
+    static const char *const bad_values[] = {"a\r\nSet-Cookie: x", "a\nb", "a\rb", "\x7f", "\x01"};
+    for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++)
+        assert_int_equal(h->response_header_add(h, &req, "X-B", bad_values[i]), FC_EINVAL);
+    assert_int_equal(h->response_header_add(h, &req, NULL, "v"), FC_EINVAL);
+    assert_int_equal(h->response_header_add(h, &req, "X-B", NULL), FC_EINVAL);
+    const char *want = "Set-Cookie: fcsrv=ab12; HttpOnly\r\nX-T: tab\tok\r\n";
+    assert_int_equal(added.len, strlen(want));
+    assert_memory_equal(added.buf, want, added.len);
+    /* The room is bounded: what does not fit is refused whole, and what came before stays. */
+    char big[FC_RESPONSE_HEADERS_MAX];
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(h->response_header_add(h, &req, "X-Big", big), FC_ENOMEM);
+    assert_int_equal(added.len, strlen(want));
+    big[FC_RESPONSE_HEADERS_MAX - strlen(want) - strlen("X-Big: \r\n")] = '\0';
+    assert_int_equal(h->response_header_add(h, &req, "X-Big", big), 0);
+    assert_int_equal(added.len, FC_RESPONSE_HEADERS_MAX);
+    assert_int_equal(h->response_header_add(h, &req, "X", ""), FC_ENOMEM);
+    fc_instance_destroy(&inst);
+}
+
+/* The header-only Cookie parser of the SDK. */
+static void test_cookie_value(void **unused)
+{
+    const char *hdr = "a=1; fcsrv=\"q\"; sess = x y ;empty=; flag; fcsrv=second;A=upper";
+    size_t n = strlen(hdr), len = 99;
+    const char *v = fc_cookie_value(hdr, n, "a", &len);
+    assert_non_null(v);
+    assert_int_equal(len, 1);
+    assert_memory_equal(v, "1", 1);
+    v = fc_cookie_value(hdr, n, "fcsrv", &len); /* the first; quotes dropped */
+    assert_int_equal(len, 1);
+    assert_memory_equal(v, "q", 1);
+    v = fc_cookie_value(hdr, n, "sess", &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(v, "x y", 3);
+    v = fc_cookie_value(hdr, n, "empty", &len);
+    assert_non_null(v);
+    assert_int_equal(len, 0);
+    v = fc_cookie_value(hdr, n, "A", &len); /* names are case-sensitive */
+    assert_memory_equal(v, "upper", 5);
+    assert_null(fc_cookie_value(hdr, n, "flag", &len)); /* no '=': no value */
+    assert_null(fc_cookie_value(hdr, n, "fcsr", &len));
+    assert_null(fc_cookie_value(hdr, n, "b", &len));
+    assert_null(fc_cookie_value(hdr, 3, "fcsrv", &len)); /* only the first len bytes */
+    assert_null(fc_cookie_value(NULL, 0, "a", &len));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -489,6 +556,8 @@ int main(void)
         T(test_hooks),
         T(test_now_ns),
         T(test_request_header),
+        T(test_response_header_add),
+        T(test_cookie_value),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
