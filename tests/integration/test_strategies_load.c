@@ -233,10 +233,55 @@ IT_TEST(p2c_avoids_slow_backend)
     slow_backend_avoided(env, "p2c");
 }
 
+IT_TEST(ewma_avoids_slow_backend)
+{
+    slow_backend_avoided(env, "ewma");
+}
+
+/*
+ * One client, one request at a time: nothing is ever in flight when a pick
+ * is made, so least_conn and p2c cannot tell the backends apart (each takes
+ * a third). ewma learns from the latency alone: 2,000 requests, one backend
+ * 100 ms slower, and it must take under 10 % of them (one worker: one
+ * instance learns from every answer).
+ */
+IT_TEST(ewma_learns_a_slow_backend_from_latency_alone)
+{
+    const char *const slow_args[] = {"--delay-ms", "100", NULL};
+    int a = it_backend_start(env, NAMES[A]);
+    int slow = it_backend_start_args(env, NAMES[SLOW], slow_args);
+    int b = it_backend_start(env, NAMES[B]);
+    struct it_config cfg;
+    it_config_init(&cfg);
+    cfg.workers = 1;
+    it_config_add_pool(&cfg, "web", 1, 3, a, slow, b)->strategy = "ewma";
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    struct it_conn *c = it_connect(env, f->port);
+    int total[N_BACKENDS] = {0};
+    for (int i = 0; i < 2000; i++) {
+        it_send_str(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+        struct it_response r;
+        it_expect_response(c, "GET", &r);
+        assert_int_equal(r.status, 200);
+        const char *name = it_header(&r, "X-Backend");
+        assert_non_null(name);
+        for (int j = 0; j < N_BACKENDS; j++)
+            if (strcmp(name, NAMES[j]) == 0)
+                total[j]++;
+        it_response_free(&r);
+    }
+    print_message("ewma, one request at a time: a %d, b %d, slow %d of 2000\n", total[A], total[B],
+                  total[SLOW]);
+    assert_true(total[SLOW] < 200);
+    assert_true(total[A] > 400 && total[B] > 400);
+}
+
 static const struct CMUnitTest tests[] = {
 
     IT_CASE(least_conn_avoids_slow_backend),
     IT_CASE(p2c_avoids_slow_backend),
+    IT_CASE(ewma_avoids_slow_backend),
+    IT_CASE(ewma_learns_a_slow_backend_from_latency_alone),
 };
 
 IT_MAIN(tests)
