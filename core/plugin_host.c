@@ -363,6 +363,17 @@ static int response_header_add(const struct fc_host *host, const struct fc_reque
     return 0;
 }
 
+static const char *request_target(const struct fc_host *host, const struct fc_request *req,
+                                  size_t *len)
+{
+    if (req == NULL || req->target.p == NULL) {
+        *len = 0;
+        return NULL;
+    }
+    *len = req->target.len;
+    return req->target.p;
+}
+
 static void ratelimit_done(const struct fc_host *host, struct fc_ratelimit_pending *pending,
                            int verdict, uint64_t retry_after_ms)
 {
@@ -488,6 +499,7 @@ int fc_instance_create(struct fc_instance *inst, const struct fc_plugin *plugin,
     inst->host.pool_name = pool_name;
     inst->host.probe_connect = probe_connect;
     inst->host.response_header_add = response_header_add;
+    inst->host.request_target = request_target;
 
     inst->plugin = plugin;
     if (hooks != NULL)

@@ -1,4 +1,19 @@
 /*
+ * ip_hash and hash (this one source, built twice: hash with FC_HASH_FULL).
+ *
+ * hash: `key = "source" | "header:NAME" | "cookie:NAME" | "uri" |
+ * "query:NAME"` picks what is hashed (a request without it hashes its client
+ * address), and `balance_factor` bounds the load, as "Consistent Hashing with
+ * Bounded Loads" (Mirrokni, Thorup and Zadimoghaddam, SODA 2018) does and
+ * HAProxy's `hash-balance-factor` and Envoy's ring_hash with
+ * `hash_balance_factor` do: with factor c > 1, no backend takes a request
+ * while it has ceil(c * (in flight over the pool + 1) * weight / total
+ * weight) or more in flight; the request walks on along the ring to the
+ * next backend under its bound, so a hot key spills over to the backends
+ * after its own, in ring order, and comes back as the load falls. The
+ * in-flight counts are the core's, over all workers. Without the factor (0,
+ * the default) it is ip_hash with more keys.
+ *
  * ip_hash: sends each client to the same backend every time, by consistent
  * hashing of the client's address (IPv4 or IPv6; the address bytes, not the
  * port), or of a request header chosen with `key = "header:NAME"`. It is a
@@ -43,7 +58,11 @@
  * dual-stack listener reports for an IPv4 client) hashes as the IPv4 address.
  *
  * Costs. create() builds the ring once; it is immutable afterwards, and
- * identical in every worker's instance since it depends only on the pool.
+ * identical in every worker's instance since it depends only on the pool:
+ * so the instances of one pool share one ring (a registry of the rings of
+ * this plugin, keyed by pool view and a fingerprint of its backends, with a
+ * reference per instance; create() and destroy() run on the main thread
+ * only, which is all the registry needs, and picks only read a ring).
  * pick() hashes the key, binary-searches the ring (O(log points)) and walks
  * forward past ineligible backends; it allocates nothing. The walk ends after
  * meeting every backend of the pool once, so a pool with nothing eligible
@@ -53,6 +72,7 @@
  */
 #include <fulcrum/plugin.h>
 
+#include <math.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -69,16 +89,41 @@
 #define SPLITMIX64_GAMMA UINT64_C(0x9e3779b97f4a7c15)
 
 #define HEADER_PREFIX "header:"
+#define COOKIE_PREFIX "cookie:"
+#define QUERY_PREFIX "query:"
+
+#ifdef FC_HASH_FULL
+#define PLUGIN_NAME "hash"
+#else
+#define PLUGIN_NAME "ip_hash"
+#endif
+
+/* What is hashed. */
+enum key_kind { KEY_SOURCE, KEY_HEADER, KEY_COOKIE, KEY_URI, KEY_QUERY };
+
+/* A ring, shared by the instances of one pool (see "Costs" above). */
+struct ring {
+    const struct fc_pool_view *pool;
+    uint64_t fingerprint; /* of the backends it was built from */
+    uint32_t refs;
+    struct ring *next;
+    /* Sorted by position: points[i] belongs to backend owners[i]. */
+    uint64_t *points;
+    uint32_t *owners;
+    uint32_t n_points;
+};
+
+/* Every ring of this plugin. Main thread only (create() and destroy()). */
+static struct ring *rings;
 
 struct ip_hash {
     const struct fc_host *host;
     const struct fc_pool_view *pool;
-    /* The header to hash (`key = "header:NAME"`), or NULL: the client address. */
-    const char *header;
-    /* The ring, sorted by position: points[i] belongs to backend owners[i]. */
-    uint64_t *points;
-    uint32_t *owners;
-    uint32_t n_points;
+    enum key_kind kind;
+    /* The header, cookie or query parameter to hash, for those kinds. */
+    const char *name;
+    double balance_factor; /* 0: unbounded */
+    struct ring *ring;
     /* pick()'s scratch: met[b] == epoch when backend b was met in the current walk. */
     uint32_t *met;
     uint32_t epoch;
@@ -190,7 +235,7 @@ static uint32_t points_for(uint32_t w, uint64_t total)
     return n > 0 ? (uint32_t)n : 1;
 }
 
-static int build_ring(struct ip_hash *ih)
+static int build_ring(struct ring *ih)
 {
     const struct fc_pool_view *pool = ih->pool;
     uint64_t total_weight = 0;
@@ -250,7 +295,69 @@ static int is_tchar(unsigned char c)
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-/* Reads `key`; stores the header name in ih->header, or leaves it NULL. */
+/* Whether `name` is a non-empty run of tchars; else reports it for `key`. */
+static int valid_name(struct ip_hash *ih, const char *key, const char *name, const char *what,
+                      const char *example)
+{
+    if (*name == '\0') {
+        ih->host->config_error(ih->host, "key", "\"%s\" names no %s (e.g. \"%s\")", key, what,
+                               example);
+        return 0;
+    }
+    for (const char *p = name; *p != '\0'; p++) {
+        if (!is_tchar((unsigned char)*p)) {
+            ih->host->config_error(ih->host, "key", "\"%s\": \"%s\" is not a valid %s name", key,
+                                   name, what);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#ifdef FC_HASH_FULL
+/* hash's `key` and `balance_factor`. */
+static int read_key(struct ip_hash *ih)
+{
+    const struct fc_host *host = ih->host;
+    const char *key = "source";
+    if (host->config_string(host, "key", &key) == FC_EINVAL ||
+        host->config_double(host, "balance_factor", &ih->balance_factor) == FC_EINVAL)
+        return FC_EINVAL;
+    int ok = 1;
+    if (strcmp(key, "source") == 0) {
+        ih->kind = KEY_SOURCE;
+    } else if (strcmp(key, "uri") == 0) {
+        ih->kind = KEY_URI;
+    } else if (strncmp(key, HEADER_PREFIX, strlen(HEADER_PREFIX)) == 0) {
+        ih->kind = KEY_HEADER;
+        ih->name = key + strlen(HEADER_PREFIX);
+        ok = valid_name(ih, key, ih->name, "header", "header:X-Session");
+    } else if (strncmp(key, COOKIE_PREFIX, strlen(COOKIE_PREFIX)) == 0) {
+        ih->kind = KEY_COOKIE;
+        ih->name = key + strlen(COOKIE_PREFIX);
+        ok = valid_name(ih, key, ih->name, "cookie", "cookie:session");
+    } else if (strncmp(key, QUERY_PREFIX, strlen(QUERY_PREFIX)) == 0) {
+        ih->kind = KEY_QUERY;
+        ih->name = key + strlen(QUERY_PREFIX);
+        ok = valid_name(ih, key, ih->name, "query parameter", "query:user");
+    } else {
+        host->config_error(host, "key",
+                           "expected \"source\", \"header:NAME\", \"cookie:NAME\", \"uri\" or "
+                           "\"query:NAME\"; got \"%s\"",
+                           key);
+        ok = 0;
+    }
+    if (ih->balance_factor != 0 && !(ih->balance_factor > 1.0 && ih->balance_factor <= 100.0)) {
+        host->config_error(host, "balance_factor",
+                           "must be above 1 (e.g. 1.25) and at most 100, or 0 for no bound (got "
+                           "%g)",
+                           ih->balance_factor);
+        ok = 0;
+    }
+    return ok ? 0 : FC_EINVAL;
+}
+#else
+/* ip_hash's `key`: "header:NAME", stored in ih->name (kind KEY_HEADER); else the address. */
 static int read_key(struct ip_hash *ih)
 {
     const struct fc_host *host = ih->host;
@@ -271,31 +378,75 @@ static int read_key(struct ip_hash *ih)
         return FC_EINVAL;
     }
     const char *name = key + plen;
-    if (*name == '\0') {
-        host->config_error(host, "key", "\"%s\" names no header (e.g. \"header:X-Session\")", key);
+    if (!valid_name(ih, key, name, "header", "header:X-Session"))
         return FC_EINVAL;
-    }
-    for (const char *p = name; *p != '\0'; p++) {
-        if (!is_tchar((unsigned char)*p)) {
-            host->config_error(host, "key", "\"%s\": \"%s\" is not a valid header name", key, name);
-            return FC_EINVAL;
-        }
-    }
-    ih->header = name;
+    ih->kind = KEY_HEADER;
+    ih->name = name;
     return 0;
 }
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                       */
 /* ------------------------------------------------------------------------ */
+
+/* What the ring of `pool` depends on: its backends' addresses and weights, in order. */
+static uint64_t fingerprint_of(const struct fc_pool_view *pool)
+{
+    uint64_t h = FNV1A64_OFFSET ^ pool->n_backends;
+    for (uint32_t i = 0; i < pool->n_backends; i++) {
+        const char *a = pool->backends[i].address != NULL ? pool->backends[i].address : "";
+        h = mix64(h ^ hash_bytes(a, strlen(a)) ^ ((uint64_t)pool->backends[i].weight << 40));
+    }
+    return h;
+}
+
+static void ring_release(struct ring *r)
+{
+    if (r == NULL || --r->refs > 0)
+        return;
+    for (struct ring **at = &rings; *at != NULL; at = &(*at)->next)
+        if (*at == r) {
+            *at = r->next;
+            break;
+        }
+    free(r->points);
+    free(r->owners);
+    free(r);
+}
+
+/* The ring of `pool`, shared with the other instances over it, with a reference. */
+static struct ring *ring_acquire(const struct fc_pool_view *pool)
+{
+    uint64_t fp = fingerprint_of(pool);
+    for (struct ring *r = rings; r != NULL; r = r->next)
+        if (r->pool == pool && r->fingerprint == fp) {
+            r->refs++;
+            return r;
+        }
+    struct ring *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->pool = pool;
+    r->fingerprint = fp;
+    r->refs = 1;
+    if (build_ring(r) != 0) {
+        free(r->points);
+        free(r->owners);
+        free(r);
+        return NULL;
+    }
+    r->next = rings;
+    rings = r;
+    return r;
+}
 
 static void ih_destroy(void *state)
 {
     struct ip_hash *ih = state;
     if (ih == NULL)
         return;
-    free(ih->points);
-    free(ih->owners);
+    ring_release(ih->ring);
     free(ih->met);
     free(ih);
 }
@@ -311,7 +462,8 @@ static int ih_create(const struct fc_host *host, const struct fc_pool_view *pool
     int rc = read_key(ih);
     if (rc == 0 && pool->n_backends > 0) {
         ih->met = calloc(pool->n_backends, sizeof(*ih->met));
-        rc = ih->met != NULL ? build_ring(ih) : FC_ENOMEM;
+        ih->ring = ih->met != NULL ? ring_acquire(pool) : NULL;
+        rc = ih->ring != NULL ? 0 : FC_ENOMEM;
     }
     if (rc < 0) {
         /* The host logs "create() failed: out of memory"; a rejected key was reported. */
@@ -323,7 +475,7 @@ static int ih_create(const struct fc_host *host, const struct fc_pool_view *pool
 }
 
 /* The first ring index whose position is >= h, wrapping to 0 past the last point. */
-static uint32_t ring_find(const struct ip_hash *ih, uint64_t h)
+static uint32_t ring_find(const struct ring *ih, uint64_t h)
 {
     uint32_t lo = 0, hi = ih->n_points;
     while (lo < hi) {
@@ -336,32 +488,103 @@ static uint32_t ring_find(const struct ip_hash *ih, uint64_t h)
     return lo < ih->n_points ? lo : 0;
 }
 
+/* The value of query parameter `name` in target (a path and "?query"), or NULL. */
+static const char *query_value(const char *target, size_t len, const char *name, size_t *vlen)
+{
+    const char *q = memchr(target, '?', len);
+    if (q == NULL)
+        return NULL;
+    size_t n = strlen(name), i = (size_t)(q + 1 - target);
+    while (i < len) {
+        size_t start = i;
+        while (i < len && target[i] != '&' && target[i] != '#')
+            i++;
+        if (i - start > n && memcmp(target + start, name, n) == 0 && target[start + n] == '=') {
+            *vlen = i - start - n - 1;
+            return target + start + n + 1;
+        }
+        if (i < len && target[i] == '#')
+            break;
+        i++;
+    }
+    return NULL;
+}
+
+/* The hash of the request's key; the client's address when the request has none. */
+static uint64_t key_hash(const struct ip_hash *ih, const struct fc_pick_args *args)
+{
+    const struct fc_host *h = ih->host;
+    const char *value = NULL;
+    size_t len = 0;
+    if (args->request != NULL) {
+        switch (ih->kind) {
+        case KEY_SOURCE:
+            break;
+        case KEY_HEADER:
+            value = h->request_header(h, args->request, ih->name, &len);
+            break;
+        case KEY_COOKIE: {
+            size_t clen;
+            const char *c = h->request_header(h, args->request, "cookie", &clen);
+            value = fc_cookie_value(c, clen, ih->name, &len);
+            break;
+        }
+        case KEY_URI:
+            value = h->request_target(h, args->request, &len);
+            break;
+        case KEY_QUERY: {
+            size_t tlen;
+            const char *t = h->request_target(h, args->request, &tlen);
+            value = t != NULL ? query_value(t, tlen, ih->name, &len) : NULL;
+            break;
+        }
+        }
+    }
+    /* An empty value is no key either: it would pile every such client onto one backend. */
+    if (value != NULL && len > 0)
+        return hash_bytes(value, len);
+    return hash_client(args->client, args->client_len);
+}
+
+/*
+ * Whether backend b may take one more request under the bound: fewer in
+ * flight than ceil(c * (total + 1) * weight / total weight), with the load
+ * and weights of the eligible backends. Always true without a factor.
+ */
+static int under_bound(const struct ip_hash *ih, const struct fc_pick_args *args, uint32_t b)
+{
+    if (ih->balance_factor == 0)
+        return 1;
+    uint64_t total = 0, weights = 0;
+    for (uint32_t i = 0; i < ih->pool->n_backends; i++) {
+        const struct fc_backend_view *v = &ih->pool->backends[i];
+        if (fc_backend_eligible(args, v)) {
+            total += fc_backend_inflight(v);
+            weights += v->weight;
+        }
+    }
+    const struct fc_backend_view *v = &ih->pool->backends[b];
+    double bound = ceil(ih->balance_factor * (double)(total + 1) * v->weight / (double)weights);
+    return (double)fc_backend_inflight(v) < bound;
+}
+
 static int ih_pick(void *state, const struct fc_pick_args *args)
 {
     struct ip_hash *ih = state;
     const struct fc_pool_view *pool = ih->pool;
+    const struct ring *ring = ih->ring;
 
-    if (ih->n_points == 0)
+    if (ring == NULL || ring->n_points == 0)
         return FC_ENOBACKEND;
 
-    uint64_t h;
-    const char *value = NULL;
-    size_t len = 0;
-    if (ih->header != NULL && args->request != NULL)
-        value = ih->host->request_header(ih->host, args->request, ih->header, &len);
-    /* An empty value is no key either: it would pile every such client onto one backend. */
-    if (value != NULL && len > 0)
-        h = hash_bytes(value, len);
-    else
-        h = hash_client(args->client, args->client_len);
-
-    uint32_t i = ring_find(ih, h);
-    uint32_t b = ih->owners[i];
-    if (fc_backend_eligible(args, &pool->backends[b]))
+    uint32_t i = ring_find(ring, key_hash(ih, args));
+    uint32_t b = ring->owners[i];
+    if (fc_backend_eligible(args, &pool->backends[b]) && under_bound(ih, args, b))
         return (int)b;
 
     /*
-     * The owner cannot take it: walk clockwise to the next eligible backend.
+     * The owner cannot take it: walk clockwise to the next eligible backend
+     * (under its bound, with a factor; else the first eligible one met).
      * Each backend is tested once per walk; after meeting all of them, or
      * going once around, nothing is eligible.
      */
@@ -369,19 +592,24 @@ static int ih_pick(void *state, const struct fc_pick_args *args)
         memset(ih->met, 0, pool->n_backends * sizeof(*ih->met));
         ih->epoch = 1;
     }
+    int first = fc_backend_eligible(args, &pool->backends[b]) ? (int)b : FC_ENOBACKEND;
     ih->met[b] = ih->epoch;
     uint32_t met = 1;
-    for (uint32_t step = 1; step < ih->n_points && met < pool->n_backends; step++) {
-        i = i + 1 < ih->n_points ? i + 1 : 0;
-        b = ih->owners[i];
+    for (uint32_t step = 1; step < ring->n_points && met < pool->n_backends; step++) {
+        i = i + 1 < ring->n_points ? i + 1 : 0;
+        b = ring->owners[i];
         if (ih->met[b] == ih->epoch)
             continue;
-        if (fc_backend_eligible(args, &pool->backends[b]))
-            return (int)b;
         ih->met[b] = ih->epoch;
         met++;
+        if (!fc_backend_eligible(args, &pool->backends[b]))
+            continue;
+        if (under_bound(ih, args, b))
+            return (int)b;
+        if (first < 0)
+            first = (int)b;
     }
-    return FC_ENOBACKEND;
+    return first; /* all over the bound (their counts moved meanwhile): the key's own */
 }
 
 static const struct fc_strategy_ops ih_ops = {
@@ -391,6 +619,12 @@ static const struct fc_strategy_ops ih_ops = {
     .pick = ih_pick,
 };
 
+#ifdef FC_HASH_FULL
+FC_PLUGIN_DESCRIPTOR(.kind = FC_PLUGIN_STRATEGY, .name = "hash", .version = "1.0.0",
+                     .description = "consistent hashing of a request key, with bounded loads",
+                     .strategy = &ih_ops);
+#else
 FC_PLUGIN_DESCRIPTOR(.kind = FC_PLUGIN_STRATEGY, .name = "ip_hash", .version = "1.0.0",
                      .description = "consistent hashing (ring) of the client address or a header",
                      .strategy = &ih_ops);
+#endif

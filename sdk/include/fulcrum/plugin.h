@@ -47,7 +47,8 @@
  *        host calls outcome() for every request sent to a backend, also
  *        when it failed before a response head (status 0: connect failure,
  *        reset, timeout), as the op's comment always said; 1.0 and 1.1 hosts
- *        called it at response heads only. Header-only: fc_cookie_value().
+ *        called it at response heads only. fc_host.request_target().
+ *        Header-only: fc_cookie_value().
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -350,6 +351,15 @@ struct fc_host {
      */
     int (*response_header_add)(const struct fc_host *host, const struct fc_request *req,
                                const char *name, const char *value);
+
+    /**
+     * The request's target as the backend gets it: origin-form, path and
+     * query ("/a/b?x=1"; an absolute-form target's path, "*" for OPTIONS *).
+     * Not NUL-terminated; stores its length. Borrowed for the duration of
+     * the op that received the request, on its worker.
+     */
+    const char *(*request_target)(const struct fc_host *host, const struct fc_request *req,
+                                  size_t *len);
 };
 
 /** The room response_header_add() has for one request's headers, in bytes. */
