@@ -327,11 +327,53 @@ static void load_backends(struct fc_cfg_loader *ld, const config_setting_t *pg, 
     free(ok);
 }
 
+/* `retry_on`: a list of "connect", "reset", "502", "503", "504". */
+static void load_retry_on(struct fc_cfg_loader *ld, const config_setting_t *pg, const char *prefix,
+                          unsigned *out)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } kinds[] = {{"connect", FC_RETRY_CONNECT},
+                 {"reset", FC_RETRY_RESET},
+                 {"502", FC_RETRY_502},
+                 {"503", FC_RETRY_503},
+                 {"504", FC_RETRY_504}};
+    const config_setting_t *list = config_setting_get_member(pg, "retry_on");
+    *out = FC_RETRY_CONNECT;
+    if (list == NULL)
+        return;
+    if (config_setting_type(list) != CONFIG_TYPE_LIST &&
+        config_setting_type(list) != CONFIG_TYPE_ARRAY) {
+        fc_cfg_report(ld, list, fc_cfg_line(list), prefix, "retry_on",
+                      "expected a list such as ( \"connect\", \"reset\", \"503\" )");
+        return;
+    }
+    *out = 0;
+    int n = config_setting_length(list);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+        const char *v =
+            config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
+        unsigned bit = 0;
+        for (size_t k = 0; v != NULL && k < sizeof(kinds) / sizeof(kinds[0]); k++)
+            if (strcmp(v, kinds[k].name) == 0)
+                bit = kinds[k].bit;
+        if (bit == 0) {
+            fc_cfg_report(ld, list, fc_cfg_line(list), prefix, "retry_on",
+                          "\"%s\" is none of \"connect\", \"reset\", \"502\", \"503\", \"504\"",
+                          v != NULL ? v : "(not a string)");
+            return;
+        }
+        *out |= bit;
+    }
+}
+
 static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint32_t index)
 {
     static const char *const keys[] = {"name",    "strategy", "health",    "rate_limit",
                                        "retries", "backends", "max_fails", "fail_timeout_ms",
-                                       "tls",     NULL};
+                                       "tls",     "retry_on", NULL};
     struct fc_conf_pool *pool = &ld->cfg->pools[index];
     char prefix[288];
     if (ld->pool_named[index])
@@ -355,6 +397,7 @@ static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint
     if (pool->rate_limit.group != NULL)
         load_ratelimit(ld, pool->rate_limit.group, prefix, &pool->rate_limit_conf);
     fc_cfg_get_u32(ld, pg, prefix, "retries", 0, MAX_RETRIES, &pool->retries);
+    load_retry_on(ld, pg, prefix, &pool->retry_on);
     fc_cfg_get_u32(ld, pg, prefix, "max_fails", 0, 100, &pool->max_fails);
     fc_cfg_get_u32(ld, pg, prefix, "fail_timeout_ms", 1, MAX_TIMEOUT_MS, &pool->fail_timeout_ms);
     load_backends(ld, pg, prefix, pool);

@@ -45,6 +45,16 @@ struct fc_conf_ratelimit {
     char *header; /**< `key = "header:NAME"`: NAME; NULL: the client address (the default) */
 };
 
+/** What a pool's `retry_on` retries on another backend (bits of fc_conf_pool.retry_on). */
+enum fc_retry_on {
+    FC_RETRY_CONNECT =
+        1u << 0, /**< the connect failed or timed out (any request: nothing was sent) */
+    FC_RETRY_RESET = 1u << 1, /**< the connection ended before a response head */
+    FC_RETRY_502 = 1u << 2,   /**< the backend answered 502 */
+    FC_RETRY_503 = 1u << 3,   /**< the backend answered 503 */
+    FC_RETRY_504 = 1u << 4,   /**< 504, or no response head within upstream_ms */
+};
+
 struct fc_conf_pool {
     char *name;
     int line;
@@ -54,6 +64,7 @@ struct fc_conf_pool {
     struct fc_conf_plugin rate_limit;         /**< optional: name == NULL when absent */
     struct fc_conf_ratelimit rate_limit_conf; /**< valid when rate_limit.name != NULL */
     uint32_t retries;                         /**< default 1 */
+    unsigned retry_on;  /**< enum fc_retry_on bits; default FC_RETRY_CONNECT */
     uint32_t max_fails; /**< default 3: consecutive failures that mark a backend down; 0 off */
     uint32_t fail_timeout_ms; /**< default 10000: how long a passively marked backend stays down */
     struct fc_conf_backend *backends;

@@ -344,7 +344,7 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
                              timed_out ? "connect timed out" : "connect failed");
     t->tried[t->backend] = 1;
     t->attempts++;
-    if (t->attempts > t->pool->conf->retries) {
+    if (t->attempts > t->pool->conf->retries || !(t->pool->conf->retry_on & FC_RETRY_CONNECT)) {
         fc_txn_reply(t, timed_out ? 504 : 502, 0);
         return;
     }
@@ -619,6 +619,50 @@ static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
     fc_txn_client_written(t);
 }
 
+/* Methods a client may send twice with the effect of once (RFC 9110 9.2.2). */
+static int idempotent(const struct fc_request *req)
+{
+    static const char *const methods[] = {"get", "head", "options", "trace", "put", "delete"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (fc_span_equals(req->method, methods[i]))
+            return 1;
+    return 0;
+}
+
+/*
+ * Whether a backend this request has not tried is up: else a retry could
+ * only end in the proxy's own 502, and the backend's answer is better.
+ */
+static int untried_backend_left(const struct fc_txn *t)
+{
+    for (uint32_t i = 0; i < t->pool->view.n_backends; i++)
+        if ((int32_t)i != t->backend && !t->tried[i] && fc_backend_is_up(&t->pool->views[i]))
+            return 1;
+    return 0;
+}
+
+int fc_txn_retry_elsewhere(struct fc_txn *t, unsigned why, int status)
+{
+    const struct fc_conf_pool *conf = t->pool->conf;
+    if (!(conf->retry_on & why) || t->resp_started || t->req_has_body || !idempotent(&t->req) ||
+        t->attempts >= conf->retries || t->websocket || !untried_backend_left(t))
+        return 0;
+    fc_log_debug("client %s: backend %s: %s: retried on another backend", t->c->ip,
+                 t->pool->views[t->backend].address, status ? "its answer" : "it failed");
+    fc_txn_outcome(t, status);
+    fc_upstream_close(t->up);
+    t->up = NULL;
+    backend_inflight_add(t, -1);
+    t->tried[t->backend] = 1;
+    t->attempts++;
+    fc_stats_add(&pool_stats(t)->retries, 1);
+    t->head_writing = 0;
+    t->phase = FC_TXN_CONNECTING;
+    /* The head is written again, from the request still parsed in place. */
+    fc_txn_connect(t);
+    return 1;
+}
+
 /* A keep-alive connection that died before answering: try once more on a fresh one. */
 static int retry_stale(struct fc_txn *t)
 {
@@ -638,6 +682,8 @@ static int retry_stale(struct fc_txn *t)
 void fc_txn_upstream_failed(struct fc_txn *t, const char *why)
 {
     if (retry_stale(t))
+        return;
+    if (!t->resp_started && fc_txn_retry_elsewhere(t, FC_RETRY_RESET, 0))
         return;
     if (!t->resp_started) {
         fc_txn_outcome(t, 0);
@@ -748,6 +794,18 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
     if (status == 101) {
         switching(t, bufs, *used);
         return -1;
+    }
+    unsigned retry = status == 502   ? FC_RETRY_502
+                     : status == 503 ? FC_RETRY_503
+                     : status == 504 ? FC_RETRY_504
+                                     : 0;
+    if (retry != 0 && (t->pool->conf->retry_on & retry)) {
+        /* Counted as the backend's answer, then (maybe) not relayed: another backend tries. */
+        struct fc_backend_stats *bs = backend_stats(t);
+        if (fc_txn_retry_elsewhere(t, retry, status)) {
+            fc_stats_add(&bs->responses[4], 1);
+            return -1;
+        }
     }
     if (status < 100) {
         /* Not a status code HTTP knows (llhttp takes any three digits): nothing to relay. */

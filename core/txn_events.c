@@ -275,6 +275,8 @@ static void upstream_on_timeout(struct fc_upstream *u)
     fc_log_warn("client %s: backend %s: no response within %u ms", c->ip,
                 t->pool->views[t->backend].address, fc_txn_config(t)->timeouts.upstream_ms);
     fc_health_report_failure(t->pool, (uint32_t)t->backend, "response timed out");
+    if (!t->resp_started && fc_txn_retry_elsewhere(t, FC_RETRY_504, 0))
+        return;
     if (!t->resp_started) {
         fc_txn_outcome(t, 0);
         fc_txn_reply(t, 504, 0);

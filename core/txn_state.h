@@ -214,6 +214,15 @@ void fc_txn_abort(struct fc_txn *t, const char *why);
  * response head. Once per pick.
  */
 void fc_txn_outcome(struct fc_txn *t, int status);
+/**
+ * Sends the request to another backend after its backend failed it in a way
+ * the pool's `retry_on` names (`why`, an enum fc_retry_on bit; `status`, the
+ * backend's answer or 0, for its outcome): only a request that is safe to
+ * repeat (an idempotent method, no body), within `retries`, never to a
+ * backend it tried. Returns 1 when it did (the transaction goes on), 0 when
+ * the failure stands.
+ */
+int fc_txn_retry_elsewhere(struct fc_txn *t, unsigned why, int status);
 /** The response went out (or the tunnel after it ended): counted, then logged. */
 void fc_txn_log(struct fc_txn *t);
 
