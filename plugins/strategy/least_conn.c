@@ -66,29 +66,7 @@ static void lc_destroy(void *state)
 static int lc_pick(void *state, const struct fc_pick_args *args)
 {
     struct least_conn *lc = state;
-    const struct fc_backend_view *backends = lc->pool->backends;
-    uint32_t n = lc->pool->n_backends;
-    uint32_t i = lc->next;
-    int best = FC_ENOBACKEND;
-    /* The best backend's load as read once, so that every comparison sees the same value. */
-    uint32_t best_inflight = 0, best_weight = 1;
-
-    for (uint32_t scanned = 0; scanned < n; scanned++) {
-        const struct fc_backend_view *b = &backends[i];
-        if (fc_backend_eligible(args, b)) {
-            uint32_t inflight = fc_backend_inflight(b);
-            /* Strictly less: on a tie the earlier one in rotation order stays. */
-            if (best < 0 || fc_load_cmp(inflight, b->weight, best_inflight, best_weight) < 0) {
-                best = (int)i;
-                best_inflight = inflight;
-                best_weight = b->weight;
-            }
-        }
-        i = i + 1 < n ? i + 1 : 0;
-    }
-    if (best >= 0)
-        lc->next = (uint32_t)best + 1 < n ? (uint32_t)best + 1 : 0;
-    return best;
+    return fc_pick_least_loaded(lc->pool, args, &lc->next);
 }
 
 static const struct fc_strategy_ops lc_ops = {

@@ -192,36 +192,13 @@ static int from_cookie(const struct sticky *s, const struct fc_pick_args *args)
     return -1; /* no backend of this pool has that value */
 }
 
-/* The eligible backend of least load per weight, ties in rotation (as least_conn). */
-static int least_loaded(struct sticky *s, const struct fc_pick_args *args)
-{
-    uint32_t n = s->pool->n_backends, i = s->next;
-    int best = FC_ENOBACKEND;
-    uint32_t best_inflight = 0, best_weight = 1;
-    for (uint32_t scanned = 0; scanned < n; scanned++) {
-        const struct fc_backend_view *b = &s->pool->backends[i];
-        if (fc_backend_eligible(args, b)) {
-            uint32_t inflight = fc_backend_inflight(b);
-            if (best < 0 || fc_load_cmp(inflight, b->weight, best_inflight, best_weight) < 0) {
-                best = (int)i;
-                best_inflight = inflight;
-                best_weight = b->weight;
-            }
-        }
-        i = i + 1 < n ? i + 1 : 0;
-    }
-    if (best >= 0)
-        s->next = (uint32_t)best + 1 < n ? (uint32_t)best + 1 : 0;
-    return best;
-}
-
 static int sticky_pick(void *state, const struct fc_pick_args *args)
 {
     struct sticky *s = state;
     int i = from_cookie(s, args);
     if (i >= 0)
         return i;
-    i = least_loaded(s, args);
+    i = fc_pick_least_loaded(s->pool, args, &s->next);
     if (i < 0)
         return i;
     int secure =

@@ -48,7 +48,7 @@
  *        when it failed before a response head (status 0: connect failure,
  *        reset, timeout), as the op's comment always said; 1.0 and 1.1 hosts
  *        called it at response heads only. fc_host.request_target().
- *        Header-only: fc_cookie_value().
+ *        Header-only: fc_cookie_value(), fc_pick_least_loaded().
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -445,6 +445,38 @@ static inline int fc_backend_eligible(const struct fc_pick_args *args,
                                       const struct fc_backend_view *b)
 {
     return fc_backend_is_up(b) && !(args->tried && args->tried[b->index]);
+}
+
+/**
+ * The eligible backend of `pool` with the fewest requests in flight per unit
+ * of weight (fc_load_cmp()), scanning from *next and keeping the first of
+ * equal load, so that ties take turns; *next then points past the backend
+ * picked. FC_ENOBACKEND when none is eligible. least_conn's pick, for
+ * strategies that fall back to it. Header-only (ABI 1.2); *next is the
+ * caller's, per instance.
+ */
+static inline int fc_pick_least_loaded(const struct fc_pool_view *pool,
+                                       const struct fc_pick_args *args, uint32_t *next)
+{
+    uint32_t n = pool->n_backends, i = *next < n ? *next : 0;
+    int best = FC_ENOBACKEND;
+    uint32_t best_inflight = 0, best_weight = 1;
+    for (uint32_t scanned = 0; scanned < n; scanned++) {
+        const struct fc_backend_view *b = &pool->backends[i];
+        if (fc_backend_eligible(args, b)) {
+            uint32_t inflight = fc_backend_inflight(b);
+            /* Strictly less: on a tie the earlier one in rotation order stays. */
+            if (best < 0 || fc_load_cmp(inflight, b->weight, best_inflight, best_weight) < 0) {
+                best = (int)i;
+                best_inflight = inflight;
+                best_weight = b->weight;
+            }
+        }
+        i = i + 1 < n ? i + 1 : 0;
+    }
+    if (best >= 0)
+        *next = (uint32_t)best + 1 < n ? (uint32_t)best + 1 : 0;
+    return best;
 }
 
 /**

@@ -124,4 +124,40 @@ static inline void count_picks(int *count, int picks, const uint8_t *tried)
     }
 }
 
+/*
+ * Creates an instance of the fixture's plugin over `pool` from the keys in
+ * `keys` (libconfig text inside its group: `decay_ms = 5;`), as read from
+ * "test.conf". Returns what fc_instance_create() returned.
+ */
+static inline int create_with_keys(struct fc_instance *in, const char *keys,
+                                   const struct fc_pool_view *over)
+{
+    struct parsed_group p;
+    char text[512];
+    snprintf(text, sizeof(text), "strategy = { plugin = \"%s\"; %s };", fx.plugin->desc->name,
+             keys);
+    parse_group(&p, text, "strategy", fx.plugin->desc->name);
+    int rc = fc_instance_create(in, fx.plugin, &p.conf, "test.conf", NULL, over, NULL,
+                                "pool web: strategy");
+    config_destroy(&p.lc);
+    return rc;
+}
+
+/* Fails unless each of the NULL-terminated `bad` key sets is refused, with a line logged. */
+static inline void assert_keys_refused(const char *const *bad)
+{
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        struct fc_instance in;
+        log_capture_start();
+        int rc = create_with_keys(&in, bad[i], &pool);
+        log_capture_stop();
+        if (rc == 0) {
+            fc_instance_destroy(&in);
+            fail_msg("accepted: %s", bad[i]);
+        }
+        if (n_log_lines == 0)
+            fail_msg("refused without a word: %s", bad[i]);
+    }
+}
+
 #endif
