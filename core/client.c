@@ -157,6 +157,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     events->on_read_end(c, (int)n);
 }
 
+static void sock_read_start(struct fc_client *c)
+{
+    if (!c->sock_reading && uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+        c->sock_reading = 1;
+}
+
 void fc_client_read_start(struct fc_client *c)
 {
     if (c->reading || c->eof || c->closing)
@@ -167,8 +173,8 @@ void fc_client_read_start(struct fc_client *c)
         fc_tls_io_schedule(c->tls);
         return;
     }
-    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
-        c->reading = c->sock_reading = 1;
+    sock_read_start(c);
+    c->reading = c->sock_reading;
 }
 
 void fc_client_read_stop(struct fc_client *c)
@@ -249,8 +255,7 @@ static void tls_deliver(struct fc_client *c)
     }
     if (!fc_tls_io_pending(io)) {
         /* Nothing to decrypt (a handshake that just ended): no request memory until there is. */
-        if (!c->sock_reading && uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
-            c->sock_reading = 1;
+        sock_read_start(c);
         return;
     }
     while (c->reading && !c->closing) {
@@ -268,8 +273,7 @@ static void tls_deliver(struct fc_client *c)
         }
         if (n == FC_TLS_WANT) {
             /* The input is used up: the rest comes from the socket. */
-            if (!c->sock_reading && uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
-                c->sock_reading = 1;
+            sock_read_start(c);
             return;
         }
         if (n == FC_TLS_ERROR)
@@ -410,6 +414,19 @@ static void linger_shutdown_cb(uv_shutdown_t *req, int status)
         fc_client_close(c);
 }
 
+/*
+ * Ends our side of the stream once what was written has gone out (over TLS,
+ * close_notify first, before the FIN); cb then. Returns uv_shutdown()'s code.
+ */
+static int shut_our_side(struct fc_client *c, uv_shutdown_cb cb)
+{
+    c->shut = 1;
+    if (c->tls != NULL)
+        fc_tls_io_shutdown(c->tls, 1);
+    c->shutdown_req.data = c;
+    return uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, cb);
+}
+
 static void shutdown_cb(uv_shutdown_t *req, int status)
 {
     /* Nothing waits for it: the connection closes when both ways have ended. */
@@ -419,11 +436,7 @@ void fc_client_shutdown(struct fc_client *c)
 {
     if (c->closing || c->lingering || c->shut)
         return;
-    c->shut = 1;
-    if (c->tls != NULL)
-        fc_tls_io_shutdown(c->tls, 1); /* close_notify, before the FIN */
-    c->shutdown_req.data = c;
-    uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb);
+    shut_our_side(c, shutdown_cb);
 }
 
 /*
@@ -443,10 +456,7 @@ void fc_client_linger(struct fc_client *c)
         return;
     }
     c->lingering = 1;
-    if (c->tls != NULL)
-        fc_tls_io_shutdown(c->tls, 1); /* close_notify, before the FIN */
-    c->shutdown_req.data = c;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, linger_shutdown_cb) != 0) {
+    if (shut_our_side(c, linger_shutdown_cb) != 0) {
         fc_client_close(c);
         return;
     }

@@ -339,16 +339,12 @@ static void load_retry_on(struct fc_cfg_loader *ld, const config_setting_t *pg, 
                  {"502", FC_RETRY_502},
                  {"503", FC_RETRY_503},
                  {"504", FC_RETRY_504}};
-    const config_setting_t *list = config_setting_get_member(pg, "retry_on");
+    const config_setting_t *list;
     *out = FC_RETRY_CONNECT;
-    if (list == NULL)
+    if (fc_cfg_get_list(ld, pg, prefix, "retry_on",
+                        "expected a list such as ( \"connect\", \"reset\", \"503\" )",
+                        &list) != FC_CFG_GOT)
         return;
-    if (config_setting_type(list) != CONFIG_TYPE_LIST &&
-        config_setting_type(list) != CONFIG_TYPE_ARRAY) {
-        fc_cfg_report(ld, list, fc_cfg_line(list), prefix, "retry_on",
-                      "expected a list such as ( \"connect\", \"reset\", \"503\" )");
-        return;
-    }
     *out = 0;
     int n = config_setting_length(list);
     for (int i = 0; i < n; i++) {

@@ -225,6 +225,20 @@ int fc_cfg_get_compound(struct fc_cfg_loader *ld, const config_setting_t *group,
     return FC_CFG_GOT;
 }
 
+int fc_cfg_get_list(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
+                    const char *name, const char *expected, const config_setting_t **out)
+{
+    const config_setting_t *s = config_setting_get_member(group, name);
+    if (s == NULL)
+        return FC_CFG_ABSENT;
+    if (config_setting_type(s) != CONFIG_TYPE_LIST && config_setting_type(s) != CONFIG_TYPE_ARRAY) {
+        fc_cfg_report(ld, s, fc_cfg_line(s), prefix, name, "%s", expected);
+        return FC_CFG_INVALID;
+    }
+    *out = s;
+    return FC_CFG_GOT;
+}
+
 /*
  * Element i of a list, which must be a group. `key` is the list's full key
  * ("listeners", "pool \"web\": backends") for the report.

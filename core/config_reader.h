@@ -80,6 +80,14 @@ int fc_cfg_get_compound(struct fc_cfg_loader *ld, const config_setting_t *group,
                         const char *name, int type, int required, const config_setting_t **out);
 
 /*
+ * A member that is a list (( ... )) or an array ([ ... ]), as a list of
+ * scalars may be written either way. Reports `expected` (the whole message,
+ * "expected a list of ...") for anything else.
+ */
+int fc_cfg_get_list(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
+                    const char *name, const char *expected, const config_setting_t **out);
+
+/*
  * Element i of a list, which must be a group. `key` is the list's full key
  * ("listeners", "pool \"web\": backends") for the report.
  */

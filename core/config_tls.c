@@ -37,15 +37,12 @@ static void get_alpn(struct fc_cfg_loader *ld, const config_setting_t *g, const 
                      unsigned char *out, size_t cap, size_t *len)
 {
     static const char proto[] = "http/1.1";
-    const config_setting_t *list = config_setting_get_member(g, "alpn");
+    const config_setting_t *list;
     *len = 0;
-    if (list != NULL && config_setting_type(list) != CONFIG_TYPE_LIST &&
-        config_setting_type(list) != CONFIG_TYPE_ARRAY) {
-        fc_cfg_report(ld, list, fc_cfg_line(list), prefix, "alpn",
-                      "expected a list of protocol names");
+    int got = fc_cfg_get_list(ld, g, prefix, "alpn", "expected a list of protocol names", &list);
+    if (got == FC_CFG_INVALID)
         return;
-    }
-    if (list == NULL) {
+    if (got == FC_CFG_ABSENT) {
         out[0] = (unsigned char)(sizeof(proto) - 1);
         memcpy(out + 1, proto, sizeof(proto) - 1);
         *len = sizeof(proto);

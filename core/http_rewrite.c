@@ -310,14 +310,6 @@ int fc_head_request_complete(struct fc_request *h)
     return path_canonical(h->target) ? 0 : -1;
 }
 
-/* A token character (RFC 9110 5.6.2). */
-static int is_tchar(char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 /*
  * Reads the codings of one Transfer-Encoding value into *codings and
  * *chunked_last: -1 when an element is empty or not a token (a coding's
@@ -331,7 +323,7 @@ static int te_value(struct fc_span v, uint32_t *codings, int *chunked_last)
         while (i < v.len && is_ows(v.p[i]))
             i++;
         uint32_t start = i;
-        while (i < v.len && is_tchar(v.p[i]))
+        while (i < v.len && fc_is_tchar((unsigned char)v.p[i]))
             i++;
         struct fc_span tok = {v.p + start, i - start};
         while (i < v.len && is_ows(v.p[i]))

@@ -286,7 +286,8 @@ static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const
         const char *name, *help;
         size_t offset;
     } counters[] = {
-        {"fulcrum_pool_retries_total", "Requests sent to another backend after a failure (retry_on).",
+        {"fulcrum_pool_retries_total",
+         "Requests sent to another backend after a failure (retry_on).",
          offsetof(struct fc_pool_stats, retries)},
         {"fulcrum_pool_no_backend_total", "Requests for which no backend was available (503).",
          offsetof(struct fc_pool_stats, no_backend)},

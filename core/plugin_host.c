@@ -327,13 +327,6 @@ static int probe_connect(const struct fc_host *host, struct fc_probe *probe,
     return fc_prober_start(&fc_instance_of(host)->prober, probe, args);
 }
 
-/* RFC 9110 tchar. */
-static int is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
 static int response_header_add(const struct fc_host *host, const struct fc_request *req,
                                const char *name, const char *value)
 {
@@ -347,7 +340,7 @@ static int response_header_add(const struct fc_host *host, const struct fc_reque
         return FC_EINVAL;
     size_t nl = strlen(name), vl = strlen(value);
     for (size_t i = 0; i < nl; i++)
-        if (!is_tchar((unsigned char)name[i]))
+        if (!fc_is_tchar((unsigned char)name[i]))
             return FC_EINVAL;
     for (size_t i = 0; i < vl; i++)
         if (((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)

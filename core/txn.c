@@ -67,12 +67,7 @@
 /* 1. The request head                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* The counters of the request's listener and backend, this worker's slot (stats.h). */
-static struct fc_listener_stats *listener_stats(const struct fc_txn *t)
-{
-    return fc_stats_listener(t->c->listener->stats, t->c->w->index);
-}
-
+/* The counters of the request's backend and pool, this worker's slot (stats.h). */
 static struct fc_backend_stats *backend_stats(const struct fc_txn *t)
 {
     return fc_stats_backend(t->pool->backend_stats[t->backend], t->c->w->index);
@@ -90,6 +85,16 @@ static void backend_inflight_add(struct fc_txn *t, int delta)
         __atomic_add_fetch(&b->state.inflight, 1, __ATOMIC_RELAXED);
     else
         __atomic_sub_fetch(&b->state.inflight, 1, __ATOMIC_RELAXED);
+}
+
+/* Closes the request's upstream connection, if it has one, and leaves its backend's count. */
+static void close_upstream(struct fc_txn *t)
+{
+    if (t->up == NULL)
+        return;
+    fc_upstream_close(t->up);
+    t->up = NULL;
+    backend_inflight_add(t, -1);
 }
 
 /*
@@ -317,9 +322,7 @@ static void connect_failed_locally(struct fc_txn *t, int err)
                 "backend %s: connect failed here, not at the backends (%s): answered 503 "
                 "(client %s)",
                 t->pool->views[t->backend].address, uv_strerror(err), t->c->ip);
-    fc_upstream_close(t->up);
-    t->up = NULL;
-    backend_inflight_add(t, -1);
+    close_upstream(t);
     fc_txn_reply(t, 503, 0);
 }
 
@@ -335,10 +338,8 @@ void fc_txn_connect_failed(struct fc_txn *t, int err, int timed_out)
     fc_txn_warn(
         t, "connect", "backend %s: connect: %s (client %s)", t->pool->views[t->backend].address,
         timed_out ? "timed out" : fc_upstream_strerror(t->up, err, why, sizeof(why)), c->ip);
-    fc_upstream_close(t->up);
-    t->up = NULL;
+    close_upstream(t);
     fc_txn_outcome(t, 0);
-    backend_inflight_add(t, -1);
     fc_stats_add(&backend_stats(t)->connect_failures, 1);
     fc_health_report_failure(t->pool, (uint32_t)t->backend,
                              timed_out ? "connect timed out" : "connect failed");
@@ -619,14 +620,20 @@ static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
     fc_txn_client_written(t);
 }
 
-/* Methods a client may send twice with the effect of once (RFC 9110 9.2.2). */
-static int idempotent(const struct fc_request *req)
+/* Methods a client may send twice with the effect of once (RFC 9110 9.2.2), as llhttp parsed it. */
+static int idempotent(const struct fc_txn *t)
 {
-    static const char *const methods[] = {"get", "head", "options", "trace", "put", "delete"};
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-        if (fc_span_equals(req->method, methods[i]))
-            return 1;
-    return 0;
+    switch (t->parser.method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 /*
@@ -644,15 +651,13 @@ static int untried_backend_left(const struct fc_txn *t)
 int fc_txn_retry_elsewhere(struct fc_txn *t, unsigned why, int status)
 {
     const struct fc_conf_pool *conf = t->pool->conf;
-    if (!(conf->retry_on & why) || t->resp_started || t->req_has_body || !idempotent(&t->req) ||
+    if (!(conf->retry_on & why) || t->resp_started || t->req_has_body || !idempotent(t) ||
         t->attempts >= conf->retries || t->websocket || !untried_backend_left(t))
         return 0;
     fc_log_debug("client %s: backend %s: %s: retried on another backend", t->c->ip,
                  t->pool->views[t->backend].address, status ? "its answer" : "it failed");
     fc_txn_outcome(t, status);
-    fc_upstream_close(t->up);
-    t->up = NULL;
-    backend_inflight_add(t, -1);
+    close_upstream(t);
     t->tried[t->backend] = 1;
     t->attempts++;
     fc_stats_add(&pool_stats(t)->retries, 1);
@@ -694,10 +699,6 @@ void fc_txn_upstream_failed(struct fc_txn *t, const char *why)
     }
 }
 
-/*
- * A final response head (or a 101) arrived: the response has started, and the
- * backend's health, counters and strategy hear of it.
- */
 void fc_txn_outcome(struct fc_txn *t, int status)
 {
     if (t->outcome_told || t->backend < 0)
@@ -709,6 +710,10 @@ void fc_txn_outcome(struct fc_txn *t, int status)
                                               (uv_hrtime() - t->t_start) / 1000);
 }
 
+/*
+ * A final response head (or a 101) arrived: the response has started, and the
+ * backend's health, counters and strategy hear of it.
+ */
 static void final_head(struct fc_txn *t)
 {
     int status = t->resp.status;
@@ -799,11 +804,11 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
                      : status == 503 ? FC_RETRY_503
                      : status == 504 ? FC_RETRY_504
                                      : 0;
-    if (retry != 0 && (t->pool->conf->retry_on & retry)) {
-        /* Counted as the backend's answer, then (maybe) not relayed: another backend tries. */
+    if (retry != 0) {
+        /* The answering backend's counters: the retry moves on to another. */
         struct fc_backend_stats *bs = backend_stats(t);
         if (fc_txn_retry_elsewhere(t, retry, status)) {
-            fc_stats_add(&bs->responses[4], 1);
+            fc_stats_add(&bs->responses[fc_stats_class(status)], 1); /* not relayed, but answered */
             return -1;
         }
     }
@@ -979,7 +984,7 @@ static void access_log(struct fc_txn *t)
 
 void fc_txn_log(struct fc_txn *t)
 {
-    struct fc_listener_stats *ls = listener_stats(t);
+    struct fc_listener_stats *ls = fc_txn_listener_stats(t);
     int cls = fc_stats_class(t->status);
     if (cls >= 0)
         fc_stats_add(&ls->responses[cls], 1);
@@ -991,11 +996,7 @@ void fc_txn_log(struct fc_txn *t)
 void fc_txn_release(struct fc_txn *t)
 {
     struct fc_worker *w = t->c->w;
-    if (t->up != NULL) {
-        fc_upstream_close(t->up);
-        t->up = NULL;
-        backend_inflight_add(t, -1);
-    }
+    close_upstream(t);
     if (t->gen != NULL) {
         struct fc_generation *g = t->gen;
         t->gen = NULL;
@@ -1141,11 +1142,7 @@ void fc_txn_reply(struct fc_txn *t, int status, int close)
     struct fc_client *c = t->c;
     if (c->closing)
         return;
-    if (t->up != NULL) {
-        fc_upstream_close(t->up);
-        t->up = NULL;
-        backend_inflight_add(t, -1);
-    }
+    close_upstream(t);
     if (t->resp_started || c->writing) {
         /* Part of a response went out, or is going out: nothing valid can follow. */
         fc_client_close(c);
@@ -1158,7 +1155,7 @@ void fc_txn_reply(struct fc_txn *t, int status, int close)
     t->phase = FC_TXN_REPLY;
     int code = fc_stats_proxy_index(status);
     if (code >= 0)
-        fc_stats_add(&listener_stats(t)->proxy_responses[code], 1);
+        fc_stats_add(&fc_txn_listener_stats(t)->proxy_responses[code], 1);
     t->resp_started = 1;
     fc_client_read_stop(c);
     int n =
@@ -1176,7 +1173,7 @@ void fc_txn_client_left(struct fc_txn *t)
 {
     struct fc_client *c = t->c;
     fc_log_debug("client %s: left while its response was awaited: request abandoned", c->ip);
-    fc_stats_add(&listener_stats(t)->abandoned, 1);
+    fc_stats_add(&fc_txn_listener_stats(t)->abandoned, 1);
     t->status = 499;
     access_log(t);
     fc_client_close(c); /* the upstream connection goes with the request (fc_txn_release) */

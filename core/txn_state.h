@@ -23,6 +23,8 @@
 #include "freelist.h"
 #include "generation.h"
 #include "http_request.h"
+#include "listener.h"
+#include "stats.h"
 #include "worker_types.h"
 
 #include <llhttp.h>
@@ -117,6 +119,12 @@ struct fc_txn_cache {
 static inline const struct fc_config *fc_txn_config(const struct fc_txn *t)
 {
     return t->c->w->gen->cfg;
+}
+
+/* The counters of the request's listener, this worker's slot (stats.h). */
+static inline struct fc_listener_stats *fc_txn_listener_stats(const struct fc_txn *t)
+{
+    return fc_stats_listener(t->c->listener->stats, t->c->w->index);
 }
 
 /* ---- txn_state.c: request memory ---------------------------------------- */

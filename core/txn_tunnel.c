@@ -28,11 +28,6 @@
 #include "stats.h"
 #include "upstream.h"
 
-static struct fc_listener_stats *listener_stats(const struct fc_txn *t)
-{
-    return fc_stats_listener(t->c->listener->stats, t->c->w->index);
-}
-
 /* A byte went one way or the other: the idle limit starts again (lazily). */
 static void active(struct fc_txn *t)
 {
@@ -88,7 +83,7 @@ void fc_tunnel_start(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
     t->tun_client_eof = c->eof; /* it may have half-closed behind its handshake */
     t->tun_backend_eof = 0;
     t->keep_alive = 0;
-    fc_stats_add(&listener_stats(t)->tunnels_opened, 1);
+    fc_stats_add(&fc_txn_listener_stats(t)->tunnels_opened, 1);
     fc_upstream_timer_stop(u); /* upstream_ms is for responses: the tunnel has tunnel_ms */
     active(t);
     u->off = u->len; /* the head and what follows it go out now */
@@ -210,6 +205,6 @@ void fc_tunnel_timeout(struct fc_txn *t)
 
 void fc_tunnel_closed(struct fc_txn *t)
 {
-    fc_stats_add(&listener_stats(t)->tunnels_closed, 1);
+    fc_stats_add(&fc_txn_listener_stats(t)->tunnels_closed, 1);
     fc_txn_log(t);
 }

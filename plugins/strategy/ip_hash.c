@@ -287,14 +287,6 @@ static int build_ring(struct ring *ih)
 /* Configuration                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* RFC 9110 tchar: what a header name may be made of. */
-static int is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 /* Whether `name` is a non-empty run of tchars; else reports it for `key`. */
 static int valid_name(struct ip_hash *ih, const char *key, const char *name, const char *what,
                       const char *example)
@@ -305,7 +297,7 @@ static int valid_name(struct ip_hash *ih, const char *key, const char *name, con
         return 0;
     }
     for (const char *p = name; *p != '\0'; p++) {
-        if (!is_tchar((unsigned char)*p)) {
+        if (!fc_is_tchar((unsigned char)*p)) {
             ih->host->config_error(ih->host, "key", "\"%s\": \"%s\" is not a valid %s name", key,
                                    name, what);
             return 0;

@@ -48,7 +48,8 @@
  *        when it failed before a response head (status 0: connect failure,
  *        reset, timeout), as the op's comment always said; 1.0 and 1.1 hosts
  *        called it at response heads only. fc_host.request_target().
- *        Header-only: fc_cookie_value(), fc_pick_least_loaded().
+ *        Header-only: fc_cookie_value(), fc_pick_least_loaded(),
+ *        fc_is_tchar().
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -385,6 +386,36 @@ struct fc_pick_args {
     /* ---- ABI 1.2 ---- */
     uint32_t flags; /**< FC_PICK_* */
 };
+
+/**
+ * Whether c may stand in a token (RFC 9110 5.6.2): a header name, a cookie
+ * name, a method. Letters, digits and !#$%&'*+-.^_`|~. Header-only (ABI 1.2).
+ */
+static inline int fc_is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 /** fc_pick_args.flags: the client's connection speaks TLS (a listener with `tls`). */
 #define FC_PICK_TLS (1u << 0)
