@@ -203,6 +203,11 @@ void it_rss_asan_end(const char *old);
  * matches none of them. Fails the test if openssl does.
  */
 const char *it_make_certs(struct it_env *env);
+/*
+ * One entry of a listener's `tls.certificates` for certificate NAME of
+ * it_make_certs()'s folder dir: { cert = "DIR/NAME.pem"; key = "DIR/NAME.key"; }.
+ */
+const char *it_tls_certificate(struct it_env *env, const char *dir, const char *name);
 /* ---- demo backends (backends.c) ---------------------------------------- */
 
 /*

@@ -313,6 +313,11 @@ const char *it_make_certs(struct it_env *env)
     return dir;
 }
 
+const char *it_tls_certificate(struct it_env *env, const char *dir, const char *name)
+{
+    return it_strf(env, "{ cert = \"%s/%s.pem\"; key = \"%s/%s.key\"; }", dir, name, dir, name);
+}
+
 /* Prints the tail of a file between marker lines; false if it is empty. */
 static bool dump_file(const char *what, const char *path)
 {

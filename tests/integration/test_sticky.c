@@ -32,6 +32,19 @@ static const char *cookie_of(struct it_env *env, const struct it_response *r)
     return it_strf(env, "%.*s", (int)(end ? end - sc : (long)strlen(sc)), sc);
 }
 
+/* A new client's first request: the backend that answered and the cookie it was given. */
+static void first_visit(struct it_env *env, int port, const char **backend, const char **cookie,
+                        const char **set_cookie)
+{
+    struct it_response r;
+    get(env, port, NULL, &r);
+    *backend = it_strf(env, "%s", it_header(&r, "X-Backend"));
+    *cookie = cookie_of(env, &r);
+    if (set_cookie != NULL)
+        *set_cookie = it_strf(env, "%s", it_header(&r, "Set-Cookie"));
+    it_response_free(&r);
+}
+
 static struct it_fulcrum *start_sticky(struct it_env *env, struct it_config *cfg, int *admin)
 {
     struct it_pool_config *p = it_config_demo_pool(env, cfg, 3);
@@ -49,12 +62,9 @@ IT_TEST(a_cookie_keeps_the_client_on_its_backend_across_workers_and_restarts)
     struct it_config cfg;
     int admin;
     struct it_fulcrum *f = start_sticky(env, &cfg, &admin);
+    const char *backend, *cookie, *sc;
+    first_visit(env, f->port, &backend, &cookie, &sc);
     struct it_response r;
-    get(env, f->port, NULL, &r);
-    const char *sc = it_strf(env, "%s", it_header(&r, "Set-Cookie"));
-    const char *backend = it_strf(env, "%s", it_header(&r, "X-Backend"));
-    const char *cookie = cookie_of(env, &r);
-    it_response_free(&r);
     assert_non_null(strstr(sc, "; Path=/; HttpOnly; SameSite=Lax; Max-Age=600"));
     assert_null(strstr(sc, "Secure")); /* a plain listener */
 
@@ -91,11 +101,9 @@ IT_TEST(a_drained_backend_loses_its_clients_to_others_with_new_cookies)
     struct it_config cfg;
     int admin;
     struct it_fulcrum *f = start_sticky(env, &cfg, &admin);
+    const char *backend, *cookie;
+    first_visit(env, f->port, &backend, &cookie, NULL);
     struct it_response r;
-    get(env, f->port, NULL, &r);
-    const char *backend = it_strf(env, "%s", it_header(&r, "X-Backend"));
-    const char *cookie = cookie_of(env, &r);
-    it_response_free(&r);
     int port = cfg.pools[0].ports[backend[0] - 'a'];
 
     it_fetch(env, admin, "PATCH",

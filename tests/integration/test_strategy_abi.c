@@ -116,8 +116,7 @@ IT_TEST(a_pick_knows_a_tls_listener)
     int ports[] = {it_backend_start(env, "a")};
     struct it_config cfg;
     outcome_pool(&cfg, 0, 1, ports);
-    cfg.listener_tls = it_strf(
-        env, "certificates = ( { cert = \"%s/site.pem\"; key = \"%s/site.key\"; } );", dir, dir);
+    cfg.listener_tls = it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site"));
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     const char *argv[] = {"/usr/bin/curl",
                           "-sS",

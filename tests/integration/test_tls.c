@@ -23,11 +23,6 @@
 #define TLS_CLIENT FC_IT_SOURCE_DIR "/tests/integration/tls_client.py"
 #define TLS_BACKEND FC_IT_SOURCE_DIR "/tests/integration/tls_backend.py"
 
-static const char *cert_entry(struct it_env *env, const char *dir, const char *name)
-{
-    return it_strf(env, "{ cert = \"%s/%s.pem\"; key = \"%s/%s.key\"; }", dir, name, dir, name);
-}
-
 /* A config with one demo backend and an admin listener; the listener's tls is the caller's. */
 static int tls_config(struct it_env *env, struct it_config *cfg, const char *tls)
 {
@@ -121,8 +116,8 @@ IT_TEST(sni_picks_the_certificate_by_name)
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
     tls_config(env, &cfg,
-               it_strf(env, "certificates = ( %s, %s, %s );", cert_entry(env, dir, "site"),
-                       cert_entry(env, dir, "api"), cert_entry(env, dir, "wild")));
+               it_strf(env, "certificates = ( %s, %s, %s );", it_tls_certificate(env, dir, "site"),
+                       it_tls_certificate(env, dir, "api"), it_tls_certificate(env, dir, "wild")));
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     /* curl verifies the name against the certificate it got: a 200 is the right one. */
@@ -173,9 +168,10 @@ IT_TEST(certificates_are_in_the_status_and_the_metrics)
 {
     const char *dir = it_make_certs(env);
     struct it_config cfg;
-    int admin = tls_config(env, &cfg,
-                           it_strf(env, "certificates = ( %s, %s );", cert_entry(env, dir, "site"),
-                                   cert_entry(env, dir, "wild")));
+    int admin =
+        tls_config(env, &cfg,
+                   it_strf(env, "certificates = ( %s, %s );", it_tls_certificate(env, dir, "site"),
+                           it_tls_certificate(env, dir, "wild")));
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     const char *site = it_strf(env, "%s/site.pem", dir), *wild = it_strf(env, "%s/wild.pem", dir);
     long long site_end = not_after(env, site), wild_end = not_after(env, wild);
@@ -206,7 +202,8 @@ IT_TEST(pipelining_and_large_bodies_over_tls)
     const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
-    tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    tls_config(env, &cfg,
+               it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site")));
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     const char *argv[] = {PYTHON,      TLS_CLIENT, "bulk", it_strf(env, "%d", f->port),
                           "site.test", ca,         NULL};
@@ -221,8 +218,8 @@ IT_TEST(old_versions_plaintext_and_garbage_are_refused_and_counted)
     const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
-    int admin =
-        tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    int admin = tls_config(
+        env, &cfg, it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site")));
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
 
     /* TLS 1.0 and 1.1, offered by a client that allows them (security level 0). */
@@ -293,8 +290,8 @@ IT_TEST(handshake_is_bounded_by_client_header_ms)
 {
     const char *dir = it_make_certs(env);
     struct it_config cfg;
-    int admin =
-        tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    int admin = tls_config(
+        env, &cfg, it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site")));
     cfg.client_header_ms = 300;
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     /* The start of a ClientHello, and then nothing. */
@@ -415,7 +412,7 @@ IT_TEST(check_reports_certificate_problems_by_file)
     tls_config(env, &cfg,
                it_strf(env,
                        "certificates = ( { cert = \"%s/site.pem\"; key = \"%s/api.key\"; }, %s );",
-                       dir, dir, cert_entry(env, dir, "expired")));
+                       dir, dir, it_tls_certificate(env, dir, "expired")));
     const char *path =
         it_write_file(env, "check.conf", it_config_render(env, &cfg, it_free_port()));
     const char *argv[] = {FC_BINARY, "-t", "-c", path, NULL};
@@ -433,7 +430,8 @@ IT_TEST(check_reports_certificate_problems_by_file)
         fail_msg("no warning for the expired certificate: %s", r.err);
 
     /* The expired one alone passes the check, with its warning. */
-    tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "expired")));
+    tls_config(env, &cfg,
+               it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "expired")));
     path = it_write_file(env, "check2.conf", it_config_render(env, &cfg, it_free_port()));
     const char *argv2[] = {FC_BINARY, "-t", "-c", path, NULL};
     it_run(env, argv2, 10000, &r);
@@ -460,7 +458,8 @@ IT_TEST(sessions_resume_and_a_reload_rotates_the_keys)
     const char *dir = it_make_certs(env);
     const char *ca = it_strf(env, "%s/ca.pem", dir);
     struct it_config cfg;
-    tls_config(env, &cfg, it_strf(env, "certificates = ( %s );", cert_entry(env, dir, "site")));
+    tls_config(env, &cfg,
+               it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site")));
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     const char *port = it_strf(env, "%d", f->port);
 
@@ -486,7 +485,7 @@ IT_TEST(sessions_resume_and_a_reload_rotates_the_keys)
                it_strf(env,
                        "certificates = ( %s ); session_tickets = false; min_version = "
                        "\"TLSv1.3\";",
-                       cert_entry(env, dir, "site")));
+                       it_tls_certificate(env, dir, "site")));
     cfg.admin = NULL;
     assert_int_equal(it_fulcrum_reload(env, f, &cfg), 0);
     it_run(env, argv, 15000, &r);

@@ -181,8 +181,7 @@ IT_TEST(wss_through_a_tls_listener_to_a_tls_backend)
                              it_strf(env, "%s/backend.key", dir));
     struct it_config cfg;
     int admin = ws_config(env, &cfg, ws);
-    cfg.listener_tls = it_strf(
-        env, "certificates = ( { cert = \"%s/site.pem\"; key = \"%s/site.key\"; } );", dir, dir);
+    cfg.listener_tls = it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site"));
     cfg.pools[0].pool_options = it_strf(env, "tls = { ca = \"%s/ca.pem\"; };", dir);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
     const char *url = ws_url(env, "wss", "site.test", f->port);
@@ -406,8 +405,7 @@ IT_TEST(a_slow_reader_of_a_fast_sender_keeps_memory_bounded)
 
     const char *dir = it_make_certs(env);
     cfg.admin = NULL; /* the first one's still listens */
-    cfg.listener_tls = it_strf(
-        env, "certificates = ( { cert = \"%s/site.pem\"; key = \"%s/site.key\"; } );", dir, dir);
+    cfg.listener_tls = it_strf(env, "certificates = ( %s );", it_tls_certificate(env, dir, "site"));
     f = it_fulcrum_start(env, &cfg);
     it_rss_asan_end(asan);
     slow_reader(env, f, ws_url(env, "wss", "site.test", f->port), it_strf(env, "%s/ca.pem", dir));

@@ -9,6 +9,7 @@
 #include "http_request.h"
 
 #define STICKY FC_PLUGIN_BUILD_DIR "/sticky.so"
+#define N_STATES MAX_BACKENDS
 
 static struct fc_request req;
 static struct fc_added_headers added;
@@ -63,6 +64,15 @@ static const char *set_value(void)
     return v;
 }
 
+/* The cookie value backend i gets: a new client sent there (it alone is idle), copied into v. */
+static void value_for(uint32_t i, char v[17])
+{
+    for (uint32_t b = 0; b < N_STATES; b++)
+        states[b].inflight = b == i ? 0 : 9;
+    assert_int_equal(pick_with(&fx.inst, NULL, 0, NULL), (int)i);
+    snprintf(v, 17, "%s", set_value());
+}
+
 static void test_new_client_gets_least_loaded_and_a_cookie(void **unused)
 {
     use_pool(4, NULL);
@@ -88,10 +98,10 @@ static void test_the_cookie_keeps_the_backend(void **unused)
 {
     use_pool(4, NULL);
     char cookies[4][64];
-    for (int i = 0; i < 4; i++) {
-        set_inflight(i == 0 ? 0 : 9, i == 1 ? 0 : 9, i == 2 ? 0 : 9, i == 3 ? 0 : 9);
-        assert_int_equal(pick_with(&fx.inst, NULL, 0, NULL), i);
-        snprintf(cookies[i], sizeof(cookies[i]), "other=1; fcsrv=%s; x=y", set_value());
+    for (uint32_t i = 0; i < 4; i++) {
+        char v[17];
+        value_for(i, v);
+        snprintf(cookies[i], sizeof(cookies[i]), "other=1; fcsrv=%s; x=y", v);
     }
     /* Whatever the loads, the cookie decides, and no Set-Cookie goes out again. */
     set_inflight(50, 0, 0, 0);
@@ -131,11 +141,9 @@ static void test_the_value_is_the_address_s(void **unused)
 {
     use_pool(4, NULL);
     char values[4][17];
-    for (int i = 0; i < 4; i++) {
-        set_inflight(i == 0 ? 0 : 9, i == 1 ? 0 : 9, i == 2 ? 0 : 9, i == 3 ? 0 : 9);
-        assert_int_equal(pick_with(&fx.inst, NULL, 0, NULL), i);
-        snprintf(values[i], sizeof(values[i]), "%s", set_value());
-        for (int j = 0; j < i; j++)
+    for (uint32_t i = 0; i < 4; i++) {
+        value_for(i, values[i]);
+        for (uint32_t j = 0; j < i; j++)
             assert_string_not_equal(values[i], values[j]);
     }
     struct fc_instance other;
