@@ -538,25 +538,36 @@ static uint64_t key_hash(const struct ip_hash *ih, const struct fc_pick_args *ar
     return hash_client(args->client, args->client_len);
 }
 
+/* The in-flight load over the eligible backends and their weights, read once per pick. */
+struct pool_load {
+    int read;
+    uint64_t inflight, weights;
+};
+
 /*
  * Whether backend b may take one more request under the bound: fewer in
  * flight than ceil(c * (total + 1) * weight / total weight), with the load
- * and weights of the eligible backends. Always true without a factor.
+ * and weights of the eligible backends (read into *load at its first use in
+ * a pick). Always true without a factor.
  */
-static int under_bound(const struct ip_hash *ih, const struct fc_pick_args *args, uint32_t b)
+static int under_bound(const struct ip_hash *ih, const struct fc_pick_args *args, uint32_t b,
+                       struct pool_load *load)
 {
     if (ih->balance_factor == 0)
         return 1;
-    uint64_t total = 0, weights = 0;
-    for (uint32_t i = 0; i < ih->pool->n_backends; i++) {
-        const struct fc_backend_view *v = &ih->pool->backends[i];
-        if (fc_backend_eligible(args, v)) {
-            total += fc_backend_inflight(v);
-            weights += v->weight;
+    if (!load->read) {
+        load->read = 1;
+        for (uint32_t i = 0; i < ih->pool->n_backends; i++) {
+            const struct fc_backend_view *v = &ih->pool->backends[i];
+            if (fc_backend_eligible(args, v)) {
+                load->inflight += fc_backend_inflight(v);
+                load->weights += v->weight;
+            }
         }
     }
     const struct fc_backend_view *v = &ih->pool->backends[b];
-    double bound = ceil(ih->balance_factor * (double)(total + 1) * v->weight / (double)weights);
+    double bound =
+        ceil(ih->balance_factor * (double)(load->inflight + 1) * v->weight / (double)load->weights);
     return (double)fc_backend_inflight(v) < bound;
 }
 
@@ -569,9 +580,10 @@ static int ih_pick(void *state, const struct fc_pick_args *args)
     if (ring == NULL || ring->n_points == 0)
         return FC_ENOBACKEND;
 
+    struct pool_load load = {0};
     uint32_t i = ring_find(ring, key_hash(ih, args));
     uint32_t b = ring->owners[i];
-    if (fc_backend_eligible(args, &pool->backends[b]) && under_bound(ih, args, b))
+    if (fc_backend_eligible(args, &pool->backends[b]) && under_bound(ih, args, b, &load))
         return (int)b;
 
     /*
@@ -596,7 +608,7 @@ static int ih_pick(void *state, const struct fc_pick_args *args)
         met++;
         if (!fc_backend_eligible(args, &pool->backends[b]))
             continue;
-        if (under_bound(ih, args, b))
+        if (under_bound(ih, args, b, &load))
             return (int)b;
         if (first < 0)
             first = (int)b;
