@@ -12,6 +12,7 @@
 #include "runtime.h"
 #include "config.h"
 #include "ctl.h"
+#include "plugin_check.h"
 #include "generation.h"
 #include "health.h"
 #include "listener.h"
@@ -63,6 +64,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: fulcrum -c FILE [-t]\n"
                  "       fulcrum ctl [OPTIONS] COMMAND   (the admin listener's client: "
                  "fulcrum ctl --help)\n"
+                 "       fulcrum plugin-check FILE.so [KEY=VALUE ...]   (checks a plugin: "
+                 "fulcrum plugin-check --help)\n"
                  "\n"
                  "  -c, --config FILE  configuration file (libconfig syntax)\n"
                  "  -t, --test         check the configuration and load every plugin, then exit\n"
@@ -460,6 +463,9 @@ int main(int argc, char **argv)
     /* The admin listener's client shares the binary, not the daemon's start-up. */
     if (argc > 1 && strcmp(argv[1], "ctl") == 0)
         return fc_ctl_main(argc - 1, argv + 1);
+    /* So does the plugin author's check, which loads a plugin as the daemon would. */
+    if (argc > 1 && strcmp(argv[1], "plugin-check") == 0)
+        return fc_plugin_check_main(argc - 1, argv + 1);
 
     /*
      * SIGHUP (a reload) and SIGUSR1 (logrotate) would end the process with

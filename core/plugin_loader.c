@@ -246,7 +246,12 @@ static int check_descriptor(const struct fc_plugin_descriptor *d, enum fc_plugin
                   DESCRIPTOR_SIZE_1_0);
         return FC_EINVAL;
     }
-    if (d->kind != (uint32_t)kind) {
+    if (d->kind != FC_PLUGIN_STRATEGY && d->kind != FC_PLUGIN_HEALTH &&
+        d->kind != FC_PLUGIN_RATELIMIT) {
+        set_error(err, errlen, path, "descriptor has an unknown kind %u", d->kind);
+        return FC_EINVAL;
+    }
+    if (kind != FC_PLUGIN_ANY_KIND && d->kind != (uint32_t)kind) {
         set_error(err, errlen, path, "is a %s plugin, expected a %s plugin",
                   fc_plugin_kind_name((int)d->kind), fc_plugin_kind_name(kind));
         return FC_EINVAL;

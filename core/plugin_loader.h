@@ -24,8 +24,12 @@ struct fc_plugin {
     uint32_t refs;   /**< holders: see fc_plugin_acquire(); main thread only */
 };
 
+/** fc_plugin_load()'s `kind` that accepts a plugin of any of the three kinds. */
+#define FC_PLUGIN_ANY_KIND ((enum fc_plugin_kind)0)
+
 /**
- * Loads `path` and checks it is a plugin of `kind`: the descriptor symbol
+ * Loads `path` and checks it is a plugin of `kind` (or of any kind, for
+ * FC_PLUGIN_ANY_KIND): the descriptor symbol
  * exists, its magic, ABI major (equal) and minor (not newer than ours), size,
  * kind, name and the kind's required ops. On success stores it in *out and
  * returns 0. On failure returns a negative code and writes one line to err

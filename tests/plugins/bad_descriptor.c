@@ -8,10 +8,11 @@
  *   bad_magic         an fc_plugin symbol that does not start with FC_PLUGIN_MAGIC
  *   small_descriptor  a descriptor claiming fewer bytes than ABI 1.0 defines
  *   no_name           a descriptor with an empty name
+ *   bad_kind          a descriptor of kind 9, which no fulcrum has
  *
  * Each build defines BAD_NAME, the descriptor's name, and may replace one of
  * the correct values below (BAD_MAGIC, BAD_ABI_MAJOR, BAD_ABI_MINOR,
- * BAD_SIZE). The strategy itself is well-formed, so that the descriptor is
+ * BAD_SIZE, BAD_KIND). The strategy itself is well-formed, so that the descriptor is
  * the only reason the loader has to refuse it.
  */
 #include <fulcrum/plugin.h>
@@ -27,6 +28,9 @@
 #endif
 #ifndef BAD_ABI_MINOR
 #define BAD_ABI_MINOR FC_ABI_MINOR
+#endif
+#ifndef BAD_KIND
+#define BAD_KIND FC_PLUGIN_STRATEGY
 #endif
 #ifndef BAD_SIZE
 #define BAD_SIZE sizeof(struct fc_plugin_descriptor)
@@ -54,7 +58,7 @@ FC_PLUGIN_EXPORT const struct fc_plugin_descriptor fc_plugin = {
     .abi_major = (BAD_ABI_MAJOR),
     .abi_minor = (BAD_ABI_MINOR),
     .size = (BAD_SIZE),
-    .kind = FC_PLUGIN_STRATEGY,
+    .kind = (BAD_KIND),
     .name = BAD_NAME,
     .strategy = &broken_ops,
 };
