@@ -178,8 +178,8 @@ int fc_check_create(struct fc_check *c, struct fc_instance *inst, const struct f
 
 const char *fc_check_address(uint32_t i)
 {
-    static const char *const addresses[FC_CHECK_BACKENDS] = {
-        "192.0.2.1:8080", "192.0.2.2:8080", "192.0.2.3:8080", "192.0.2.4:8080"};
+    static const char *const addresses[FC_CHECK_BACKENDS] = {"192.0.2.1:8080", "192.0.2.2:8080",
+                                                             "192.0.2.3:8080", "192.0.2.4:8080"};
     return addresses[i];
 }
 
@@ -309,7 +309,8 @@ static char *group_text(uint32_t kind, const char *name, char **pairs, int n_pai
         const char *eq = strchr(pairs[i], '=');
         size_t klen = eq != NULL ? (size_t)(eq - pairs[i]) : 0;
         if (eq == NULL || !valid_key(pairs[i], klen)) {
-            fprintf(stderr, "fulcrum plugin-check: \"%s\": expected KEY=VALUE, KEY a setting name\n",
+            fprintf(stderr,
+                    "fulcrum plugin-check: \"%s\": expected KEY=VALUE, KEY a setting name\n",
                     pairs[i]);
             free(buf);
             return NULL;
@@ -473,8 +474,9 @@ static int run_all(struct fc_check *c)
         fds[run] = open_fds();
     }
     c->verbose = 1;
-    fc_check_say(c, "leaks: %d more runs of the same exercise, a tenth as long each, then "
-                    "compared:",
+    fc_check_say(c,
+                 "leaks: %d more runs of the same exercise, a tenth as long each, then "
+                 "compared:",
                  RUNS - 1);
     fc_check_say(c, "  memory in use after each: %zu, %zu, %zu bytes (%s)", bytes[1], bytes[2],
                  bytes[3],
@@ -538,8 +540,9 @@ static int read_timeout(const config_setting_t *group, uint32_t *out)
         return 0;
     if (config_setting_type(s) != CONFIG_TYPE_INT || config_setting_get_int(s) < 1 ||
         config_setting_get_int(s) > 60000) {
-        fprintf(stderr, "fulcrum plugin-check: %s:%d: timeout_ms: expected milliseconds from 1 to "
-                        "60000\n",
+        fprintf(stderr,
+                "fulcrum plugin-check: %s:%d: timeout_ms: expected milliseconds from 1 to "
+                "60000\n",
                 CONF_FILE, config_setting_source_line(s));
         return -1;
     }
@@ -574,8 +577,9 @@ int fc_plugin_check_main(int argc, char **argv)
         case 'k':
             kind = parse_kind(optarg);
             if (kind < 0) {
-                fprintf(stderr, "fulcrum plugin-check: --kind: expected strategy, health or "
-                                "ratelimit, not \"%s\"\n",
+                fprintf(stderr,
+                        "fulcrum plugin-check: --kind: expected strategy, health or "
+                        "ratelimit, not \"%s\"\n",
                         optarg);
                 return FC_PLUGIN_CHECK_USAGE;
             }
@@ -636,10 +640,8 @@ int fc_plugin_check_main(int argc, char **argv)
     char setting[64];
     snprintf(setting, sizeof(setting), "pools.[0].%s", group_name(k));
     const config_setting_t *group = config_lookup(&lc, setting);
-    struct fc_conf_plugin conf = {.name = (char *)plugin->desc->name,
-                                  .path = path,
-                                  .group = group,
-                                  .line = 1};
+    struct fc_conf_plugin conf = {
+        .name = (char *)plugin->desc->name, .path = path, .group = group, .line = 1};
     if (group == NULL || (k == FC_PLUGIN_HEALTH && read_timeout(group, &c.timeout_ms) != 0)) {
         rc = FC_PLUGIN_CHECK_USAGE;
         goto out;

@@ -121,8 +121,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     conn->len += (size_t)n;
-    if (conn->b == SILENT || conn->answered ||
-        memmem(conn->buf, conn->len, "\r\n\r\n", 4) == NULL)
+    if (conn->b == SILENT || conn->answered || memmem(conn->buf, conn->len, "\r\n\r\n", 4) == NULL)
         return;
     static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                              "Content-Length: 3\r\nConnection: close\r\n\r\nok\n";
@@ -211,8 +210,9 @@ static void on_probe_done(void *owner, struct fc_probe *handle, int ok, const ch
     struct hc_probe *p = (struct hc_probe *)(void *)handle;
     const char *address = run->addresses[p->backend];
     if (p->not_started) {
-        fc_check_fail(run->c, "probe_done() came for the probe of %s, whose probe() had "
-                              "returned an error",
+        fc_check_fail(run->c,
+                      "probe_done() came for the probe of %s, whose probe() had "
+                      "returned an error",
                       address);
         return;
     }
@@ -274,8 +274,9 @@ static int probe_round(struct hc_run *run)
                                  c->timeout_ms + SLACK_MS + 1000, c->timeout_ms);
         uint64_t ms = (p->ended_ns - p->started_ns) / 1000000;
         if (ms > c->timeout_ms + SLACK_MS)
-            return fc_check_fail(c, "the verdict for %s (it %s) came after %llu ms; timeout_ms "
-                                    "is %u",
+            return fc_check_fail(c,
+                                 "the verdict for %s (it %s) came after %llu ms; timeout_ms "
+                                 "is %u",
                                  run->addresses[i], behaviour_names[i], (unsigned long long)ms,
                                  c->timeout_ms);
         run->passed[i] += (uint32_t)p->ok;
@@ -287,8 +288,8 @@ static int probe_round(struct hc_run *run)
         return fc_check_fail(c, "failed %s, which answers HTTP 200 to anything: %s",
                              run->addresses[PASSES], run->probes[PASSES].reason);
     if (run->probes[REFUSES].ok)
-        return fc_check_fail(c, "passed %s, which refuses connections: %s",
-                             run->addresses[REFUSES], run->probes[REFUSES].reason);
+        return fc_check_fail(c, "passed %s, which refuses connections: %s", run->addresses[REFUSES],
+                             run->probes[REFUSES].reason);
     return 0;
 }
 
@@ -356,8 +357,7 @@ static int exercise(struct hc_run *run, uint32_t rounds)
     struct foreign f = {.run = run};
     uv_walk(&run->loop, count_foreign, &f);
     if (f.n > 0)
-        return fc_check_fail(run->c, "destroy() left %d handles of its own on the main loop",
-                             f.n);
+        return fc_check_fail(run->c, "destroy() left %d handles of its own on the main loop", f.n);
     report(run, rounds);
     return 0;
 }
@@ -393,8 +393,7 @@ int fc_check_health(struct fc_check *c)
     if (run->have_inst) {
         run->guard_fired = 0;
         uv_timer_start(&run->guard, on_guard, c->timeout_ms + SLACK_MS + 1000, 0);
-        while ((!all_done(run) || fc_prober_in_flight(&run->inst.prober) > 0) &&
-               !run->guard_fired)
+        while ((!all_done(run) || fc_prober_in_flight(&run->inst.prober) > 0) && !run->guard_fired)
             uv_run(&run->loop, UV_RUN_ONCE);
         uv_timer_stop(&run->guard);
         fc_instance_destroy(&run->inst);

@@ -95,8 +95,9 @@ static void on_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending,
     struct rl_worker *w = ck->w;
     uv_thread_t self = uv_thread_self();
     if (!uv_thread_equal(&self, &w->self)) {
-        fc_check_fail(run->c, "ratelimit_done() came on another thread than the check() of "
-                              "worker %u",
+        fc_check_fail(run->c,
+                      "ratelimit_done() came on another thread than the check() of "
+                      "worker %u",
                       w->index);
         return;
     }
@@ -113,8 +114,9 @@ static void on_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending,
     ck->done = 1;
     w->outstanding--;
     if (verdict != FC_RATELIMIT_ALLOW && verdict != FC_RATELIMIT_DENY) {
-        fc_check_fail(run->c, "ratelimit_done() gave the verdict %d: expected "
-                              "FC_RATELIMIT_ALLOW or FC_RATELIMIT_DENY",
+        fc_check_fail(run->c,
+                      "ratelimit_done() gave the verdict %d: expected "
+                      "FC_RATELIMIT_ALLOW or FC_RATELIMIT_DENY",
                       verdict);
         return;
     }
@@ -152,8 +154,9 @@ static int check_key(struct rl_worker *w, uint32_t key, uint64_t *retry_after_ms
         w->outstanding++;
         return verdict;
     default:
-        return fc_check_fail(run->c, "check() returned %d: not a verdict (ALLOW 0, DENY 1, "
-                                     "PENDING 2)",
+        return fc_check_fail(run->c,
+                             "check() returned %d: not a verdict (ALLOW 0, DENY 1, "
+                             "PENDING 2)",
                              verdict);
     }
 }
@@ -234,8 +237,7 @@ static void test_retry_after(struct rl_run *run)
     }
     snprintf(run->retry_line, sizeof(run->retry_line),
              "  key %s, asked again %llu ms after a denial said Retry-After %llu ms: allowed",
-             run->keys[key], (unsigned long long)(wait + RETRY_SLACK_MS),
-             (unsigned long long)wait);
+             run->keys[key], (unsigned long long)(wait + RETRY_SLACK_MS), (unsigned long long)wait);
 }
 
 /* Whether only handles that are closing are left on the loop; counts the others. */
@@ -262,9 +264,8 @@ static int close_loop(struct rl_worker *w)
     /* Left open or not, the loop is done with: nothing runs it again. */
     w->loop_ready = 0;
     if (open > 0 || uv_loop_close(&w->loop) != 0)
-        return fc_check_fail(w->run->c,
-                             "worker_stop() left %d handles open on worker %u's loop", open,
-                             w->index);
+        return fc_check_fail(w->run->c, "worker_stop() left %d handles open on worker %u's loop",
+                             open, w->index);
     return 0;
 }
 
@@ -277,8 +278,7 @@ static void worker_main(void *arg)
     if (run->ops->worker_start != NULL) {
         int rc = run->ops->worker_start(run->inst.state, w->index, &w->loop);
         if (rc < 0)
-            fc_check_fail(run->c, "worker_start() failed on worker %u (returned %d)", w->index,
-                          rc);
+            fc_check_fail(run->c, "worker_start() failed on worker %u (returned %d)", w->index, rc);
         started = rc >= 0;
     } else {
         started = 1;

@@ -21,7 +21,7 @@
 #define FC_CHECK_BACKENDS 4
 
 struct fc_check {
-    const char *file;          /**< as given on the command line */
+    const char *file; /**< as given on the command line */
     const struct fc_plugin *plugin;
     const struct fc_conf_plugin *conf; /**< the keys given, as a group */
     const char *conf_file;             /**< what messages about the keys name as the file */

@@ -46,8 +46,8 @@ static const uint32_t latency_ms[FC_CHECK_BACKENDS] = {20, 5, 5, 5};
 
 struct client {
     struct sockaddr_in addr;
-    char user[16];   /* "user-17" */
-    char target[48]; /* "/c/17?user=17" */
+    char user[16];              /* "user-17" */
+    char target[48];            /* "/c/17?user=17" */
     char cookies[COOKIES][160]; /* "name=value", from Set-Cookie */
     int n_cookies;
     int last; /* the backend of its last request, -1 before its first */
@@ -146,8 +146,8 @@ static struct answer heap_pop(struct sim *s)
 static int gen_create(struct sim *s, int g, uint32_t n_backends)
 {
     struct gen *gen = &s->gens[g];
-    gen->view = (struct fc_pool_view){.name = "check", .n_backends = n_backends,
-                                      .backends = s->views};
+    gen->view =
+        (struct fc_pool_view){.name = "check", .n_backends = n_backends, .backends = s->views};
     struct fc_instance_hooks hooks = {
         .owner = s, .worker_count = WORKERS, .now_ns = sim_now, .pool_name = "check"};
     for (int w = 0; w < WORKERS; w++) {
@@ -228,8 +228,8 @@ static void build_request(struct sim *s, const struct client *cl)
     add_header(req, "X-User", cl->user);
     size_t used = (size_t)snprintf(s->cookie, sizeof(s->cookie), "session=s%s", cl->user + 5);
     for (int i = 0; i < cl->n_cookies && used < sizeof(s->cookie); i++)
-        used += (size_t)snprintf(s->cookie + used, sizeof(s->cookie) - used, "; %s",
-                                 cl->cookies[i]);
+        used +=
+            (size_t)snprintf(s->cookie + used, sizeof(s->cookie) - used, "; %s", cl->cookies[i]);
     add_header(req, "Cookie", s->cookie);
     s->added.len = 0;
     req->added = &s->added;
@@ -305,8 +305,9 @@ static int check_pick(struct sim *s, int rc, const uint8_t *tried)
     if (rc == FC_ENOBACKEND)
         return 1;
     if (rc < 0)
-        return fc_check_fail(s->c, "pick() returned %d: neither a backend's index nor "
-                                   "FC_ENOBACKEND",
+        return fc_check_fail(s->c,
+                             "pick() returned %d: neither a backend's index nor "
+                             "FC_ENOBACKEND",
                              rc);
     if ((uint32_t)rc >= gen->view.n_backends)
         return fc_check_fail(s->c, "pick() returned %d, but the pool has %u backends%s%s%s", rc,
@@ -314,7 +315,8 @@ static int check_pick(struct sim *s, int rc, const uint8_t *tried)
                              s->drained != NULL ? s->drained : "",
                              s->drained != NULL ? " was drained: a new pool view without it)" : "");
     if (!s->states[rc].up)
-        return fc_check_fail(s->c, "pick() chose %s, which is down", fc_check_address((uint32_t)rc));
+        return fc_check_fail(s->c, "pick() chose %s, which is down",
+                             fc_check_address((uint32_t)rc));
     if (tried != NULL && tried[rc])
         return fc_check_fail(s->c,
                              "pick() chose %s again for a request whose connect to it had just "
@@ -335,6 +337,26 @@ static int timed_pick(struct sim *s, const struct fc_pick_args *args)
     return rc;
 }
 
+/*
+ * A pick for cl's request, checked (check_pick()); what it added to the
+ * response is taken in. Returns the backend, FC_ENOBACKEND (counted in
+ * *refused), or FC_ERROR.
+ */
+static int checked_pick(struct sim *s, struct client *cl, const struct fc_pick_args *args,
+                        const uint8_t *tried, uint64_t *refused)
+{
+    int rc = timed_pick(s, args);
+    int got = check_pick(s, rc, tried);
+    if (got < 0)
+        return FC_ERROR;
+    if (got == 1) {
+        (*refused)++;
+        return FC_ENOBACKEND;
+    }
+    take_added(s, cl);
+    return rc;
+}
+
 /* One request: arrives, is picked for (and maybe retried), and goes in flight. */
 static int one_request(struct sim *s)
 {
@@ -349,15 +371,9 @@ static int one_request(struct sim *s)
                                 .client = (const struct sockaddr *)&cl->addr,
                                 .client_len = sizeof(cl->addr),
                                 .tried = tried};
-    int rc = timed_pick(s, &args);
-    int got = check_pick(s, rc, NULL);
-    if (got < 0)
-        return FC_ERROR;
-    if (got == 1) {
-        s->t.refused++;
-        return 0;
-    }
-    take_added(s, cl);
+    int rc = checked_pick(s, cl, &args, NULL, &s->t.refused);
+    if (rc < 0)
+        return rc == FC_ENOBACKEND ? 0 : FC_ERROR;
     struct gen *gen = &s->gens[s->current];
     if (next_random(s) % RETRY_EVERY == 0) {
         /* The connect failed: told at once, then a pick of its own elsewhere. */
@@ -367,15 +383,9 @@ static int one_request(struct sim *s)
         tried[rc] = 1;
         s->t.retries++;
         build_request(s, cl);
-        rc = timed_pick(s, &args);
-        got = check_pick(s, rc, tried);
-        if (got < 0)
-            return FC_ERROR;
-        if (got == 1) {
-            s->t.retries_refused++;
-            return 0;
-        }
-        take_added(s, cl);
+        rc = checked_pick(s, cl, &args, tried, &s->t.retries_refused);
+        if (rc < 0)
+            return rc == FC_ENOBACKEND ? 0 : FC_ERROR;
     }
     uint32_t b = (uint32_t)rc;
     s->t.picks[b]++;
@@ -413,13 +423,12 @@ static void report_phase(struct sim *s, const char *title, uint64_t requests)
     uint64_t placed = 0;
     for (uint32_t i = 0; i < FC_CHECK_BACKENDS; i++)
         placed += t->picks[i];
-    fc_check_say(c, "%s: %llu requests, %.0f ns a pick()", title,
-                 (unsigned long long)requests,
+    fc_check_say(c, "%s: %llu requests, %.0f ns a pick()", title, (unsigned long long)requests,
                  t->timed > 0 ? (double)t->pick_ns / (double)t->timed : 0.0);
     for (uint32_t i = 0; i < FC_CHECK_BACKENDS; i++) {
         const char *state = s->drained == fc_check_address(i) ? "drained"
-                            : s->states[i].up                  ? "up"
-                                                               : "down";
+                            : s->states[i].up                 ? "up"
+                                                              : "down";
         char bar[41];
         int n = (int)(percent(t->picks[i], placed) * 40 / 100 + 0.5);
         memset(bar, '#', (size_t)n);
@@ -430,8 +439,9 @@ static void report_phase(struct sim *s, const char *title, uint64_t requests)
     }
     fc_check_say(c, "  refused (FC_ENOBACKEND): %llu", (unsigned long long)t->refused);
     if (t->retries > 0)
-        fc_check_say(c, "  retried after a failed connect: %llu, never to the same backend "
-                        "(%llu refused)",
+        fc_check_say(c,
+                     "  retried after a failed connect: %llu, never to the same backend "
+                     "(%llu refused)",
                      (unsigned long long)t->retries, (unsigned long long)t->retries_refused);
     if (t->returning > 0)
         fc_check_say(c, "  requests that went elsewhere than their client's last one: %.1f %%",
@@ -493,14 +503,17 @@ static int exercise(struct sim *s)
     uint64_t all_down = (uint64_t)ALL_DOWN_PICKS * c->scale / 100;
     char title[128];
 
-    fc_check_say(c, "strategy: pool \"check\" of %d backends, weight 1 each; %d workers, an "
-                    "instance each",
+    fc_check_say(c,
+                 "strategy: pool \"check\" of %d backends, weight 1 each; %d workers, an "
+                 "instance each",
                  FC_CHECK_BACKENDS, WORKERS);
-    fc_check_say(c, "  %d clients: client N sends X-User: user-N, Cookie: session=sN and what "
-                    "Set-Cookie",
+    fc_check_say(c,
+                 "  %d clients: client N sends X-User: user-N, Cookie: session=sN and what "
+                 "Set-Cookie",
                  CLIENTS);
-    fc_check_say(c, "  gave it, for /c/N?user=N; a request every %llu us on a virtual clock; "
-                    "1 in %u",
+    fc_check_say(c,
+                 "  gave it, for /c/N?user=N; a request every %llu us on a virtual clock; "
+                 "1 in %u",
                  ARRIVAL_NS / 1000, RETRY_EVERY);
     fc_check_say(c, "  first fails to connect and is picked again");
     fc_check_say(c, "%s", "");
@@ -513,8 +526,9 @@ static int exercise(struct sim *s)
         if (s->t.picks[i] == 0)
             fc_check_warn(c, "%s got no request with every backend up", fc_check_address(i));
     if (s->t.refused == picks)
-        return fc_check_fail(c, "pick() refused every request (FC_ENOBACKEND) with all %d "
-                                "backends up",
+        return fc_check_fail(c,
+                             "pick() refused every request (FC_ENOBACKEND) with all %d "
+                             "backends up",
                              FC_CHECK_BACKENDS);
 
     s->states[1].up = 0;
