@@ -260,6 +260,7 @@ static int probe_round(struct hc_run *run)
         }
     }
     run->guard_fired = 0;
+    uv_update_time(&run->loop);
     uv_timer_start(&run->guard, on_guard, c->timeout_ms + SLACK_MS + 1000, 0);
     while (!all_done(run) && !run->guard_fired && !fc_check_failed(c))
         uv_run(&run->loop, UV_RUN_ONCE);
@@ -362,6 +363,9 @@ static int exercise(struct hc_run *run, uint32_t rounds)
     return 0;
 }
 
+/* A run left to the process because a probe never ended (kept reachable, not leaked). */
+static struct hc_run *abandoned;
+
 int fc_check_health(struct fc_check *c)
 {
     struct hc_run *run = calloc(1, sizeof(*run));
@@ -392,6 +396,7 @@ int fc_check_health(struct fc_check *c)
      */
     if (run->have_inst) {
         run->guard_fired = 0;
+        uv_update_time(&run->loop);
         uv_timer_start(&run->guard, on_guard, c->timeout_ms + SLACK_MS + 1000, 0);
         while ((!all_done(run) || fc_prober_in_flight(&run->inst.prober) > 0) && !run->guard_fired)
             uv_run(&run->loop, UV_RUN_ONCE);
@@ -413,7 +418,7 @@ int fc_check_health(struct fc_check *c)
         uv_run(&run->loop, UV_RUN_DEFAULT);
         uv_loop_close(&run->loop);
         free(run);
-    }
-    /* Else the plugin's handles still point into the loop: it stays, for the process to end. */
+    } else
+        abandoned = run; /* the plugin's handles point into it: it stays, for the process to end */
     return rc;
 }

@@ -9,10 +9,13 @@
  * come; then it waits for the verdicts still out. The checks are judged
  * against the ABI: a verdict is ALLOW, DENY or PENDING, and a pending one
  * comes through ratelimit_done() exactly once, on the thread that asked,
- * within PENDING_LIMIT_MS. Once every thread is done, the first one tests
- * the Retry-After of the shortest denial: it waits that long on its loop and
- * asks again for the same key, which must then pass. Then each thread runs
- * worker_stop(), which must leave no handle on its loop.
+ * within PENDING_LIMIT_MS. A thread keeps at most OUTSTANDING_MAX verdicts
+ * out at once, as a worker with that many requests waiting would: a limiter
+ * that asks a server is tested at a pace the server can answer. Once every
+ * thread is done, the first one tests Retry-After on a key no other thread
+ * uses: it asks, one check at a time, until a check is denied, waits the
+ * Retry-After that denial said and asks again, which must then pass. Then
+ * each thread runs worker_stop(), which must leave no handle on its loop.
  */
 #include "http_request.h"
 #include "plugin_check_run.h"
@@ -24,6 +27,8 @@
 #define THREADS 4
 #define CHECKS 5000u /* a thread's, at scale 100 */
 #define KEYS 16
+#define OUTSTANDING_MAX 256
+#define RETRY_PROBES 10000 /* checks of the Retry-After key before giving up on a denial */
 #define PENDING_LIMIT_MS 10000
 #define RETRY_WAIT_MAX_MS 5000
 #define RETRY_SLACK_MS 20
@@ -46,7 +51,6 @@ struct rl_worker {
     /* figures */
     uint64_t allowed[KEYS], denied, pending, zero_retry;
     uint64_t retry_min, retry_max, retry_sum;
-    int shortest_key; /* the key of the shortest denial, -1 without a denial */
     uint64_t check_ns;
 };
 
@@ -54,6 +58,9 @@ struct rl_check {
     struct rl_worker *w;
     uint32_t key;
     int done;
+    int tally; /* counted in the burst's figures */
+    int verdict;
+    uint64_t retry_after_ms;
 };
 
 struct rl_run {
@@ -64,7 +71,8 @@ struct rl_run {
     uv_barrier_t burst_done, retry_done;
     uint32_t checks;
     struct fc_request req;
-    char keys[KEYS][32];
+    char keys[KEYS + 1][32]; /* the last one is the Retry-After test's alone */
+    struct rl_check probe;   /* the Retry-After test's checks, one at a time */
     char retry_line[256];
 };
 
@@ -77,10 +85,8 @@ static void count_verdict(struct rl_worker *w, uint32_t key, int verdict, uint64
     w->denied++;
     if (retry_after_ms == 0)
         w->zero_retry++;
-    if (w->denied == 1 || retry_after_ms < w->retry_min) {
+    if (w->denied == 1 || retry_after_ms < w->retry_min)
         w->retry_min = retry_after_ms;
-        w->shortest_key = (int)key;
-    }
     if (retry_after_ms > w->retry_max)
         w->retry_max = retry_after_ms;
     w->retry_sum += retry_after_ms;
@@ -112,6 +118,8 @@ static void on_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending,
         return;
     }
     ck->done = 1;
+    ck->verdict = verdict;
+    ck->retry_after_ms = retry_after_ms;
     w->outstanding--;
     if (verdict != FC_RATELIMIT_ALLOW && verdict != FC_RATELIMIT_DENY) {
         fc_check_fail(run->c,
@@ -120,17 +128,19 @@ static void on_ratelimit_done(void *owner, struct fc_ratelimit_pending *pending,
                       verdict);
         return;
     }
-    count_verdict(w, ck->key, verdict, retry_after_ms);
+    if (ck->tally)
+        count_verdict(w, ck->key, verdict, retry_after_ms);
 }
 
-/* One check of `key`. Returns the verdict, or -1 after recording a failure. */
-static int check_key(struct rl_worker *w, uint32_t key, uint64_t *retry_after_ms)
+/*
+ * One check of `key` through the handle ck. Returns the verdict, or -1 after
+ * recording a failure.
+ */
+static int check_with(struct rl_worker *w, struct rl_check *ck, uint32_t key, int tally,
+                      uint64_t *retry_after_ms)
 {
     struct rl_run *run = w->run;
-    if (w->n_checks == run->checks + 1)
-        return fc_check_fail(run->c, "the exercise ran out of check handles");
-    struct rl_check *ck = &w->checks[w->n_checks++];
-    *ck = (struct rl_check){.w = w, .key = key};
+    *ck = (struct rl_check){.w = w, .key = key, .tally = tally};
     struct fc_ratelimit_args args = {.size = sizeof(args),
                                      .worker = w->index,
                                      .loop = &w->loop,
@@ -147,10 +157,14 @@ static int check_key(struct rl_worker *w, uint32_t key, uint64_t *retry_after_ms
     switch (verdict) {
     case FC_RATELIMIT_ALLOW:
     case FC_RATELIMIT_DENY:
-        count_verdict(w, key, verdict, *retry_after_ms);
+        ck->done = 1;
+        ck->verdict = verdict;
+        ck->retry_after_ms = *retry_after_ms;
+        if (tally)
+            count_verdict(w, key, verdict, *retry_after_ms);
         return verdict;
     case FC_RATELIMIT_PENDING:
-        w->pending++;
+        w->pending += (uint64_t)tally;
         w->outstanding++;
         return verdict;
     default:
@@ -161,22 +175,35 @@ static int check_key(struct rl_worker *w, uint32_t key, uint64_t *retry_after_ms
     }
 }
 
+/* One check of the burst, counted in its figures. */
+static int check_key(struct rl_worker *w, uint32_t key)
+{
+    if (w->n_checks == w->run->checks)
+        return fc_check_fail(w->run->c, "the exercise ran out of check handles");
+    uint64_t retry;
+    return check_with(w, &w->checks[w->n_checks++], key, 1, &retry);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     ((struct rl_worker *)t->data)->timer_fired = 1;
 }
 
-/* Runs the worker's loop until nothing is pending, or fails after PENDING_LIMIT_MS. */
-static int wait_pending(struct rl_worker *w)
+/*
+ * Runs the worker's loop until at most `left` verdicts are still out, or
+ * fails when none came for PENDING_LIMIT_MS.
+ */
+static int wait_pending(struct rl_worker *w, uint64_t left)
 {
-    if (w->outstanding == 0)
+    if (w->outstanding <= left)
         return 0;
     w->timer_fired = 0;
+    uv_update_time(&w->loop);
     uv_timer_start(&w->timer, on_timer, PENDING_LIMIT_MS, 0);
-    while (w->outstanding > 0 && !w->timer_fired && !fc_check_failed(w->run->c))
+    while (w->outstanding > left && !w->timer_fired && !fc_check_failed(w->run->c))
         uv_run(&w->loop, UV_RUN_ONCE);
     uv_timer_stop(&w->timer);
-    if (w->outstanding > 0)
+    if (w->outstanding > left)
         return fc_check_fail(w->run->c,
                              "worker %u: %llu pending checks got no verdict within %d ms "
                              "(ratelimit_done() never came)",
@@ -188,56 +215,69 @@ static int wait_pending(struct rl_worker *w)
 static void run_for(struct rl_worker *w, uint64_t ms)
 {
     w->timer_fired = 0;
+    /* The loop's clock stood still while this thread waited at the barrier. */
+    uv_update_time(&w->loop);
     uv_timer_start(&w->timer, on_timer, ms, 0);
     while (!w->timer_fired)
         uv_run(&w->loop, UV_RUN_ONCE);
 }
 
+/* One check of the Retry-After key, waited for. Returns the verdict, or -1. */
+static int probe(struct rl_worker *w, uint64_t *retry_after_ms)
+{
+    struct rl_check *ck = &w->run->probe;
+    uint64_t retry = 0;
+    int verdict = check_with(w, ck, KEYS, 0, &retry);
+    if (verdict < 0 || wait_pending(w, 0) != 0 || !ck->done)
+        return -1;
+    *retry_after_ms = ck->retry_after_ms;
+    return ck->verdict;
+}
+
 /*
- * The first worker, once every worker is done: waits the shortest
- * Retry-After any denial said and asks again for that key.
+ * The first worker, once every worker is done: asks for a key of its own
+ * until a check is denied, waits the Retry-After it said, and asks again.
  */
 static void test_retry_after(struct rl_run *run)
 {
     struct rl_worker *w = &run->workers[0];
-    int key = -1;
+    const char *key = run->keys[KEYS];
     uint64_t wait = 0;
-    for (int i = 0; i < THREADS; i++) {
-        const struct rl_worker *o = &run->workers[i];
-        if (o->shortest_key >= 0 && (key < 0 || o->retry_min < wait)) {
-            key = o->shortest_key;
-            wait = o->retry_min;
-        }
+    int verdict = FC_RATELIMIT_ALLOW, n = 0;
+    while (verdict == FC_RATELIMIT_ALLOW && n < RETRY_PROBES) {
+        verdict = probe(w, &wait);
+        n++;
     }
-    if (key < 0)
+    if (verdict < 0)
         return;
+    if (verdict == FC_RATELIMIT_ALLOW) {
+        snprintf(run->retry_line, sizeof(run->retry_line),
+                 "  key %s was allowed %d times in a row: Retry-After is not tested", key, n);
+        return;
+    }
     if (wait > RETRY_WAIT_MAX_MS) {
         snprintf(run->retry_line, sizeof(run->retry_line),
-                 "  the shortest Retry-After, %llu ms, is longer than plugin-check waits (%d ms)",
-                 (unsigned long long)wait, RETRY_WAIT_MAX_MS);
+                 "  key %s: denied after %d checks with Retry-After %llu ms, longer than "
+                 "plugin-check waits (%d ms)",
+                 key, n, (unsigned long long)wait, RETRY_WAIT_MAX_MS);
         return;
     }
     run_for(w, wait + RETRY_SLACK_MS);
-    uint64_t allowed_before = w->allowed[key], denied_before = w->denied, retry = 0;
-    if (check_key(w, (uint32_t)key, &retry) < 0 || wait_pending(w) != 0)
+    uint64_t again = 0;
+    verdict = probe(w, &again);
+    if (verdict < 0)
         return;
-    int allowed = w->allowed[key] > allowed_before;
-    /* This check is not part of the burst's figures. */
-    if (allowed)
-        w->allowed[key]--;
-    else if (w->denied > denied_before)
-        w->denied--;
-    if (!allowed) {
+    if (verdict != FC_RATELIMIT_ALLOW) {
         fc_check_fail(run->c,
                       "key %s was denied again %llu ms after a denial said Retry-After %llu "
-                      "ms",
-                      run->keys[key], (unsigned long long)(wait + RETRY_SLACK_MS),
-                      (unsigned long long)wait);
+                      "ms (with no other check of that key between)",
+                      key, (unsigned long long)(wait + RETRY_SLACK_MS), (unsigned long long)wait);
         return;
     }
     snprintf(run->retry_line, sizeof(run->retry_line),
-             "  key %s, asked again %llu ms after a denial said Retry-After %llu ms: allowed",
-             run->keys[key], (unsigned long long)(wait + RETRY_SLACK_MS), (unsigned long long)wait);
+             "  key %s: denied after %d checks in a row, asked again %llu ms after its "
+             "Retry-After of %llu ms: allowed",
+             key, n, (unsigned long long)(wait + RETRY_SLACK_MS), (unsigned long long)wait);
 }
 
 /* Whether only handles that are closing are left on the loop; counts the others. */
@@ -284,14 +324,15 @@ static void worker_main(void *arg)
         started = 1;
     }
     for (uint32_t i = 0; started && i < run->checks && !fc_check_failed(run->c); i++) {
-        uint64_t retry;
-        if (check_key(w, (i * 7 + w->index) % KEYS, &retry) < 0)
+        if (check_key(w, (i * 7 + w->index) % KEYS) < 0)
             break;
         if (i % 64 == 63)
             uv_run(&w->loop, UV_RUN_NOWAIT);
+        if (wait_pending(w, OUTSTANDING_MAX - 1) != 0)
+            break;
     }
     if (started)
-        wait_pending(w);
+        wait_pending(w, 0);
     uv_barrier_wait(&run->burst_done);
     if (w->index == 0 && started && !fc_check_failed(run->c))
         test_retry_after(run);
@@ -364,6 +405,7 @@ int fc_check_ratelimit(struct fc_check *c)
     run->checks = CHECKS * c->scale / 100;
     for (int k = 0; k < KEYS; k++)
         snprintf(run->keys[k], sizeof(run->keys[k]), "198.51.100.%d", k + 1);
+    snprintf(run->keys[KEYS], sizeof(run->keys[KEYS]), "203.0.113.1");
     run->req.method = (struct fc_span){"GET", 3};
     run->req.target = (struct fc_span){"/", 1};
     run->req.http_major = run->req.http_minor = 1;
@@ -381,9 +423,8 @@ int fc_check_ratelimit(struct fc_check *c)
         uv_barrier_init(&run->retry_done, THREADS);
         for (int i = 0; i < THREADS && rc == 0; i++) {
             struct rl_worker *w = &run->workers[i];
-            *w = (struct rl_worker){.run = run, .index = (uint32_t)i, .shortest_key = -1};
-            /* The burst's checks and the Retry-After one. */
-            w->checks = calloc(run->checks + 1, sizeof(*w->checks));
+            *w = (struct rl_worker){.run = run, .index = (uint32_t)i};
+            w->checks = calloc(run->checks, sizeof(*w->checks));
             if (w->checks == NULL || uv_loop_init(&w->loop) != 0)
                 rc = fc_check_fail(c, "out of memory");
             else {

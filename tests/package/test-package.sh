@@ -479,6 +479,14 @@ cmake --install "$work/oot" >>"$work/oot.log" 2>&1 || fail "cmake --install of t
 [ -f "$plugindir/first_up.so" ] || fail "cmake --install did not put first_up.so in $plugindir"
 pass "first_up.so built with pkg-config fulcrum-sdk, installed to $plugindir"
 
+# The author's test bench finds an installed plugin by its bare name.
+out=$(/usr/sbin/fulcrum plugin-check --kind strategy first_up 2>&1) ||
+    fail "fulcrum plugin-check first_up: $out"
+[[ $out == *"$plugindir/first_up.so: passed"* ]] ||
+    fail "fulcrum plugin-check first_up: no \"$plugindir/first_up.so: passed\" in: $out"
+grep -q "refused (FC_ENOBACKEND): 1000" <<<"$out" || fail "plugin-check first_up: no phase 4 in: $out"
+pass "fulcrum plugin-check first_up: $plugindir/first_up.so passed"
+
 sed -i 's|plugin = "round_robin"|plugin = "first_up"|' "$conf"
 out=$(setpriv --reuid=fulcrum --regid=fulcrum --init-groups -- /usr/sbin/fulcrum -t -c "$conf" 2>&1) ||
     fail "fulcrum -t with first_up: $out"

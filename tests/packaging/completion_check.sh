@@ -64,8 +64,15 @@ same "fulcrum ctl commands" \
     "$(complete_line "fulcrum ctl ")"
 same "fulcrum ctl options" "$(help_options <<<"$ctl_help")" "$(complete_line "fulcrum ctl -")"
 same "fulcrum options" "$("$fulcrum" --help | help_options)" "$(complete_line "fulcrum -")"
-same "fulcrum's first word" "ctl" "$(complete_line "fulcrum ")"
+same "fulcrum's first word" "$(printf 'ctl\nplugin-check')" "$(complete_line "fulcrum ")"
+same "fulcrum plugin-check options" "$("$fulcrum" plugin-check --help | help_options)" \
+    "$(complete_line "fulcrum plugin-check -")"
+same "the kinds after --kind" \
+    "$("$fulcrum" plugin-check --help | sed -n 's/.*--kind KIND .*: \(.*\)$/\1/p' |
+        tr -d ' ' | tr ',' '\n' | sort)" \
+    "$(complete_line "fulcrum plugin-check --kind ")"
+same "a plugin file" "<files>" "$(complete_line "fulcrum plugin-check --kind health ")"
 same "a file after -c" "<files>" "$(complete_line "fulcrum ctl -c ")"
 same "a file after --token-file" "<files>" "$(complete_line "fulcrum ctl status --token-file ")"
 same "a command after options" "drain" "$(complete_line "fulcrum ctl -a 127.0.0.1:1 --json dr")"
-echo "PASS: the completion offers the commands and options of fulcrum --help and fulcrum ctl --help"
+echo "PASS: the completion offers the commands and options of fulcrum --help, fulcrum ctl --help and fulcrum plugin-check --help"
