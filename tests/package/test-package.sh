@@ -482,8 +482,9 @@ pass "first_up.so built with pkg-config fulcrum-sdk, installed to $plugindir"
 # The author's test bench finds an installed plugin by its bare name.
 out=$(/usr/sbin/fulcrum plugin-check --kind strategy first_up 2>&1) ||
     fail "fulcrum plugin-check first_up: $out"
-[[ $out == *"$plugindir/first_up.so: passed"* ]] ||
-    fail "fulcrum plugin-check first_up: no \"$plugindir/first_up.so: passed\" in: $out"
+grep -qx "plugin      $plugindir/first_up.so" <<<"$out" ||
+    fail "fulcrum plugin-check first_up: did not load $plugindir/first_up.so: $out"
+[[ $out == *"first_up: passed" ]] || fail "fulcrum plugin-check first_up: no \"first_up: passed\" in: $out"
 grep -q "refused (FC_ENOBACKEND): 1000" <<<"$out" || fail "plugin-check first_up: no phase 4 in: $out"
 pass "fulcrum plugin-check first_up: $plugindir/first_up.so passed"
 
