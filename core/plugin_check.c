@@ -72,12 +72,14 @@ static void usage(FILE *out)
             "  ratelimit  checks from 4 threads at once; verdicts and Retry-After\n"
             "  health     probes of local listeners: one that passes, one answering 503,\n"
             "             one refusing connections, one that never answers\n"
+            "  cache      each op against the ABI, then stores, hits and removes from 4\n"
+            "             threads at once, every body read back checked\n"
             "It fails on what the plugin ABI forbids and on leaked memory or descriptors.\n"
             "\n"
             "  FILE.so      the plugin; a bare NAME is " FC_PLUGIN_INSTALL_DIR "/NAME.so\n"
             "  KEY=VALUE    a key of the plugin's group, VALUE as in fulcrum.conf (42, 1.5,\n"
             "               true, \"text\", (\"a\", \"b\")); anything else is a string\n"
-            "  --kind KIND  fail unless it is a KIND plugin: strategy, health, ratelimit\n"
+            "  --kind KIND  fail unless it is a KIND plugin: strategy, health, ratelimit, cache\n"
             "  -h, --help   print this help\n"
             "\n"
             "Exit status: 0 passed, 1 failed (the last line says why), 2 a wrong command line.\n",
@@ -205,6 +207,8 @@ static const char *group_name(uint32_t kind)
         return "health";
     case FC_PLUGIN_RATELIMIT:
         return "rate_limit";
+    case FC_PLUGIN_CACHE:
+        return "cache";
     default:
         return "strategy";
     }
@@ -362,6 +366,9 @@ static void optional_ops(const struct fc_plugin_descriptor *d, char *buf, size_t
         ops[1].name = "worker_start", ops[1].present = d->ratelimit->worker_start != NULL;
         ops[2].name = "worker_stop", ops[2].present = d->ratelimit->worker_stop != NULL;
         break;
+    case FC_PLUGIN_CACHE:
+        ops[0].name = "destroy", ops[0].present = d->cache->destroy != NULL;
+        break;
     }
     size_t used = 0;
     buf[0] = '\0';
@@ -450,6 +457,8 @@ static int run_exercise(struct fc_check *c)
         return fc_check_strategy(c);
     case FC_PLUGIN_HEALTH:
         return fc_check_health(c);
+    case FC_PLUGIN_CACHE:
+        return fc_check_cache(c);
     default:
         return fc_check_ratelimit(c);
     }
@@ -512,6 +521,8 @@ static int parse_kind(const char *name)
         return FC_PLUGIN_HEALTH;
     if (strcmp(name, "ratelimit") == 0 || strcmp(name, "rate_limit") == 0)
         return FC_PLUGIN_RATELIMIT;
+    if (strcmp(name, "cache") == 0)
+        return FC_PLUGIN_CACHE;
     return -1;
 }
 
@@ -578,8 +589,8 @@ int fc_plugin_check_main(int argc, char **argv)
             kind = parse_kind(optarg);
             if (kind < 0) {
                 fprintf(stderr,
-                        "fulcrum plugin-check: --kind: expected strategy, health or "
-                        "ratelimit, not \"%s\"\n",
+                        "fulcrum plugin-check: --kind: expected strategy, health, ratelimit "
+                        "or cache, not \"%s\"\n",
                         optarg);
                 return FC_PLUGIN_CHECK_USAGE;
             }

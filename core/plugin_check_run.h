@@ -70,5 +70,6 @@ void fc_check_sockaddr(uint32_t i, struct sockaddr_storage *ss, socklen_t *len);
 int fc_check_strategy(struct fc_check *c);
 int fc_check_ratelimit(struct fc_check *c);
 int fc_check_health(struct fc_check *c);
+int fc_check_cache(struct fc_check *c);
 
 #endif

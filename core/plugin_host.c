@@ -408,6 +408,9 @@ static void run_destroy(struct fc_instance *inst)
     case FC_PLUGIN_RATELIMIT:
         destroy = d->ratelimit->destroy;
         break;
+    case FC_PLUGIN_CACHE:
+        destroy = d->cache->destroy;
+        break;
     }
     if (destroy != NULL)
         destroy(inst->state);
@@ -461,6 +464,8 @@ static int run_create(struct fc_instance *inst, const struct fc_pool_view *pool)
         return d->health->create(&inst->host, pool, &inst->state);
     case FC_PLUGIN_RATELIMIT:
         return d->ratelimit->create(&inst->host, &inst->state);
+    case FC_PLUGIN_CACHE:
+        return d->cache->create(&inst->host, &inst->state);
     default:
         return FC_EINVAL;
     }

@@ -30,6 +30,9 @@
 #define STRATEGY_OPS_SIZE_1_0 END_OF(struct fc_strategy_ops, outcome)
 #define HEALTH_OPS_SIZE_1_0 END_OF(struct fc_health_ops, probe)
 #define RATELIMIT_OPS_SIZE_1_0 END_OF(struct fc_ratelimit_ops, worker_stop)
+/* The cache kind came with 1.3: its descriptor and table are 1.3's at least. */
+#define DESCRIPTOR_SIZE_1_3 END_OF(struct fc_plugin_descriptor, cache)
+#define CACHE_OPS_SIZE_1_3 END_OF(struct fc_cache_ops, usage)
 
 const char *fc_plugin_kind_name(int kind)
 {
@@ -40,6 +43,8 @@ const char *fc_plugin_kind_name(int kind)
         return "health";
     case FC_PLUGIN_RATELIMIT:
         return "ratelimit";
+    case FC_PLUGIN_CACHE:
+        return "cache";
     default:
         return "unknown";
     }
@@ -169,6 +174,30 @@ static const char *missing_op(const struct fc_plugin_descriptor *d)
         if (d->ratelimit->create == NULL)
             return "create";
         return d->ratelimit->check == NULL ? "check" : NULL;
+    case FC_PLUGIN_CACHE: {
+        const struct fc_cache_ops *c = d->cache;
+        if (c->create == NULL)
+            return "create";
+        if (c->lookup == NULL)
+            return "lookup";
+        if (c->read == NULL)
+            return "read";
+        if (c->release == NULL)
+            return "release";
+        if (c->store_begin == NULL)
+            return "store_begin";
+        if (c->store_append == NULL)
+            return "store_append";
+        if (c->store_commit == NULL)
+            return "store_commit";
+        if (c->store_abort == NULL)
+            return "store_abort";
+        if (c->update_meta == NULL)
+            return "update_meta";
+        if (c->remove == NULL)
+            return "remove";
+        return c->usage == NULL ? "usage" : NULL;
+    }
     default:
         return NULL;
     }
@@ -195,6 +224,10 @@ static int check_ops(const struct fc_plugin_descriptor *d, const char *path, cha
         size = d->ratelimit != NULL ? &d->ratelimit->size : NULL;
         min_size = RATELIMIT_OPS_SIZE_1_0;
         break;
+    case FC_PLUGIN_CACHE:
+        size = d->cache != NULL ? &d->cache->size : NULL;
+        min_size = CACHE_OPS_SIZE_1_3;
+        break;
     }
 
     if (size == NULL) {
@@ -203,8 +236,8 @@ static int check_ops(const struct fc_plugin_descriptor *d, const char *path, cha
     }
     /* A table smaller than it should be may end before the pointers read below. */
     if (*size < min_size) {
-        set_error(err, errlen, path, "%s ops table too small (%u bytes, ABI 1.0 has %zu)", kind,
-                  *size, min_size);
+        set_error(err, errlen, path, "%s ops table too small (%u bytes, ABI %s has %zu)", kind,
+                  *size, d->kind == FC_PLUGIN_CACHE ? "1.3" : "1.0", min_size);
         return FC_EINVAL;
     }
     const char *missing = missing_op(d);
@@ -247,8 +280,16 @@ static int check_descriptor(const struct fc_plugin_descriptor *d, enum fc_plugin
         return FC_EINVAL;
     }
     if (d->kind != FC_PLUGIN_STRATEGY && d->kind != FC_PLUGIN_HEALTH &&
-        d->kind != FC_PLUGIN_RATELIMIT) {
+        d->kind != FC_PLUGIN_RATELIMIT && d->kind != FC_PLUGIN_CACHE) {
         set_error(err, errlen, path, "descriptor has an unknown kind %u", d->kind);
+        return FC_EINVAL;
+    }
+    /* A cache plugin's descriptor holds the member 1.3 appended for it. */
+    if (d->kind == FC_PLUGIN_CACHE && (d->abi_minor < 3 || d->size < DESCRIPTOR_SIZE_1_3)) {
+        set_error(err, errlen, path,
+                  "cache plugin built for plugin ABI %u.%u (%u-byte descriptor): the cache "
+                  "kind needs 1.3",
+                  d->abi_major, d->abi_minor, d->size);
         return FC_EINVAL;
     }
     if (kind != FC_PLUGIN_ANY_KIND && d->kind != (uint32_t)kind) {

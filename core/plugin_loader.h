@@ -24,7 +24,7 @@ struct fc_plugin {
     uint32_t refs;   /**< holders: see fc_plugin_acquire(); main thread only */
 };
 
-/** fc_plugin_load()'s `kind` that accepts a plugin of any of the three kinds. */
+/** fc_plugin_load()'s `kind` that accepts a plugin of any kind. */
 #define FC_PLUGIN_ANY_KIND ((enum fc_plugin_kind)0)
 
 /**
@@ -53,7 +53,7 @@ void fc_plugin_release(struct fc_plugin *p);
  */
 void fc_plugin_unload(struct fc_plugin *p);
 
-/** "strategy", "health", "ratelimit", or "unknown". */
+/** "strategy", "health", "ratelimit", "cache", or "unknown". */
 const char *fc_plugin_kind_name(int kind);
 
 #endif

@@ -180,6 +180,25 @@ IT_TEST(redis_passes_against_a_real_server)
     expect_in("stdout", out, "ms: allowed\n", &res);
 }
 
+/* memory: every op as the ABI says, 4 threads at once, and never more than max_bytes counted. */
+IT_TEST(memory_cache_passes_within_its_bytes)
+{
+    const char *keys[] = {"max_bytes=200000", "max_object_bytes=20000", NULL};
+    const char *out = expect_pass(env, bundled(env, "memory"), keys);
+    struct it_run_result res = {.out = out, .err = ""};
+    expect_in("stdout", out, "kind        cache\n", &res);
+    expect_in("stdout", out, "remove() by prefix and of all: as the ABI says\n", &res);
+    const char *at = strstr(out, "bytes counted: at most ");
+    assert_non_null(at);
+    unsigned long long most = 0, max = 0;
+    assert_int_equal(sscanf(at, "bytes counted: at most %llu of max_bytes %llu", &most, &max), 2);
+    assert_int_equal(max, 200000);
+    assert_true(most <= max);
+    /* The store was full: eviction ran, and what was stored was found again. */
+    assert_true(most > max / 2);
+    expect_in("stdout", out, "hits (every body as stored)", &res);
+}
+
 /* With no server, the on_error verdict ("allow") is a pass, and a warning says nothing was denied.
  */
 IT_TEST(redis_without_a_server_passes_with_a_warning)
@@ -209,6 +228,8 @@ IT_TEST(broken_plugins_are_refused_for_their_reason)
         {"small_ops", "ops"},
         {"no_pick", "pick"},
         {"bad_kind", "descriptor has an unknown kind 9"},
+        {"old_cache", "cache plugin built for plugin ABI 1.2"},
+        {"no_cache_ops", "cache plugin has no cache ops"},
         {"create_fails", "create() failed: pool check: strategy create_fails (worker 0): "
                          "cannot start: the test says so"},
         {"wrong_kind", "which answers HTTP 200 to anything"},
@@ -278,7 +299,7 @@ IT_TEST(a_wrong_command_line_exits_2)
     assert_int_equal(res.exit_code, 2);
     expect_in("stderr", res.err, "usage: fulcrum plugin-check", &res);
 
-    const char *kind[] = {FC_BINARY, "plugin-check", "--kind", "cache", bundled(env, "hash"), NULL};
+    const char *kind[] = {FC_BINARY, "plugin-check", "--kind", "proxy", bundled(env, "hash"), NULL};
     it_run(env, kind, CHECK_TIMEOUT_MS, &res);
     assert_int_equal(res.exit_code, 2);
 
@@ -306,6 +327,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(bundled_health_checkers_pass),
     IT_CASE(token_bucket_passes_and_keeps_its_retry_after),
     IT_CASE(redis_passes_against_a_real_server),
+    IT_CASE(memory_cache_passes_within_its_bytes),
     IT_CASE(redis_without_a_server_passes_with_a_warning),
     IT_CASE(broken_plugins_are_refused_for_their_reason),
     IT_CASE(misbehaving_plugins_fail_the_rule_they_break),

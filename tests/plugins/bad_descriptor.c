@@ -9,6 +9,8 @@
  *   small_descriptor  a descriptor claiming fewer bytes than ABI 1.0 defines
  *   no_name           a descriptor with an empty name
  *   bad_kind          a descriptor of kind 9, which no fulcrum has
+ *   old_cache         a cache plugin built for ABI 1.2, which had no cache kind
+ *   no_cache_ops      a cache plugin without a cache ops table
  *
  * Each build defines BAD_NAME, the descriptor's name, and may replace one of
  * the correct values below (BAD_MAGIC, BAD_ABI_MAJOR, BAD_ABI_MINOR,
@@ -16,6 +18,8 @@
  * the only reason the loader has to refuse it.
  */
 #include <fulcrum/plugin.h>
+
+#include <stddef.h>
 
 #ifndef BAD_NAME
 #error "build with -DBAD_NAME=\"...\" (see tests/plugins/CMakeLists.txt)"

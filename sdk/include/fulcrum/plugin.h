@@ -7,13 +7,15 @@
  * resolves no symbol from the executable. Everything the host offers reaches the
  * plugin through the struct fc_host table handed to each instance.
  *
- * Three kinds of plugin exist:
+ * Four kinds of plugin exist:
  *   - strategy:  picks the backend of a pool for each request (one instance per
  *                worker thread and pool);
  *   - health:    probes backends of a pool, on the main thread's loop, most
  *                simply through the core's probe service (probe_connect());
  *   - ratelimit: decides whether a request may pass, possibly asynchronously
- *                (one instance per pool, shared by every worker thread).
+ *                (one instance per pool, shared by every worker thread);
+ *   - cache:     stores the responses the core's HTTP cache decided to keep
+ *                (ABI 1.3; one instance per pool, shared by every worker).
  *
  * Versioning. FC_ABI_MAJOR changes when an existing declaration changes meaning
  * or layout; the host refuses a plugin built for another major. FC_ABI_MINOR
@@ -50,6 +52,10 @@
  *        called it at response heads only. fc_host.request_target().
  *        Header-only: fc_cookie_value(), fc_pick_least_loaded(),
  *        fc_is_tchar().
+ *   1.3  Cache stores: FC_PLUGIN_CACHE, struct fc_cache_ops and the
+ *        descriptor's `cache` member (appended), FC_E2BIG. The core keeps
+ *        the HTTP semantics (what may be stored, for how long, Vary,
+ *        validation); a store keeps bytes under keys, LRU or otherwise.
  *
  * Conventions used on every declaration below:
  *   - "borrowed" pointers are valid for the duration of the call only;
@@ -70,7 +76,7 @@ extern "C" {
 
 /** The ABI this header describes. */
 #define FC_ABI_MAJOR 1
-#define FC_ABI_MINOR 2
+#define FC_ABI_MINOR 3
 
 /** First field of every descriptor: guards against a symbol that only shares the name. */
 #define FC_PLUGIN_MAGIC 0x66634c42u /* "fcLB" */
@@ -89,6 +95,7 @@ enum fc_error {
     FC_EINVAL = -3,     /**< an argument or a configuration value is invalid */
     FC_ENOENT = -4,     /**< a configuration key is absent */
     FC_ENOBACKEND = -5, /**< strategy: no backend can take the request (the client gets 503) */
+    FC_E2BIG = -6,      /**< cache: the object is larger than the store takes (ABI 1.3) */
 };
 
 /** Plugin kinds. */
@@ -96,6 +103,7 @@ enum fc_plugin_kind {
     FC_PLUGIN_STRATEGY = 1,
     FC_PLUGIN_HEALTH = 2,
     FC_PLUGIN_RATELIMIT = 3,
+    FC_PLUGIN_CACHE = 4, /**< ABI 1.3 */
 };
 
 /** Log levels, in increasing severity. */
@@ -710,6 +718,135 @@ struct fc_ratelimit_ops {
 };
 
 /* ------------------------------------------------------------------------ */
+/* Cache stores (ABI 1.3)                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** An entry a reader holds, opaque: from lookup(), given back with release(). */
+struct fc_cache_entry;
+
+/** A store in progress, opaque: from store_begin(), ended by store_commit() or store_abort(). */
+struct fc_cache_store;
+
+/** Bytes of an entry, borrowed from the store for as long as the entry is held. */
+struct fc_cache_span {
+    const void *data;
+    size_t len;
+};
+
+/** What lookup() says of the entry it found. */
+struct fc_cache_hit {
+    uint32_t size;             /**< sizeof(struct fc_cache_hit) as the host knows it */
+    struct fc_cache_span meta; /**< the core's bytes as given to store_begin() or update_meta() */
+    uint64_t body_len;         /**< bytes of body stored */
+};
+
+/** What usage() reports. */
+struct fc_cache_usage {
+    uint32_t size;      /**< sizeof(struct fc_cache_usage) as the host knows it */
+    uint64_t bytes;     /**< every byte held for the entries: keys, metas, bodies, bookkeeping */
+    uint64_t max_bytes; /**< the store's limit on bytes, 0 for none */
+    uint64_t entries;   /**< entries a lookup can find */
+};
+
+/** store_begin()'s body_len when the response has no Content-Length. */
+#define FC_CACHE_LEN_UNKNOWN UINT64_MAX
+
+/**
+ * A cache store: keeps the responses the core decided to cache, as opaque
+ * bytes under opaque keys. The core builds the keys (the pool's requests
+ * told apart by target, host and the headers a Vary names) and the meta (its
+ * serialised response head and freshness); the store keeps them exactly and
+ * may drop any entry at any time (to stay within its size, say). Nothing of
+ * HTTP is the store's business.
+ *
+ * One instance per pool, shared by every worker thread: create() and
+ * destroy() run on the main thread; every other op may run on any thread,
+ * concurrently with any op but those two, and must never block (a mutex
+ * held for a few instructions is fine; I/O is not). The host reads the keys
+ * it needs from the group itself; the plugin reads its own (max_bytes...).
+ */
+struct fc_cache_ops {
+    uint32_t size; /**< sizeof(struct fc_cache_ops) as the plugin was built */
+
+    /** Required. As fc_ratelimit_ops.create(). */
+    int (*create)(const struct fc_host *host, void **state);
+
+    /**
+     * Optional. Frees what create() allocated; called once no entry is held
+     * and no store is in progress.
+     */
+    void (*destroy)(void *state);
+
+    /**
+     * Required. Finds the entry of `key` (borrowed). Returns 1 with the
+     * entry held in *entry and *hit filled (meta borrowed while held), or 0
+     * when there is none. A held entry stays readable, unchanged, until
+     * release(), even if it is replaced or removed meanwhile.
+     */
+    int (*lookup)(void *state, const void *key, size_t key_len, struct fc_cache_entry **entry,
+                  struct fc_cache_hit *hit);
+
+    /**
+     * Required. The body of a held entry from byte `offset` on: fills up to
+     * max_spans spans in order (the store's own memory, valid until
+     * release()) and returns how many it filled, 0 at the end of the body.
+     */
+    int (*read)(void *state, struct fc_cache_entry *entry, uint64_t offset,
+                struct fc_cache_span *spans, int max_spans);
+
+    /** Required. Gives back an entry from lookup(); exactly once, on any thread. */
+    void (*release)(void *state, struct fc_cache_entry *entry);
+
+    /**
+     * Required. Begins storing the response of `key` with the core's meta
+     * (both copied). body_len is the body's length when known, else
+     * FC_CACHE_LEN_UNKNOWN. Returns 0 with the store in *store, FC_E2BIG
+     * when the store would not take an object that large, FC_ENOMEM. The
+     * entry is not found by lookup() before store_commit(). One store is used
+     * by one thread at a time (the core keeps it on the worker that began it).
+     */
+    int (*store_begin)(void *state, const void *key, size_t key_len, const void *meta,
+                       size_t meta_len, uint64_t body_len, struct fc_cache_store **store);
+
+    /**
+     * Required. Appends body bytes (copied). Returns 0, FC_E2BIG once the
+     * body grew past what the store takes, FC_ENOMEM; after an error the core
+     * calls store_abort().
+     */
+    int (*store_append)(void *state, struct fc_cache_store *store, const void *data, size_t len);
+
+    /**
+     * Required. Makes the entry found by lookup(), replacing the key's
+     * previous entry (whose readers keep theirs until they release it); the
+     * store may evict others to make room. Ends the store, whatever it
+     * returns: 0, or a negative code when it kept nothing.
+     */
+    int (*store_commit)(void *state, struct fc_cache_store *store);
+
+    /** Required. Ends the store, keeping nothing. */
+    void (*store_abort)(void *state, struct fc_cache_store *store);
+
+    /**
+     * Required. Replaces the meta of a held entry (after a revalidation
+     * said the body is still good) for later lookups of its key, keeping
+     * the body; the held entry itself is unchanged. Returns 0, or FC_ENOENT
+     * when the key no longer leads to this entry (replaced or removed).
+     */
+    int (*update_meta)(void *state, struct fc_cache_entry *entry, const void *meta,
+                       size_t meta_len);
+
+    /**
+     * Required. Removes every entry whose key starts with the prefix_len
+     * bytes of `prefix` (every entry for 0). Held entries stay readable
+     * until released. Returns how many it removed.
+     */
+    int64_t (*remove)(void *state, const void *prefix, size_t prefix_len);
+
+    /** Required. Fills *usage (its size field set by the host). */
+    void (*usage)(void *state, struct fc_cache_usage *usage);
+};
+
+/* ------------------------------------------------------------------------ */
 /* The descriptor                                                            */
 /* ------------------------------------------------------------------------ */
 
@@ -732,6 +869,8 @@ struct fc_plugin_descriptor {
     const struct fc_strategy_ops *strategy;
     const struct fc_health_ops *health;
     const struct fc_ratelimit_ops *ratelimit;
+    /* ---- ABI 1.3 ---- */
+    const struct fc_cache_ops *cache;
 };
 
 /**

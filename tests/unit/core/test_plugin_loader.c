@@ -157,8 +157,9 @@ static void test_bad_abi_minor(void **unused)
 static void test_small_descriptor(void **unused)
 {
     char reason[128];
+    /* 1.0's descriptor ends with the ratelimit member; later minors appended to it. */
     snprintf(reason, sizeof(reason), "descriptor too small (16 bytes, ABI 1.0 has %zu)",
-             sizeof(struct fc_plugin_descriptor));
+             offsetof(struct fc_plugin_descriptor, ratelimit) + sizeof(void *));
     expect_refusal(TEST_PLUGIN("small_descriptor"), FC_PLUGIN_STRATEGY, FC_EINVAL, reason);
 }
 
@@ -168,6 +169,25 @@ static void test_wrong_kind(void **unused)
                    "is a health plugin, expected a strategy plugin");
     expect_refusal(ROUND_ROBIN, FC_PLUGIN_RATELIMIT, FC_EINVAL,
                    "is a strategy plugin, expected a ratelimit plugin");
+}
+
+/* The cache kind came with ABI 1.3: a descriptor that predates it, or has no ops, is refused. */
+static void test_cache_kind(void **unused)
+{
+    char reason[128];
+    snprintf(reason, sizeof(reason),
+             "cache plugin built for plugin ABI 1.2 (%zu-byte descriptor): the cache kind needs "
+             "1.3",
+             offsetof(struct fc_plugin_descriptor, cache));
+    expect_refusal(TEST_PLUGIN("old_cache"), FC_PLUGIN_CACHE, FC_EINVAL, reason);
+    expect_refusal(TEST_PLUGIN("no_cache_ops"), FC_PLUGIN_CACHE, FC_EINVAL,
+                   "cache plugin has no cache ops");
+    struct fc_plugin *p = NULL;
+    assert_int_equal(
+        fc_plugin_load(FC_PLUGIN_BUILD_DIR "/memory.so", FC_PLUGIN_CACHE, &p, err, sizeof(err)), 0);
+    assert_string_equal(p->desc->name, "memory");
+    assert_string_equal(fc_plugin_kind_name((int)p->desc->kind), "cache");
+    fc_plugin_unload(p);
 }
 
 static void test_no_name(void **unused)
@@ -342,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_small_descriptor),
         cmocka_unit_test(test_wrong_kind),
         cmocka_unit_test(test_no_name),
+        cmocka_unit_test(test_cache_kind),
         cmocka_unit_test(test_no_ops),
         cmocka_unit_test(test_small_ops),
         cmocka_unit_test(test_no_pick),
