@@ -118,7 +118,8 @@ static uint64_t hash_key(const struct memory *m, const void *key, size_t len)
         len -= 8;
     }
     uint64_t w = 0;
-    memcpy(&w, p, len);
+    if (len > 0)
+        memcpy(&w, p, len);
     return mix(h ^ w ^ ((uint64_t)len << 56));
 }
 
@@ -169,7 +170,8 @@ static struct mem_entry *entry_new(const void *key, size_t key_len, const void *
 
 static int key_equal(const struct mem_entry *e, uint64_t hash, const void *key, size_t key_len)
 {
-    return e->hash == hash && e->key_len == key_len && memcmp(e->bytes, key, key_len) == 0;
+    return e->hash == hash && e->key_len == key_len &&
+           (key_len == 0 || memcmp(e->bytes, key, key_len) == 0);
 }
 
 static void lru_unlink(struct shard *s, struct mem_entry *e)
@@ -571,7 +573,8 @@ static int64_t mem_remove(void *state, const void *prefix, size_t prefix_len)
         for (size_t b = 0; b < s->n_buckets; b++) {
             for (struct mem_entry *e = s->buckets[b], *next; e != NULL; e = next) {
                 next = e->hnext;
-                if (e->key_len < prefix_len || memcmp(e->bytes, prefix, prefix_len) != 0)
+                if (prefix_len > 0 &&
+                    (e->key_len < prefix_len || memcmp(e->bytes, prefix, prefix_len) != 0))
                     continue;
                 int body_too = 0;
                 removed++;
