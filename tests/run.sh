@@ -7,6 +7,7 @@
 #   tests/run.sh            both builds
 #   FC_SKIP_ASAN=1 tests/run.sh   the plain build only (quicker while developing)
 #   FC_SKIP_FUZZ=1 tests/run.sh   without the bounded libFuzzer runs (tests/fuzz/run.sh)
+#   FC_SKIP_TSAN=1 tests/run.sh   without the ThreadSanitizer runs of the shared plugins (memory, token_bucket)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,6 +57,38 @@ if [ "${FC_SKIP_ASAN:-0}" != 1 ]; then
     # The package test (build, install, purge the .debs) ran in the plain pass.
     ctest_exclude='^package\.'
     run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DFC_SANITIZE=ON
+fi
+if [ "${FC_SKIP_TSAN:-0}" != 1 ]; then
+    # The plugins whose one instance every worker shares, under ThreadSanitizer:
+    # `fulcrum plugin-check` calls them from 4 threads at once; a data race
+    # reported fails the run (exit 97).
+    tsan=(-fsanitize=thread -g)
+    echo "run.sh: ThreadSanitizer build in $root/build-tsan (plugin-check of the shared plugins)"
+    cmake -S "$root" -B "$root/build-tsan" -DFC_WERROR=ON -DFC_BUILD_TESTS=ON \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_C_FLAGS="${tsan[*]}" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+        -DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=thread >/dev/null
+    cmake --build "$root/build-tsan" -j "$jobs" --target fulcrum memory token_bucket \
+        unit_plugins_cache_memory
+    # memory's own four-thread unit test, then plugin-check of each shared plugin.
+    TSAN_OPTIONS=halt_on_error=1:exitcode=97 "$root/build-tsan/tests/unit/unit_plugins_cache_memory" \
+        >"$root/build-tsan/unit-memory.log" 2>&1 || {
+        echo "run.sh: memory's unit test under ThreadSanitizer FAILED:" >&2
+        tail -n 60 "$root/build-tsan/unit-memory.log" >&2
+        exit 1
+    }
+    echo "run.sh: ThreadSanitizer: memory's unit tests passed"
+    for check in "memory max_bytes=200000 max_object_bytes=20000" "token_bucket rate=10 burst=5"; do
+        read -r name keys <<<"$check"
+        # shellcheck disable=SC2086 # the keys are words
+        TSAN_OPTIONS=halt_on_error=1:exitcode=97 "$root/build-tsan/fulcrum" plugin-check \
+            "$root/build-tsan/plugins/$name.so" $keys >"$root/build-tsan/plugin-check-$name.log" 2>&1 || {
+            echo "run.sh: plugin-check $name under ThreadSanitizer FAILED:" >&2
+            tail -n 60 "$root/build-tsan/plugin-check-$name.log" >&2
+            exit 1
+        }
+        echo "run.sh: ThreadSanitizer: $(tail -n 1 "$root/build-tsan/plugin-check-$name.log")"
+    done
 fi
 if [ "${FC_SKIP_FUZZ:-0}" != 1 ]; then
     # The libFuzzer targets, each for FC_FUZZ_SECONDS (20 s): any crash, leak or

@@ -210,21 +210,27 @@ static struct mem_entry **chain_link(struct shard *s, struct mem_entry *e)
 /*
  * Takes e out of the index, under its shard's lock. Returns whether the
  * index held the last reference, in which case the caller frees it (after
- * unlocking), with its body when *body_too says so.
+ * unlocking), with its body when *body_too says so. Its bytes stay counted.
  */
-static int unindex(struct memory *m, struct shard *s, struct mem_entry *e, int *body_too)
+static int unindex_uncounted(struct memory *m, struct shard *s, struct mem_entry *e, int *body_too)
 {
     *chain_link(s, e) = e->hnext;
     e->hnext = NULL;
     lru_unlink(s, e);
     e->indexed = 0;
     s->count--;
-    atomic_fetch_sub(&m->bytes, e->charge);
     atomic_fetch_sub(&m->entries, 1);
     if (--e->refs > 0)
         return 0;
     *body_too = --e->body->refs == 0;
     return 1;
+}
+
+/* The same, and its bytes no longer count. */
+static int unindex(struct memory *m, struct shard *s, struct mem_entry *e, int *body_too)
+{
+    atomic_fetch_sub(&m->bytes, e->charge);
+    return unindex_uncounted(m, s, e, body_too);
 }
 
 /* Doubles a shard's chains when they grow long. Under its lock; failing only keeps them long. */
@@ -555,8 +561,14 @@ static int mem_update_meta(void *state, struct fc_cache_entry *entry, const void
     }
     e->body->refs++;
     int body_too = 0;
-    unindex(m, s, e, &body_too); /* the caller still holds e: never the last reference */
-    atomic_fetch_add(&m->bytes, ne->charge - extra);
+    /*
+     * One change of the count, from e's charge to ne's (of which `extra` is
+     * counted already): giving e's bytes back first would let another
+     * thread's reserve() take them, and the count pass max_bytes.
+     */
+    unindex_uncounted(m, s, e, &body_too); /* the caller still holds e: never the last ref */
+    if (ne->charge - extra < e->charge)
+        atomic_fetch_sub(&m->bytes, e->charge - (ne->charge - extra));
     index_entry(m, s, ne);
     pthread_mutex_unlock(&s->lock);
     return 0;
