@@ -3,7 +3,7 @@
  * the README's configuration reference).
  *
  * The file is parsed with libconfig into cfg->lc, which the config keeps: the
- * keys of the `strategy`, `health` and `rate_limit` groups other than `plugin`
+ * keys of the `strategy`, `health`, `rate_limit` and `cache` groups other than `plugin`
  * belong to the plugins, which read them from that tree while they are
  * created. Everything else is checked here, and copied into plain C fields.
  *
@@ -199,7 +199,7 @@ uint32_t fc_config_default_max_connections(void)
 }
 
 /*
- * A plugin group (`strategy`, `health`, `rate_limit`) of a pool. Only `plugin`
+ * A plugin group (`strategy`, `health`, `rate_limit`, `cache`) of a pool. Only `plugin`
  * is checked; the other keys are the plugin's own.
  */
 static void load_plugin(struct fc_cfg_loader *ld, const config_setting_t *pool, const char *prefix,
@@ -367,9 +367,9 @@ static void load_retry_on(struct fc_cfg_loader *ld, const config_setting_t *pg, 
 
 static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint32_t index)
 {
-    static const char *const keys[] = {"name",    "strategy", "health",    "rate_limit",
-                                       "retries", "backends", "max_fails", "fail_timeout_ms",
-                                       "tls",     "retry_on", NULL};
+    static const char *const keys[] = {
+        "name",     "strategy",  "health",          "rate_limit", "cache",    "retries",
+        "backends", "max_fails", "fail_timeout_ms", "tls",        "retry_on", NULL};
     struct fc_conf_pool *pool = &ld->cfg->pools[index];
     char prefix[288];
     if (ld->pool_named[index])
@@ -392,6 +392,7 @@ static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint
     load_plugin(ld, pg, prefix, "rate_limit", 0, &pool->rate_limit);
     if (pool->rate_limit.group != NULL)
         load_ratelimit(ld, pool->rate_limit.group, prefix, &pool->rate_limit_conf);
+    load_plugin(ld, pg, prefix, "cache", 0, &pool->cache);
     fc_cfg_get_u32(ld, pg, prefix, "retries", 0, MAX_RETRIES, &pool->retries);
     load_retry_on(ld, pg, prefix, &pool->retry_on);
     fc_cfg_get_u32(ld, pg, prefix, "max_fails", 0, 100, &pool->max_fails);
@@ -913,6 +914,7 @@ void fc_config_free(struct fc_config *cfg)
         free_plugin(&p->strategy);
         free_plugin(&p->health);
         free_plugin(&p->rate_limit);
+        free_plugin(&p->cache);
         free(p->rate_limit_conf.header);
         for (uint32_t j = 0; j < p->n_backends; j++)
             free(p->backends[j].address);

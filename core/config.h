@@ -15,7 +15,7 @@
 struct fc_tls_server; /* tls_context.h */
 struct fc_tls_client;
 
-/** A `strategy`, `health` or `rate_limit` group: which plugin, and its own keys. */
+/** A `strategy`, `health`, `rate_limit` or `cache` group: which plugin, and its own keys. */
 struct fc_conf_plugin {
     char *name; /**< value of `plugin`; NULL when the group is absent */
     char *path; /**< resolved file: <plugin_dir>/<name>.so, or name if it has a '/' */
@@ -63,6 +63,7 @@ struct fc_conf_pool {
     struct fc_conf_health health_conf;        /**< valid when health.name != NULL */
     struct fc_conf_plugin rate_limit;         /**< optional: name == NULL when absent */
     struct fc_conf_ratelimit rate_limit_conf; /**< valid when rate_limit.name != NULL */
+    struct fc_conf_plugin cache;              /**< optional: name == NULL when absent */
     uint32_t retries;                         /**< default 1 */
     unsigned retry_on;  /**< enum fc_retry_on bits; default FC_RETRY_CONNECT */
     uint32_t max_fails; /**< default 3: consecutive failures that mark a backend down; 0 off */

@@ -330,6 +330,67 @@ static int build_ratelimit(struct fc_generation *g, const struct fc_generation *
     return 0;
 }
 
+/* The previous generation's cache store for this pool, if it can be handed on as it is. */
+static struct fc_cache_shared *find_cache(const struct fc_generation *previous, const char *pool,
+                                          uint64_t settings)
+{
+    if (previous == NULL)
+        return NULL;
+    for (uint32_t p = 0; p < previous->cfg->n_pools; p++) {
+        struct fc_cache_shared *cs = previous->pools[p].cs;
+        if (cs != NULL && cs->settings == settings &&
+            strcmp(previous->cfg->pools[p].name, pool) == 0)
+            return cs;
+    }
+    return NULL;
+}
+
+static void cache_release(struct fc_cache_shared *cs)
+{
+    if (--cs->refs > 0)
+        return;
+    fc_instance_destroy(&cs->inst);
+    fc_plugin_release(cs->plugin);
+    free(cs);
+}
+
+/*
+ * The pool's response cache store: the previous generation's when plugin
+ * code and settings are unchanged (what it holds carries over), else a new,
+ * empty one.
+ */
+static int build_cache(struct fc_generation *g, const struct fc_generation *previous,
+                       struct fc_gen_pool *pool, void *main_loop)
+{
+    static const char *const core_keys[] = {NULL};
+    const struct fc_conf_pool *conf = pool->conf;
+    struct pool_plugin pp;
+    int rc = pool_plugin(g, pool, "cache", &conf->cache, FC_PLUGIN_CACHE, main_loop, &pp);
+    if (rc != 0)
+        return rc;
+    uint64_t settings = hash_setting(pp.plugin->digest, conf->cache.group);
+    struct fc_cache_shared *cs = find_cache(previous, conf->name, settings);
+    if (cs == NULL) {
+        cs = calloc(1, sizeof(*cs));
+        if (cs == NULL)
+            return FC_ENOMEM;
+        pp.hooks.owner = &cs->inst;
+        rc = fc_instance_create(&cs->inst, pp.plugin, &conf->cache, g->cfg->path, core_keys, NULL,
+                                &pp.hooks, pp.label);
+        if (rc != 0) {
+            free(cs);
+            return rc;
+        }
+        fc_plugin_acquire(pp.plugin);
+        cs->plugin = pp.plugin;
+        cs->settings = settings;
+    }
+    cs->refs++;
+    pool->cs = cs;
+    pool->cache = &cs->inst;
+    return 0;
+}
+
 /*
  * The pool's health checker instance. It validates its keys here, so a bad
  * `health` group fails the build; health.c runs it once the generation is
@@ -489,6 +550,11 @@ static int build_pool(struct fc_generation *g, const struct fc_overlay *overlay,
         if (rc != 0)
             return rc;
     }
+    if (conf->cache.name != NULL) {
+        int rc = build_cache(g, previous, pool, main_loop);
+        if (rc != 0)
+            return rc;
+    }
     if (conf->health.name != NULL) {
         int rc = build_health(g, pool, main_loop);
         if (rc != 0)
@@ -572,6 +638,8 @@ void fc_generation_destroy(struct fc_generation *g)
             fc_instance_destroy(pool->health); /* NULL: none; its probes ended before */
             if (pool->rl != NULL)
                 ratelimit_release(pool->rl);
+            if (pool->cs != NULL)
+                cache_release(pool->cs);
             if (pool->strategy != NULL)
                 for (uint32_t w = 0; w < g->n_workers; w++)
                     if (pool->strategy[w].plugin != NULL)

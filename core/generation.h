@@ -95,6 +95,19 @@ struct fc_ratelimit_shared {
 };
 
 /**
+ * A response cache store instance (a `cache` group), shared by all workers.
+ * Handed on across a reload as a rate limiter is, with what it holds, when
+ * the pool of the same name names the same plugin code with the same
+ * settings. Main thread; the store's ops are called from any worker.
+ */
+struct fc_cache_shared {
+    struct fc_instance inst;
+    struct fc_plugin *plugin; /**< one reference held */
+    uint32_t refs;            /**< generations using it */
+    uint64_t settings;        /**< hash of the group's settings, with the plugin's digest */
+};
+
+/**
  * One backend of a generation's pool: the file's (as the runtime overlay may
  * have changed it) or one the overlay added.
  */
@@ -130,6 +143,8 @@ struct fc_gen_pool {
     struct fc_instance *strategy;      /**< [worker_count]: one instance per worker */
     struct fc_instance *ratelimit;     /**< NULL, or &rl->inst: shared by all workers */
     struct fc_ratelimit_shared *rl;
+    struct fc_instance *cache; /**< NULL, or &cs->inst: the response cache's store */
+    struct fc_cache_shared *cs;
     struct fc_stats *stats;          /**< the pool's counters (stats.h), one reference */
     struct fc_stats **backend_stats; /**< [n_backends]: each backend's, one reference each */
 };

@@ -466,8 +466,13 @@ int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_inf
             continue; /* merged into the one written below */
         if (req->absolute_form && hdr->kind == FC_HDR_HOST)
             continue; /* the target's authority wins */
+        if (fw->conditional != NULL && (fc_span_equals(hdr->name, "if-none-match") ||
+                                        fc_span_equals(hdr->name, "if-modified-since")))
+            continue; /* the cache's validators go instead */
         put_header(&o, hdr);
     }
+    if (fw->conditional != NULL)
+        put(&o, fw->conditional, fw->conditional_len);
     if (req->absolute_form) {
         put_str(&o, "Host: ");
         put_span(&o, req->host);

@@ -94,6 +94,13 @@ struct fc_forward_info {
     size_t default_host_len;
     int websocket; /**< the request asks for a WebSocket: "Connection: Upgrade", "Upgrade:
                       websocket" */
+    /**
+     * A revalidation of a stored response: its validators as header lines
+     * ("If-None-Match: ...\r\n"), which replace the client's If-None-Match
+     * and If-Modified-Since. NULL: none.
+     */
+    const char *conditional;
+    size_t conditional_len;
 };
 
 /**
@@ -103,7 +110,8 @@ struct fc_forward_info {
  * client address appended, X-Forwarded-Proto, the WebSocket upgrade when
  * `fw->websocket` asks for it, Host if the client sent none,
  * and, if the client sent Forwarded, one Forwarded with its elements and ours
- * (for=CLIENT;proto=PROTO) appended.
+ * (for=CLIENT;proto=PROTO) appended; with `fw->conditional`, those lines in
+ * place of the client's If-None-Match and If-Modified-Since.
  * Returns the length, or -1 when it does not fit in cap.
  */
 int fc_rewrite_request(const struct fc_request *req, const struct fc_forward_info *fw, char *out,

@@ -279,6 +279,55 @@ static void backend_metrics(struct fc_text *t, const struct fc_generation *g, co
 #undef LABELS
 }
 
+/* The response caches of the pools that have one: what they did, and what their stores hold. */
+static void cache_metrics(struct fc_text *t, const struct fc_generation *g, const struct sums *s)
+{
+    char pn[256];
+    family(t, "fulcrum_cache_requests_total", "counter",
+           "Requests of a pool with a cache, by result: hit (answered from the cache), miss, "
+           "stale (forwarded to revalidate or replace), bypass (not a request the cache answers).");
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        if (g->pools[p].cache == NULL)
+            continue;
+        esc(g->pools[p].view.name, pn, sizeof(pn));
+        for (int r = 0; r < FC_STATS_CACHE_RESULTS; r++)
+            fc_text_printf(t, "fulcrum_cache_requests_total{pool=\"%s\",result=\"%s\"} %llu\n", pn,
+                           fc_stats_cache_result_names[r],
+                           (unsigned long long)s->pools[p].cache[r]);
+    }
+    static const struct {
+        const char *name, *help;
+    } gauges[] = {
+        {"fulcrum_cache_bytes", "Bytes the pool's cache store holds, keys, heads and bookkeeping "
+                                "included."},
+        {"fulcrum_cache_max_bytes", "The most bytes the pool's cache store holds (0: no limit)."},
+        {"fulcrum_cache_entries", "Entries in the pool's cache store (variants count apart)."},
+    };
+    struct fc_cache_usage *u = calloc(g->cfg->n_pools ? g->cfg->n_pools : 1, sizeof(*u));
+    if (u == NULL) {
+        t->oom = 1;
+        return;
+    }
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        const struct fc_instance *c = g->pools[p].cache;
+        if (c == NULL)
+            continue;
+        u[p].size = sizeof(u[p]);
+        c->plugin->desc->cache->usage(c->state, &u[p]);
+    }
+    for (size_t k = 0; k < sizeof(gauges) / sizeof(gauges[0]); k++) {
+        family(t, gauges[k].name, "gauge", gauges[k].help);
+        for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+            if (g->pools[p].cache == NULL)
+                continue;
+            uint64_t v = k == 0 ? u[p].bytes : k == 1 ? u[p].max_bytes : u[p].entries;
+            fc_text_printf(t, "%s{pool=\"%s\"} %llu\n", gauges[k].name,
+                           esc(g->pools[p].view.name, pn, sizeof(pn)), (unsigned long long)v);
+        }
+    }
+    free(u);
+}
+
 static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const struct sums *s)
 {
     char pn[256];
@@ -302,6 +351,7 @@ static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const
                            esc(g->pools[p].view.name, pn, sizeof(pn)), (unsigned long long)*v);
         }
     }
+    cache_metrics(t, g, s);
 }
 
 double fc_metrics_quantile_ms(const uint64_t *buckets, double q)

@@ -11,6 +11,8 @@
 #include <string.h>
 
 const char *const fc_stats_class_names[FC_STATS_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+const char *const fc_stats_cache_result_names[FC_STATS_CACHE_RESULTS] = {"hit", "miss", "stale",
+                                                                         "bypass"};
 
 const int fc_stats_proxy_codes[FC_STATS_PROXY_CODES] = {400, 405, 408, 413, 429,
                                                         431, 502, 503, 504, 505};
@@ -131,8 +133,7 @@ void fc_stats_sum_backend(const struct fc_stats *s, struct fc_backend_stats *out
     sum_slots(s, (uint64_t *)out, sizeof(*out));
 }
 
-int fc_stats_sum_listener_at(const char *address, uint32_t n_workers,
-                             struct fc_listener_stats *out)
+int fc_stats_sum_listener_at(const char *address, uint32_t n_workers, struct fc_listener_stats *out)
 {
     struct fc_stats *s = fc_stats_acquire(FC_STATS_LISTENER, address, n_workers);
     if (s == NULL) {

@@ -51,10 +51,25 @@ struct fc_listener_stats {
         tls_failures[FC_STATS_TLS_FAILURES]; /**< failed handshakes and bad records, by reason */
 } __attribute__((aligned(64)));
 
+/** What the response cache did with a request, by index in fc_pool_stats.cache. */
+enum fc_stats_cache_result {
+    FC_CACHE_RESULT_HIT,    /**< answered from the cache (a 304 to a conditional too) */
+    FC_CACHE_RESULT_MISS,   /**< forwarded: nothing stored, or the request asked (no-cache) */
+    FC_CACHE_RESULT_STALE,  /**< forwarded: what was stored was stale (revalidated when it could be)
+                             */
+    FC_CACHE_RESULT_BYPASS, /**< forwarded: not a request the cache answers (method, no-store, body)
+                             */
+    FC_STATS_CACHE_RESULTS
+};
+
+/** "hit", "miss", "stale", "bypass", by index. */
+extern const char *const fc_stats_cache_result_names[FC_STATS_CACHE_RESULTS];
+
 struct fc_pool_stats {
     uint64_t retries;          /**< attempts on another backend after a failed connect */
     uint64_t no_backend;       /**< requests the strategy found no backend for (503) */
     uint64_t ratelimit_denied; /**< requests the rate limiter refused (429) */
+    uint64_t cache[FC_STATS_CACHE_RESULTS]; /**< requests of a pool with a cache, by result */
 } __attribute__((aligned(64)));
 
 struct fc_backend_stats {

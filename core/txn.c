@@ -98,6 +98,19 @@ static void close_upstream(struct fc_txn *t)
 }
 
 /*
+ * Past the rate limiter: in a pool with a cache, the store may answer
+ * (txn_cache.c); else a backend is picked.
+ */
+static void answer_or_connect(struct fc_txn *t)
+{
+    if (t->pool->cache != NULL && fc_txn_cache_request(t)) {
+        fc_txn_cache_send(t);
+        return;
+    }
+    fc_txn_connect(t);
+}
+
+/*
  * The head is complete: start the transaction on the worker's current
  * generation, check the head, route it, and ask the rate limiter (if any).
  *
@@ -124,6 +137,7 @@ void fc_txn_begin(struct fc_txn *t)
     t->status = 0;
     t->body_seen = 0;
     t->connect_ns = t->head_ns = 0;
+    t->c_status = NULL;
     req->http_major = t->parser.http_major;
     req->http_minor = t->parser.http_minor;
     t->client_10 = req->http_major == 1 && req->http_minor == 0;
@@ -164,7 +178,7 @@ void fc_txn_begin(struct fc_txn *t)
     if (t->pool->ratelimit != NULL)
         fc_txn_ratelimit_check(t);
     else
-        fc_txn_connect(t);
+        answer_or_connect(t);
 }
 
 /* Parses what the input buffer holds of a request head; at its end, fc_txn_begin(). */
@@ -209,7 +223,7 @@ static void ratelimit_verdict(struct fc_txn *t, int verdict, uint64_t retry_afte
 {
     if (verdict != FC_RATELIMIT_DENY) {
         t->phase = FC_TXN_CONNECTING;
-        fc_txn_connect(t);
+        answer_or_connect(t);
         return;
     }
     /* Whole seconds, rounded up: a client that waits that long finds a token. */
@@ -542,6 +556,8 @@ void fc_txn_send_request_head(struct fc_txn *t)
         .default_host_len = strlen(v->address),
         .websocket = t->websocket,
     };
+    if (t->c_entry != NULL)
+        fw.conditional = fc_txn_cache_conditional(t, &fw.conditional_len); /* a revalidation */
     int n = fc_rewrite_request(&t->req, &fw, t->out, t->out_cap);
     if (n < 0) {
         fc_txn_reply(t, 431, 1);
@@ -731,21 +747,46 @@ static void final_head(struct fc_txn *t)
     fc_txn_outcome(t, status);
 }
 
-/*
- * The response head in t->out (hn bytes, ending with its blank line), with
- * the headers the pick added (fc_host.response_header_add()) before that
- * end. Returns the new length, or -1 when they do not fit.
- */
-static int with_added_headers(struct fc_txn *t, int hn)
+/* Inserts n bytes of header lines before the end of the head of hn bytes in t->out. */
+static int insert_lines(struct fc_txn *t, int hn, const char *lines, size_t n)
 {
-    uint32_t n = t->added.len;
     if (n == 0 || hn < 0)
         return hn;
     if ((size_t)hn + n > t->out_cap)
         return -1;
-    memcpy(t->out + hn - 2, t->added.buf, n);
+    memcpy(t->out + hn - 2, lines, n);
     memcpy(t->out + hn - 2 + n, "\r\n", 2);
     return hn + (int)n;
+}
+
+/*
+ * The response head in t->out (hn bytes, ending with its blank line), with
+ * the headers the pick added (fc_host.response_header_add()) and the
+ * cache's Cache-Status (in a pool with a cache) before that end. Returns
+ * the new length, or -1 when they do not fit.
+ */
+static int with_added_headers(struct fc_txn *t, int hn)
+{
+    char line[96];
+    hn = insert_lines(t, hn, t->added.buf, t->added.len);
+    return insert_lines(t, hn, line, fc_txn_cache_status_line(t, line, sizeof(line)));
+}
+
+/*
+ * Hands the upstream connection back when the request is done with it: to
+ * the idle pool when both messages ended cleanly, else closed.
+ */
+static void upstream_finished(struct fc_txn *t)
+{
+    struct fc_upstream *u = t->up;
+    if (u == NULL)
+        return;
+    t->up = NULL;
+    backend_inflight_add(t, -1);
+    if (t->up_keep_alive && t->req_done && t->resp_done && !u->writing)
+        fc_upstream_park(u);
+    else
+        fc_upstream_close(u);
 }
 
 /*
@@ -834,6 +875,17 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
         } else {
             fc_txn_relay_response(t);
         }
+        return -1;
+    }
+    if (t->c_status != NULL && fc_txn_cache_response(t)) {
+        /* A 304 refreshed the stale entry, which answers: the backend's part is over. */
+        final_head(t);
+        u->off += (uint32_t)*used;
+        t->resp_done = 1;
+        t->up_keep_alive =
+            t->up_msg_done && llhttp_should_keep_alive(&t->resp_parser) && u->off == u->len;
+        upstream_finished(t);
+        fc_txn_cache_send(t);
         return -1;
     }
     int chunked = (p->flags & F_CHUNKED) != 0;
@@ -997,6 +1049,8 @@ void fc_txn_release(struct fc_txn *t)
 {
     struct fc_worker *w = t->c->w;
     close_upstream(t);
+    if (t->pool != NULL && t->pool->cache != NULL)
+        fc_txn_cache_release(t);
     if (t->gen != NULL) {
         struct fc_generation *g = t->gen;
         t->gen = NULL;
@@ -1024,6 +1078,10 @@ void fc_txn_client_written(struct fc_txn *t)
     struct fc_client *c = t->c;
     if (c->closing)
         return;
+    if (t->phase == FC_TXN_CACHE) {
+        fc_txn_cache_send(t);
+        return;
+    }
     if (t->phase == FC_TXN_REPLY) {
         if (t->close_after_reply) {
             fc_txn_log(t);
@@ -1064,15 +1122,7 @@ void fc_txn_end(struct fc_txn *t)
 {
     struct fc_client *c = t->c;
     fc_txn_log(t);
-    struct fc_upstream *u = t->up;
-    if (u != NULL) {
-        t->up = NULL;
-        backend_inflight_add(t, -1);
-        if (t->up_keep_alive && t->req_done && t->resp_done && !u->writing)
-            fc_upstream_park(u);
-        else
-            fc_upstream_close(u);
-    }
+    upstream_finished(t);
     int keep = t->keep_alive && t->req_done && !c->w->draining && !c->eof;
     fc_txn_release(t);
     if (!keep) {
@@ -1189,7 +1239,8 @@ void fc_txn_abort(struct fc_txn *t, const char *why)
      * reset, so that the client cannot take a cut body (delimited by the
      * close) for a whole one.
      */
-    if (t->phase == FC_TXN_PROXY && t->resp_started && !t->resp_done)
+    if ((t->phase == FC_TXN_PROXY && t->resp_started && !t->resp_done) ||
+        (t->phase == FC_TXN_CACHE && t->c_off < t->c_len))
         fc_client_reset(t->c);
     else
         fc_client_close(t->c);

@@ -92,6 +92,7 @@ static void client_on_read_end(struct fc_client *c, int status)
             fc_txn_abort(t, NULL);
         break;
     case FC_TXN_REPLY:
+    case FC_TXN_CACHE: /* reading is stopped: the write notices a client that left */
     case FC_TXN_TUNNEL:
         break;
     }
@@ -137,6 +138,9 @@ static void client_on_timeout(struct fc_client *c)
         break;
     case FC_TXN_REPLY:
         fc_client_close(c);
+        break;
+    case FC_TXN_CACHE:
+        fc_txn_abort(t, NULL); /* a client that stopped reading its answer from the cache */
         break;
     case FC_TXN_TUNNEL:
         fc_tunnel_timeout(t);

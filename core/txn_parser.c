@@ -172,10 +172,15 @@ static int resp_on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-/* Only for HTTP/1.0 clients of a chunked response: decode the body in place. */
+/*
+ * The body, decoded: to the cache when the response is being stored; and for
+ * HTTP/1.0 clients of a chunked response, decoded in place.
+ */
 static int resp_on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct fc_txn *t = p->data;
+    if (t->c_store != NULL)
+        fc_txn_cache_body(t, at, len); /* before a decode moves the bytes */
     if (t->dechunk) {
         /* Decoded bytes never overtake the raw ones, so moving them down is safe. */
         memmove(t->up->buf + t->dechunk_w, at, len);
@@ -188,6 +193,8 @@ static int resp_on_message_complete(llhttp_t *p)
 {
     struct fc_txn *t = p->data;
     t->up_msg_done = 1;
+    if (t->c_store != NULL)
+        fc_txn_cache_complete(t); /* the body came whole */
     return HPE_PAUSED;
 }
 

@@ -9,6 +9,8 @@
  *                 request, and the event tables handed to them
  *   txn_parser.c  the llhttp callbacks that record request and response heads
  *   txn_tunnel.c  what a connection becomes after a 101 to a WebSocket
+ *   txn_cache.c   the response cache: answers from the pool's store, and
+ *                 what is stored of the backends' answers
  *   txn_state.c   taking and giving back request memory
  *   txn_warn.c    warnings about requests, summarised
  *
@@ -41,6 +43,7 @@ enum fc_txn_phase {
     FC_TXN_PROXY,      /**< upstream connected: relaying both ways */
     FC_TXN_REPLY,      /**< writing a response of the proxy's own */
     FC_TXN_TUNNEL,     /**< after a 101 to a WebSocket: bytes both ways (txn_tunnel.c) */
+    FC_TXN_CACHE,      /**< writing a response from the pool's cache (txn_cache.c) */
 };
 
 /* The handle a rate limiter gets for a verdict it gives later. */
@@ -84,6 +87,18 @@ struct fc_txn {
     uint64_t head_ns;    /* from t_start to the backend's response head, for the log */
     uint64_t bytes_out;
     int status;
+    /* The response cache (txn_cache.c), in a pool with a `cache` group. */
+    struct fc_cache_entry *c_entry; /* held: being written, or stale and being revalidated */
+    struct fc_cache_store *c_store; /* the backend's answer, being stored */
+    const void *c_meta;             /* c_entry's meta (the store's memory, while held) */
+    uint32_t c_meta_len;
+    uint32_t c_head_len;   /* the head of an answer from the cache in t->out, not yet written */
+    uint64_t c_off, c_len; /* its body: bytes written, bytes to write */
+    uint64_t c_body_len;   /* a stale entry's body length */
+    int64_t c_request_time;
+    const char *c_status; /* what Cache-Status says after "fulcrum; ", NULL: no cache */
+    int c_answer;         /* the status of the answer from the cache */
+    uint8_t c_kind;       /* enum fc_cache_request_kind */
 
     struct fc_request req;
     struct fc_request resp;
@@ -233,6 +248,36 @@ void fc_txn_outcome(struct fc_txn *t, int status);
 int fc_txn_retry_elsewhere(struct fc_txn *t, unsigned why, int status);
 /** The response went out (or the tunnel after it ended): counted, then logged. */
 void fc_txn_log(struct fc_txn *t);
+
+/* ---- txn_cache.c: the response cache -------------------------------------- */
+
+/**
+ * 3. Before the pick, in a pool with a cache: looks the request up. Returns
+ * 1 when the store answers it (fc_txn_cache_send() writes the answer), 0
+ * when it goes to a backend (holding a stale entry to revalidate, maybe).
+ */
+int fc_txn_cache_request(struct fc_txn *t);
+/**
+ * 4. The validator header lines of a revalidation (held stale entry) for the
+ * forwarded head, or NULL. The text lives until the next call on the thread.
+ */
+const char *fc_txn_cache_conditional(const struct fc_txn *t, size_t *len);
+/**
+ * 5. A final response head arrived: begins storing it, or invalidates what
+ * an unsafe request changed. Returns 1 when it was the 304 to a
+ * revalidation and the refreshed entry answers instead (fc_txn_cache_send()).
+ */
+int fc_txn_cache_response(struct fc_txn *t);
+/** 5. "Cache-Status: fulcrum; fwd=...\r\n" for a forwarded response into buf; its length, or 0. */
+size_t fc_txn_cache_status_line(const struct fc_txn *t, char *buf, size_t cap);
+/** 5. Body bytes of the response, decoded: appended to what is being stored. */
+void fc_txn_cache_body(struct fc_txn *t, const char *at, size_t len);
+/** 5. The backend's response ended whole: what was stored is committed. */
+void fc_txn_cache_complete(struct fc_txn *t);
+/** 6. Writes the answer from the cache: head, then body, until the client waits; then the end. */
+void fc_txn_cache_send(struct fc_txn *t);
+/** Lets go of a held entry and drops an unfinished store (idempotent). */
+void fc_txn_cache_release(struct fc_txn *t);
 
 /* ---- txn_tunnel.c: after a 101 to a WebSocket ------------------------------ */
 
