@@ -52,6 +52,15 @@ struct fc_admin_request {
     unsigned n_params;
 };
 
+/**
+ * The value of query parameter `name` of req ("?path=/x&all=1"),
+ * percent-decoded into out (cap bytes, NUL-terminated; '+' stays '+').
+ * Returns 1 when it is there, 0 when it is not, -1 when its value does not
+ * decode (or decodes to a NUL) or does not fit.
+ */
+int fc_admin_query_param(const struct fc_admin_request *req, const char *name, char *out,
+                         size_t cap);
+
 struct fc_admin_conn;
 struct fc_admin_later;
 

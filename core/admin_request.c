@@ -409,6 +409,28 @@ static int decode_segment(const char *s, size_t len, char *out)
     return 0;
 }
 
+int fc_admin_query_param(const struct fc_admin_request *req, const char *name, char *out,
+                         size_t cap)
+{
+    size_t nl = strlen(name);
+    const char *q = req->query, *end = q != NULL ? q + req->query_len : NULL;
+    while (q != NULL && q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp != NULL ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        const char *key_end = eq != NULL ? eq : stop;
+        if ((size_t)(key_end - q) == nl && memcmp(q, name, nl) == 0) {
+            const char *v = eq != NULL ? eq + 1 : stop;
+            size_t vl = (size_t)(stop - v);
+            if (vl + 1 > cap || decode_segment(v, vl, out) != 0)
+                return -1;
+            return 1;
+        }
+        q = amp != NULL ? amp + 1 : end;
+    }
+    return 0;
+}
+
 /*
  * Whether path matches route r, segment by segment ("{}" matches one
  * non-empty segment). With `out`, the "{}" values are decoded into it.

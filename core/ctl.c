@@ -87,6 +87,9 @@ static void usage(FILE *out)
             "  ready POOL ADDRESS         back in rotation (if healthy)\n"
             "  weight POOL ADDRESS N      set a backend's weight\n"
             "  remove POOL ADDRESS        remove a backend; requests in flight finish first\n"
+            "  purge POOL PATH            drop PATH from the pool's response cache (every\n"
+            "                             host and variant); /prefix* every path under it,\n"
+            "                             * everything\n"
             "  reload                     reload the configuration file, as SIGHUP does\n"
             "\n"
             "Options:\n"
@@ -749,6 +752,50 @@ static int cmd_remove(struct ctl *c, char **args)
     return change(c, "DELETE", args[0], args[1], args[1], NULL);
 }
 
+/*
+ * purge POOL PATH: that target's entries (every host and variant); a PATH
+ * ending in '*' every target that starts with what is before it; "*" all.
+ */
+static int cmd_purge(struct ctl *c, char **args)
+{
+    const char *pattern = args[1];
+    size_t n = strlen(pattern);
+    int prefix = n > 0 && pattern[n - 1] == '*';
+    if (strcmp(pattern, "*") != 0 && pattern[0] != '/')
+        return bad_usage("invalid PATH \"%s\": expected /path, /prefix* or *", pattern);
+    char *pool = fc_ctl_path_escape(args[0]);
+    char *value = NULL, *path = NULL;
+    if (strcmp(pattern, "*") == 0) {
+        path = pool != NULL ? strf("/api/pools/%s/cache?all=1", pool) : NULL;
+    } else {
+        char *bare = strdup(pattern);
+        if (bare != NULL && prefix)
+            bare[n - 1] = '\0';
+        value = bare != NULL ? fc_ctl_path_escape(bare) : NULL;
+        free(bare);
+        if (pool != NULL && value != NULL)
+            path = strf("/api/pools/%s/cache?%s=%s", pool, prefix ? "prefix" : "path", value);
+    }
+    free(pool);
+    free(value);
+    if (path == NULL) {
+        say("out of memory");
+        return FC_CTL_EXIT_SERVER;
+    }
+    json_t *doc;
+    int rc = call(c, "DELETE", path, NULL, TIMEOUT_MS, &doc);
+    free(path);
+    if (rc != 0)
+        return rc;
+    if (c->json)
+        rc = print_json(doc);
+    else
+        printf("%s: purged %s: %.0f entries\n", str_of(doc, "pool", args[0]), pattern,
+               num_of(doc, "removed", 0));
+    json_decref(doc);
+    return rc;
+}
+
 static int cmd_reload(struct ctl *c, char **args)
 {
     json_t *doc;
@@ -783,6 +830,7 @@ static const struct command commands[] = {
     {"ready", 2, 2, cmd_state, "ready POOL ADDRESS", -1},
     {"weight", 3, 3, cmd_weight, "weight POOL ADDRESS N", 2},
     {"remove", 2, 2, cmd_remove, "remove POOL ADDRESS", -1},
+    {"purge", 2, 2, cmd_purge, "purge POOL PATH", -1},
     {"reload", 0, 0, cmd_reload, "reload", -1},
 };
 

@@ -20,6 +20,8 @@
 
 /* Weights, as the file allows them. */
 #define WEIGHT_MAX 1000
+/* The longest path or prefix a purge names (a key the cache builds is at most 4096 bytes). */
+#define PURGE_MAX 4096
 /* How often the answers due look whether the workers took their change, and for how long. */
 #define ADOPT_POLL_MS 1
 #define ADOPT_WAIT_MS 2000
@@ -713,6 +715,65 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
     free(address);
 }
 
+/*
+ * DELETE /api/pools/{pool}/cache?path=/x (that target, every host and
+ * variant), ?prefix=/x (every target that starts so) or ?all=1: removes
+ * entries from the pool's response cache at once.
+ */
+static void cache_purge(void *arg, const struct fc_admin_request *req,
+                        struct fc_admin_response *resp)
+{
+    static const char expected[] = "expected one of ?path=/x, ?prefix=/x or ?all=1";
+    struct fc_runtime *rt = arg;
+    if (refuse_when_stopping(rt, resp))
+        return;
+    const struct fc_gen_pool *pool = path_pool(rt, req, resp);
+    if (pool == NULL)
+        return;
+    if (pool->cache == NULL) {
+        errorf(resp, 404, "pool %s has no cache", pool->conf->name);
+        return;
+    }
+    char path[PURGE_MAX + 1], prefix[PURGE_MAX + 1], all[8], key[PURGE_MAX + 2];
+    int has_path = fc_admin_query_param(req, "path", path, sizeof(path));
+    int has_prefix = fc_admin_query_param(req, "prefix", prefix, sizeof(prefix));
+    int has_all = fc_admin_query_param(req, "all", all, sizeof(all));
+    if (has_path < 0 || has_prefix < 0 || has_all < 0) {
+        errorf(resp, 400, "a query value that does not decode, or longer than %d bytes", PURGE_MAX);
+        return;
+    }
+    if (has_path + has_prefix + has_all != 1 || (has_all && strcmp(all, "1") != 0)) {
+        errorf(resp, 400, "%s", expected);
+        return;
+    }
+    const char *match = has_path ? "path" : has_prefix ? "prefix" : "all";
+    const char *value = has_path ? path : has_prefix ? prefix : NULL;
+    size_t key_len = 0;
+    if (value != NULL) {
+        if (value[0] != '/') {
+            errorf(resp, 400, "%s: \"%.128s\" does not start with '/'", match, value);
+            return;
+        }
+        key_len = strlen(value);
+        memcpy(key, value, key_len);
+        if (has_path)
+            key[key_len++] = '\n'; /* a key is target, '\n', host... (cache_entry.h) */
+    }
+    const struct fc_cache_ops *ops = pool->cache->plugin->desc->cache;
+    int64_t removed = ops->remove(pool->cache->state, value != NULL ? key : NULL, key_len);
+    if (removed < 0) {
+        errorf(resp, 500, "the cache store's remove() failed (%lld)", (long long)removed);
+        return;
+    }
+    fc_log_info("runtime: pool %s: cache: purged %s %s: %lld entries", pool->conf->name, match,
+                value != NULL ? value : "", (long long)removed);
+    json_t *j = json_pack("{s:b, s:s, s:s, s:I}", "ok", 1, "pool", pool->conf->name, "match", match,
+                          "removed", (json_int_t)removed);
+    if (j != NULL && value != NULL)
+        json_object_set_new(j, match, json_string(value));
+    fc_admin_json(resp, 200, j);
+}
+
 int fc_runtime_routes(struct fc_runtime *rt, struct fc_admin *a)
 {
     int rc = fc_admin_route(a, "POST", "/api/pools/{}/backends", 0, backend_add, rt);
@@ -720,6 +781,8 @@ int fc_runtime_routes(struct fc_runtime *rt, struct fc_admin *a)
         rc = fc_admin_route(a, "PATCH", "/api/pools/{}/backends/{}", 0, backend_patch, rt);
     if (rc == 0)
         rc = fc_admin_route(a, "DELETE", "/api/pools/{}/backends/{}", 0, backend_delete, rt);
+    if (rc == 0)
+        rc = fc_admin_route(a, "DELETE", "/api/pools/{}/cache", 0, cache_purge, rt);
     return rc;
 }
 

@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #define BIG_BYTES (4u << 20)
+#define FLOOD_BODY 16384
 
 struct origin {
     int served; /* answers so far, under the atomics below */
@@ -55,8 +57,16 @@ static int serve(int fd, struct origin *o, const char *head, const char *path)
     snprintf(body, sizeof(body), "answer %d for %s\n", n, path);
     if (strncmp(head, "POST ", 5) == 0)
         return answer(fd, "200 OK", "", body);
-    if (strncmp(path, "/fresh", 6) == 0 || strncmp(path, "/n/", 3) == 0)
+    if (strncmp(path, "/fresh", 6) == 0)
         return answer(fd, "200 OK", "Cache-Control: max-age=60\r\nETag: \"f1\"\r\n", body);
+    if (strncmp(path, "/n/", 3) == 0) {
+        /* 16 KiB each, for the flood. */
+        static char pad[FLOOD_BODY];
+        memset(pad, 'n', sizeof(pad));
+        if (send_head(fd, "200 OK", "Cache-Control: max-age=60\r\n", sizeof(pad)) != 0)
+            return -1;
+        return it_raw_write(fd, pad, sizeof(pad));
+    }
     if (strcmp(path, "/nostore") == 0)
         return answer(fd, "200 OK", "Cache-Control: no-store\r\n", body);
     if (strcmp(path, "/private") == 0)
@@ -208,6 +218,19 @@ IT_TEST(a_second_get_is_answered_without_the_backend)
         it_metric(env, s.admin, "fulcrum_cache_requests_total{pool=\"web\",result=\"hit\"}"), 2);
     assert_int_equal(
         it_metric(env, s.admin, "fulcrum_cache_requests_total{pool=\"web\",result=\"miss\"}"), 2);
+    /* The real promtool finds nothing to say about the cache's families. */
+    struct it_response m;
+    it_get(env, s.admin, "admin", "/metrics", &m);
+    assert_non_null(strstr(m.body, "# TYPE fulcrum_cache_bytes gauge"));
+    assert_true(it_metric(env, s.admin, "fulcrum_cache_bytes{pool=\"web\"}") > 0);
+    assert_int_equal(it_metric(env, s.admin, "fulcrum_cache_entries{pool=\"web\"}"), 2);
+    const char *file = it_write_file(env, "metrics.txt", m.body);
+    it_response_free(&m);
+    const char *argv[] = {"/bin/sh", "-c", it_strf(env, "promtool check metrics < %s", file), NULL};
+    struct it_run_result pr;
+    it_run(env, argv, 20000, &pr);
+    if (pr.exit_code != 0)
+        fail_msg("promtool check metrics exited %d:\n%s%s", pr.exit_code, pr.out, pr.err);
 }
 
 IT_TEST(no_store_private_and_set_cookie_are_never_stored)
@@ -444,6 +467,127 @@ IT_TEST(a_reload_keeps_the_cache_unless_its_settings_change)
     assert_int_equal(asked(env, &s, "GET", "/fresh"), 2);
 }
 
+/* A request to the admin listener, on a fresh connection. */
+static void admin(struct it_env *env, const struct setup *s, const char *method, const char *target,
+                  struct it_response *r)
+{
+    it_fetch(env, s->admin, method,
+             it_strf(env, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method, target), r);
+}
+
+static const char *status_of(struct it_env *env, const struct setup *s, const char *path)
+{
+    struct it_response r;
+    get(env, s, path, NULL, &r);
+    const char *v = it_strf(env, "%s", it_header(&r, "Cache-Status"));
+    it_response_free(&r);
+    return v;
+}
+
+IT_TEST(purge_by_path_prefix_and_all)
+{
+    struct setup s;
+    start(env, &s, "");
+    const char *paths[] = {"/fresh", "/fresh2", "/fresh2?x=1", "/n/1"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(status_of(env, &s, paths[i]), "fulcrum; fwd=miss");
+        assert_string_equal(status_of(env, &s, paths[i]), "fulcrum; hit");
+    }
+    struct it_response r;
+    admin(env, &s, "DELETE", "/api/pools/web/cache?path=%2Ffresh", &r);
+    assert_int_equal(r.status, 200);
+    assert_true(strstr(r.body, "\"removed\": 1") != NULL ||
+                strstr(r.body, "\"removed\":1") != NULL);
+    it_response_free(&r);
+    assert_string_equal(status_of(env, &s, "/fresh"), "fulcrum; fwd=miss");
+    assert_string_equal(status_of(env, &s, "/fresh2"), "fulcrum; hit"); /* a path, not a prefix */
+
+    admin(env, &s, "DELETE", "/api/pools/web/cache?prefix=/fresh2", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    assert_string_equal(status_of(env, &s, "/fresh2"), "fulcrum; fwd=miss");
+    assert_string_equal(status_of(env, &s, "/fresh2?x=1"), "fulcrum; fwd=miss");
+    assert_string_equal(status_of(env, &s, "/fresh"), "fulcrum; hit");
+
+    /* Bad calls: a clear error, nothing removed. */
+    const char *bad[][2] = {
+        {"/api/pools/web/cache", "400"},
+        {"/api/pools/web/cache?path=fresh", "400"},
+        {"/api/pools/web/cache?path=/a&all=1", "400"},
+        {"/api/pools/web/cache?all=yes", "400"},
+        {"/api/pools/web/cache?path=%zz", "400"},
+        {"/api/pools/nope/cache?all=1", "404"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        admin(env, &s, "DELETE", bad[i][0], &r);
+        if (r.status != atoi(bad[i][1]))
+            fail_msg("DELETE %s: %d, expected %s (%s)", bad[i][0], r.status, bad[i][1], r.body);
+        assert_non_null(strstr(r.body, "\"error\""));
+        it_response_free(&r);
+    }
+    assert_string_equal(status_of(env, &s, "/n/1"), "fulcrum; hit");
+
+    /* fulcrum ctl purge, as an operator would: a path, then everything. */
+    const char *addr = it_strf(env, "127.0.0.1:%d", s.admin);
+    const char *argv1[] = {FC_BINARY, "ctl", "-a", addr, "purge", "web", "/n/*", NULL};
+    struct it_run_result rr;
+    it_run(env, argv1, 10000, &rr);
+    assert_int_equal(rr.exit_code, 0);
+    assert_string_equal(rr.out, "web: purged /n/*: 1 entries\n");
+    assert_string_equal(status_of(env, &s, "/n/1"), "fulcrum; fwd=miss");
+    const char *argv2[] = {FC_BINARY, "ctl", "-a", addr, "purge", "web", "*", NULL};
+    it_run(env, argv2, 10000, &rr);
+    assert_int_equal(rr.exit_code, 0);
+    assert_int_equal(it_metric(env, s.admin, "fulcrum_cache_entries{pool=\"web\"}"), 0);
+    assert_int_equal(it_metric(env, s.admin, "fulcrum_cache_bytes{pool=\"web\"}"), 0);
+    const char *argv3[] = {FC_BINARY, "ctl", "-a", addr, "purge", "web", "fresh", NULL};
+    it_run(env, argv3, 10000, &rr);
+    assert_int_equal(rr.exit_code, 2); /* bad usage, said before anything is sent */
+    assert_non_null(strstr(rr.err, "expected /path, /prefix* or *"));
+}
+
+IT_TEST(max_bytes_holds_under_a_flood_of_distinct_urls)
+{
+    const char *asan = it_rss_asan_begin(env);
+    struct setup s;
+    start(env, &s, "max_bytes = 1048576; max_object_bytes = 65536;");
+    it_rss_asan_end(asan);
+    pid_t pid = it_proc_pid(s.f->proc);
+    struct it_conn *c = it_connect(env, s.f->port);
+    struct it_response r;
+    /* Warm up: the worker's buffers and the store's tables exist before the count starts. */
+    for (int i = 0; i < 200; i++) {
+        it_send_str(c, it_strf(env, "GET /n/w%d HTTP/1.1\r\nHost: cache.test\r\n\r\n", i));
+        it_expect_response(c, "GET", &r);
+        it_response_free(&r);
+    }
+    long before = it_rss_kib(pid), peak = before;
+    assert_true(before > 0);
+    const int urls = 4000; /* 64 MB of distinct bodies into a 1 MiB store */
+    long most = 0;
+    for (int i = 0; i < urls; i++) {
+        it_send_str(c, it_strf(env, "GET /n/%d HTTP/1.1\r\nHost: cache.test\r\n\r\n", i));
+        it_expect_response(c, "GET", &r);
+        assert_int_equal(r.body_len, FLOOD_BODY);
+        it_response_free(&r);
+        if (i % 500 == 499) {
+            long bytes = it_metric(env, s.admin, "fulcrum_cache_bytes{pool=\"web\"}");
+            most = bytes > most ? bytes : most;
+            long now = it_rss_kib(pid);
+            peak = now > peak ? now : peak;
+        }
+    }
+    assert_true(most > 512 * 1024); /* it filled up */
+    assert_true(most <= 1048576);
+    /* The last ones are still there; the first ones were evicted. */
+    assert_string_equal(status_of(env, &s, it_strf(env, "/n/%d", urls - 1)), "fulcrum; hit");
+    assert_string_equal(status_of(env, &s, "/n/0"), "fulcrum; fwd=miss");
+    if (peak - before > 8 * 1024)
+        fail_msg("fulcrum's RSS grew by %ld KiB (from %ld KiB) while 64 MB went through a "
+                 "1 MiB cache",
+                 peak - before, before);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(a_second_get_is_answered_without_the_backend),
     IT_CASE(no_store_private_and_set_cookie_are_never_stored),
@@ -456,6 +600,8 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(an_aborted_response_is_not_stored),
     IT_CASE(a_successful_post_invalidates_its_target),
     IT_CASE(a_reload_keeps_the_cache_unless_its_settings_change),
+    IT_CASE(purge_by_path_prefix_and_all),
+    IT_CASE(max_bytes_holds_under_a_flood_of_distinct_urls),
 };
 
 IT_MAIN(tests)
