@@ -24,6 +24,28 @@ static json_t *plugin_json(const struct fc_instance *inst)
                      inst->plugin->desc->version ? inst->plugin->desc->version : "");
 }
 
+/* A pool's response cache: its store plugin, what it did with requests, what it holds. */
+static json_t *cache_json(const struct fc_gen_pool *pool)
+{
+    const struct fc_instance *c = pool->cache;
+    if (c == NULL)
+        return json_null();
+    struct fc_pool_stats ps;
+    fc_stats_sum_pool(pool->stats, &ps);
+    struct fc_cache_usage u = {.size = sizeof(u)};
+    c->plugin->desc->cache->usage(c->state, &u);
+    json_t *j = plugin_json(c);
+    json_t *requests = json_object();
+    for (int r = 0; r < FC_STATS_CACHE_RESULTS; r++)
+        json_object_set_new(requests, fc_stats_cache_result_names[r],
+                            json_integer((json_int_t)ps.cache[r]));
+    json_object_set_new(j, "requests", requests);
+    json_object_set_new(j, "bytes", json_integer((json_int_t)u.bytes));
+    json_object_set_new(j, "max_bytes", json_integer((json_int_t)u.max_bytes));
+    json_object_set_new(j, "entries", json_integer((json_int_t)u.entries));
+    return j;
+}
+
 const char *fc_status_state_name(const struct fc_gen_pool *pool, uint32_t i)
 {
     if (pool->backends[i].admin != FC_BACKEND_READY)
@@ -90,10 +112,11 @@ static json_t *status_json(const struct fc_generation *g, const struct fc_metric
         json_t *backends = json_array();
         for (uint32_t k = 0; k < pool->n_backends; k++)
             json_array_append_new(backends, backend_json(pool, pool->order[k]));
-        json_array_append_new(pools, json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", pool->view.name,
-                                               "strategy", plugin_json(&pool->strategy[0]),
-                                               "health", plugin_json(pool->health), "rate_limit",
-                                               plugin_json(pool->ratelimit), "backends", backends));
+        json_array_append_new(
+            pools, json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "name", pool->view.name, "strategy",
+                             plugin_json(&pool->strategy[0]), "health", plugin_json(pool->health),
+                             "rate_limit", plugin_json(pool->ratelimit), "cache", cache_json(pool),
+                             "backends", backends));
     }
     double now = (double)time(NULL);
     char abi[16];

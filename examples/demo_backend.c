@@ -36,6 +36,8 @@
  *   /headers            the request line and each header as received, one per line
  *   /status/CODE        that status (200..599); 204 and 304 without a body
  *   /slow?ms=N          waits N ms (timer), then 200 "NAME\n"
+ *   /cached?max_age=N   200, body "NAME\n", with "Cache-Control: max-age=N" (default 60):
+ *                       an answer a cache may store
  *   /close              200 with "Connection: close", then closes
  *   /nolength?n=N       N pattern bytes, no length: the body ends when the connection does
  *   /drop               closes the connection without answering
@@ -118,6 +120,7 @@ enum route {
     ROUTE_CLOSE,
     ROUTE_NOLENGTH,
     ROUTE_DROP,
+    ROUTE_CACHED,
 };
 
 /* What the current request asked for; reset when the next one begins. */
@@ -137,7 +140,7 @@ struct request {
     unsigned http_minor;
     enum route route;
     bool bad_param; /* the route's query or path parameter is invalid */
-    uint64_t n;     /* /bytes, /nolength, /slow, /status */
+    uint64_t n;     /* /bytes, /nolength, /slow, /status, /cached */
     bool chunked;   /* /bytes?chunked=1 */
     uint64_t body_len;
     uint64_t fnv;
@@ -395,6 +398,8 @@ static size_t format_head(struct conn *c, char *dst, size_t cap, int status, con
         n += snprintf(dst + n, cap - (size_t)n, "Content-Length: %" PRId64 "\r\n", content_length);
     if (chunked)
         n += snprintf(dst + n, cap - (size_t)n, "Transfer-Encoding: chunked\r\n");
+    if (r->route == ROUTE_CACHED && status == 200)
+        n += snprintf(dst + n, cap - (size_t)n, "Cache-Control: max-age=%" PRIu64 "\r\n", r->n);
     if (c->resp.close_after)
         n += snprintf(dst + n, cap - (size_t)n, "Connection: close\r\n");
     else if (r->http_major == 1 && r->http_minor == 0)
@@ -737,6 +742,9 @@ static void dispatch(struct conn *c)
     case ROUTE_CLOSE:
         respond(c, 200, srv->name_body, srv->name_body_len, true);
         break;
+    case ROUTE_CACHED:
+        respond(c, 200, srv->name_body, srv->name_body_len, false);
+        break;
     case ROUTE_NOLENGTH:
         respond_pattern(c, r->n, false, true);
         break;
@@ -790,6 +798,11 @@ static void route_request(struct request *r)
         r->route = ROUTE_CLOSE;
     } else if (PATH_IS("/drop")) {
         r->route = ROUTE_DROP;
+    } else if (PATH_IS("/cached")) {
+        r->route = ROUTE_CACHED;
+        v = query_param(q, qlen, "max_age", &vlen);
+        r->n = 60;
+        r->bad_param = v != NULL && parse_u64(v, vlen, 31536000, &r->n) < 0;
     }
 #undef PATH_IS
 }

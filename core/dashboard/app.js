@@ -151,6 +151,18 @@
         return (p < 10 ? p.toFixed(1) : String(Math.round(p))) + ' %';
     }
 
+    function fmtBytes(n) {
+        if (n === null || n === undefined || !isFinite(n))
+            return '–';
+        const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+        let u = 0;
+        while (n >= 1024 && u < units.length - 1) {
+            n /= 1024;
+            u++;
+        }
+        return (u === 0 || n >= 10 ? String(Math.round(n)) : n.toFixed(1)) + ' ' + units[u];
+    }
+
     function fmtMs(ms) {
         if (ms === null || ms === undefined || !isFinite(ms) || ms <= 0)
             return '–';
@@ -543,6 +555,9 @@
             el('div', {class: 'pool-head'},
                 el('h3', {class: 'name'}, name),
                 el('span', {class: 'meta strategy'}),
+                el('span', {class: 'meta cache', hidden: true},
+                    'cache ', el('b', {class: 'cache-ratio'}, '–'), ' hits · ',
+                    el('span', {class: 'cache-bytes'}, '–')),
                 el('span', {class: 'totals'},
                     el('b', {class: 'pool-rps'}, '–'), ' req/s · ',
                     el('b', {class: 'pool-errors'}, '–'), ' errors')),
@@ -638,6 +653,27 @@
         refs.source.hidden = !shown;
     }
 
+    /*
+     * A pool's response cache: its hit ratio since the start (hits over the
+     * requests it looked up: hits, misses and stale ones; bypassed requests
+     * do not count) and what its store holds.
+     */
+    function renderCache(box, c) {
+        box.hidden = !c;
+        if (!c)
+            return;
+        const q = c.requests || {};
+        const looked = (q.hit || 0) + (q.miss || 0) + (q.stale || 0);
+        const ratio = looked > 0 ? (100 * (q.hit || 0)) / looked : null;
+        setText(box.querySelector('.cache-ratio'), fmtPct(ratio));
+        box.querySelector('.cache-ratio').title =
+            (q.hit || 0) + ' hits, ' + (q.miss || 0) + ' misses, ' + (q.stale || 0) + ' stale, ' +
+            (q.bypass || 0) + ' bypassed since the start';
+        setText(box.querySelector('.cache-bytes'),
+            fmtBytes(c.bytes) + (c.max_bytes ? ' of ' + fmtBytes(c.max_bytes) : '') + ' · ' +
+            c.entries + (c.entries === 1 ? ' entry' : ' entries') + ' (' + pluginText(c) + ')');
+    }
+
     function renderPools(pools) {
         const list = $('pool-list');
         $('pools-empty').hidden = pools.length > 0;
@@ -658,6 +694,7 @@
             if (p.rate_limit)
                 meta.push('rate limit ' + pluginText(p.rate_limit));
             setText(pool.section.querySelector('.strategy'), meta.filter(Boolean).join(' · '));
+            renderCache(pool.section.querySelector('.cache'), p.cache);
 
             const rowsSeen = new Set();
             let rps = null;

@@ -99,6 +99,7 @@ SNAPSHOT_JS = r"""
     pools: all('article.pool').map((a) => ({
       name: a.dataset.pool,
       strategy: text(q('.strategy', a)),
+      cache: visible(q('.cache', a)) ? text(q('.cache', a)) : null,
       rps: text(q('.pool-rps', a)),
       errors: text(q('.pool-errors', a)),
       chart_points: Number(q('canvas.chart', a).dataset.points || 0),

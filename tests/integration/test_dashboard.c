@@ -559,8 +559,16 @@ IT_TEST(dashboard_shows_live_traffic_in_a_browser)
     struct it_pool_config *pool =
         it_config_add_pool(&cfg, "web", 1, 3, ports[0], ports[1], ports[2]);
     pool->health = "plugin = \"tcp\"; interval_ms = 200; timeout_ms = 200; rise = 1; fall = 1;";
+    pool->pool_options = "cache = { plugin = \"memory\"; max_bytes = 1048576; };";
     int admin = admin_address(env, &cfg, false);
     struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    /* One miss and three hits in the cache before the load's misses (GET / is not cacheable). */
+    for (int i = 0; i < 4; i++) {
+        struct it_response cr;
+        it_get(env, f->port, "test", "/cached", &cr);
+        assert_int_equal(cr.status, 200);
+        it_response_free(&cr);
+    }
     const char *addr[3];
     for (int i = 0; i < 3; i++)
         addr[i] = it_strf(env, "127.0.0.1:%d", ports[i]);
@@ -627,6 +635,11 @@ IT_TEST(dashboard_shows_live_traffic_in_a_browser)
     assert_non_null(p);
     assert_string_equal(str(p, "name"), "web");
     assert_non_null(strstr(str(p, "strategy"), "round_robin"));
+    /* The cache: a hit ratio, and what the store holds, of how much. */
+    const char *cache = str(p, "cache");
+    if (strncmp(cache, "cache ", 6) != 0 || strstr(cache, " % hits · ") == NULL ||
+        strstr(cache, " of 1.0 MiB · 1 entry (memory") == NULL)
+        fail_msg("the pool's cache shows \"%s\"", cache);
     assert_true(numeric(str(a, "total_rps")));
     /* A listener without a token takes writes from anyone it lets in: the buttons are there. */
     assert_true(json_is_true(get(a, "writable")));
