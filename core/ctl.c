@@ -789,9 +789,11 @@ static int cmd_purge(struct ctl *c, char **args)
         return rc;
     if (c->json)
         rc = print_json(doc);
-    else
-        printf("%s: purged %s: %.0f entries\n", str_of(doc, "pool", args[0]), pattern,
-               num_of(doc, "removed", 0));
+    else {
+        double removed = num_of(doc, "removed", 0);
+        printf("%s: purged %s: %.0f %s\n", str_of(doc, "pool", args[0]), pattern, removed,
+               removed == 1 ? "entry" : "entries");
+    }
     json_decref(doc);
     return rc;
 }

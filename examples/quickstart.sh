@@ -186,6 +186,7 @@ Try it:
   for i in 1 2 3; do curl -s http://127.0.0.1:$FULCRUM_PORT/; done     # alpha, beta, gamma
   curl -si http://127.0.0.1:$FULCRUM_PORT/headers                       # what the backend received
   curl -s 'http://127.0.0.1:$FULCRUM_PORT/bytes?n=10000000' | wc -c    # a streamed body
+  curl -si http://127.0.0.1:$FULCRUM_PORT/cached | grep Cache-Status   # twice: fwd=miss, then hit
 
 See inside:
   dashboard:  http://127.0.0.1:$ADMIN_PORT/   (live: every backend, requests/s, errors, latency)
@@ -197,6 +198,7 @@ Steer it live with fulcrum ctl, the runtime API's client (README "Runtime contro
   \$ctl backends demo   # each backend: state, req/s, errors, p99
   \$ctl drain demo 127.0.0.1:${BACKEND_PORTS[1]}   # beta takes no new requests; curl shows it
   \$ctl ready demo 127.0.0.1:${BACKEND_PORTS[1]}   # and it is back
+  \$ctl purge demo /cached                          # the next /cached is a miss again
   The dashboard shows each change, and has the same buttons.
 
 Change $CONF (e.g. strategy "least_conn") and reload: kill -HUP $pid (or: \$ctl reload)

@@ -533,7 +533,7 @@ IT_TEST(purge_by_path_prefix_and_all)
     struct it_run_result rr;
     it_run(env, argv1, 10000, &rr);
     assert_int_equal(rr.exit_code, 0);
-    assert_string_equal(rr.out, "web: purged /n/*: 1 entries\n");
+    assert_string_equal(rr.out, "web: purged /n/*: 1 entry\n");
     assert_string_equal(status_of(env, &s, "/n/1"), "fulcrum; fwd=miss");
     const char *argv2[] = {FC_BINARY, "ctl", "-a", addr, "purge", "web", "*", NULL};
     it_run(env, argv2, 10000, &rr);
