@@ -64,10 +64,13 @@ static int put_values(const struct fc_request *req, struct fc_span name, char *b
     return 0;
 }
 
-size_t fc_cache_key(const struct fc_request *req, struct fc_span vary, char *buf, size_t cap)
+size_t fc_cache_key(const struct fc_request *req, int https, struct fc_span vary, char *buf,
+                    size_t cap)
 {
     size_t at = 0;
-    if (put(buf, cap, &at, req->target.p, req->target.len) < 0 || put(buf, cap, &at, "\n", 1) < 0)
+    const char *scheme = https ? "https://" : "http://";
+    if (put(buf, cap, &at, req->target.p, req->target.len) < 0 || put(buf, cap, &at, "\n", 1) < 0 ||
+        put(buf, cap, &at, scheme, strlen(scheme)) < 0)
         return 0;
     /* Host names are case-insensitive: one key for "Example.com" and "example.com". */
     for (uint32_t i = 0; i < req->host.len; i++) {
@@ -248,7 +251,7 @@ size_t fc_cache_hit_head(const struct fc_cache_meta *m, uint64_t body_len, int64
                  (long long)fc_cache_current_age(m, now), cache_status);
     if (n < 0 || (size_t)n >= sizeof(line) || put(buf, cap, &at, line, (size_t)n) < 0)
         return 0;
-    if (!not_modified) {
+    if (!not_modified && m->status != 204) { /* a 204 has no Content-Length (RFC 9110 8.6) */
         n = snprintf(line, sizeof(line), "Content-Length: %llu\r\n", (unsigned long long)body_len);
         if (put(buf, cap, &at, line, (size_t)n) < 0)
             return 0;

@@ -3,7 +3,8 @@
  * request and the meta of a response (struct fc_cache_ops in the SDK keeps
  * both as opaque bytes).
  *
- * A key is the request's target, a line break, its host; for a response that
+ * A key is the request's target, a line break, its scheme and host
+ * ("http://example.com", the host in lower case); for a response that
  * has a Vary, a second key adds, per header it names, a line break, the
  * name in lower case, '=' and the request's values of it (joined by ", ";
  * "" when absent). Under the first key then lies a *variant stub*: a meta
@@ -14,7 +15,8 @@
  * its age then, its lifetime), the Vary value, its validators' places, and
  * the end-to-end header lines as received ("Name: value\r\n" each), without
  * the hop-by-hop ones, the framing (the cache frames what it serves), Age
- * and Cache-Status, which a hit says anew.
+ * and Cache-Status, which a hit says anew. A hit's head has no
+ * Content-Length for a 204.
  */
 #ifndef FC_CACHE_ENTRY_H
 #define FC_CACHE_ENTRY_H
@@ -44,11 +46,13 @@ struct fc_cache_meta {
 };
 
 /**
- * Writes the key of `req` to buf: the first one with an empty `vary`, else
- * the one of the variant that `vary` (a Vary value) selects. Returns its
- * length, or 0 when it would not fit in cap bytes.
+ * Writes the key of `req`, which came over TLS when `https`, to buf: the
+ * first one with an empty `vary`, else the one of the variant that `vary` (a
+ * Vary value) selects. Returns its length, or 0 when it would not fit in cap
+ * bytes.
  */
-size_t fc_cache_key(const struct fc_request *req, struct fc_span vary, char *buf, size_t cap);
+size_t fc_cache_key(const struct fc_request *req, int https, struct fc_span vary, char *buf,
+                    size_t cap);
 
 /**
  * Writes the meta of the response `resp`, which `v` says may be stored and

@@ -674,6 +674,8 @@ int fc_txn_retry_elsewhere(struct fc_txn *t, unsigned why, int status)
                  t->pool->views[t->backend].address, status ? "its answer" : "it failed");
     fc_txn_outcome(t, status);
     close_upstream(t);
+    if (t->c_store != NULL)
+        fc_txn_cache_abort_store(t); /* the other backend's answer is stored, if any */
     t->tried[t->backend] = 1;
     t->attempts++;
     fc_stats_add(&pool_stats(t)->retries, 1);
@@ -691,6 +693,8 @@ static int retry_stale(struct fc_txn *t)
     if (!u->reused || u->got_bytes || t->req_has_body || t->stale_retried || t->resp_started)
         return 0;
     t->stale_retried = 1;
+    if (t->c_store != NULL)
+        fc_txn_cache_abort_store(t);
     struct fc_backend_shared *b = u->backend;
     fc_upstream_close(u);
     t->up = NULL;
@@ -877,7 +881,16 @@ static int response_head(struct fc_txn *t, uv_buf_t *bufs, const char **start, s
         }
         return -1;
     }
-    if (t->c_status != NULL && fc_txn_cache_response(t)) {
+    int cached = t->c_status != NULL ? fc_txn_cache_response(t) : 0;
+    if (cached < 0) {
+        fc_txn_outcome(t, status);
+        fc_log_warn("client %s: pool %s: a stored answer validated by a 304 does not fit the "
+                    "output buffer: answered 502",
+                    c->ip, t->pool->view.name);
+        fc_txn_reply(t, 502, 0);
+        return -1;
+    }
+    if (cached > 0) {
         /* A 304 refreshed the stale entry, which answers: the backend's part is over. */
         final_head(t);
         u->off += (uint32_t)*used;

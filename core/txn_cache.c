@@ -53,6 +53,11 @@ static void *cache_state(const struct fc_txn *t)
     return t->pool->cache->state;
 }
 
+static int https(const struct fc_txn *t)
+{
+    return fc_client_is_tls(t->c);
+}
+
 static void count(struct fc_txn *t, enum fc_stats_cache_result r, const char *status)
 {
     fc_stats_add(&fc_stats_pool(t->pool->stats, t->c->w->index)->cache[r], 1);
@@ -67,12 +72,17 @@ static void release_entry(struct fc_txn *t)
     t->c_entry = NULL;
 }
 
+void fc_txn_cache_abort_store(struct fc_txn *t)
+{
+    if (t->c_store == NULL)
+        return;
+    cache_ops(t)->store_abort(cache_state(t), t->c_store);
+    t->c_store = NULL;
+}
+
 void fc_txn_cache_release(struct fc_txn *t)
 {
-    if (t->c_store != NULL) {
-        cache_ops(t)->store_abort(cache_state(t), t->c_store);
-        t->c_store = NULL;
-    }
+    fc_txn_cache_abort_store(t);
     release_entry(t);
 }
 
@@ -101,7 +111,7 @@ static struct fc_cache_entry *lookup(struct fc_txn *t, size_t key_len, struct fc
             return e;
         }
         /* The key of the variant is built before the stub (whose vary it reads) goes. */
-        key_len = hop == 0 ? fc_cache_key(&t->req, m->vary, key_buf, sizeof(key_buf)) : 0;
+        key_len = hop == 0 ? fc_cache_key(&t->req, https(t), m->vary, key_buf, sizeof(key_buf)) : 0;
         ops->release(state, e);
         if (key_len == 0)
             return NULL;
@@ -150,19 +160,55 @@ static int prepare_answer(struct fc_txn *t, struct fc_cache_entry *e, const stru
     return 0;
 }
 
+/*
+ * RFC 9111 4.4: an unsafe request makes what is stored of its target stale.
+ * Dropped as the request is forwarded (the RFC asks it of a successful
+ * answer; dropping more is always safe), for every scheme, host and variant
+ * (the prefix target + '\n'): by the time the answer comes, the relayed body
+ * may have overwritten the request's head in the input buffer.
+ */
+static void invalidate(struct fc_txn *t)
+{
+    if (t->req.target.len + 1 > sizeof(key_buf))
+        return;
+    memcpy(key_buf, t->req.target.p, t->req.target.len);
+    key_buf[t->req.target.len] = '\n';
+    cache_ops(t)->remove(cache_state(t), key_buf, t->req.target.len + 1);
+}
+
+/*
+ * Whether a stale entry of meta m can be revalidated and then answer: it
+ * has a validator that fits a header line, and its head fits the output
+ * buffer (tried there now: the buffer is free until the request's head is
+ * written to it).
+ */
+static int can_revalidate(struct fc_txn *t, const struct fc_cache_meta *m, uint64_t body_len)
+{
+    size_t len;
+    if (t->head_req || fc_txn_cache_conditional(t, &len) == NULL)
+        return 0;
+    return fc_cache_hit_head(m, body_len, time(NULL), 0, "fwd=stale; fwd-status=304", t->out,
+                             t->out_cap - 64) > 0;
+}
+
 int fc_txn_cache_request(struct fc_txn *t)
 {
     size_t len;
     t->c_request_time = time(NULL);
     t->c_kind = (uint8_t)fc_cache_request_kind(&t->req);
-    if (t->c_kind == FC_CACHE_LOOKUP && (t->req_has_body || t->websocket))
-        t->c_kind = FC_CACHE_NO_STORE; /* not a request the cache knows how to answer */
+    /*
+     * A body (or a tunnel) may overwrite the request's head in the input
+     * buffer before the answer comes: such a request stores nothing.
+     */
+    if (t->c_kind != FC_CACHE_BYPASS && (t->req_has_body || t->websocket))
+        t->c_kind = FC_CACHE_NO_STORE;
     /* A stored answer may not be what this caller is allowed (RFC 9111 3.5): ask the backend. */
     if (t->c_kind == FC_CACHE_LOOKUP && fc_request_header(&t->req, "Authorization", &len) != NULL)
         t->c_kind = FC_CACHE_FORWARD;
     switch (t->c_kind) {
     case FC_CACHE_BYPASS:
         count(t, FC_CACHE_RESULT_BYPASS, "fwd=method");
+        invalidate(t);
         return 0;
     case FC_CACHE_NO_STORE:
         count(t, FC_CACHE_RESULT_BYPASS, "fwd=bypass");
@@ -173,7 +219,8 @@ int fc_txn_cache_request(struct fc_txn *t)
     default:
         break;
     }
-    size_t key_len = fc_cache_key(&t->req, (struct fc_span){"", 0}, key_buf, sizeof(key_buf));
+    size_t key_len =
+        fc_cache_key(&t->req, https(t), (struct fc_span){"", 0}, key_buf, sizeof(key_buf));
     if (key_len == 0) {
         t->c_kind = FC_CACHE_NO_STORE;
         count(t, FC_CACHE_RESULT_BYPASS, "fwd=bypass");
@@ -186,18 +233,22 @@ int fc_txn_cache_request(struct fc_txn *t)
         count(t, FC_CACHE_RESULT_MISS, "fwd=miss");
         return 0;
     }
-    if (fc_cache_is_fresh(&m, time(NULL)) && prepare_answer(t, e, &m, body_len, "hit") == 0) {
-        count(t, FC_CACHE_RESULT_HIT, "hit");
-        return 1;
-    }
-    count(t, FC_CACHE_RESULT_STALE, "fwd=stale");
-    if (t->head_req || (m.etag.len == 0 && m.last_modified.len == 0)) {
-        cache_ops(t)->release(cache_state(t), e); /* the answer replaces it */
+    if (fc_cache_is_fresh(&m, time(NULL))) {
+        if (prepare_answer(t, e, &m, body_len, "hit") == 0) {
+            count(t, FC_CACHE_RESULT_HIT, "hit");
+            return 1;
+        }
+        /* A head too large for the output buffer: it cannot answer; the backend's answer can. */
+        cache_ops(t)->release(cache_state(t), e);
+        count(t, FC_CACHE_RESULT_MISS, "fwd=miss");
         return 0;
     }
-    /* Kept while the backend is asked whether it still holds. */
+    count(t, FC_CACHE_RESULT_STALE, "fwd=stale");
+    /* Kept while the backend is asked whether it still holds, when it can answer then. */
     t->c_entry = e;
     t->c_body_len = body_len;
+    if (!can_revalidate(t, &m, body_len))
+        release_entry(t); /* the answer replaces it */
     return 0;
 }
 
@@ -227,56 +278,42 @@ size_t fc_txn_cache_status_line(const struct fc_txn *t, char *buf, size_t cap)
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-/* RFC 9111 4.4: a successful unsafe request makes what is stored of its target stale. */
-static void invalidate(struct fc_txn *t)
-{
-    int status = t->resp.status;
-    if (status < 200 || status >= 400 || t->req.target.len + 1 > sizeof(key_buf))
-        return;
-    memcpy(key_buf, t->req.target.p, t->req.target.len);
-    key_buf[t->req.target.len] = '\n';
-    cache_ops(t)->remove(cache_state(t), key_buf, t->req.target.len + 1);
-}
-
 /*
  * The backend's 304 to a revalidation: the stored head, refreshed with the
  * 304's headers (RFC 9111 4.3.4), replaces the entry's meta; the entry then
- * answers. Returns 0, or -1 when it cannot (the 304 is then relayed).
+ * answers. A 304 that says the answer may no longer be stored (no-store,
+ * say) still validates this answer, and leaves the entry as it was: stale,
+ * asked again next time. When the refreshed head cannot be made (too many
+ * headers, too large), the entry answers with its stored head. Returns 0,
+ * or -1 when even that cannot be written.
  */
 static int refresh(struct fc_txn *t, int64_t now)
 {
+    static const char status[] = "fwd=stale; fwd-status=304";
     struct fc_cache_meta old, m;
     struct fc_request stored, merged;
-    if (fc_cache_meta_decode(t->c_meta, t->c_meta_len, &old) < 0 ||
-        fc_cache_meta_head(&old, &stored) < 0 || fc_cache_merge_304(&stored, &t->resp, &merged) < 0)
-        return -1;
-    struct fc_cache_verdict v;
-    fc_cache_response_verdict(&t->req, &merged, t->c_request_time, now, &v);
-    int keep = v.store;
-    if (!keep) {
-        /* Valid for this answer, but no longer to be stored (it says no-store now, say). */
-        v.lifetime_s = 0;
-        v.vary = old.vary;
-    }
-    size_t ml = fc_cache_meta_encode(&merged, &v, now, meta_buf, sizeof(meta_buf));
-    if (ml == 0 || fc_cache_meta_decode(meta_buf, ml, &m) < 0)
-        return -1;
-    const struct fc_cache_ops *ops = cache_ops(t);
-    if (keep)
-        ops->update_meta(cache_state(t), t->c_entry, meta_buf,
-                         ml); /* FC_ENOENT: replaced meanwhile */
     struct fc_cache_entry *e = t->c_entry;
-    t->c_entry = NULL;
-    if (prepare_answer(t, e, &m, t->c_body_len, "fwd=stale; fwd-status=304") < 0) {
-        t->c_entry = e;
+    if (fc_cache_meta_decode(t->c_meta, t->c_meta_len, &old) < 0)
         return -1;
+    t->c_entry = NULL; /* prepare_answer() holds it again */
+    struct fc_cache_verdict v;
+    size_t ml = 0;
+    if (fc_cache_meta_head(&old, &stored) == 0 &&
+        fc_cache_merge_304(&stored, &t->resp, &merged) == 0) {
+        fc_cache_response_verdict(&t->req, &merged, t->c_request_time, now, &v);
+        if (v.store)
+            ml = fc_cache_meta_encode(&merged, &v, now, meta_buf, sizeof(meta_buf));
     }
-    if (!keep) {
-        size_t key_len = fc_cache_key(&t->req, (struct fc_span){"", 0}, key_buf, sizeof(key_buf));
-        if (key_len > 0)
-            ops->remove(cache_state(t), key_buf, key_len);
+    if (ml > 0 && fc_cache_meta_decode(meta_buf, ml, &m) == 0 &&
+        prepare_answer(t, e, &m, t->c_body_len, status) == 0) {
+        /* FC_ENOENT: the key has a newer entry meanwhile, which stays. */
+        cache_ops(t)->update_meta(cache_state(t), e, meta_buf, ml);
+        return 0;
     }
-    return 0;
+    if (prepare_answer(t, e, &old, t->c_body_len, status) == 0)
+        return 0;
+    t->c_entry = e;
+    return -1;
 }
 
 /* Begins storing the response under its key (and a variant stub when it has a Vary). */
@@ -289,9 +326,11 @@ static void store_begin(struct fc_txn *t, const struct fc_cache_verdict *v, int6
     if (!(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
         return;
     uint64_t body_len = (p->flags & F_CHUNKED) ? FC_CACHE_LEN_UNKNOWN : p->content_length;
-    size_t key_len = fc_cache_key(&t->req, (struct fc_span){"", 0}, key_buf, sizeof(key_buf));
+    size_t key_len =
+        fc_cache_key(&t->req, https(t), (struct fc_span){"", 0}, key_buf, sizeof(key_buf));
     if (key_len == 0)
         return;
+    fc_txn_cache_abort_store(t); /* one begun for an answer that was then retried elsewhere */
     struct fc_cache_store *st = NULL;
     if (v->vary.len > 0) {
         size_t sl = fc_cache_stub_encode(v->vary, meta_buf, sizeof(meta_buf));
@@ -299,7 +338,7 @@ static void store_begin(struct fc_txn *t, const struct fc_cache_verdict *v, int6
             return;
         if (ops->store_commit(state, st) != 0)
             return;
-        key_len = fc_cache_key(&t->req, v->vary, key_buf, sizeof(key_buf));
+        key_len = fc_cache_key(&t->req, https(t), v->vary, key_buf, sizeof(key_buf));
         if (key_len == 0)
             return;
     }
@@ -314,14 +353,10 @@ static void store_begin(struct fc_txn *t, const struct fc_cache_verdict *v, int6
 int fc_txn_cache_response(struct fc_txn *t)
 {
     int64_t now = time(NULL);
-    if (t->c_kind == FC_CACHE_BYPASS) {
-        invalidate(t);
+    if (t->c_kind == FC_CACHE_BYPASS || t->c_kind == FC_CACHE_NO_STORE || t->head_req)
         return 0;
-    }
-    if (t->c_kind == FC_CACHE_NO_STORE || t->head_req)
-        return 0;
-    if (t->c_entry != NULL && t->resp.status == 304 && refresh(t, now) == 0)
-        return 1;
+    if (t->c_entry != NULL && t->resp.status == 304)
+        return refresh(t, now) == 0 ? 1 : -1;
     release_entry(t); /* what the backend answered replaces it */
     struct fc_cache_verdict v;
     fc_cache_response_verdict(&t->req, &t->resp, t->c_request_time, now, &v);

@@ -263,9 +263,11 @@ int fc_txn_cache_request(struct fc_txn *t);
  */
 const char *fc_txn_cache_conditional(const struct fc_txn *t, size_t *len);
 /**
- * 5. A final response head arrived: begins storing it, or invalidates what
- * an unsafe request changed. Returns 1 when it was the 304 to a
- * revalidation and the refreshed entry answers instead (fc_txn_cache_send()).
+ * 5. A final response head arrived: begins storing it when it may be.
+ * Returns 0 (relay it), 1 when it was the 304 to a revalidation and the
+ * refreshed entry answers instead (fc_txn_cache_send()), or -1 when that
+ * entry cannot (its head does not fit the output buffer): nothing valid
+ * can be answered but an error.
  */
 int fc_txn_cache_response(struct fc_txn *t);
 /** 5. "Cache-Status: fulcrum; fwd=...\r\n" for a forwarded response into buf; its length, or 0. */
@@ -278,6 +280,8 @@ void fc_txn_cache_complete(struct fc_txn *t);
 void fc_txn_cache_send(struct fc_txn *t);
 /** Lets go of a held entry and drops an unfinished store (idempotent). */
 void fc_txn_cache_release(struct fc_txn *t);
+/** Drops an unfinished store (its answer is retried elsewhere, say); idempotent. */
+void fc_txn_cache_abort_store(struct fc_txn *t);
 
 /* ---- txn_tunnel.c: after a 101 to a WebSocket ------------------------------ */
 

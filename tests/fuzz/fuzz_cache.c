@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check(h == 0 || (h >= 4 && memcmp(out + h - 4, "\r\n\r\n", 4) == 0));
             fc_cache_is_fresh(&m, NOW + 5);
         }
-        fc_cache_key(&req, v.vary, key, sizeof(key));
+        fc_cache_key(&req, data[0] & 2, v.vary, key, sizeof(key));
     }
     fc_cache_request_kind(&req);
     for (uint32_t i = 0; i < resp.n_headers; i++) {

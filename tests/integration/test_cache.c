@@ -182,6 +182,15 @@ static void get(struct it_env *env, const struct setup *s, const char *path, con
         it_strf(env, "GET %s HTTP/1.1\r\nHost: cache.test\r\n%s\r\n", path, extra ? extra : ""), r);
 }
 
+static const char *status_of(struct it_env *env, const struct setup *s, const char *path)
+{
+    struct it_response r;
+    get(env, s, path, NULL, &r);
+    const char *v = it_strf(env, "%s", it_header(&r, "Cache-Status"));
+    it_response_free(&r);
+    return v;
+}
+
 IT_TEST(a_second_get_is_answered_without_the_backend)
 {
     struct setup s;
@@ -444,6 +453,54 @@ IT_TEST(a_successful_post_invalidates_its_target)
     assert_int_equal(asked(env, &s, "GET", "/fresh"), 2);
 }
 
+/*
+ * A request body that arrives after its head overwrites the head in the
+ * proxy's input buffer: what the cache does with that request (store its
+ * answer, invalidate its target) must not read the body as a head.
+ */
+IT_TEST(a_body_sent_after_its_head_changes_nothing_else_in_the_cache)
+{
+    struct setup s;
+    start(env, &s, "");
+    const char *victim = "GET /fresh-victim HTTP/1.1\r\nHost: cache.test\r\n\r\n";
+    size_t n = strlen(victim);
+    struct it_conn *c = it_connect(env, s.f->port);
+    it_send_str(c, it_strf(env,
+                           "GET /fresh-evil HTTP/1.1\r\nHost: cache.test\r\n"
+                           "Cache-Control: no-cache\r\nContent-Length: %zu\r\n\r\n",
+                           n));
+    it_sleep_ms(100); /* the head is on its way to the backend before the body comes */
+    it_send(c, victim, n);
+    struct it_response r;
+    it_expect_response(c, "GET", &r);
+    assert_string_equal(it_header(&r, "Cache-Status"), "fulcrum; fwd=bypass");
+    it_response_free(&r);
+    it_conn_close(c);
+    get(env, &s, "/fresh-victim", NULL, &r);
+    assert_string_equal(it_header(&r, "Cache-Status"), "fulcrum; fwd=miss");
+    assert_non_null(strstr(r.body, "for /fresh-victim"));
+    it_response_free(&r);
+
+    /* A POST whose body comes late still drops its own target, and only that. */
+    struct it_response a;
+    get(env, &s, "/fresh", NULL, &a);
+    assert_string_equal(status_of(env, &s, "/fresh"), "fulcrum; hit");
+    assert_string_equal(status_of(env, &s, "/fresh-victim"), "fulcrum; hit");
+    c = it_connect(env, s.f->port);
+    const char *body = "/fresh-victim\n/fresh-victim\n";
+    it_send_str(
+        c, it_strf(env, "POST /fresh HTTP/1.1\r\nHost: cache.test\r\nContent-Length: %zu\r\n\r\n",
+                   strlen(body)));
+    it_sleep_ms(100);
+    it_send_str(c, body);
+    it_expect_response(c, "POST", &r);
+    it_response_free(&r);
+    it_conn_close(c);
+    assert_string_equal(status_of(env, &s, "/fresh"), "fulcrum; fwd=miss");
+    assert_string_equal(status_of(env, &s, "/fresh-victim"), "fulcrum; hit");
+    it_response_free(&a);
+}
+
 IT_TEST(a_reload_keeps_the_cache_unless_its_settings_change)
 {
     struct setup s;
@@ -473,15 +530,6 @@ static void admin(struct it_env *env, const struct setup *s, const char *method,
 {
     it_fetch(env, s->admin, method,
              it_strf(env, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method, target), r);
-}
-
-static const char *status_of(struct it_env *env, const struct setup *s, const char *path)
-{
-    struct it_response r;
-    get(env, s, path, NULL, &r);
-    const char *v = it_strf(env, "%s", it_header(&r, "Cache-Status"));
-    it_response_free(&r);
-    return v;
 }
 
 IT_TEST(purge_by_path_prefix_and_all)
@@ -599,6 +647,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(an_object_over_max_object_bytes_streams_through_unstored),
     IT_CASE(an_aborted_response_is_not_stored),
     IT_CASE(a_successful_post_invalidates_its_target),
+    IT_CASE(a_body_sent_after_its_head_changes_nothing_else_in_the_cache),
     IT_CASE(a_reload_keeps_the_cache_unless_its_settings_change),
     IT_CASE(purge_by_path_prefix_and_all),
     IT_CASE(max_bytes_holds_under_a_flood_of_distinct_urls),

@@ -57,16 +57,19 @@ static void test_keys(void **unused)
     char buf[256], lines[256];
     struct fc_request req;
     head(&req, lines, sizeof(lines), 0, "Accept-Encoding: gzip\nAccept: a\nAccept: b");
-    size_t n = fc_cache_key(&req, span(""), buf, sizeof(buf));
-    assert_int_equal(n, strlen("/a?b=1\nexample.com"));
-    assert_memory_equal(buf, "/a?b=1\nexample.com", n);
+    size_t n = fc_cache_key(&req, 0, span(""), buf, sizeof(buf));
+    assert_int_equal(n, strlen("/a?b=1\nhttp://example.com"));
+    assert_memory_equal(buf, "/a?b=1\nhttp://example.com", n);
+    /* The same target over TLS is another resource (RFC 9110 4.2). */
+    n = fc_cache_key(&req, 1, span(""), buf, sizeof(buf));
+    assert_memory_equal(buf, "/a?b=1\nhttps://example.com", n);
     /* A variant: each header the Vary names, in lower case, with the request's values. */
-    n = fc_cache_key(&req, span("Accept-Encoding, ACCEPT,User-Agent"), buf, sizeof(buf));
-    const char *want = "/a?b=1\nexample.com\naccept-encoding=gzip\naccept=a, b\nuser-agent=";
+    n = fc_cache_key(&req, 0, span("Accept-Encoding, ACCEPT,User-Agent"), buf, sizeof(buf));
+    const char *want = "/a?b=1\nhttp://example.com\naccept-encoding=gzip\naccept=a, b\nuser-agent=";
     assert_int_equal(n, strlen(want));
     assert_memory_equal(buf, want, n);
     /* Too long for the room given: no key at all. */
-    assert_int_equal(fc_cache_key(&req, span(""), buf, 10), 0);
+    assert_int_equal(fc_cache_key(&req, 0, span(""), buf, 10), 0);
 }
 
 static void test_meta_round_trip(void **unused)
