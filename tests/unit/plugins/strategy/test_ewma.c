@@ -75,7 +75,13 @@ static void test_failures_cost_the_penalty(void **unused)
     count_picks(count, 1000, NULL);
     /* Only when the two of them are drawn together: 1 pick in 6, about 167 of 1,000. */
     assert_true(count[2] + count[3] < 250);
-    assert_true(count[0] > 300 && count[1] > 300);
+    /*
+     * 0 and 1 cost the same but for the decay since each was told (0 a little
+     * longer ago, so a little cheaper): 0 takes about 500, 1 about 333
+     * (σ ≈ 15), so each is well above 250.
+     */
+    assert_true(count[0] + count[1] > 750);
+    assert_true(count[0] > 250 && count[1] > 250);
 }
 
 /* Equal costs: requests in flight, divided by weight, decide. */
