@@ -614,7 +614,7 @@ void fc_txn_upstream_written(struct fc_txn *t)
 /* 5. The response comes back                                                */
 /* ------------------------------------------------------------------------ */
 
-static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
+int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
 {
     struct fc_client *c = t->c;
     for (unsigned i = 0; i < n; i++)
@@ -623,7 +623,7 @@ static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
     if (rc < 0) {
         fc_log_debug("client %s: write: %s", c->ip, uv_strerror(rc));
         fc_txn_abort(t, NULL);
-        return;
+        return -1;
     }
     if (rc == 0) {
         /* Back-pressure: read no more of the response until the client took this. */
@@ -631,9 +631,15 @@ static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
             fc_upstream_read_stop(t->up);
         /* A client that does not read its response is a stalled client. */
         fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
-        return;
+        return 0;
     }
-    fc_txn_client_written(t);
+    return 1;
+}
+
+static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
+{
+    if (fc_txn_write_client(t, bufs, n) == 1)
+        fc_txn_client_written(t);
 }
 
 /* Methods a client may send twice with the effect of once (RFC 9110 9.2.2), as llhttp parsed it. */
@@ -751,8 +757,7 @@ static void final_head(struct fc_txn *t)
     fc_txn_outcome(t, status);
 }
 
-/* Inserts n bytes of header lines before the end of the head of hn bytes in t->out. */
-static int insert_lines(struct fc_txn *t, int hn, const char *lines, size_t n)
+int fc_txn_insert_lines(struct fc_txn *t, int hn, const char *lines, size_t n)
 {
     if (n == 0 || hn < 0)
         return hn;
@@ -772,8 +777,8 @@ static int insert_lines(struct fc_txn *t, int hn, const char *lines, size_t n)
 static int with_added_headers(struct fc_txn *t, int hn)
 {
     char line[96];
-    hn = insert_lines(t, hn, t->added.buf, t->added.len);
-    return insert_lines(t, hn, line, fc_txn_cache_status_line(t, line, sizeof(line)));
+    hn = fc_txn_insert_lines(t, hn, t->added.buf, t->added.len);
+    return fc_txn_insert_lines(t, hn, line, fc_txn_cache_status_line(t, line, sizeof(line)));
 }
 
 /*

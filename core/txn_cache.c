@@ -129,12 +129,8 @@ static size_t with_connection(struct fc_txn *t, size_t hn)
         line = "Connection: keep-alive\r\n";
     if (line == NULL)
         return hn;
-    size_t n = strlen(line);
-    if (hn + n > t->out_cap)
-        return 0;
-    memcpy(t->out + hn - 2, line, n);
-    memcpy(t->out + hn - 2 + n, "\r\n", 2);
-    return hn + n;
+    int n = fc_txn_insert_lines(t, (int)hn, line, strlen(line));
+    return n < 0 ? 0 : (size_t)n;
 }
 
 /*
@@ -430,18 +426,8 @@ void fc_txn_cache_send(struct fc_txn *t)
             fc_txn_end(t);
             return;
         }
-        for (unsigned i = 0; i < n; i++)
-            t->bytes_out += bufs[i].len;
-        int rc = fc_client_write(c, &t->wreq, bufs, n);
-        if (rc < 0) {
-            fc_log_debug("client %s: write: %s", c->ip, uv_strerror(rc));
-            fc_txn_abort(t, NULL);
+        /* Looped rather than called back while the socket takes it all: the stack stays flat. */
+        if (fc_txn_write_client(t, bufs, n) < 1)
             return;
-        }
-        if (rc == 0) {
-            /* A client that does not read its response is a stalled client. */
-            fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
-            return;
-        }
     }
 }

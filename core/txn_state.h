@@ -219,6 +219,18 @@ void fc_txn_upstream_written(struct fc_txn *t);
 void fc_txn_relay_response(struct fc_txn *t);
 /** 5. The backend failed before or during its response: a retry, 502, or the end. */
 void fc_txn_upstream_failed(struct fc_txn *t, const char *why);
+/**
+ * 5. Writes bufs to the client, counted in bytes_out. Returns 1 when the
+ * socket took them all, 0 when the rest waits for the client (reading the
+ * backend stops, the client's stall timer runs), -1 when the write failed
+ * and the transaction was aborted.
+ */
+int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n);
+/**
+ * Inserts n bytes of header lines before the end of the head of hn bytes
+ * in t->out. Returns the new length, or -1 when they do not fit (or hn < 0).
+ */
+int fc_txn_insert_lines(struct fc_txn *t, int hn, const char *lines, size_t n);
 /** 6. The client took what was written to it. */
 void fc_txn_client_written(struct fc_txn *t);
 /** 6. The response went out in full: the next request, or the close. */
