@@ -37,6 +37,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,59 @@
 /* Sections                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * `resolvers = ( "127.0.0.1:8600", "::1" )`: IP addresses, each with an
+ * optional port (53), kept as the list c-ares takes. Read before anything
+ * that names a host, which is resolved through them.
+ */
+static void load_resolvers(struct fc_cfg_loader *ld, const config_setting_t *root)
+{
+    const config_setting_t *list;
+    if (fc_cfg_get_list(ld, root, "", "resolvers",
+                        "expected a list of DNS server addresses, as ( \"127.0.0.1:53\" )",
+                        &list) != FC_CFG_GOT)
+        return;
+    int n = config_setting_length(list);
+    if (n == 0) {
+        fc_cfg_report(ld, list, fc_cfg_line(list), "", "resolvers",
+                      "at least one server (leave the key out to use /etc/resolv.conf)");
+        return;
+    }
+    size_t cap = (size_t)n * (INET6_ADDRSTRLEN + 10) + 1;
+    char *csv = calloc(1, cap);
+    if (csv == NULL) {
+        ld->nomem = 1;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+        const char *v =
+            config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
+        char with_port[INET6_ADDRSTRLEN + 16];
+        /* A bare address takes port 53: "10.0.0.2" and "::1" as "[::1]:53". */
+        if (v != NULL && fc_config_is_ip(v))
+            snprintf(with_port, sizeof(with_port), strchr(v, ':') ? "[%s]:53" : "%s:53", v);
+        else
+            snprintf(with_port, sizeof(with_port), "%s", v != NULL ? v : "");
+        struct sockaddr_storage ss;
+        socklen_t len;
+        const char *why = "not a string";
+        if (v == NULL || fc_config_parse_ip_address(with_port, &ss, &len, &why) != 0) {
+            fc_cfg_report(ld, e, fc_cfg_line(e), "", "resolvers",
+                          "invalid DNS server \"%s\": %s (expected an IP address with an "
+                          "optional port, as \"127.0.0.1:8600\" or \"[::1]:53\")",
+                          v != NULL ? v : "", why);
+            free(csv);
+            return;
+        }
+        size_t used = strlen(csv);
+        if (used > 0)
+            csv[used++] = ',';
+        fc_config_format_address(&ss, csv + used, cap - used);
+    }
+    ld->cfg->resolvers = csv;
+}
+
 static void load_globals(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
     struct fc_config *cfg = ld->cfg;
@@ -73,6 +127,8 @@ static void load_globals(struct fc_cfg_loader *ld, const config_setting_t *root)
     const char *dir = "plugins";
     fc_cfg_get_string(ld, root, "", "plugin_dir", 0, &dir);
     cfg->plugin_dir = fc_cfg_resolve_path(ld, dir);
+
+    load_resolvers(ld, root);
 
     const char *state = NULL;
     if (fc_cfg_get_string(ld, root, "", "state_file", 0, &state) == FC_CFG_GOT) {
@@ -271,10 +327,121 @@ static void load_ratelimit(struct fc_cfg_loader *ld, const config_setting_t *g, 
                   "expected \"address\" or \"header:NAME\" (got \"%s\")", key);
 }
 
+/* A DNS name: letters, digits, '-', '_' and '.', in labels of at most 63 bytes. */
+static int valid_dns_name(const char *name)
+{
+    size_t n = strlen(name), label = 0;
+    if (n == 0 || n > 253 || name[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (c == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_') {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Backend i, when DNS gives its addresses: "srv:NAME", or a "host:port"
+ * with `resolve = true`. Returns 1 for such an entry (read), 0 for a plain
+ * one (the caller reads its address), -1 after an error was reported.
+ */
+static int load_discovered(struct fc_cfg_loader *ld, const config_setting_t *g, const char *sub,
+                           struct fc_conf_pool *pool, unsigned i)
+{
+    struct fc_conf_backend *b = &pool->backends[i];
+    const char *address;
+    if (fc_cfg_get_string(ld, g, sub, "address", 1, &address) != FC_CFG_GOT)
+        return -1;
+    const config_setting_t *as = config_setting_get_member(g, "address");
+    int resolve = -1; /* absent */
+    const config_setting_t *rs = config_setting_get_member(g, "resolve");
+    if (rs != NULL) {
+        if (config_setting_type(rs) != CONFIG_TYPE_BOOL) {
+            fc_cfg_report(ld, rs, fc_cfg_line(rs), sub, "resolve", "expected true or false");
+            return -1;
+        }
+        resolve = config_setting_get_bool(rs);
+    }
+    char name[256];
+    if (strncmp(address, "srv:", 4) == 0) {
+        if (resolve == 0) {
+            fc_cfg_report(ld, rs, fc_cfg_line(rs), sub, "resolve",
+                          "an \"srv:\" address is always resolved");
+            return -1;
+        }
+        if (config_setting_get_member(g, "weight") != NULL) {
+            const config_setting_t *ws = config_setting_get_member(g, "weight");
+            fc_cfg_report(ld, ws, fc_cfg_line(ws), sub, "weight",
+                          "the weights of an \"srv:\" address come from its SRV records");
+            return -1;
+        }
+        if (!valid_dns_name(address + 4)) {
+            fc_cfg_report(ld, as, fc_cfg_line(as), sub, "address",
+                          "invalid SRV name \"%s\" (expected \"srv:_service._proto.name\")",
+                          address);
+            return -1;
+        }
+        snprintf(name, sizeof(name), "%s", address + 4);
+        b->discover = FC_DISCOVER_SRV;
+    } else if (resolve == 1) {
+        const char *why = NULL;
+        uint16_t port;
+        if (fc_config_split_host(address, name, sizeof(name), &port, &why) != 0) {
+            fc_cfg_report(ld, as, fc_cfg_line(as), sub, "address", "invalid address \"%s\": %s",
+                          address, why);
+            return -1;
+        }
+        if (fc_config_is_ip(name) || address[0] == '[') {
+            fc_cfg_report(ld, rs, fc_cfg_line(rs), sub, "resolve",
+                          "\"%s\" is an IP address: `resolve = true` needs a host name", address);
+            return -1;
+        }
+        if (!valid_dns_name(name)) {
+            fc_cfg_report(ld, as, fc_cfg_line(as), sub, "address", "invalid host name \"%s\"",
+                          name);
+            return -1;
+        }
+        b->discover = FC_DISCOVER_HOST;
+        b->port = port;
+    } else {
+        return 0;
+    }
+    /* Names are compared as DNS compares them: without case, without a final dot. */
+    size_t n = strlen(name);
+    if (n > 1 && name[n - 1] == '.')
+        name[n - 1] = '\0';
+    for (char *c = name; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    for (unsigned j = 0; j < i; j++) {
+        const struct fc_conf_backend *o = &pool->backends[j];
+        if (o->discover == b->discover && o->dns_name != NULL && strcmp(o->dns_name, name) == 0 &&
+            o->port == b->port) {
+            fc_cfg_report(ld, as, fc_cfg_line(as), sub, "address",
+                          "duplicate backend address (same as backends[%u] on line %d)", j,
+                          o->line);
+            b->discover = FC_DISCOVER_NONE;
+            return -1;
+        }
+    }
+    b->address = fc_cfg_strdup(ld, address);
+    b->dns_name = fc_cfg_strdup(ld, name);
+    return 1;
+}
+
 static void load_backends(struct fc_cfg_loader *ld, const config_setting_t *pg, const char *prefix,
                           struct fc_conf_pool *pool)
 {
-    static const char *const keys[] = {"address", "weight", NULL};
+    static const char *const keys[] = {"address", "weight", "resolve", NULL};
     const config_setting_t *list;
     if (fc_cfg_get_compound(ld, pg, prefix, "backends", CONFIG_TYPE_LIST, 1, &list) != FC_CFG_GOT)
         return;
@@ -311,6 +478,13 @@ static void load_backends(struct fc_cfg_loader *ld, const config_setting_t *pg, 
         snprintf(sub, sizeof(sub), "%s[%u].", list_key, i);
         fc_cfg_check_keys(ld, g, sub, keys);
         fc_cfg_get_u32(ld, g, sub, "weight", 1, MAX_WEIGHT, &b->weight);
+        int rc = load_discovered(ld, g, sub, pool, i);
+        if (rc < 0)
+            continue;
+        if (rc > 0) {
+            pool->n_discover++;
+            continue;
+        }
         if (fc_cfg_get_address(ld, g, sub, &b->address, &b->addr, &b->addr_len) != FC_CFG_GOT)
             continue;
         for (unsigned j = 0; j < i; j++) {
@@ -369,7 +543,8 @@ static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint
 {
     static const char *const keys[] = {
         "name",     "strategy",  "health",          "rate_limit", "cache",    "retries",
-        "backends", "max_fails", "fail_timeout_ms", "tls",        "retry_on", NULL};
+        "backends", "max_fails", "fail_timeout_ms", "tls",        "retry_on", "resolve_interval_ms",
+        NULL};
     struct fc_conf_pool *pool = &ld->cfg->pools[index];
     char prefix[288];
     if (ld->pool_named[index])
@@ -397,6 +572,9 @@ static void load_pool(struct fc_cfg_loader *ld, const config_setting_t *pg, uint
     load_retry_on(ld, pg, prefix, &pool->retry_on);
     fc_cfg_get_u32(ld, pg, prefix, "max_fails", 0, 100, &pool->max_fails);
     fc_cfg_get_u32(ld, pg, prefix, "fail_timeout_ms", 1, MAX_TIMEOUT_MS, &pool->fail_timeout_ms);
+    pool->resolve_interval_ms = 5000;
+    fc_cfg_get_u32(ld, pg, prefix, "resolve_interval_ms", 100, MAX_TIMEOUT_MS,
+                   &pool->resolve_interval_ms);
     load_backends(ld, pg, prefix, pool);
     fc_cfg_load_pool_tls(ld, pg, prefix, &pool->tls);
 }
@@ -840,9 +1018,9 @@ static int read_file(struct fc_cfg_loader *ld)
 
 int fc_config_load(const char *path, struct fc_config **out)
 {
-    static const char *const keys[] = {"workers", "plugin_dir", "log",    "timeouts",
-                                       "limits",  "listeners",  "routes", "pools",
-                                       "admin",   "state_file", NULL};
+    static const char *const keys[] = {"workers", "plugin_dir", "log",       "timeouts",
+                                       "limits",  "listeners",  "routes",    "pools",
+                                       "admin",   "state_file", "resolvers", NULL};
     *out = NULL;
     struct fc_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
@@ -916,8 +1094,10 @@ void fc_config_free(struct fc_config *cfg)
         free_plugin(&p->rate_limit);
         free_plugin(&p->cache);
         free(p->rate_limit_conf.header);
-        for (uint32_t j = 0; j < p->n_backends; j++)
+        for (uint32_t j = 0; j < p->n_backends; j++) {
             free(p->backends[j].address);
+            free(p->backends[j].dns_name);
+        }
         free(p->backends);
         fc_tls_client_free(p->tls);
     }
@@ -934,6 +1114,7 @@ void fc_config_free(struct fc_config *cfg)
     free(cfg->routes);
     free(cfg->plugin_dir);
     free(cfg->state_file);
+    free(cfg->resolvers);
     free(cfg->access_log_path);
     free(cfg->admin.address);
     free(cfg->admin.unix_path);

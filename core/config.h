@@ -23,12 +23,22 @@ struct fc_conf_plugin {
     int line;                      /**< line of the group */
 };
 
+/** How a backend entry of the file finds its addresses. */
+enum fc_discover {
+    FC_DISCOVER_NONE = 0, /**< one backend: `addr`, resolved once when the file loads */
+    FC_DISCOVER_HOST = 1, /**< `resolve = true`: every A/AAAA answer for dns_name, at `port` */
+    FC_DISCOVER_SRV = 2,  /**< "srv:NAME": the SRV records of dns_name (targets, ports, weights) */
+};
+
 struct fc_conf_backend {
-    char *address; /**< as written: "127.0.0.1:9001", "[::1]:9001", "localhost:9001" */
-    struct sockaddr_storage addr;
+    char *address; /**< as written: "127.0.0.1:9001", "[::1]:9001", "localhost:9001", "srv:..." */
+    struct sockaddr_storage addr; /**< FC_DISCOVER_NONE only */
     socklen_t addr_len;
-    uint32_t weight; /**< default 1, 1..1000 */
+    uint32_t weight; /**< default 1, 1..1000; each answer's, for FC_DISCOVER_HOST */
     int line;
+    uint8_t discover; /**< enum fc_discover */
+    char *dns_name;   /**< the name queried (discover != NONE), owned */
+    uint16_t port;    /**< FC_DISCOVER_HOST: the port of every address */
 };
 
 /** The keys of a `health` group that the core reads itself (the scheduler and rise/fall). */
@@ -69,8 +79,10 @@ struct fc_conf_pool {
     uint32_t max_fails; /**< default 3: consecutive failures that mark a backend down; 0 off */
     uint32_t fail_timeout_ms; /**< default 10000: how long a passively marked backend stays down */
     struct fc_conf_backend *backends;
-    uint32_t n_backends;       /**< at least 1 */
-    struct fc_tls_client *tls; /**< `tls`: TLS to the backends, owned; NULL: plain TCP */
+    uint32_t n_backends;          /**< at least 1 */
+    uint32_t n_discover;          /**< entries of `backends` that DNS fills (discover != NONE) */
+    uint32_t resolve_interval_ms; /**< default 5000: how often those are queried again */
+    struct fc_tls_client *tls;    /**< `tls`: TLS to the backends, owned; NULL: plain TCP */
 };
 
 struct fc_conf_listener {
@@ -155,6 +167,11 @@ struct fc_config {
     int has_admin; /**< the file has an `admin` group: `admin` is valid; else no admin listener */
     struct fc_conf_admin admin;
 
+    /**
+     * `resolvers`: the DNS servers every lookup asks, as c-ares takes them
+     * ("127.0.0.1:8600,[::1]:53"); NULL: those of /etc/resolv.conf.
+     */
+    char *resolvers;
     char *state_file; /**< `state_file`, resolved: where runtime changes are kept; NULL: not kept */
     int state_file_line; /**< its line; 0 when absent */
 
@@ -185,11 +202,27 @@ void fc_config_acquire(struct fc_config *cfg);
 void fc_config_free(struct fc_config *cfg);
 
 /**
- * Parses "IPv4:port", "[IPv6]:port" or "name:port" (resolved with
- * getaddrinfo, first result). Returns 0 or FC_EINVAL with a reason in `why`.
+ * Parses "IPv4:port", "[IPv6]:port" or "name:port". A name is resolved
+ * through c-ares (fc_dns_lookup(): the first IPv4 address, else the first
+ * IPv6 one), waiting for the answer: never call it on a loop that serves.
+ * Returns 0 or FC_EINVAL with a reason in `why`.
  */
 int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
                             const char **why);
+
+/** As fc_config_parse_address(), asking `servers` (the `resolvers` key; NULL: the system's). */
+int fc_config_parse_address_with(const char *text, const char *servers,
+                                 struct sockaddr_storage *addr, socklen_t *len, const char **why);
+
+/**
+ * Splits "host:port" (or "[IPv6]:port", or "IPv4:port") without resolving
+ * anything: the host into name (cap bytes), the port. 0 or FC_EINVAL (why).
+ */
+int fc_config_split_host(const char *text, char *name, size_t cap, uint16_t *port,
+                         const char **why);
+
+/** 1 when `name` is an IPv4 or IPv6 address literal (no brackets, no port). */
+int fc_config_is_ip(const char *name);
 
 /**
  * As fc_config_parse_address(), but only an IP address is taken: no name is

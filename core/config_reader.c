@@ -4,6 +4,7 @@
  */
 #include "config_reader.h"
 
+#include "dns.h"
 #include "log.h"
 
 #include <inttypes.h>
@@ -286,7 +287,7 @@ int fc_cfg_get_address(struct fc_cfg_loader *ld, const config_setting_t *group, 
         return FC_CFG_INVALID;
     const config_setting_t *s = config_setting_get_member(group, "address");
     const char *why = NULL;
-    int rc = fc_config_parse_address(v, addr, len, &why);
+    int rc = fc_config_parse_address_with(v, ld->cfg->resolvers, addr, len, &why);
     if (rc == FC_ENOMEM) {
         ld->nomem = 1;
         return FC_CFG_INVALID;
@@ -339,12 +340,13 @@ static int parse_port(const char *s)
     return v >= 1 && v <= 65535 ? (int)v : -1;
 }
 
-static int parse_address(const char *text, int numeric, struct sockaddr_storage *addr,
-                         socklen_t *len, const char **why)
+/*
+ * Splits "IPv4:port", "[IPv6]:port" or "name:port" into the host (copied
+ * into name, without brackets), the port and whether it was bracketed.
+ */
+static int split_address(const char *text, char *name, size_t cap, uint16_t *port_out,
+                         int *bracketed_out, const char **why)
 {
-    const char *unused;
-    if (why == NULL)
-        why = &unused;
     if (text == NULL || text[0] == '\0') {
         *why = "empty address";
         return FC_EINVAL;
@@ -394,55 +396,91 @@ static int parse_address(const char *text, int numeric, struct sockaddr_storage 
         *why = "missing port";
         return FC_EINVAL;
     }
-    if (parse_port(port) < 0) {
+    int p = parse_port(port);
+    if (p < 0) {
         *why = "invalid port";
         return FC_EINVAL;
     }
-    char name[NI_MAXHOST];
     size_t n = (size_t)(host_end - host);
-    if (n >= sizeof(name)) {
+    if (n >= cap) {
         *why = "host name too long";
         return FC_EINVAL;
     }
     memcpy(name, host, n);
     name[n] = '\0';
+    *port_out = (uint16_t)p;
+    *bracketed_out = bracketed;
+    return 0;
+}
 
-    struct addrinfo hints = {
-        .ai_family = bracketed ? AF_INET6 : AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_NUMERICSERV | (bracketed || numeric ? AI_NUMERICHOST : 0),
-    };
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(name, port, &hints, &res);
-    if (rc == EAI_MEMORY) {
-        *why = "out of memory";
-        return FC_ENOMEM;
-    }
-    if (rc != 0 || res == NULL || res->ai_addrlen > sizeof(*addr)) {
-        if (res != NULL)
-            freeaddrinfo(res);
-        *why = bracketed ? "invalid IPv6 address"
-                         : numeric ? "expected an IP address, as in 127.0.0.1:9004 or [::1]:9004"
-                                   : "cannot resolve host";
+int fc_config_split_host(const char *text, char *name, size_t cap, uint16_t *port, const char **why)
+{
+    const char *unused;
+    int bracketed;
+    return split_address(text, name, cap, port, &bracketed, why != NULL ? why : &unused);
+}
+
+/*
+ * `numeric`: an address literal only. Otherwise a name is resolved through
+ * c-ares and `servers` (NULL: /etc/resolv.conf), waiting for the answer:
+ * see dns.h for where that may happen.
+ */
+static int parse_address(const char *text, int numeric, const char *servers,
+                         struct sockaddr_storage *addr, socklen_t *len, const char **why)
+{
+    const char *unused;
+    if (why == NULL)
+        why = &unused;
+    char name[NI_MAXHOST];
+    uint16_t port;
+    int bracketed;
+    int rc = split_address(text, name, sizeof(name), &port, &bracketed, why);
+    if (rc != 0)
+        return rc;
+    if (numeric && !bracketed && !fc_config_is_ip(name)) {
+        *why = "expected an IP address, as in 127.0.0.1:9004 or [::1]:9004";
         return FC_EINVAL;
     }
-    memset(addr, 0, sizeof(*addr));
-    memcpy(addr, res->ai_addr, res->ai_addrlen);
-    *len = (socklen_t)res->ai_addrlen;
-    freeaddrinfo(res);
+    const char *reason = NULL;
+    rc = fc_dns_lookup(name, bracketed ? AF_INET6 : AF_UNSPEC, port, servers, addr, len, &reason);
+    if (rc == FC_ENOMEM) {
+        *why = "out of memory";
+        return rc;
+    }
+    if (rc != 0) {
+        static __thread char text_why[160];
+        if (bracketed)
+            snprintf(text_why, sizeof(text_why), "invalid IPv6 address");
+        else
+            snprintf(text_why, sizeof(text_why), "cannot resolve host \"%s\": %s", name, reason);
+        *why = text_why;
+        return FC_EINVAL;
+    }
     return 0;
+}
+
+int fc_config_is_ip(const char *name)
+{
+    struct in6_addr a;
+    return inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1;
 }
 
 int fc_config_parse_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
                             const char **why)
 {
-    return parse_address(text, 0, addr, len, why);
+    return parse_address(text, 0, NULL, addr, len, why);
+}
+
+int fc_config_parse_address_with(const char *text, const char *servers,
+                                 struct sockaddr_storage *addr, socklen_t *len, const char **why)
+{
+    return parse_address(text, 0, servers, addr, len, why);
 }
 
 int fc_config_parse_ip_address(const char *text, struct sockaddr_storage *addr, socklen_t *len,
                                const char **why)
 {
-    return parse_address(text, 1, addr, len, why);
+    return parse_address(text, 1, NULL, addr, len, why);
 }
 
 void fc_config_format_address(const struct sockaddr_storage *addr, char *out, size_t cap)

@@ -1,10 +1,12 @@
 #include "generation.h"
 
 #include "config_reader.h"
+#include "discovery.h"
 #include "log.h"
 #include "stats.h"
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,23 +434,64 @@ static int backend_add(struct fc_gen_pool *pool, const char *address,
     return 0;
 }
 
+/* Whether the pool's list has that address already (a DNS answer may repeat one). */
+static int pool_has(const struct fc_gen_pool *pool, const struct sockaddr_storage *addr)
+{
+    for (uint32_t b = 0; b < pool->n_backends; b++)
+        if (fc_cfg_same_address(&pool->backends[b].addr, addr))
+            return 1;
+    return 0;
+}
+
+/* The addresses DNS gave entry cb, in its place: each as "IP:port", with cb's weight for A/AAAA. */
+static int pool_discovered(struct fc_gen_pool *pool, const struct fc_conf_backend *cb,
+                           const struct fc_discovered *set, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (pool_has(pool, &set[i].addr))
+            continue;
+        char address[INET6_ADDRSTRLEN + 8];
+        fc_config_format_address(&set[i].addr, address, sizeof(address));
+        uint32_t weight = cb->discover == FC_DISCOVER_HOST ? cb->weight : set[i].weight;
+        if (backend_add(pool, address, &set[i].addr, set[i].len, weight, FC_BACKEND_READY,
+                        FC_SOURCE_DNS) != 0)
+            return FC_ENOMEM;
+    }
+    return 0;
+}
+
 /*
- * The pool's backends as the file and the overlay make them: the file's
- * (less those removed, with the weight and state the overlay gives them),
- * then the overlay's own; then those in rotation moved to the front, each
- * part in that order.
+ * The pool's backends as the file, DNS and the overlay make them: the
+ * file's (less those removed, with the weight and state the overlay gives
+ * them; a DNS entry's addresses in its place), then the overlay's own;
+ * then those in rotation moved to the front, each part in that order. An
+ * address already listed is not listed twice.
  */
-static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o)
+static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o,
+                         const struct fc_discovery *dns)
 {
     const struct fc_conf_pool *conf = pool->conf;
     uint32_t cap = conf->n_backends;
     for (uint32_t i = 0; o != NULL && i < o->n; i++)
         cap += o->entries[i].runtime && strcmp(o->entries[i].pool, conf->name) == 0;
+    for (uint32_t b = 0; b < conf->n_backends; b++) {
+        uint32_t n = 0;
+        if (conf->backends[b].discover != FC_DISCOVER_NONE)
+            fc_discovery_find(dns, conf->name, &conf->backends[b], &n);
+        cap += n;
+    }
     pool->backends = calloc(cap ? cap : 1, sizeof(*pool->backends));
     if (pool->backends == NULL)
         return FC_ENOMEM;
     for (uint32_t b = 0; b < conf->n_backends; b++) {
         const struct fc_conf_backend *cb = &conf->backends[b];
+        if (cb->discover != FC_DISCOVER_NONE) {
+            uint32_t n;
+            const struct fc_discovered *set = fc_discovery_find(dns, conf->name, cb, &n);
+            if (pool_discovered(pool, cb, set, n) != 0)
+                return FC_ENOMEM;
+            continue;
+        }
         const struct fc_overlay_entry *e = o ? fc_overlay_find(o, conf->name, &cb->addr) : NULL;
         if (e != NULL && e->removed)
             continue;
@@ -460,7 +503,7 @@ static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o)
     }
     for (uint32_t i = 0; o != NULL && i < o->n; i++) {
         const struct fc_overlay_entry *e = &o->entries[i];
-        if (e->runtime && strcmp(e->pool, conf->name) == 0 &&
+        if (e->runtime && strcmp(e->pool, conf->name) == 0 && !pool_has(pool, &e->addr) &&
             backend_add(pool, e->address, &e->addr, e->addr_len, e->weight, e->admin,
                         FC_SOURCE_RUNTIME) != 0)
             return FC_ENOMEM;
@@ -490,12 +533,13 @@ static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o)
 }
 
 static int build_pool(struct fc_generation *g, const struct fc_overlay *overlay,
-                      const struct fc_generation *previous, uint32_t index, void *main_loop)
+                      const struct fc_discovery *dns, const struct fc_generation *previous,
+                      uint32_t index, void *main_loop)
 {
     const struct fc_conf_pool *conf = &g->cfg->pools[index];
     struct fc_gen_pool *pool = &g->pools[index];
     pool->conf = conf;
-    if (pool_backends(pool, overlay) != 0)
+    if (pool_backends(pool, overlay, dns) != 0)
         return FC_ENOMEM;
     uint32_t n = pool->n_backends ? pool->n_backends : 1;
     pool->views = calloc(n, sizeof(*pool->views));
@@ -593,8 +637,8 @@ static int reuse_plugins(struct fc_generation *g, const struct fc_generation *pr
 }
 
 int fc_generation_build(struct fc_config *cfg, const struct fc_overlay *overlay,
-                        const struct fc_generation *previous, uint32_t n_workers, void *main_loop,
-                        struct fc_generation **out)
+                        const struct fc_discovery *dns, const struct fc_generation *previous,
+                        uint32_t n_workers, void *main_loop, struct fc_generation **out)
 {
     struct fc_generation *g = calloc(1, sizeof(*g));
     if (g == NULL) {
@@ -613,7 +657,7 @@ int fc_generation_build(struct fc_config *cfg, const struct fc_overlay *overlay,
     memset(g->workers, 0, sizeof(*g->workers) * n_workers);
     int rc = reuse_plugins(g, previous);
     for (uint32_t p = 0; rc != FC_ENOMEM && p < cfg->n_pools; p++) {
-        int prc = build_pool(g, overlay, previous, p, main_loop);
+        int prc = build_pool(g, overlay, dns, previous, p, main_loop);
         if (prc == FC_ENOMEM) {
             rc = prc;
             break;

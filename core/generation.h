@@ -169,18 +169,22 @@ struct fc_generation {
     struct fc_health_run *health_run; /**< running checkers and scan; NULL when stopped */
 };
 
+struct fc_discovery;
+
 /**
  * Builds a generation from a loaded config (one reference to cfg passes to
  * it, also on failure) with the runtime changes of `overlay` (may be NULL)
- * applied to its pools: loads every plugin, creates every instance.
+ * applied to its pools, and each `resolve = true` or "srv:" entry standing
+ * for the addresses `dns` has for it now (none when dns is NULL or has no
+ * answer yet): loads every plugin, creates every instance.
  * `previous` (may be NULL) lends backends that keep their state, and, when
  * it was built over the same cfg (a runtime change), its loaded plugins.
  * `main_loop` is handed to health plugins. Logs every error with file:line.
  * Main thread only.
  */
 int fc_generation_build(struct fc_config *cfg, const struct fc_overlay *overlay,
-                        const struct fc_generation *previous, uint32_t n_workers, void *main_loop,
-                        struct fc_generation **out);
+                        const struct fc_discovery *dns, const struct fc_generation *previous,
+                        uint32_t n_workers, void *main_loop, struct fc_generation **out);
 
 /**
  * Before g is published: marks each backend that is not in rotation in g,

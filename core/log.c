@@ -26,8 +26,6 @@ void fc_log_collect_errors(char *buf, size_t len)
 {
     collect_buf = buf;
     collect_len = len;
-    if (buf != NULL && len > 0)
-        buf[0] = '\0';
 }
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};

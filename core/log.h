@@ -30,9 +30,10 @@ void fc_logv(enum fc_log_level level, const char *fmt, va_list ap);
 void fc_log_capture_errors(char *buf, size_t len);
 
 /**
- * While buf is set, the calling thread's error lines are also appended to it,
- * one a line (those that no longer fit are left out). NULL stops. Used to
- * answer POST /api/reload with every error.
+ * While buf is set, the calling thread's error lines are also appended to it
+ * (a string: empty, or what an earlier collection left), one a line (those
+ * that no longer fit are left out). NULL stops. Used to answer POST
+ * /api/reload with every error, collected on more than one thread.
  */
 void fc_log_collect_errors(char *buf, size_t len);
 

@@ -8,6 +8,8 @@
 #include "access_log.h"
 #include "admin.h"
 #include "dashboard.h"
+#include "discovery.h"
+#include "dns.h"
 #include "monitor.h"
 #include "runtime.h"
 #include "config.h"
@@ -34,6 +36,29 @@
 
 /* How long the log writer gets at exit to write out what it holds. */
 #define LOG_DRAIN_MS 1000
+/* POST /api/reload requests that may wait for one reload; more get 503. */
+#define MAX_RELOAD_WAITERS 16
+
+struct daemon;
+
+/*
+ * A reload in progress. The file is read and checked, and the names it
+ * holds resolved, on a thread of libuv's pool (reload_load()), so that the
+ * main loop goes on with its checks, admin requests and DNS meanwhile;
+ * the rest runs on the main loop: the first answers for new DNS entries,
+ * then the build (reload_build()).
+ */
+struct reload_job {
+    uv_work_t work;
+    struct daemon *d;
+    struct fc_config *cfg; /* loaded; NULL when loading failed */
+    int rc;
+    int resolving; /* waiting for the first DNS answers of cfg's new entries */
+    char last_error[512];
+    char errors[16384]; /* every error line, for the POST /api/reload answers */
+    struct fc_admin_later *waiters[MAX_RELOAD_WAITERS];
+    uint32_t n_waiters;
+};
 
 struct daemon {
     uv_loop_t *loop;
@@ -41,9 +66,14 @@ struct daemon {
     struct fc_generation *gen; /* current; one reference held */
     struct fc_worker *workers;
     uint32_t n_workers;
-    struct fc_admin *admin;     /* NULL once stopping */
-    struct fc_monitor *monitor; /* its metrics, status and events */
-    struct fc_runtime *runtime; /* the runtime API's overlay and state file */
+    struct fc_admin *admin;                           /* NULL once stopping */
+    struct fc_monitor *monitor;                       /* its metrics, status and events */
+    struct fc_runtime *runtime;                       /* the runtime API's overlay and state file */
+    struct fc_discovery *dns;                         /* backends from DNS; NULL once stopping */
+    struct reload_job *reloading;                     /* the reload in progress, or NULL */
+    int reload_again;                                 /* asked for while one was in progress */
+    struct fc_admin_later *asked[MAX_RELOAD_WAITERS]; /* POSTs for the next reload */
+    uint32_t n_asked;
     double start_unix;
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_async_t reap_async, exited_async;
@@ -170,7 +200,7 @@ static struct fc_generation *build_started(struct daemon *d, struct fc_config *c
                                            const struct fc_overlay *overlay, int at_once)
 {
     struct fc_generation *g;
-    if (fc_generation_build(cfg, overlay, d->gen, d->n_workers, d->loop, &g) != 0)
+    if (fc_generation_build(cfg, overlay, d->dns, d->gen, d->n_workers, d->loop, &g) != 0)
         return NULL;
     if (fc_health_start(g, d->loop, at_once) != 0) {
         fc_log_error("%s: cannot start health checks: out of memory", d->config_path);
@@ -190,6 +220,26 @@ static uint64_t runtime_apply(void *arg, const struct fc_overlay *overlay)
         return 0;
     put_in_force(d, g);
     return g->id;
+}
+
+/*
+ * A DNS answer changed a set: a generation over the config in force with
+ * the overlay and the sets as they are now, as a runtime change makes one.
+ */
+static void dns_changed(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->stopping || d->gen == NULL) /* before the first generation, which takes the sets */
+        return;
+    fc_config_acquire(d->gen->cfg);
+    struct fc_generation *g = build_started(d, d->gen->cfg, fc_runtime_overlay(d->runtime), 0);
+    if (g == NULL) {
+        fc_log_error("DNS: the new backends are not in force: generation %llu stays",
+                     (unsigned long long)d->gen->id);
+        return;
+    }
+    put_in_force(d, g);
+    fc_log_info("DNS: generation %llu in force", (unsigned long long)g->id);
 }
 
 static const struct fc_generation *runtime_generation(void *arg)
@@ -221,30 +271,76 @@ static void runtime_changed(void *arg, const char *pool, const char *address, co
     fc_monitor_backend_set(d->monitor, pool, address, state, reason);
 }
 
-/*
- * SIGHUP: a new generation is built from the file and published only if all of
- * it succeeded; otherwise the running one stays and the errors are logged.
- */
-static void reload(struct daemon *d)
+static void reload_begin(struct daemon *d);
+
+/* Errors logged on this thread go to the job's buffers, or (NULL) no longer. */
+static void capture_into(struct reload_job *job)
 {
-    fc_log_info("reloading %s", d->config_path);
+    fc_log_capture_errors(job ? job->last_error : NULL, job ? sizeof(job->last_error) : 0);
+    fc_log_collect_errors(job ? job->errors : NULL, job ? sizeof(job->errors) : 0);
+}
+
+/*
+ * The reload ended (`ok`, or failed, or dropped by a stop): counted, told,
+ * and each POST /api/reload that waited for it answered. Then the next
+ * one, if one was asked for meanwhile.
+ */
+static void reload_end(struct reload_job *job, int ok)
+{
+    struct daemon *d = job->d;
+    capture_into(NULL);
+    if (ok) {
+        d->reloads.ok++;
+        d->reloads.last_ok_unix = (uint64_t)time(NULL);
+        fc_log_info("reload done: generation %llu in force (reloads: %llu done, %llu failed)",
+                    (unsigned long long)d->gen->id, (unsigned long long)d->reloads.ok,
+                    (unsigned long long)d->reloads.failed);
+        fc_monitor_reloaded(d->monitor, d->gen->id, NULL);
+    } else if (!d->stopping) {
+        d->reloads.failed++;
+        snprintf(d->reloads.last_error, sizeof(d->reloads.last_error), "%s", job->last_error);
+        fc_log_error("reload failed: generation %llu stays in force (reloads: %llu done, %llu "
+                     "failed)",
+                     (unsigned long long)d->gen->id, (unsigned long long)d->reloads.ok,
+                     (unsigned long long)d->reloads.failed);
+        fc_monitor_reloaded(d->monitor, d->gen->id, d->reloads.last_error);
+    }
+    for (uint32_t i = 0; i < job->n_waiters; i++) {
+        struct fc_admin_response *resp = fc_admin_later_response(job->waiters[i]);
+        if (ok)
+            fc_admin_json(resp, 200,
+                          json_pack("{s:b, s:I}", "ok", 1, "generation", (json_int_t)d->gen->id));
+        else if (d->stopping)
+            fc_admin_error(resp, 503, "stopping: no reload now");
+        else
+            fc_admin_json(
+                resp, 422,
+                json_pack("{s:b, s:o}", "ok", 0, "errors", fc_admin_json_lines(job->errors)));
+        fc_admin_later_send(job->waiters[i]);
+    }
+    fc_config_free(job->cfg);
+    free(job);
+    d->reloading = NULL;
+    if (d->reload_again && !d->stopping) {
+        d->reload_again = 0;
+        reload_begin(d);
+    }
+}
+
+/*
+ * The file loaded and its new DNS entries had their first answers: a new
+ * generation is built and published only if all of it succeeds; otherwise
+ * the running one stays and the errors are logged.
+ */
+static void reload_build(void *arg)
+{
+    struct reload_job *job = arg;
+    struct daemon *d = job->d;
+    job->resolving = 0;
+    capture_into(job);
+    struct fc_config *cfg = job->cfg;
+    job->cfg = NULL;                 /* the generation's, from here on */
     struct fc_overlay overlay = {0}; /* the runtime changes, fitted to the new file */
-    char last_error[sizeof(d->reloads.last_error)] = "";
-    fc_log_capture_errors(last_error, sizeof(last_error));
-    struct fc_config *cfg;
-    if (fc_config_load(d->config_path, &cfg) != 0)
-        goto failed;
-    if (cfg->workers != d->n_workers) {
-        fc_log_error("%s: workers: %u worker threads are running; changing their number "
-                     "needs a restart",
-                     d->config_path, d->n_workers);
-        fc_config_free(cfg);
-        goto failed;
-    }
-    if (check_new_listeners(cfg, d->gen->cfg) != 0) {
-        fc_config_free(cfg);
-        goto failed;
-    }
     if (fc_runtime_fit(d->runtime, cfg, &overlay) != 0) {
         fc_log_error("%s: out of memory", d->config_path);
         fc_config_free(cfg);
@@ -268,27 +364,90 @@ static void reload(struct daemon *d)
     }
     fc_log_set_level(g->cfg->log_level);
     put_in_force(d, g);
+    if (d->dns != NULL)
+        fc_discovery_commit(d->dns, g->cfg);
     fc_runtime_reloaded(d->runtime, &overlay, g->cfg);
     fc_access_log_apply(g->cfg);
     fc_log_writer_resize(FC_LOG_ACCESS, g->cfg->log_buffer_bytes);
-    fc_log_capture_errors(NULL, 0);
-    d->reloads.ok++;
-    d->reloads.last_ok_unix = (uint64_t)time(NULL);
-    fc_log_info("reload done: generation %llu in force (reloads: %llu done, %llu failed)",
-                (unsigned long long)g->id, (unsigned long long)d->reloads.ok,
-                (unsigned long long)d->reloads.failed);
-    fc_monitor_reloaded(d->monitor, g->id, NULL);
+    reload_end(job, 1);
     return;
 failed:
     fc_overlay_free(&overlay); /* empty unless it was fitted */
-    fc_log_capture_errors(NULL, 0);
-    d->reloads.failed++;
-    snprintf(d->reloads.last_error, sizeof(d->reloads.last_error), "%s", last_error);
-    fc_log_error("reload failed: generation %llu stays in force (reloads: %llu done, %llu "
-                 "failed)",
-                 (unsigned long long)d->gen->id, (unsigned long long)d->reloads.ok,
-                 (unsigned long long)d->reloads.failed);
-    fc_monitor_reloaded(d->monitor, d->gen->id, d->reloads.last_error);
+    if (d->dns != NULL)
+        fc_discovery_commit(d->dns, d->gen->cfg); /* the new file's entries go */
+    reload_end(job, 0);
+}
+
+/* On a thread of libuv's pool: the file is read, checked, its names resolved. */
+static void reload_load(uv_work_t *w)
+{
+    struct reload_job *job = w->data;
+    capture_into(job);
+    job->rc = fc_config_load(job->d->config_path, &job->cfg);
+    capture_into(NULL);
+}
+
+/* Back on the main loop: checks against what runs, then the new DNS entries' first answers. */
+static void reload_loaded(uv_work_t *w, int status)
+{
+    struct reload_job *job = w->data;
+    struct daemon *d = job->d;
+    capture_into(job);
+    if (d->stopping || status != 0 || job->rc != 0) {
+        reload_end(job, 0);
+        return;
+    }
+    if (job->cfg->workers != d->n_workers) {
+        fc_log_error("%s: workers: %u worker threads are running; changing their number "
+                     "needs a restart",
+                     d->config_path, d->n_workers);
+        reload_end(job, 0);
+        return;
+    }
+    if (check_new_listeners(job->cfg, d->gen->cfg) != 0) {
+        reload_end(job, 0);
+        return;
+    }
+    job->resolving = 1;
+    if (d->dns != NULL && fc_discovery_prepare(d->dns, job->cfg, reload_build, job) == 0) {
+        capture_into(NULL); /* until the answers come */
+        return;
+    }
+    reload_build(job);
+}
+
+/*
+ * SIGHUP and POST /api/reload start a reload, unless one is in progress:
+ * then one more runs after it, so that the file as it is now is read.
+ */
+static void reload_begin(struct daemon *d)
+{
+    struct reload_job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        fc_log_error("reload failed: out of memory");
+        for (uint32_t i = 0; i < d->n_asked; i++) {
+            fc_admin_error(fc_admin_later_response(d->asked[i]), 500, "out of memory");
+            fc_admin_later_send(d->asked[i]);
+        }
+        d->n_asked = 0;
+        return;
+    }
+    fc_log_info("reloading %s", d->config_path);
+    job->d = d;
+    job->work.data = job;
+    memcpy(job->waiters, d->asked, sizeof(d->asked[0]) * d->n_asked);
+    job->n_waiters = d->n_asked;
+    d->n_asked = 0;
+    d->reloading = job;
+    uv_queue_work(d->loop, &job->work, reload_load, reload_loaded);
+}
+
+static void reload_ask(struct daemon *d)
+{
+    if (d->reloading != NULL)
+        d->reload_again = 1;
+    else
+        reload_begin(d);
 }
 
 /*
@@ -304,17 +463,17 @@ static void reload_post(void *arg, const struct fc_admin_request *req,
         fc_admin_error(resp, 503, "stopping: no reload now");
         return;
     }
-    uint64_t failed = d->reloads.failed;
-    static char errors[16384];
-    fc_log_collect_errors(errors, sizeof(errors));
-    reload(d);
-    fc_log_collect_errors(NULL, 0);
-    if (d->reloads.failed == failed)
-        fc_admin_json(resp, 200,
-                      json_pack("{s:b, s:I}", "ok", 1, "generation", (json_int_t)d->gen->id));
-    else
-        fc_admin_json(resp, 422,
-                      json_pack("{s:b, s:o}", "ok", 0, "errors", fc_admin_json_lines(errors)));
+    if (d->n_asked == MAX_RELOAD_WAITERS) {
+        fc_admin_error(resp, 503, "too many reloads waiting: try again");
+        return;
+    }
+    struct fc_admin_later *later = fc_admin_defer(resp);
+    if (later == NULL) {
+        fc_admin_error(resp, 500, "out of memory");
+        return;
+    }
+    d->asked[d->n_asked++] = later;
+    reload_ask(d);
 }
 
 /* What the monitor reads of the daemon (main thread). */
@@ -333,6 +492,7 @@ static void monitor_info(void *arg, struct fc_metrics_info *out)
         d->reloads.last_ok_unix ? d->reloads.last_ok_unix : (uint64_t)d->start_unix;
     out->start_time_unix = d->start_unix;
     out->last_error = d->reloads.last_error;
+    out->dns = d->dns;
 }
 
 static void close_main_handles(struct daemon *d)
@@ -370,7 +530,7 @@ static void signal_cb(uv_signal_t *h, int signum)
     switch (signum) {
     case SIGHUP:
         if (!d->stopping)
-            reload(d);
+            reload_ask(d);
         break;
     case SIGUSR1:
         fc_access_log_apply(d->gen->cfg);
@@ -387,6 +547,16 @@ static void signal_cb(uv_signal_t *h, int signum)
         for (uint32_t i = 0; i < d->n_workers; i++)
             fc_worker_request_stop(&d->workers[i], 1);
         fc_health_stop(d->gen, NULL, NULL);
+        fc_discovery_destroy(d->dns);
+        d->dns = NULL;
+        /* A reload waiting for DNS answers will not get them: it ends here. */
+        if (d->reloading != NULL && d->reloading->resolving)
+            reload_end(d->reloading, 0);
+        for (uint32_t i = 0; i < d->n_asked; i++) {
+            fc_admin_error(fc_admin_later_response(d->asked[i]), 503, "stopping: no reload now");
+            fc_admin_later_send(d->asked[i]);
+        }
+        d->n_asked = 0;
         /* Its connections and streams close now: they must not hold the loop, or the exit. */
         fc_admin_destroy(d->admin);
         d->admin = NULL;
@@ -437,6 +607,8 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
  */
 static int start_failed(struct daemon *d)
 {
+    fc_discovery_destroy(d->dns);
+    d->dns = NULL;
     fc_monitor_destroy(d->monitor);
     d->monitor = NULL;
     fc_runtime_destroy(d->runtime);
@@ -450,6 +622,11 @@ static int start_failed(struct daemon *d)
     fc_log_writer_stop(LOG_DRAIN_MS);
     fc_access_log_shutdown();
     return 1;
+}
+
+static void start_answered(void *arg)
+{
+    *(int *)arg = 1;
 }
 
 /* Whatever way the process ends, the lines buffered in the log writer go out first. */
@@ -515,6 +692,10 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    if (fc_dns_library_init() != 0) {
+        fprintf(stderr, "fulcrum: cannot initialise c-ares\n");
+        return 1;
+    }
     fc_txn_init();
     fc_health_init();
     struct daemon d = {.config_path = config_path};
@@ -543,14 +724,35 @@ int main(int argc, char **argv)
     }
     /* Runtime changes kept from the last run apply from the first generation on. */
     fc_runtime_load(d.runtime, cfg);
-    if (fc_generation_build(cfg, fc_runtime_overlay(d.runtime), NULL, n_workers, d.loop, &d.gen) !=
-        0) {
+    /*
+     * The DNS entries' first answers (or failures) come before the first
+     * generation, so that the pools start with what DNS has. `-t` asks
+     * nothing: such an entry may fail to resolve without failing the test.
+     */
+    if (!test_only) {
+        struct fc_discovery_host dns_host = {.changed = dns_changed, .arg = &d};
+        int answered = 0;
+        if ((d.dns = fc_discovery_create(d.loop, &dns_host)) == NULL) {
+            fc_config_free(cfg);
+            fc_runtime_destroy(d.runtime);
+            uv_run(d.loop, UV_RUN_DEFAULT);
+            return 1;
+        }
+        if (fc_discovery_prepare(d.dns, cfg, start_answered, &answered) == 0)
+            while (!answered)
+                uv_run(d.loop, UV_RUN_ONCE);
+    }
+    if (fc_generation_build(cfg, fc_runtime_overlay(d.runtime), d.dns, NULL, n_workers, d.loop,
+                            &d.gen) != 0) {
         if (test_only)
             fprintf(stderr, "configuration test failed\n");
+        fc_discovery_destroy(d.dns);
         fc_runtime_destroy(d.runtime);
         uv_run(d.loop, UV_RUN_DEFAULT);
         return 1;
     }
+    if (d.dns != NULL)
+        fc_discovery_commit(d.dns, d.gen->cfg);
     fc_generation_mark_retiring(d.gen, NULL); /* backends the state file drained */
     if (test_only) {
         fc_runtime_destroy(d.runtime);

@@ -7,6 +7,7 @@
  */
 #include "metrics.h"
 
+#include "discovery.h"
 #include "generation.h"
 #include "log_writer.h"
 #include "stats.h"
@@ -328,6 +329,36 @@ static void cache_metrics(struct fc_text *t, const struct fc_generation *g, cons
     free(u);
 }
 
+/*
+ * Service discovery: the queries of each pool that has DNS entries, by
+ * result, and every pool's backends (what DNS and the runtime API make of
+ * the file's list).
+ */
+static void dns_metrics(struct fc_text *t, const struct fc_generation *g,
+                        const struct fc_discovery *dns)
+{
+    char pn[256];
+    family(t, "fulcrum_pool_backends", "gauge",
+           "Backends in the pool now, in every state (the file's, the runtime's and DNS's).");
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++)
+        fc_text_printf(t, "fulcrum_pool_backends{pool=\"%s\"} %u\n",
+                       esc(g->pools[p].view.name, pn, sizeof(pn)), g->pools[p].n_backends);
+    if (dns == NULL)
+        return;
+    family(t, "fulcrum_dns_queries_total", "counter",
+           "DNS queries for the pool's resolve = true and srv: entries, by result.");
+    for (uint32_t p = 0; p < g->cfg->n_pools; p++) {
+        if (g->cfg->pools[p].n_discover == 0)
+            continue;
+        uint64_t counts[FC_DNS_RESULTS];
+        fc_discovery_counts(dns, g->cfg->pools[p].name, counts);
+        for (int r = 0; r < FC_DNS_RESULTS; r++)
+            fc_text_printf(t, "fulcrum_dns_queries_total{pool=\"%s\",result=\"%s\"} %llu\n",
+                           esc(g->pools[p].view.name, pn, sizeof(pn)), fc_dns_result_names[r],
+                           (unsigned long long)counts[r]);
+    }
+}
+
 static void pool_metrics(struct fc_text *t, const struct fc_generation *g, const struct sums *s)
 {
     char pn[256];
@@ -397,6 +428,7 @@ void fc_metrics_render(const struct fc_generation *g, const struct fc_metrics_in
         listener_metrics(out, g->cfg, &s);
         backend_metrics(out, g, &s);
         pool_metrics(out, g, &s);
+        dns_metrics(out, g, info->dns);
     }
     sums_free(g, &s);
     family(out, "fulcrum_log_dropped_lines_total", "counter",

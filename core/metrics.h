@@ -15,11 +15,15 @@
 struct fc_generation;
 
 /** What the daemon knows beyond the generation. */
+struct fc_discovery;
+
 struct fc_metrics_info {
     uint64_t reloads_done, reloads_failed;
     uint64_t last_reload_success_unix; /**< the start counts as one */
     double start_time_unix;
     const char *last_error; /**< why the last failed reload failed; "" if none failed */
+    /** Service discovery's query counts (discovery.h); NULL: none (`fulcrum_dns_*` absent). */
+    const struct fc_discovery *dns;
 };
 
 /** The q-quantile (0..1) of a latency histogram, in milliseconds, interpolated in its bucket. */

@@ -36,6 +36,7 @@ enum fc_backend_admin {
 enum fc_backend_source {
     FC_SOURCE_CONFIG = 0,  /**< the configuration file */
     FC_SOURCE_RUNTIME = 1, /**< the runtime API */
+    FC_SOURCE_DNS = 2,     /**< an answer for a `resolve = true` or "srv:" entry (discovery.h) */
 };
 
 struct fc_overlay_entry {

@@ -440,6 +440,7 @@ static uint64_t apply(struct fc_runtime *rt, struct fc_overlay *next,
                       struct fc_admin_response *resp)
 {
     static char errors[8192];
+    errors[0] = '\0';
     fc_log_collect_errors(errors, sizeof(errors));
     uint64_t id = rt->host.apply(rt->host.arg, next);
     fc_log_collect_errors(NULL, 0);
@@ -592,6 +593,22 @@ static struct fc_overlay_entry *change_of(struct fc_runtime *rt, struct fc_overl
     return e;
 }
 
+/*
+ * A backend that DNS gave follows DNS: the runtime API neither changes nor
+ * removes it (409), as the next answer would undo it.
+ */
+static int refuse_discovered(const struct fc_gen_pool *pool, const struct fc_gen_backend *b,
+                             struct fc_admin_response *resp)
+{
+    if (b->source != FC_SOURCE_DNS)
+        return 0;
+    errorf(resp, 409,
+           "pool %s: backend %s comes from DNS and follows its answers: change the DNS "
+           "records, or the pool's entry in the file",
+           pool->conf->name, b->address);
+    return 1;
+}
+
 /* PATCH /api/pools/{pool}/backends/{address} {"state": S, "weight": N} */
 static void backend_patch(void *arg, const struct fc_admin_request *req,
                           struct fc_admin_response *resp)
@@ -608,6 +625,8 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     if (j == NULL)
         return;
     const struct fc_gen_backend *b = &pool->backends[i];
+    if (refuse_discovered(pool, b, resp))
+        return;
     uint32_t weight = b->weight;
     int admin = b->admin;
     int has_w = get_weight(j, resp, &weight);
@@ -676,7 +695,7 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
         return;
     const struct fc_gen_pool *pool = path_pool(rt, req, resp);
     int i = pool != NULL ? path_backend(pool, req, resp) : -1;
-    if (i < 0)
+    if (i < 0 || refuse_discovered(pool, &pool->backends[i], resp))
         return;
     struct fc_overlay next;
     char *address = strdup(pool->backends[i].address); /* the replaced generation's */

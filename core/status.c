@@ -46,6 +46,11 @@ static json_t *cache_json(const struct fc_gen_pool *pool)
     return j;
 }
 
+const char *fc_status_source_name(int source)
+{
+    return source == FC_SOURCE_RUNTIME ? "runtime" : source == FC_SOURCE_DNS ? "dns" : "config";
+}
+
 const char *fc_status_state_name(const struct fc_gen_pool *pool, uint32_t i)
 {
     if (pool->backends[i].admin != FC_BACKEND_READY)
@@ -65,15 +70,14 @@ static json_t *backend_json(const struct fc_gen_pool *pool, uint32_t i)
                             json_integer((json_int_t)s.responses[c]));
     json_t *health = json_pack("{s:b, s:s, s:I}", "ok", (int)b->seen_up, "reason", b->why, "since",
                                (json_int_t)b->since_unix);
-    return json_pack("{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
-                     pool->views[i].address, "weight", (int)pool->views[i].weight, "state",
-                     fc_status_state_name(pool, i), "source",
-                     pool->backends[i].source == FC_SOURCE_RUNTIME ? "runtime" : "config",
-                     "inflight", (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED),
-                     "requests", (json_int_t)s.requests, "responses", responses, "failures",
-                     (json_int_t)failures, "latency_ms", "p50",
-                     fc_metrics_quantile_ms(s.buckets, 0.5), "p99",
-                     fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
+    return json_pack(
+        "{s:s, s:i, s:s, s:s, s:i, s:I, s:o, s:I, s:{s:f, s:f}, s:o}", "address",
+        pool->views[i].address, "weight", (int)pool->views[i].weight, "state",
+        fc_status_state_name(pool, i), "source", fc_status_source_name(pool->backends[i].source),
+        "inflight", (int)__atomic_load_n(&b->state.inflight, __ATOMIC_RELAXED), "requests",
+        (json_int_t)s.requests, "responses", responses, "failures", (json_int_t)failures,
+        "latency_ms", "p50", fc_metrics_quantile_ms(s.buckets, 0.5), "p99",
+        fc_metrics_quantile_ms(s.buckets, 0.99), "health", health);
 }
 
 /* A TLS listener's certificates: file, names and the end of validity; [] for a plain one. */

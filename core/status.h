@@ -13,6 +13,9 @@ struct fc_gen_pool;
 struct fc_generation;
 
 /** Appends the status of g as one line of JSON (no newline) to out. */
+/** A backend's source as the status shows it: "config", "runtime" or "dns". */
+const char *fc_status_source_name(int source);
+
 /**
  * Backend i's state as the status shows it: what the operator set comes
  * first ("drain", "maint": however healthy), else "up" or "down".

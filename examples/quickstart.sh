@@ -26,7 +26,7 @@ FULCRUM_PORT="${FULCRUM_PORT:-8080}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 read -r -a BACKEND_PORTS <<< "${BACKEND_PORTS:-9001 9002 9003}"
 NAMES=(alpha beta gamma)
-PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libconfig-dev libjansson-dev libcmocka-dev libhiredis-dev curl)
+PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libconfig-dev libjansson-dev libc-ares-dev libcmocka-dev libhiredis-dev curl)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }

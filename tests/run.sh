@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-packages=(build-essential cmake pkg-config python3 clang-14 libclang-rt-14-dev libuv1-dev node-llhttp libconfig-dev libcmocka-dev libhiredis-dev libjansson-dev libssl-dev openssl curl python3-websockets redis-server prometheus chromium)
+packages=(build-essential cmake pkg-config python3 clang-14 libclang-rt-14-dev libuv1-dev node-llhttp libconfig-dev libcmocka-dev libhiredis-dev libjansson-dev libc-ares-dev libssl-dev python3-dnslib openssl curl python3-websockets redis-server prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
     # Installed, not merely known to dpkg (a removed package leaves its status behind).

@@ -1197,7 +1197,16 @@ static void test_parse_address_invalid(void **state)
     check_invalid("[1.2.3.4]:80", "invalid IPv6 address");
     check_invalid("[example.com]:80", "invalid IPv6 address");
     check_invalid("host]:80", "unexpected bracket");
-    check_invalid("no-such-host.invalid:80", "cannot resolve host");
+    /* The name's lookup fails through c-ares, with its reason after the name. */
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    const char *why = NULL;
+    assert_int_equal(fc_config_parse_address("no-such-host.invalid:80", &ss, &len, &why),
+                     FC_EINVAL);
+    static const char prefix[] = "cannot resolve host \"no-such-host.invalid\": ";
+    assert_non_null(why);
+    assert_int_equal(strncmp(why, prefix, sizeof(prefix) - 1), 0);
+    assert_true(strlen(why) > sizeof(prefix) - 1);
 }
 
 static void test_free_null(void **state)
