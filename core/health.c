@@ -35,6 +35,7 @@ struct fc_health_pool {
     uv_timer_t timer;
     uint32_t in_flight;
     struct fc_health_run *run;
+    int only_new; /* the next tick probes only backends never probed (new to the pool) */
 };
 
 struct fc_health_run {
@@ -264,12 +265,20 @@ void fc_health_init(void)
     fc_generation_set_probe_done(probe_done);
 }
 
+/* A backend new to the pool (from the runtime API or DNS): no probe has told on it yet. */
+static int never_probed(const struct fc_backend_shared *b)
+{
+    return b->active.passes == 0 && b->active.fails == 0;
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct fc_health_pool *hp = t->data;
     struct fc_health_run *run = hp->run;
     if (run->stopping)
         return;
+    int only_new = hp->only_new;
+    hp->only_new = 0;
     /* The run outlives this tick: the pool's timer holds it until its close callback. */
     const struct fc_instance *inst = hp->pool->health;
     const struct fc_health_ops *ops = inst->plugin->desc->health;
@@ -279,6 +288,8 @@ static void tick_cb(uv_timer_t *t)
             continue; /* still running: one probe per backend at a time */
         if (hp->pool->backends[i].admin == FC_BACKEND_MAINT)
             continue; /* in maintenance: left alone until it is ready again */
+        if (only_new && !never_probed(hp->pool->shared[i]))
+            continue; /* probed in its round, one interval from the last */
         probe->in_flight = 1;
         hp->in_flight++;
         run->open++;
@@ -336,9 +347,17 @@ int fc_health_start(struct fc_generation *g, uv_loop_t *loop, int at_once)
         run->open++;
         uv_timer_init(loop, &hp->timer);
         hp->timer.data = hp;
-        /* The first round at once, so that an initially down backend soon comes up. */
+        /*
+         * The first round at once, so that an initially down backend soon
+         * comes up. After a runtime or DNS change, the backends new to the
+         * pool are probed at once all the same, the others at their interval.
+         */
         uint64_t every = g->cfg->pools[p].health_conf.interval_ms;
-        uv_timer_start(&hp->timer, tick_cb, at_once ? 0 : every, every);
+        int fresh = 0;
+        for (uint32_t b = 0; b < pool->n_backends; b++)
+            fresh |= never_probed(pool->shared[b]);
+        hp->only_new = !at_once && fresh;
+        uv_timer_start(&hp->timer, tick_cb, at_once || fresh ? 0 : every, every);
     }
     return rc;
 }

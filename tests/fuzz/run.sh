@@ -31,19 +31,19 @@ command -v "$cc" >/dev/null || { echo "fuzz: $cc not found: apt-get install clan
 mkdir -p "$out"
 flags=(-g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -DLLHTTP_STRICT_MODE=1 -I"$root/core" -I"$root/sdk/include" -I/usr/share/include/llhttp
-       $(pkg-config --cflags libconfig libuv jansson))
+       $(pkg-config --cflags libconfig libuv jansson libcares))
 llhttp=(/usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c)
 declare -A sources=(
   [request]="core/http_request.c core/http_rewrite.c core/route.c"
   [response]="core/http_request.c core/http_rewrite.c"
   [body]="core/txn_parser.c core/http_request.c core/http_rewrite.c"
   [route]="core/http_request.c core/http_rewrite.c core/route.c"
-  [config]="core/config.c core/config_reader.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
+  [config]="core/config.c core/config_reader.c core/dns.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
   [cache]="core/cache_policy.c core/cache_entry.c core/http_request.c core/http_rewrite.c"
-  [state]="core/overlay.c core/config.c core/config_reader.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
+  [state]="core/overlay.c core/config.c core/config_reader.c core/dns.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
 )
-declare -A libs=([request]="" [response]="" [body]="" [route]="" [cache]="" [config]="$(pkg-config --libs libconfig libssl libcrypto libuv)"
-                   [state]="$(pkg-config --libs libconfig jansson libssl libcrypto libuv)")
+declare -A libs=([request]="" [response]="" [body]="" [route]="" [cache]="" [config]="$(pkg-config --libs libconfig libssl libcrypto libuv libcares)"
+                   [state]="$(pkg-config --libs libconfig jansson libssl libcrypto libuv libcares)")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/lsan.supp}

@@ -756,6 +756,80 @@ static void test_duplicate_backend(void **state)
                  "duplicate backend address (same as backends[0] on line 5)");
 }
 
+/* Service discovery's keys: what they read into, and what they refuse. */
+static void test_dns_entries(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "resolvers = ( \"127.0.0.1:8600\", \"::1\", \"10.0.0.2\" );\n"
+        "listeners = ( { address = \"127.0.0.1:8080\"; pool = \"web\"; } );\n"
+        "pools = ( { name = \"web\"; resolve_interval_ms = 250;\n"
+        "  strategy = { plugin = \"round_robin\"; };\n"
+        "  backends = (\n"
+        "    { address = \"127.0.0.1:9001\"; },\n"
+        "    { address = \"Web.Service.Consul.:8080\"; resolve = true; weight = 3; },\n"
+        "    { address = \"srv:_http._tcp.api.service.consul\"; },\n"
+        "    { address = \"127.0.0.1:9002\"; resolve = false; }\n"
+        "  ); },\n"
+        "  { name = \"api\"; strategy = { plugin = \"round_robin\"; };\n"
+        "    backends = ( { address = \"127.0.0.1:9003\"; } ); } );\n";
+    struct fc_config *cfg = NULL;
+    assert_int_equal(load(text, &cfg), 0);
+    assert_string_equal(cfg->resolvers, "127.0.0.1:8600,[::1]:53,10.0.0.2:53");
+    const struct fc_conf_pool *web = &cfg->pools[0];
+    assert_int_equal(web->resolve_interval_ms, 250);
+    assert_int_equal(web->n_backends, 4);
+    assert_int_equal(web->n_discover, 2);
+    assert_int_equal(web->backends[0].discover, FC_DISCOVER_NONE);
+    assert_int_equal(web->backends[1].discover, FC_DISCOVER_HOST);
+    /* Compared as DNS compares names: lowercase, no final dot. */
+    assert_string_equal(web->backends[1].dns_name, "web.service.consul");
+    assert_int_equal(web->backends[1].port, 8080);
+    assert_int_equal(web->backends[1].weight, 3);
+    assert_string_equal(web->backends[1].address, "Web.Service.Consul.:8080");
+    assert_int_equal(web->backends[2].discover, FC_DISCOVER_SRV);
+    assert_string_equal(web->backends[2].dns_name, "_http._tcp.api.service.consul");
+    assert_int_equal(web->backends[3].discover, FC_DISCOVER_NONE);
+    assert_int_equal(port_of(&web->backends[3].addr), 9002);
+    assert_int_equal(cfg->pools[1].resolve_interval_ms, 5000); /* the default */
+    assert_int_equal(cfg->pools[1].n_discover, 0);
+    fc_config_free(cfg);
+}
+
+static void test_dns_entry_errors(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "resolvers = ( \"dns.example:53\" );\n"
+        "listeners = ( { address = \"127.0.0.1:8080\"; pool = \"web\"; } );\n"
+        "pools = ( { name = \"web\"; resolve_interval_ms = 10;\n"
+        "  strategy = { plugin = \"round_robin\"; };\n"
+        "  backends = (\n"
+        "    { address = \"127.0.0.1:9001\"; resolve = true; },\n"
+        "    { address = \"srv:_http._tcp.x\"; weight = 2; },\n"
+        "    { address = \"srv:_http._tcp.y\"; resolve = false; },\n"
+        "    { address = \"srv:bad name\"; },\n"
+        "    { address = \"web.test\"; resolve = true; },\n"
+        "    { address = \"web.test:80\"; resolve = \"yes\"; },\n"
+        "    { address = \"web.test:80\"; resolve = true; },\n"
+        "    { address = \"WEB.test:80\"; resolve = true; }\n"
+        "  ); } );\n";
+    assert_fails(text, 9);
+    assert_error(1, "resolvers", "invalid DNS server \"dns.example:53\"");
+    assert_error(3, "pool \"web\": resolve_interval_ms", "");
+    assert_error(6, "pool \"web\": backends[0].resolve",
+                 "\"127.0.0.1:9001\" is an IP address: `resolve = true` needs a host name");
+    assert_error(7, "pool \"web\": backends[1].weight",
+                 "the weights of an \"srv:\" address come from its SRV records");
+    assert_error(8, "pool \"web\": backends[2].resolve", "an \"srv:\" address is always resolved");
+    assert_error(9, "pool \"web\": backends[3].address", "invalid SRV name \"srv:bad name\"");
+    assert_error(10, "pool \"web\": backends[4].address",
+                 "invalid address \"web.test\": missing port");
+    assert_error(11, "pool \"web\": backends[5].resolve", "expected true or false");
+    assert_error(13, "pool \"web\": backends[7].address",
+                 "duplicate backend address (same as backends[6] on line 12)");
+}
+
 static void test_pool_without_backends(void **state)
 {
     (void)state;
@@ -1238,6 +1312,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_duplicate_pool_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_name_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_backend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_entries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_entry_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_without_backends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_without_strategy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_backend_address, setup, teardown),
