@@ -448,11 +448,12 @@ static int parse_address(const char *text, int numeric, const char *servers,
         return rc;
     }
     if (rc != 0) {
-        static __thread char text_why[160];
+        static __thread char text_why[320];
         if (bracketed)
             snprintf(text_why, sizeof(text_why), "invalid IPv6 address");
         else
-            snprintf(text_why, sizeof(text_why), "cannot resolve host \"%s\": %s", name, reason);
+            snprintf(text_why, sizeof(text_why), "cannot resolve host \"%.200s\": %.80s", name,
+                     reason);
         *why = text_why;
         return FC_EINVAL;
     }

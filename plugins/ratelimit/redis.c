@@ -28,9 +28,10 @@
  * Threads and connections. check() runs on every worker thread, so each
  * worker has its own slot in an array indexed by the worker number, touched
  * only by that worker's thread: one hiredis asynchronous connection attached
- * to the worker's libuv loop, a deadline timer, a reconnect timer and the
- * list of its checks waiting for Redis. Nothing is shared between workers
- * but the options, which are read-only after create().
+ * to the worker's libuv loop, a deadline timer, a reconnect timer, the
+ * list of its checks waiting for Redis and, for a name, a c-ares channel.
+ * Nothing is shared between workers but the options, which are read-only
+ * after create(), and one atomic flag (see Names).
  *
  * Failures. A check waits for Redis at most `timeout_ms`; past it, or when
  * Redis answers with an error or cannot be reached, the request gets the
@@ -43,15 +44,31 @@
  * connection is retried after a backoff that doubles from 100 ms to 2 s and
  * returns to 100 ms after the first good answer; meanwhile checks get the
  * on_error verdict on the spot, without waiting. Nothing ever blocks a
- * worker: connecting, writing and reading all go through the loop, and the
- * address is resolved once, at create(), on the main thread.
+ * worker: connecting, writing and reading all go through the loop, and so
+ * does looking up a host name.
+ *
+ * Names. An IP address, or a Unix socket, is used as it is. A host name is
+ * looked up with c-ares (DNS, and /etc/hosts first) on the loop of the
+ * worker that connects, each time it connects or reconnects, so that a Redis
+ * whose address changes in DNS is followed at the next reconnect; hiredis
+ * only ever gets a numeric address, since it would call the blocking
+ * getaddrinfo() itself. Each worker has one c-ares channel, from its first
+ * lookup to worker_stop(): uv_poll handles watch the channel's sockets and a
+ * timer its timeouts (1 s a try, 2 tries). The name's addresses are tried in
+ * the order c-ares sorts them until one connects. While the name is being
+ * looked up, or could not be, the worker has no connection: checks get the
+ * on_error verdict at once and the lookup is retried after the reconnect
+ * backoff, as when Redis refuses. A failing name is logged once, with
+ * c-ares's reason, and again only after it has resolved in between.
  *
  * Options, read and checked at create():
  *   rate        required   tokens per second, a number > 0 (at most 1e6);
  *   burst       ceil(rate) the bucket's size, an integer >= 1; burst / rate,
  *                          the time to refill it, at most 1e9 s;
  *   address     "127.0.0.1:6379"   "host:port", "[v6addr]:port", or
- *                          "unix:/path/to/redis.sock";
+ *                          "unix:/path/to/redis.sock"; host is an IP
+ *                          address or a name, looked up at each connect
+ *                          (see Names above);
  *   key_prefix  "fulcrum:rl:POOL:" prepended to each key in Redis; the
  *                          default names the pool, so that pools sharing a
  *                          Redis keep apart; give two pools the same prefix
@@ -71,8 +88,10 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <ares.h>
+
 #include <arpa/inet.h>
-#include <netdb.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +122,11 @@
 #define SPARE_KEY_MAX 256
 /* At most one warning about failing replies per worker and this period. */
 #define WARN_PERIOD_MS 10000
+/* A lookup of a name waits this long for the name server per try, and gives up after so many. */
+#define DNS_TIMEOUT_MS 1000
+#define DNS_TRIES 2
+/* The addresses of a name kept from a lookup, to try one after the other. */
+#define ADDRS_MAX 4
 
 /*
  * The GCRA decision. KEYS[1]: the key; ARGV[1]: the emission interval T in
@@ -133,6 +157,7 @@ static const char gcra_script[] =
 
 struct redis_limiter;
 struct redis_worker;
+struct dns_poll;
 
 /* One check waiting for Redis. */
 struct redis_check {
@@ -151,6 +176,7 @@ struct redis_check {
 struct redis_handles {
     uv_timer_t deadline; /* due at the first waiting check's deadline */
     uv_timer_t retry;    /* reconnects after the backoff */
+    uv_timer_t dns;      /* due at the c-ares channel's next timeout */
     int open;            /* handles whose close callback has not run */
 };
 
@@ -172,6 +198,13 @@ struct redis_worker {
     struct redis_check *head, *tail; /* checks waiting for Redis, by deadline */
     struct redis_check *spare;       /* free records, through ->next */
     uint32_t n_spare;
+    /* Looking up a name (rl->name); all unused for an IP address or a Unix socket. */
+    ares_channel channel;   /* from the first lookup to worker_stop(); NULL outside */
+    struct dns_poll *polls; /* the channel's sockets, watched on the loop */
+    int resolving;          /* a lookup is in flight: on_resolved() will follow */
+    char addrs[ADDRS_MAX][INET6_ADDRSTRLEN]; /* the last lookup's addresses, numeric */
+    uint32_t n_addrs;
+    uint32_t next_addr;         /* in addrs, the one to try when the current connect fails */
 } __attribute__((aligned(64))); /* one cache line apart: workers write their own slots */
 
 struct redis_limiter {
@@ -183,9 +216,17 @@ struct redis_limiter {
     const char *password; /* AUTH: NULL for none */
     int64_t db;           /* SELECT when not 0 */
     char db_text[24];
-    char ip[INET6_ADDRSTRLEN]; /* the address, resolved at create() */
+    char ip[INET6_ADDRSTRLEN]; /* an IP address given as such, numeric; "" for a name */
+    char name[256];            /* a host name, looked up by each worker; "" for an address */
     int port;
     const char *unix_path; /* non-NULL for "unix:/path" */
+    int ares_ready;        /* ares_library_init() succeeded: destroy() cleans up */
+    /*
+     * Whether the name's last lookup (by any worker) failed and was logged:
+     * the one thing workers share, so that a failing name is reported once
+     * for the limiter, not once per worker and retry.
+     */
+    atomic_int dns_failing;
     const char *prefix;
     size_t prefix_len;
     char *default_prefix; /* owned: DEFAULT_PREFIX + pool name + ":" */
@@ -201,10 +242,11 @@ struct redis_limiter {
 /* ------------------------------------------------------------------------ */
 
 /*
- * Splits "host:port", "[v6]:port" or "host" (port 6379) and resolves host
- * to a numeric address, so that hiredis, which calls getaddrinfo() as it
- * connects, never waits for DNS on a worker thread. Runs on the main thread
- * at create(), as the core resolves backend names. Returns 0 or logs.
+ * Splits "host:port", "[v6]:port" or "host" (port 6379) and checks their
+ * syntax. An IP address goes to rl->ip, numeric; anything else is a name,
+ * for rl->name, which each worker looks up as it connects (see Names): no
+ * lookup here, and a name that does not resolve is no configuration error
+ * but a Redis that cannot be reached yet. Returns 0 or logs.
  */
 static int parse_address(struct redis_limiter *rl, const char *text)
 {
@@ -252,25 +294,14 @@ static int parse_address(struct redis_limiter *rl, const char *text)
         rl->port = (int)port;
     }
 
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(name, NULL, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        host->config_error(host, "address", "cannot resolve \"%s\": %s", name,
-                           rc != 0 ? gai_strerror(rc) : "no address");
-        if (res != NULL)
-            freeaddrinfo(res);
-        return FC_EINVAL;
-    }
-    const void *addr = res->ai_family == AF_INET6
-                           ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                           : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-    const char *ok = inet_ntop(res->ai_family, addr, rl->ip, sizeof(rl->ip));
-    freeaddrinfo(res);
-    if (ok == NULL) {
-        host->config_error(host, "address", "cannot use the address of \"%s\"", name);
-        return FC_EINVAL;
-    }
+    struct in6_addr addr; /* big enough for either family */
+    int family = inet_pton(AF_INET, name, &addr) == 1    ? AF_INET
+                 : inet_pton(AF_INET6, name, &addr) == 1 ? AF_INET6
+                                                         : 0;
+    if (family != 0)
+        inet_ntop(family, &addr, rl->ip, sizeof(rl->ip)); /* cannot fail: it just parsed */
+    else
+        memcpy(rl->name, name, strlen(name) + 1);
     return 0;
 
 bad:
@@ -296,6 +327,8 @@ static void redis_destroy(void *state)
     }
     free(rl->workers);
     free(rl->default_prefix);
+    if (rl->ares_ready)
+        ares_library_cleanup(); /* reference counted: the last one cleans up */
     free(rl);
 }
 
@@ -384,10 +417,21 @@ static int redis_create(const struct fc_host *host, void **state)
     if (rl == NULL)
         return FC_ENOMEM;
     rl->host = host;
+    atomic_init(&rl->dns_failing, 0);
     if (parse_address(rl, address) < 0)
         rc = FC_EINVAL;
     if (rc < 0)
         goto fail;
+    if (rl->name[0] != '\0') {
+        /* Before any channel is made; on the main thread, as create() and destroy() run. */
+        int ares_rc = ares_library_init(ARES_LIB_INIT_ALL);
+        if (ares_rc != ARES_SUCCESS) {
+            host->log(host, FC_LOG_ERROR, "c-ares: %s", ares_strerror(ares_rc));
+            rc = ares_rc == ARES_ENOMEM ? FC_ENOMEM : FC_ERROR;
+            goto fail;
+        }
+        rl->ares_ready = 1;
+    }
 
     double interval_us = 1e6 / rate;
     snprintf(rl->interval, sizeof(rl->interval), "%.17g", interval_us);
@@ -743,12 +787,20 @@ static void on_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
     redisAsyncFree(ac); /* deferred by hiredis until this callback returns */
 }
 
+static void connect_next(struct redis_worker *w, const char *why);
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_worker *w = ac->data;
-    /* On failure hiredis frees the context after this returns, ending its checks. */
-    if (status != REDIS_OK && ac == w->ac)
-        mark_down(w, ac->errstr);
+    /*
+     * On failure hiredis frees the context after this returns, ending its
+     * checks; meanwhile the name's next address, if any, is tried.
+     */
+    if (status != REDIS_OK && ac == w->ac) {
+        w->ac = NULL;
+        if (w->started)
+            connect_next(w, ac->errstr);
+    }
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -808,15 +860,17 @@ static void poll_del_write(void *privdata)
 }
 
 /*
- * Opens the worker's connection and queues SCRIPT LOAD on it; checks may be
- * queued behind it at once, hiredis sends them once connected. A failure
- * here only schedules the next attempt.
+ * Opens the worker's connection to ip (numeric: hiredis looks it up, which
+ * then needs no name server; unused for a Unix socket) and queues SCRIPT
+ * LOAD on it; checks may be queued behind it at once, hiredis sends them
+ * once connected. A failure here only moves on to the next address or
+ * schedules the next attempt.
  */
-static void connect_worker(struct redis_worker *w)
+static void connect_to(struct redis_worker *w, const char *ip)
 {
     const struct redis_limiter *rl = w->rl;
     redisAsyncContext *ac = rl->unix_path != NULL ? redisAsyncConnectUnix(rl->unix_path)
-                                                  : redisAsyncConnect(rl->ip, rl->port);
+                                                  : redisAsyncConnect(ip, rl->port);
     if (ac == NULL) {
         schedule_retry(w, "out of memory");
         return;
@@ -825,7 +879,7 @@ static void connect_worker(struct redis_worker *w)
         char why[128];
         snprintf(why, sizeof(why), "%s", ac->errstr);
         redisAsyncFree(ac);
-        schedule_retry(w, why);
+        connect_next(w, why);
         return;
     }
     ac->data = w;
@@ -874,11 +928,43 @@ static void connect_worker(struct redis_worker *w)
     }
 }
 
+/*
+ * The connect in progress failed before it was up: the next address of the
+ * name's last lookup, or, when none is left, another attempt (and lookup)
+ * after the backoff.
+ */
+static void connect_next(struct redis_worker *w, const char *why)
+{
+    const struct redis_limiter *rl = w->rl;
+    if (w->next_addr >= w->n_addrs) {
+        schedule_retry(w, why);
+        return;
+    }
+    rl->host->log(rl->host, FC_LOG_DEBUG, "worker %u: redis %s: %s: %s; trying %s", w->index,
+                  rl->address, w->addrs[w->next_addr - 1], why, w->addrs[w->next_addr]);
+    connect_to(w, w->addrs[w->next_addr++]);
+}
+
+static void connect_worker(struct redis_worker *w);
+
 static void on_retry(uv_timer_t *timer)
 {
     struct redis_worker *w = timer->data;
     if (w->started && w->ac == NULL)
         connect_worker(w);
+}
+
+static const char *on_error_name(const struct redis_limiter *rl)
+{
+    return rl->error_verdict == FC_RATELIMIT_DENY ? "deny" : "allow";
+}
+
+/* Connects again after the backoff, which doubles (up to its cap) for the next failure. */
+static void retry_later(struct redis_worker *w)
+{
+    w->healthy = 0;
+    uv_timer_start(&w->handles->retry, on_retry, w->backoff_ms, 0);
+    w->backoff_ms = w->backoff_ms * 2 < BACKOFF_MAX_MS ? w->backoff_ms * 2 : BACKOFF_MAX_MS;
 }
 
 static void schedule_retry(struct redis_worker *w, const char *why)
@@ -889,16 +975,199 @@ static void schedule_retry(struct redis_worker *w, const char *why)
         rl->host->log(rl->host, FC_LOG_WARN,
                       "worker %u: redis %s: %s; checks get on_error = \"%s\" until it answers "
                       "again (reconnecting every %u to %u ms)",
-                      w->index, rl->address, why,
-                      rl->error_verdict == FC_RATELIMIT_DENY ? "deny" : "allow", BACKOFF_MIN_MS,
+                      w->index, rl->address, why, on_error_name(rl), BACKOFF_MIN_MS,
                       BACKOFF_MAX_MS);
     } else {
         rl->host->log(rl->host, FC_LOG_DEBUG, "worker %u: redis %s: %s; retrying in %u ms",
                       w->index, rl->address, why, w->backoff_ms);
     }
-    w->healthy = 0;
-    uv_timer_start(&w->handles->retry, on_retry, w->backoff_ms, 0);
-    w->backoff_ms = w->backoff_ms * 2 < BACKOFF_MAX_MS ? w->backoff_ms * 2 : BACKOFF_MAX_MS;
+    retry_later(w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Names                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A socket of a worker's c-ares channel, watched on the worker's loop. The
+ * poll handle comes first, so that its close callback frees the whole.
+ */
+struct dns_poll {
+    uv_poll_t poll; /* data: the worker */
+    ares_socket_t fd;
+    struct dns_poll *next; /* in the worker's list */
+};
+
+static void on_dns_poll_closed(uv_handle_t *handle)
+{
+    free((struct dns_poll *)(void *)handle);
+}
+
+static void on_dns_timer(uv_timer_t *timer);
+
+/* After each call into the channel: the timer is due at its next timeout, if it awaits one. */
+static void dns_arm(struct redis_worker *w)
+{
+    struct timeval tv;
+    if (ares_timeout(w->channel, NULL, &tv) == NULL) {
+        uv_timer_stop(&w->handles->dns);
+        return;
+    }
+    uint64_t ms = (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
+    uv_timer_start(&w->handles->dns, on_dns_timer, ms, 0);
+}
+
+/* A try ran out of time: c-ares sends the next one, or ends the lookup. */
+static void on_dns_timer(uv_timer_t *timer)
+{
+    struct redis_worker *w = timer->data;
+    ares_process_fd(w->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    dns_arm(w);
+}
+
+static void on_dns_poll(uv_poll_t *handle, int status, int events)
+{
+    struct dns_poll *p = (struct dns_poll *)(void *)handle;
+    struct redis_worker *w = handle->data;
+    /* An error (libuv stopped the handle): both ways, so that c-ares meets the error itself. */
+    int readable = status < 0 || (events & UV_READABLE);
+    int writable = status < 0 || (events & UV_WRITABLE);
+    ares_process_fd(w->channel, readable ? p->fd : ARES_SOCKET_BAD,
+                    writable ? p->fd : ARES_SOCKET_BAD);
+    dns_arm(w);
+}
+
+/*
+ * c-ares's socket callback (ARES_OPT_SOCK_STATE_CB), on the worker's thread
+ * from inside a call into the channel: watch fd for what c-ares waits for,
+ * or for nothing, before it closes fd. A socket that cannot be watched (out
+ * of memory) is left to the timer: its lookup then ends at its timeout.
+ */
+static void on_dns_socket(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct redis_worker *w = data;
+    struct dns_poll **link = &w->polls;
+    while (*link != NULL && (*link)->fd != fd)
+        link = &(*link)->next;
+    struct dns_poll *p = *link;
+    if (!readable && !writable) {
+        if (p != NULL) {
+            *link = p->next;
+            uv_close((uv_handle_t *)&p->poll, on_dns_poll_closed);
+        }
+        return;
+    }
+    if (p == NULL) {
+        p = calloc(1, sizeof(*p));
+        if (p == NULL)
+            return;
+        if (uv_poll_init_socket(w->loop, &p->poll, fd) != 0) {
+            free(p);
+            return;
+        }
+        p->poll.data = w;
+        p->fd = fd;
+        p->next = w->polls;
+        w->polls = p;
+    }
+    uv_poll_start(&p->poll, (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0),
+                  on_dns_poll);
+}
+
+/* Creates w's channel, bounded as DNS_TIMEOUT_MS and DNS_TRIES say. Returns an ARES_ code. */
+static int dns_open(struct redis_worker *w)
+{
+    struct ares_options opts = {
+        .timeout = DNS_TIMEOUT_MS,
+        .tries = DNS_TRIES,
+        .sock_state_cb = on_dns_socket,
+        .sock_state_cb_data = w,
+    };
+    int rc = ares_init_options(&w->channel, &opts,
+                               ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB);
+    if (rc != ARES_SUCCESS)
+        w->channel = NULL;
+    return rc;
+}
+
+/*
+ * The name did not resolve: the worker stays without a connection, as when
+ * Redis refuses, and looks it up again after the backoff. Reported for the
+ * first failure since the name last resolved, whichever worker's it is.
+ */
+static void dns_failed(struct redis_worker *w, int status)
+{
+    struct redis_limiter *rl = w->rl;
+    if (atomic_exchange(&rl->dns_failing, 1) == 0)
+        rl->host->log(rl->host, FC_LOG_WARN,
+                      "redis: cannot resolve \"%s\": %s; checks get on_error = \"%s\" until it "
+                      "does (retrying every %u to %u ms)",
+                      rl->name, ares_strerror(status), on_error_name(rl), BACKOFF_MIN_MS,
+                      BACKOFF_MAX_MS);
+    retry_later(w);
+}
+
+/*
+ * A lookup's end (ares_getaddrinfo()'s callback), on the worker's thread,
+ * maybe from inside ares_getaddrinfo() itself (an /etc/hosts entry), or
+ * from ares_destroy() in worker_stop() (ARES_EDESTRUCTION): then the worker
+ * is stopped and nothing follows.
+ */
+static void on_resolved(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    struct redis_worker *w = arg;
+    struct redis_limiter *rl = w->rl;
+    w->resolving = 0;
+    w->n_addrs = 0;
+    w->next_addr = 0;
+    for (struct ares_addrinfo_node *n = res != NULL ? res->nodes : NULL;
+         n != NULL && w->n_addrs < ADDRS_MAX; n = n->ai_next) {
+        const void *addr =
+            n->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)n->ai_addr)->sin6_addr
+            : n->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)n->ai_addr)->sin_addr
+                                      : NULL;
+        if (addr != NULL &&
+            inet_ntop(n->ai_family, addr, w->addrs[w->n_addrs], sizeof(w->addrs[0])) != NULL)
+            w->n_addrs++;
+    }
+    if (res != NULL)
+        ares_freeaddrinfo(res);
+    if (!w->started)
+        return;
+    if (w->n_addrs == 0) {
+        dns_failed(w, status != ARES_SUCCESS ? status : ARES_ENODATA);
+        return;
+    }
+    if (atomic_exchange(&rl->dns_failing, 0) != 0)
+        rl->host->log(rl->host, FC_LOG_INFO, "redis: \"%s\" resolves again (to %s)", rl->name,
+                      w->addrs[0]);
+    w->next_addr = 1;
+    connect_to(w, w->addrs[0]);
+}
+
+/*
+ * Starts the worker's next connection: at once to an IP address or a Unix
+ * socket, after a lookup for a name (one at a time).
+ */
+static void connect_worker(struct redis_worker *w)
+{
+    if (w->rl->name[0] == '\0') {
+        connect_to(w, w->rl->ip);
+        return;
+    }
+    if (w->resolving)
+        return;
+    if (w->channel == NULL) {
+        int rc = dns_open(w);
+        if (rc != ARES_SUCCESS) {
+            dns_failed(w, rc);
+            return;
+        }
+    }
+    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    w->resolving = 1;
+    ares_getaddrinfo(w->channel, w->rl->name, NULL, &hints, on_resolved, w);
+    dns_arm(w);
 }
 
 static void on_handle_closed(uv_handle_t *handle)
@@ -918,9 +1187,11 @@ static int worker_begin(struct redis_limiter *rl, struct redis_worker *w, uv_loo
         return FC_ENOMEM;
     uv_timer_init(loop, &h->deadline); /* cannot fail */
     uv_timer_init(loop, &h->retry);
-    h->open = 2;
+    uv_timer_init(loop, &h->dns);
+    h->open = 3;
     h->deadline.data = w;
     h->retry.data = w;
+    h->dns.data = w;
     w->handles = h;
     w->loop = loop;
     w->started = 1;
@@ -928,6 +1199,8 @@ static int worker_begin(struct redis_limiter *rl, struct redis_worker *w, uv_loo
     w->healthy = 0;
     w->outage_logged = 0;
     w->backoff_ms = BACKOFF_MIN_MS;
+    w->n_addrs = 0;
+    w->next_addr = 0;
     connect_worker(w);
     return 0;
 }
@@ -943,8 +1216,9 @@ static int redis_worker_start(void *state, uint32_t worker, void *loop)
 
 /*
  * Ends the worker's checks with the on_error verdict (hiredis runs on_reply
- * with no reply for each as it frees the connection) and closes its handles;
- * the last close callback frees them, from the loop, later.
+ * with no reply for each as it frees the connection), ends its lookup and
+ * its c-ares channel, and closes its handles; their close callbacks free
+ * them, from the loop, later.
  */
 static void redis_worker_stop(void *state, uint32_t worker, void *loop)
 {
@@ -960,12 +1234,24 @@ static void redis_worker_stop(void *state, uint32_t worker, void *loop)
     w->ac = NULL;
     if (ac != NULL)
         redisAsyncFree(ac);
+    if (w->channel != NULL) {
+        /*
+         * Ends a lookup in flight (on_resolved() with ARES_EDESTRUCTION) and
+         * closes the channel's sockets, telling on_dns_socket() first, which
+         * closes their poll handles: w->polls is empty after it.
+         */
+        ares_destroy(w->channel);
+        w->channel = NULL;
+    }
+    w->resolving = 0;
     /* Closed timers never fire: from here on they point at their block, not at w. */
     struct redis_handles *h = w->handles;
     h->deadline.data = h;
     h->retry.data = h;
+    h->dns.data = h;
     uv_close((uv_handle_t *)&h->deadline, on_handle_closed);
     uv_close((uv_handle_t *)&h->retry, on_handle_closed);
+    uv_close((uv_handle_t *)&h->dns, on_handle_closed);
     w->handles = NULL;
     while (w->spare != NULL) {
         struct redis_check *c = w->spare;

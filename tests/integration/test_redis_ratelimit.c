@@ -7,6 +7,10 @@
  * client address; when Redis dies, requests get the on_error verdict at once
  * (200 for "allow", 429 with Retry-After: 1 for "deny") and nothing stalls;
  * when Redis comes back on the same address, limiting resumes by itself.
+ * The address may be a host name, looked up by fulcrum's workers as they
+ * connect: "localhost" (from /etc/hosts) limits as 127.0.0.1 does, and a
+ * name that never resolves is treated as a Redis that cannot be reached,
+ * reported once in the log.
  *
  * Every request comes from 127.0.0.1 on a fresh connection, so all of them
  * count against one key, whichever worker of whichever fulcrum accepts them.
@@ -239,12 +243,103 @@ IT_TEST(reload_replaces_or_keeps_the_limiter)
     assert_int_equal(get(env, f->port, NULL), 429);
 }
 
+/*
+ * "localhost:P": each worker looks the name up (c-ares reads /etc/hosts) and
+ * limiting works as with 127.0.0.1. on_error is "deny" so that only Redis
+ * lets requests through: a 429 with Retry-After: 1 is the error verdict (a
+ * worker not connected yet, e.g. trying an ::1 that localhost may also
+ * have), one of about 100 s the bucket's.
+ */
+IT_TEST(host_name_limits_as_an_address)
+{
+    int redis = it_redis_start(env, 0, NULL);
+    int backend = it_backend_start(env, "a");
+    struct it_fulcrum *f =
+        start_fulcrum(env, backend,
+                      it_strf(env,
+                              "rate = 0.01; burst = 3; timeout_ms = 1000; on_error = \"deny\"; "
+                              "address = \"localhost:%d\";",
+                              redis));
+    int passed = 0, limited = 0;
+    int64_t deadline = it_now_ms() + 5000;
+    while (limited < 5 && it_now_ms() < deadline) {
+        long retry = 0;
+        int status = get(env, f->port, &retry);
+        if (status == 200) {
+            passed++;
+        } else {
+            assert_int_equal(status, 429);
+            if (retry == 1) {
+                assert_int_equal(passed + limited, 0); /* errors only before Redis answered */
+                it_sleep_ms(50);
+                continue;
+            }
+            assert_true(retry >= 90 && retry <= 100);
+            limited++;
+        }
+    }
+    assert_int_equal(passed, 3);
+    assert_int_equal(limited, 5);
+    assert_int_equal(it_count(it_fulcrum_log_settled(env, f), "cannot resolve"), 0);
+}
+
+/*
+ * "nosuch.invalid:P" never resolves (RFC 6761): fulcrum starts all the same,
+ * every request gets the on_error verdict at once, as with a dead Redis,
+ * while the workers look the name up again at the reconnect backoff; the
+ * log says so in one line, not one per request or retry; and fulcrum keeps
+ * serving, then exits cleanly (teardown checks it).
+ */
+static void unresolvable(struct it_env *env, const char *on_error, int status, long retry_after)
+{
+    int backend = it_backend_start(env, "a");
+    struct it_fulcrum *f =
+        start_fulcrum(env, backend,
+                      it_strf(env,
+                              "rate = 0.01; burst = 1; timeout_ms = 100; on_error = \"%s\"; "
+                              "address = \"nosuch.invalid:%d\";",
+                              on_error, it_dead_port(env)));
+    /* Within 10 s even with no name server to ask: 2 tries of 1 s and 2 s, per search domain. */
+    const char *line = "redis: cannot resolve \"nosuch.invalid\": ";
+    int64_t logged_at = 0, deadline = it_now_ms() + 10000;
+    int requests = 0;
+    while (logged_at == 0 ? it_now_ms() < deadline : it_now_ms() < logged_at + 1500) {
+        long retry = 0;
+        assert_int_equal(get(env, f->port, &retry), status);
+        assert_int_equal(retry, retry_after);
+        requests++;
+        if (logged_at == 0 && it_fulcrum_log_count(env, f, line) > 0)
+            logged_at = it_now_ms();
+        it_sleep_ms(10);
+    }
+    if (logged_at == 0)
+        fail_msg("no \"%s...\" in 10 s; fulcrum logged:\n%s", line, it_fulcrum_log_settled(env, f));
+    assert_true(requests > 20);
+    const char *log = it_fulcrum_log_settled(env, f);
+    if (it_count(log, "nosuch.invalid") != 1)
+        fail_msg("expected one line naming nosuch.invalid; fulcrum logged:\n%s", log);
+    assert_int_equal(get(env, f->port, NULL), status);
+}
+
+IT_TEST(unresolvable_name_allows)
+{
+    unresolvable(env, "allow", 200, 0);
+}
+
+IT_TEST(unresolvable_name_denies)
+{
+    unresolvable(env, "deny", 429, 1);
+}
+
 static const struct CMUnitTest tests[] = {
     IT_CASE(two_instances_share_one_limit),
     IT_CASE(redis_killed_allows),
     IT_CASE(redis_killed_denies),
     IT_CASE(redis_restarted_resumes),
     IT_CASE(reload_replaces_or_keeps_the_limiter),
+    IT_CASE(host_name_limits_as_an_address),
+    IT_CASE(unresolvable_name_allows),
+    IT_CASE(unresolvable_name_denies),
 };
 
 IT_MAIN(tests)

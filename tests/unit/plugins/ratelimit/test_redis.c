@@ -1017,6 +1017,102 @@ static void test_worker_stop_before_the_answer(void **unused)
     assert_int_equal(plugin_handles(), both_workers);
 }
 
+/* Log lines that contain `text`. */
+static int log_lines_with(const char *text)
+{
+    int n = 0;
+    for (int i = 0; i < n_log_lines; i++)
+        n += strstr(log_lines[i], text) != NULL;
+    return n;
+}
+
+/*
+ * A host name, "localhost" (in /etc/hosts, which c-ares reads before asking
+ * DNS): each worker looks it up as it connects, and the limit works as with
+ * 127.0.0.1. With on_error "deny" the two kinds of deny tell apart: the
+ * bucket's says about a minute, the error's 1000 ms (a worker still
+ * connecting, say to an ::1 that localhost may also have and Redis does not
+ * listen on).
+ */
+static void test_host_name(void **unused)
+{
+    redis_start(0);
+    char body[256];
+    snprintf(body, sizeof(body),
+             "rate = 0.016; burst = 2; timeout_ms = 1000; on_error = \"deny\"; "
+             "address = \"localhost:%d\";",
+             T.redis_port);
+    limiter(0, body);
+    int allowed = 0;
+    uint64_t deadline = now_ms() + 3000;
+    while (allowed < N_WORKERS && now_ms() < deadline) {
+        uint64_t retry = 0;
+        if (check(0, (uint32_t)allowed, "k", &retry) == FC_RATELIMIT_ALLOW) {
+            allowed++;
+        } else {
+            assert_int_equal(retry, 1000);
+            run_for(20);
+        }
+    }
+    assert_int_equal(allowed, N_WORKERS); /* the burst, one token from each worker */
+    for (uint32_t w = 0; w < N_WORKERS; w++) {
+        uint64_t retry = 0;
+        assert_verdict(check(0, w, "k", &retry), FC_RATELIMIT_DENY);
+        assert_true(retry > 50000);
+    }
+    assert_true(redis_int("EXISTS fulcrum:rl:k") == 1);
+    assert_int_equal(log_lines_with("cannot resolve"), 0);
+}
+
+/*
+ * A name that never resolves (.invalid, RFC 6761): create() takes it, as a
+ * Redis that is down is no configuration error; checks get the on_error
+ * verdict at once, on both workers, while each looks the name up again at
+ * the reconnect backoff; the failure is logged once, with c-ares's reason.
+ * A worker stopped with its lookup in flight leaves nothing on the loop.
+ */
+static void test_unresolvable_name(void **unused)
+{
+    char body[256];
+    snprintf(body, sizeof(body),
+             "rate = 5.0; on_error = \"deny\"; address = \"nosuch.invalid:%d\";", free_port());
+    assert_int_equal(create_limiter(0, body), 0);
+    assert_int_equal(n_log_lines, 0);
+    for (uint32_t w = 0; w < N_WORKERS; w++)
+        start_worker(0, w);
+
+    /* Within 10 s even with no name server to ask: 2 tries of 1 s and 2 s, per search domain. */
+    const char *line = "pool web: rate_limit redis: redis: cannot resolve \"nosuch.invalid\": ";
+    uint64_t logged_at = 0, deadline = now_ms() + 10000;
+    int checks = 0;
+    while (logged_at == 0 ? now_ms() < deadline : now_ms() < logged_at + 1000) {
+        struct verdict v;
+        assert_int_equal(start_check(0, (uint32_t)checks++ % N_WORKERS, "k", &v),
+                         FC_RATELIMIT_DENY);
+        assert_int_equal(v.retry_ms, 1000);
+        run_for(20);
+        if (logged_at == 0 && log_lines_with(line) > 0)
+            logged_at = now_ms();
+    }
+    if (logged_at == 0) {
+        dump_log();
+        fail_msg("no \"%s...\" within 10 s", line);
+    }
+    /* A second of retries since, and still the one line. */
+    if (log_lines_with("nosuch.invalid") != 1) {
+        dump_log();
+        fail_msg("expected one line naming nosuch.invalid");
+    }
+    assert_true(checks > 40);
+
+    stop_worker(0, 0);
+    start_worker(0, 0); /* its lookup goes out now, and is in flight when... */
+    stop_worker(0, 0);  /* ...it ends here */
+    stop_worker(0, 1);
+    run_for(20);
+    assert_int_equal(plugin_handles(), 0);
+}
+
 static void bad(const char *body, const char *line)
 {
     n_log_lines = 0;
@@ -1056,6 +1152,12 @@ static void test_bad_options(void **unused)
     bad("rate = 1.0; address = \"::1:6379\";",
         "test.conf:5: pool \"web\": rate_limit.address: expected \"host:port\", \"[IPv6]:port\" or "
         "\"unix:/path\" (got \"::1:6379\")");
+    bad("rate = 1.0; address = \"[::1:6379\";",
+        "test.conf:5: pool \"web\": rate_limit.address: expected \"host:port\", \"[IPv6]:port\" or "
+        "\"unix:/path\" (got \"[::1:6379\")");
+    bad("rate = 1.0; address = \"redis.internal:0\";",
+        "test.conf:5: pool \"web\": rate_limit.address: expected \"host:port\", \"[IPv6]:port\" or "
+        "\"unix:/path\" (got \"redis.internal:0\")");
     bad("rate = 1.0; address = \"unix:redis.sock\";",
         "test.conf:5: pool \"web\": rate_limit.address: expected \"unix:\" followed by an absolute "
         "path shorter than 108 bytes (got \"unix:redis.sock\")");
@@ -1076,6 +1178,10 @@ static void test_bad_options(void **unused)
     fc_instance_destroy(&T.lim[0].inst);
     T.lim[0].have_inst = 0;
     assert_int_equal(create_limiter(0, "rate = 2.5; address = \"unix:/run/redis.sock\";"), 0);
+    fc_instance_destroy(&T.lim[0].inst);
+    T.lim[0].have_inst = 0;
+    /* A name is looked up by the workers, later: whether it resolves is no concern of create(). */
+    assert_int_equal(create_limiter(0, "rate = 2.5; address = \"nosuch.invalid:6379\";"), 0);
     fc_instance_destroy(&T.lim[0].inst);
     T.lim[0].have_inst = 0;
     assert_int_equal(n_log_lines, 0);
@@ -1105,6 +1211,8 @@ int main(void)
         TC(test_lazy_start_in_check),
         TC(test_worker_stop_ends_pending_checks),
         TC(test_worker_stop_before_the_answer),
+        TC(test_host_name),
+        TC(test_unresolvable_name),
         TC(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
