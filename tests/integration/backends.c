@@ -16,19 +16,16 @@
 
 /* ---- demo backends ------------------------------------------------------ */
 
-int it_backend_start(struct it_env *env, const char *name)
-{
-    return it_backend_start_args(env, name, NULL);
-}
-
 #define MAX_EXTRA_ARGS 16
 
-int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra)
+/* `demo_backend --name NAME --listen LISTEN EXTRA...`, waited for; returns its port. */
+static int start_backend(struct it_env *env, const char *name, const char *listen,
+                         const char *const *extra)
 {
     if (env->nbackends == MAX_BACKENDS)
         it_fail("too many backends");
     const char *argv[5 + MAX_EXTRA_ARGS + 1] = {FC_DEMO_BACKEND, "--name", name, "--listen",
-                                                "127.0.0.1:0"};
+                                                listen};
     size_t argc = 5;
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
         if (i == MAX_EXTRA_ARGS)
@@ -38,27 +35,33 @@ int it_backend_start_args(struct it_env *env, const char *name, const char *cons
     argv[argc] = NULL;
     struct it_proc *proc = it_spawn(env, it_strf(env, "backend-%s", name), argv);
 
-    /* Its stdout is a file, so there is no pipe to drain or to break later. */
-    static const char prefix[] = "listening on 127.0.0.1:";
+    /*
+     * Its stdout is a file, so there is no pipe to drain or to break later.
+     * The line names the address it was given ("[::1]" stays bracketed), so
+     * the port is what follows its last colon.
+     */
+    static const char prefix[] = "listening on ";
     int64_t deadline = it_now_ms() + IT_START_TIMEOUT_MS;
     int port = -1;
     for (;;) {
         char *out = it_read_file(proc->out_path, 0, NULL);
         const char *at = out ? strstr(out, prefix) : NULL;
-        if (at != NULL && strchr(at, '\n') != NULL) {
-            port = atoi(at + sizeof(prefix) - 1);
+        const char *eol = at ? strchr(at, '\n') : NULL;
+        if (eol != NULL) {
+            const char *colon = memrchr(at, ':', (size_t)(eol - at));
+            port = colon != NULL ? atoi(colon + 1) : -1;
             free(out);
             break;
         }
         free(out);
         if (it_proc_poll(proc)) {
             it_proc_report(env, proc);
-            it_fail("demo backend %s %s before it listened", name,
-                    it_describe_status(env, proc->status));
+            it_fail("demo backend %s %s before it listened on %s", name,
+                    it_describe_status(env, proc->status), listen);
         }
         if (it_now_ms() >= deadline) {
             it_proc_report(env, proc);
-            it_fail("demo backend %s printed no \"%s<port>\" line within %d ms", name, prefix,
+            it_fail("demo backend %s printed no \"%sADDR:PORT\" line within %d ms", name, prefix,
                     IT_START_TIMEOUT_MS);
         }
         it_sleep_ms(5);
@@ -71,6 +74,21 @@ int it_backend_start_args(struct it_env *env, const char *name, const char *cons
     b->port = port;
     b->proc = proc;
     return port;
+}
+
+int it_backend_start(struct it_env *env, const char *name)
+{
+    return start_backend(env, name, "127.0.0.1:0", NULL);
+}
+
+int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra)
+{
+    return start_backend(env, name, "127.0.0.1:0", extra);
+}
+
+int it_backend_start_on(struct it_env *env, const char *name, const char *listen)
+{
+    return start_backend(env, name, listen, NULL);
 }
 
 struct it_proc *it_backend_proc(struct it_env *env, const char *name)

@@ -138,8 +138,12 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
         if (p->health != NULL)
             sb_printf(&sb, "    health = { %s };\n", p->health);
         sb_printf(&sb, "    backends = (");
-        for (size_t j = 0; j < p->nports; j++)
-            sb_printf(&sb, "%s\n      { address = \"127.0.0.1:%d\"; }", j ? "," : "", p->ports[j]);
+        if (p->backends_text != NULL)
+            sb_printf(&sb, "\n      %s", p->backends_text);
+        else
+            for (size_t j = 0; j < p->nports; j++)
+                sb_printf(&sb, "%s\n      { address = \"127.0.0.1:%d\"; }", j ? "," : "",
+                          p->ports[j]);
         sb_printf(&sb, "\n    );\n  }%s\n", i + 1 < cfg->npools ? "," : "");
     }
     sb_printf(&sb, ");\n");

@@ -225,6 +225,13 @@ struct it_proc *it_backend_proc(struct it_env *env, const char *name);
  */
 int it_backend_start_args(struct it_env *env, const char *name, const char *const *extra);
 
+/*
+ * it_backend_start() listening on `listen` instead of 127.0.0.1:0: a
+ * loopback address with a port, "[::1]:9001" or "127.0.0.1:0" (port 0: a
+ * free one). Returns the port it listens on.
+ */
+int it_backend_start_on(struct it_env *env, const char *name, const char *listen);
+
 /* ---- raw backends (raw_backend.c) -------------------------------------- */
 
 /*
@@ -323,6 +330,39 @@ bool it_raw_sleep_ms(int ms);
  */
 int it_redis_start(struct it_env *env, int port, struct it_proc **proc);
 
+/* ---- a DNS server (dns.c) --------------------------------------------- */
+
+/*
+ * Starts tests/integration/dns_server.py (python3-dnslib) on UDP and TCP of
+ * one free port of 127.0.0.1, answering from `zone_json`, written as the
+ * env's zone file. The zone is JSON:
+ *   {"names": {"web.test.": {"ttl": 30, "A": ["127.0.0.1"], "AAAA": ["::1"],
+ *                            "SRV": [[PRIORITY, WEIGHT, PORT, "target.test."]]}}}
+ * a name that is not in it gets NXDOMAIN, one without records of the asked
+ * type an empty NOERROR; a name with "rcode": "SERVFAIL" (or "REFUSED") gets
+ * that, one with "malformed": true an answer cut short, one with
+ * "drop": true no answer at all. Returns the port, and the process in *proc
+ * if proc is not NULL: a test kills it (it_proc_signal(), SIGKILL) to make
+ * DNS fail; teardown stops it if it still runs. Fails the test if the server
+ * does not listen within IT_START_TIMEOUT_MS.
+ */
+int it_dns_start(struct it_env *env, const char *zone_json, struct it_proc **proc);
+
+/*
+ * Replaces the env's zone (renamed into place, so the server reads the whole
+ * of the old or of the new one); the server answers from it from its next
+ * query on.
+ */
+void it_dns_zone(struct it_env *env, const char *zone_json);
+
+/*
+ * Number of queries for `name` ("web.test", with or without the final dot,
+ * in the case it was asked in) of `type` ("A", "AAAA", "SRV"; NULL: any) that
+ * the server proc has answered or dropped so far.
+ */
+size_t it_dns_queries(struct it_env *env, const struct it_proc *proc, const char *name,
+                      const char *type);
+
 /* ---- fulcrum (fulcrum.c) ----------------------------------------------- */
 
 #define IT_MAX_POOLS 4
@@ -344,6 +384,12 @@ struct it_pool_config {
     const char *health;
     /* More keys of the pool itself, as libconfig text (`max_fails = 2;`), or NULL. */
     const char *pool_options;
+    /*
+     * The body of the pool's `backends` list as libconfig text
+     * (`{ address = "web.test:8080"; resolve = true; }`), written instead of
+     * the entries for `ports`; NULL: those entries.
+     */
+    const char *backends_text;
 };
 
 /*

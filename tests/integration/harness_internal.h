@@ -7,7 +7,7 @@
  *
  * The pieces: harness.c (the environment, failure, memory, files, the clock,
  * teardown and main), processes.c, sockets.c, backends.c, raw_backend.c,
- * redis.c, fulcrum.c and http_client.c. Each file opens with what it holds.
+ * redis.c, dns.c, fulcrum.c and http_client.c. Each file opens with what it holds.
  */
 #ifndef FULCRUM_TESTS_INTEGRATION_HARNESS_INTERNAL_H
 #define FULCRUM_TESTS_INTEGRATION_HARNESS_INTERNAL_H
