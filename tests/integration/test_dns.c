@@ -911,6 +911,34 @@ IT_TEST(malformed_answer_keeps_the_last_good_set)
 }
 
 /*
+ * An SRV answer of 300 records (more than a set takes; it comes over TCP,
+ * too large for UDP) is rejected and counted oversized: the last good set
+ * stays, and none of its ports is ever connected to.
+ */
+IT_TEST(oversized_answer_keeps_the_last_good_set)
+{
+    static const char *const names[] = {"a", "b"};
+    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
+    const char *two =
+        it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"), srv_record(env, 10, 1, b, "b"));
+    struct discovery d;
+    discovery_start(env, &d, srv_zone(env, two), NULL, INTERVAL_MS, SRV_ENTRY);
+    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+
+    const char *many = two;
+    for (int i = 0; i < 298; i++) /* ports nothing listens on: they must never be tried */
+        many = it_strf(env, "%s, %s", many, srv_record(env, 10, 1, 20000 + i, "a"));
+    it_dns_zone(env, srv_zone(env, many));
+    wait_dns_queries(env, d.admin_port, "oversized", 0, CHANGE_MS);
+    int counts[2];
+    spread(env, d.f->port, 20, names, 2, counts);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 10);
+    assert_int_equal(it_metric(env, d.admin_port, "fulcrum_pool_backends{pool=\"web\"}"), 2);
+    assert_true(it_fulcrum_log_count(env, d.f, "an answer of more than 256 addresses") == 1);
+}
+
+/*
  * A reload of an unchanged file: the discovered backends keep serving, with
  * no failed request across it.
  */
@@ -957,6 +985,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(plain_name_resolves_once_through_the_resolvers),
     IT_CASE(short_ttl_is_asked_again_before_the_interval),
     IT_CASE(malformed_answer_keeps_the_last_good_set),
+    IT_CASE(oversized_answer_keeps_the_last_good_set),
     IT_CASE(reload_keeps_discovered_backends_serving),
 };
 
