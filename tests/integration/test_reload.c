@@ -777,8 +777,21 @@ IT_TEST(config_test_beside_live_daemon)
 
 /* ---- h: reloads cost no memory ------------------------------------------- */
 
+/*
+ * The file loads on a thread of libuv's pool and its memory is freed on the
+ * main thread. glibc's malloc takes that in its stride (flat from the 20th
+ * reload), but ASan's allocator keeps per-thread caches that fill over the
+ * first few hundred reloads spread over the pool's four threads (measured:
+ * 21.9 MB after 100 reloads, 24.5 after 200, 25.3 after 400, 26.0 after
+ * 600): under ASan the baseline is taken once they are warm.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define MEM_RELOADS 400
+#define MEM_BASELINE 200
+#else
 #define MEM_RELOADS 200
 #define MEM_BASELINE 20
+#endif
 
 /* VmRSS of a process in KiB, from /proc/PID/status. */
 static long rss_kb(pid_t pid)
