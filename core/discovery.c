@@ -56,6 +56,7 @@ struct target {
     uint32_t pending; /* callbacks still due for the query in progress */
     int gone;         /* no config in force has it: freed once pending is 0 and the timer closed */
     int fresh;        /* new with the prepare in progress, not answered yet */
+    int held;         /* its query waits for the servers to change (set_servers()) */
 
     struct fc_discovered *set; /* the last good answer, sorted */
     uint32_t n;
@@ -64,7 +65,9 @@ struct target {
     /* The query in progress. */
     struct fc_discovered *got;
     uint32_t n_got;
-    int status;         /* the A/AAAA lookup's, or the SRV query's */
+    int status;         /* the SRV query's; the A/AAAA lookups' for FC_DISCOVER_HOST */
+    int failed;         /* a lookup failed otherwise than "no such name" or "no record" */
+    int nxdomain;       /* a lookup found no such name */
     int oversized;      /* more than FC_DISCOVERY_MAX_ADDRS */
     int64_t ttl_s;      /* the least TTL of the answers */
     uint32_t srv_hosts; /* SRV: target names looked up */
@@ -76,7 +79,7 @@ struct target {
     char reason[128];
 };
 
-/* One A/AAAA lookup of a query: the port and weight its addresses take. */
+/* One A or AAAA lookup of a query: the port and weight its addresses take. */
 struct lookup {
     struct target *t;
     uint16_t port;
@@ -88,6 +91,15 @@ struct fc_discovery {
     struct fc_discovery_host host;
     ares_channel ch;
     char *servers; /* the channel's `resolvers` (NULL: the system's) */
+    /*
+     * Servers to change to (want_servers, NULL: the system's): c-ares 1.18
+     * changes them only while no query runs, so new queries wait (held)
+     * until those running have ended.
+     */
+    int servers_due;
+    char *want_servers;
+    uint32_t queries; /* targets with a query running */
+    uint64_t version; /* grows with each set that changed (fc_discovery_version()) */
     uv_timer_t ares_timer;
     uv_timer_t notify;
     int changed;   /* a set changed: host.changed() on the notify timer */
@@ -97,12 +109,11 @@ struct fc_discovery {
     uint32_t waiting; /* fresh targets not answered yet */
     struct sock_watch *socks;
     struct target *targets;
+    struct target *retired; /* gone, waiting for their query or timer to end (through ->next) */
     struct pool_counts *counts;
     uint32_t open; /* handles whose close callbacks are to come, the two timers included */
     int destroying;
 };
-
-static void query_start(struct target *t);
 
 /* ------------------------------------------------------------------------ */
 /* The channel on the loop                                                   */
@@ -118,6 +129,7 @@ static void discovery_free_if_done(struct fc_discovery *d)
         free(c);
     }
     free(d->servers);
+    free(d->want_servers);
     free(d);
 }
 
@@ -205,12 +217,12 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
     uv_poll_start(&w->poll, (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0), poll_cb);
 }
 
-/* Sets the channel's servers: cfg's `resolvers`, or those of /etc/resolv.conf. */
-static void set_servers(struct fc_discovery *d, const char *servers)
+static void query_start(struct target *t);
+
+/* Sets the channel's servers: want_servers, or those of /etc/resolv.conf. No query may run. */
+static void apply_servers(struct fc_discovery *d)
 {
-    if ((servers == NULL && d->servers == NULL) ||
-        (servers != NULL && d->servers != NULL && strcmp(servers, d->servers) == 0))
-        return;
+    const char *servers = d->want_servers;
     int rc;
     if (servers != NULL) {
         rc = ares_set_servers_ports_csv(d->ch, servers);
@@ -228,12 +240,50 @@ static void set_servers(struct fc_discovery *d, const char *servers)
         }
     }
     if (rc != ARES_SUCCESS) {
-        fc_log_error("DNS: cannot use the servers %s: %s",
+        fc_log_error("DNS: cannot use the servers %s: %s: the previous ones stay",
                      servers ? servers : "of /etc/resolv.conf", ares_strerror(rc));
+    } else {
+        free(d->servers);
+        d->servers = d->want_servers;
+        d->want_servers = NULL;
+    }
+    free(d->want_servers);
+    d->want_servers = NULL;
+    d->servers_due = 0;
+    for (struct target *t = d->targets; t != NULL; t = t->next)
+        if (t->held) {
+            t->held = 0;
+            query_start(t);
+        }
+}
+
+/*
+ * Asks for cfg's `resolvers` (NULL: the system's). Done at once when no
+ * query runs, else once the running ones have ended (from the notify
+ * timer), new queries waiting meanwhile.
+ */
+static void want_servers(struct fc_discovery *d, const char *servers)
+{
+    const char *now = d->servers_due ? d->want_servers : d->servers;
+    if ((servers == NULL && now == NULL) || (servers && now && strcmp(servers, now) == 0))
+        return;
+    free(d->want_servers);
+    d->want_servers = NULL;
+    if (servers != NULL && (d->want_servers = strdup(servers)) == NULL) {
+        fc_log_error("DNS: out of memory: the servers stay %s", d->servers ? d->servers : "");
         return;
     }
-    free(d->servers);
-    d->servers = servers != NULL ? strdup(servers) : NULL;
+    /* Back to what the channel has: nothing to change after all. */
+    if ((servers == NULL && d->servers == NULL) ||
+        (servers && d->servers && strcmp(servers, d->servers) == 0)) {
+        free(d->want_servers);
+        d->want_servers = NULL;
+        d->servers_due = 0;
+        return;
+    }
+    d->servers_due = 1;
+    if (d->queries == 0)
+        apply_servers(d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -243,6 +293,8 @@ static void set_servers(struct fc_discovery *d, const char *servers)
 static void notify_cb(uv_timer_t *timer)
 {
     struct fc_discovery *d = timer->data;
+    if (d->servers_due && d->queries == 0)
+        apply_servers(d);
     if (d->ready_due) {
         d->ready_due = 0;
         void (*ready)(void *) = d->ready;
@@ -276,6 +328,13 @@ static struct pool_counts *counts_of(const struct fc_discovery *d, const char *p
 
 static void target_free(struct target *t)
 {
+    if (t->gone) {
+        struct target **link = &t->d->retired;
+        while (*link != NULL && *link != t)
+            link = &(*link)->next;
+        if (*link == t)
+            *link = t->next;
+    }
     free(t->set);
     free(t->got);
     free(t->pool);
@@ -303,6 +362,9 @@ static void target_retire(struct target *t)
         link = &(*link)->next;
     *link = t->next;
     t->gone = 1;
+    t->next = d->retired;
+    d->retired = t;
+    t->held = 0;
     if (t->fresh && d->waiting > 0 && --d->waiting == 0) {
         d->ready_due = 1;
         notify(d);
@@ -408,6 +470,7 @@ static void settle_ok(struct target *t, const char *label)
         t->n = t->n_got;
         t->have_set = 1;
         d->changed = 1;
+        d->version++;
         notify(d);
     }
     t->got = NULL;
@@ -445,6 +508,9 @@ static void settle_failed(struct target *t, const char *label, const char *reaso
 static void query_settle(struct target *t)
 {
     struct fc_discovery *d = t->d;
+    d->queries--;
+    if (d->servers_due && d->queries == 0)
+        notify(d); /* the servers change from the notify timer, out of c-ares's callbacks */
     if (t->gone) {
         if (!t->timer_open)
             target_free(t);
@@ -452,6 +518,13 @@ static void query_settle(struct target *t)
     }
     char label[300];
     target_label(t, label, sizeof(label));
+    if (t->kind == FC_DISCOVER_HOST)
+        t->status = t->failed      ? t->failed
+                    : t->n_got > 0 ? ARES_SUCCESS
+                    : t->nxdomain  ? ARES_ENOTFOUND
+                                   : ARES_ENODATA;
+    else if (t->status == ARES_SUCCESS && t->failed != 0)
+        t->status = t->failed; /* a target's lookup failed: its addresses are not known */
     enum fc_dns_result result = fc_dns_result_of(t->status);
     char reason[128];
     snprintf(reason, sizeof(reason), "%s", ares_strerror(t->status));
@@ -492,7 +565,11 @@ static void query_settle(struct target *t)
     }
 }
 
-/* Adds one address to the query's set, unless it is there already. */
+/*
+ * Adds one address to the query's set. One given twice (two SRV records
+ * of one target and port) is one backend, with the larger weight, so that
+ * the order of the records cannot change the set.
+ */
 static void got_add(struct target *t, const struct ares_addrinfo_node *n, uint16_t port,
                     uint32_t weight)
 {
@@ -505,22 +582,31 @@ static void got_add(struct target *t, const struct ares_addrinfo_node *n, uint16
         ((struct sockaddr_in6 *)&a.addr)->sin6_port = htons(port);
     else
         ((struct sockaddr_in *)&a.addr)->sin_port = htons(port);
+    if (n->ai_ttl < t->ttl_s)
+        t->ttl_s = n->ai_ttl;
     for (uint32_t i = 0; i < t->n_got; i++)
-        if (addr_cmp(&t->got[i], &a) == 0)
+        if (addr_cmp(&t->got[i], &a) == 0) {
+            if (weight > t->got[i].weight)
+                t->got[i].weight = weight;
             return;
+        }
     if (t->n_got == FC_DISCOVERY_MAX_ADDRS) {
         t->oversized = 1;
         return;
     }
     if (t->got == NULL && (t->got = malloc(sizeof(*t->got) * FC_DISCOVERY_MAX_ADDRS)) == NULL) {
-        t->status = ARES_ENOMEM;
+        t->failed = ARES_ENOMEM;
         return;
     }
     t->got[t->n_got++] = a;
-    if (n->ai_ttl < t->ttl_s)
-        t->ttl_s = n->ai_ttl;
 }
 
+/*
+ * One family's answer for one name. "No such name" and "no record of that
+ * family" are answers; any other failure (a timeout, SERVFAIL, a malformed
+ * answer) fails the whole query, so that a lossy network cannot take a
+ * family or a target out of the set for a round: the last good set stays.
+ */
 static void lookup_done(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
     struct lookup *l = arg;
@@ -529,14 +615,19 @@ static void lookup_done(void *arg, int status, int timeouts, struct ares_addrinf
     uint32_t weight = l->weight;
     free(l);
     (void)timeouts;
-    if (status == ARES_EDESTRUCTION) {
-        /* The channel is going: the target is freed with it, not here. */
+    /*
+     * The channel is being destroyed (ARES_EDESTRUCTION, or an answer that
+     * c-ares completes on the way): the target is freed with it, not here.
+     */
+    if (status == ARES_EDESTRUCTION || t->d->destroying) {
         if (res != NULL)
             ares_freeaddrinfo(res);
         return;
     }
-    if (t->kind == FC_DISCOVER_HOST)
-        t->status = status;
+    if (status == ARES_ENOTFOUND || status == ARES_ENONAME)
+        t->nxdomain = 1;
+    else if (status != ARES_SUCCESS && status != ARES_ENODATA && t->failed == 0)
+        t->failed = status;
     for (const struct ares_addrinfo_node *n = res ? res->nodes : NULL; n != NULL; n = n->ai_next)
         got_add(t, n, port, weight);
     if (res != NULL)
@@ -545,16 +636,21 @@ static void lookup_done(void *arg, int status, int timeouts, struct ares_addrinf
         query_settle(t);
 }
 
-static int lookup_start(struct target *t, const char *name, uint16_t port, uint32_t weight)
+/* Looks up `name`'s A and AAAA records apart, so that each one's failure is seen. */
+static void lookup_start(struct target *t, const char *name, uint16_t port, uint32_t weight)
 {
-    struct lookup *l = malloc(sizeof(*l));
-    if (l == NULL)
-        return ARES_ENOMEM;
-    *l = (struct lookup){.t = t, .port = port, .weight = weight};
-    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    t->pending++;
-    ares_getaddrinfo(t->d->ch, name, NULL, &hints, lookup_done, l); /* may call back at once */
-    return ARES_SUCCESS;
+    static const int families[] = {AF_INET, AF_INET6};
+    for (int f = 0; f < 2; f++) {
+        struct lookup *l = malloc(sizeof(*l));
+        if (l == NULL) {
+            t->failed = ARES_ENOMEM;
+            return;
+        }
+        *l = (struct lookup){.t = t, .port = port, .weight = weight};
+        struct ares_addrinfo_hints hints = {.ai_family = families[f], .ai_socktype = SOCK_STREAM};
+        t->pending++;
+        ares_getaddrinfo(t->d->ch, name, NULL, &hints, lookup_done, l); /* may call back at once */
+    }
 }
 
 /*
@@ -571,13 +667,13 @@ static void srv_done(void *arg, int status, int timeouts, unsigned char *abuf, i
 {
     struct target *t = arg;
     (void)timeouts;
-    if (status == ARES_EDESTRUCTION)
+    if (status == ARES_EDESTRUCTION || t->d->destroying)
         return;
     struct ares_srv_reply *srv = NULL;
     if (status == ARES_SUCCESS)
         status = ares_parse_srv_reply(abuf, alen, &srv);
     t->status = status;
-    if (status == ARES_SUCCESS) {
+    if (status == ARES_SUCCESS && !t->gone) {
         unsigned lowest = UINT_MAX, max_weight = 0, records = 0;
         for (const struct ares_srv_reply *r = srv; r != NULL; r = r->next) {
             records++;
@@ -593,32 +689,40 @@ static void srv_done(void *arg, int status, int timeouts, unsigned char *abuf, i
         for (const struct ares_srv_reply *r = srv; r != NULL && !t->oversized; r = r->next)
             if (r->priority == lowest && strcmp(r->host, ".") != 0 && r->host[0] != '\0') {
                 t->srv_hosts++;
-                if (lookup_start(t, r->host, r->port, srv_weight(r->weight, max_weight)) != 0)
-                    t->status = ARES_ENOMEM;
+                lookup_start(t, r->host, r->port, srv_weight(r->weight, max_weight));
             }
-        ares_free_data(srv);
     }
+    if (srv != NULL)
+        ares_free_data(srv);
     if (--t->pending == 0)
         query_settle(t);
 }
 
 static void query_start(struct target *t)
 {
-    if (t->gone || t->pending > 0)
+    struct fc_discovery *d = t->d;
+    if (t->gone || t->pending > 0 || d->destroying)
         return;
+    if (d->servers_due) {
+        t->held = 1; /* started once the servers have changed */
+        return;
+    }
     t->status = ARES_SUCCESS;
+    t->failed = 0;
+    t->nxdomain = 0;
     t->oversized = 0;
     t->ttl_s = INT_MAX;
     t->srv_hosts = 0;
     t->n_got = 0;
+    d->queries++;
     t->pending = 1; /* this call's own, so that no early callback settles the query */
     if (t->kind == FC_DISCOVER_SRV) {
         t->pending++;
-        ares_query(t->d->ch, t->name, ns_c_in, ns_t_srv, srv_done, t);
-    } else if (lookup_start(t, t->name, t->port, 0) != 0) {
-        t->status = ARES_ENOMEM;
+        ares_query(d->ch, t->name, ns_c_in, ns_t_srv, srv_done, t);
+    } else {
+        lookup_start(t, t->name, t->port, 0);
     }
-    rearm(t->d);
+    rearm(d);
     if (--t->pending == 0)
         query_settle(t);
 }
@@ -652,7 +756,7 @@ struct fc_discovery *fc_discovery_create(uv_loop_t *loop, const struct fc_discov
 int fc_discovery_prepare(struct fc_discovery *d, const struct fc_config *cfg,
                          void (*ready)(void *arg), void *arg)
 {
-    set_servers(d, cfg->resolvers);
+    want_servers(d, cfg->resolvers);
     /* A prepare that did not end (its reload was dropped) leaves nothing waiting. */
     for (struct target *t = d->targets; t != NULL; t = t->next)
         t->fresh = 0;
@@ -677,10 +781,8 @@ int fc_discovery_prepare(struct fc_discovery *d, const struct fc_config *cfg,
             if (cb->discover == FC_DISCOVER_NONE)
                 continue;
             struct target *t = target_find(d, pool->name, cb);
-            if (t != NULL) {
-                t->interval_ms = pool->resolve_interval_ms;
-                continue;
-            }
+            if (t != NULL)
+                continue; /* its interval follows cfg once cfg is in force (commit) */
             t = calloc(1, sizeof(*t));
             if (t == NULL || (t->pool = strdup(pool->name)) == NULL ||
                 (t->name = strdup(cb->dns_name)) == NULL) {
@@ -720,17 +822,26 @@ int fc_discovery_prepare(struct fc_discovery *d, const struct fc_config *cfg,
 
 void fc_discovery_commit(struct fc_discovery *d, const struct fc_config *cfg)
 {
+    want_servers(d, cfg->resolvers); /* cfg's again, after a reload that failed */
     for (struct target *t = d->targets, *next; t != NULL; t = next) {
         next = t->next;
-        int kept = 0;
-        for (uint32_t p = 0; p < cfg->n_pools && !kept; p++) {
+        const struct fc_conf_pool *kept = NULL;
+        for (uint32_t p = 0; p < cfg->n_pools && kept == NULL; p++) {
             const struct fc_conf_pool *pool = &cfg->pools[p];
-            for (uint32_t b = 0; b < pool->n_backends && !kept; b++)
-                kept = pool->backends[b].discover != FC_DISCOVER_NONE &&
-                       same_key(t, pool->name, &pool->backends[b]);
+            for (uint32_t b = 0; b < pool->n_backends && kept == NULL; b++)
+                if (pool->backends[b].discover != FC_DISCOVER_NONE &&
+                    same_key(t, pool->name, &pool->backends[b]))
+                    kept = pool;
         }
-        if (!kept)
+        if (kept == NULL) {
             target_retire(t);
+            continue;
+        }
+        t->interval_ms = kept->resolve_interval_ms;
+        /* A shorter interval is in force now, not once the longer one has run out. */
+        if (uv_is_active((uv_handle_t *)&t->timer) &&
+            uv_timer_get_due_in(&t->timer) > t->interval_ms)
+            uv_timer_start(&t->timer, query_timer_cb, t->interval_ms, 0);
     }
     struct pool_counts **link = &d->counts;
     while (*link != NULL) {
@@ -746,6 +857,11 @@ void fc_discovery_commit(struct fc_discovery *d, const struct fc_config *cfg)
             free(c);
         }
     }
+}
+
+uint64_t fc_discovery_version(const struct fc_discovery *d)
+{
+    return d != NULL ? d->version : 0;
 }
 
 const struct fc_discovered *fc_discovery_find(const struct fc_discovery *d, const char *pool,
@@ -782,6 +898,16 @@ void fc_discovery_destroy(struct fc_discovery *d)
         uv_close((uv_handle_t *)&t->timer, target_timer_closed);
     }
     d->targets = NULL;
+    /* Those retired with a query running: the query ended with the channel. */
+    for (struct target *t = d->retired, *next; t != NULL; t = next) {
+        next = t->next;
+        t->pending = 0;
+        if (!t->timer_open) {
+            t->gone = 0; /* not to be looked for on the list that goes now */
+            target_free(t);
+        }
+    }
+    d->retired = NULL;
     /* c-ares closed its sockets through sock_state_cb; any watch left goes now. */
     for (struct sock_watch *w = d->socks, *next; w != NULL; w = next) {
         next = w->next;

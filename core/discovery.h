@@ -57,8 +57,9 @@ struct fc_discovery *fc_discovery_create(uv_loop_t *loop, const struct fc_discov
 
 /**
  * Makes cfg's targets known: those that are new are queried at once; the
- * others keep their sets and now follow cfg's intervals; cfg's `resolvers`
- * are asked from now on. Returns 1 when no target is new, else 0, and
+ * others keep their sets (and their intervals until the commit); cfg's
+ * `resolvers` are asked from now on (once the queries running have ended:
+ * c-ares changes servers only then). Returns 1 when no target is new, else 0, and
  * ready(arg) runs from the loop once each new target has had its first
  * answer or failure (bounded by c-ares's timeouts, dns.h). One prepare at a
  * time: a second replaces the first's ready(). Targets of other configs
@@ -67,7 +68,11 @@ struct fc_discovery *fc_discovery_create(uv_loop_t *loop, const struct fc_discov
 int fc_discovery_prepare(struct fc_discovery *d, const struct fc_config *cfg,
                          void (*ready)(void *arg), void *arg);
 
-/** cfg is in force: the targets it does not have stop (the pools it lacks lose their counts). */
+/**
+ * cfg is in force (a start or reload went through, or one failed and the
+ * config in force stays): the targets it does not have stop, the pools it
+ * lacks lose their counts, and its intervals and `resolvers` apply.
+ */
 void fc_discovery_commit(struct fc_discovery *d, const struct fc_config *cfg);
 
 /**
@@ -78,6 +83,12 @@ void fc_discovery_commit(struct fc_discovery *d, const struct fc_config *cfg);
  */
 const struct fc_discovered *fc_discovery_find(const struct fc_discovery *d, const char *pool,
                                               const struct fc_conf_backend *b, uint32_t *n);
+
+/**
+ * Grows each time a set changes: a generation built when it had a value
+ * has every set of that moment (0 when d is NULL).
+ */
+uint64_t fc_discovery_version(const struct fc_discovery *d);
 
 /** The queries of `pool`'s targets so far, by result (zeros for a pool without any). */
 void fc_discovery_counts(const struct fc_discovery *d, const char *pool,

@@ -443,12 +443,32 @@ static int pool_has(const struct fc_gen_pool *pool, const struct sockaddr_storag
     return 0;
 }
 
+/*
+ * Whether the file names that address as a backend of its own, or the
+ * runtime API added it: DNS giving it too does not make a second one, and
+ * the file's (or the runtime's) stays what it is.
+ */
+static int named_elsewhere(const struct fc_conf_pool *conf, const struct fc_overlay *o,
+                           const struct sockaddr_storage *addr)
+{
+    for (uint32_t b = 0; b < conf->n_backends; b++)
+        if (conf->backends[b].discover == FC_DISCOVER_NONE &&
+            fc_cfg_same_address(&conf->backends[b].addr, addr))
+            return 1;
+    for (uint32_t i = 0; o != NULL && i < o->n; i++)
+        if (o->entries[i].runtime && strcmp(o->entries[i].pool, conf->name) == 0 &&
+            fc_cfg_same_address(&o->entries[i].addr, addr))
+            return 1;
+    return 0;
+}
+
 /* The addresses DNS gave entry cb, in its place: each as "IP:port", with cb's weight for A/AAAA. */
-static int pool_discovered(struct fc_gen_pool *pool, const struct fc_conf_backend *cb,
-                           const struct fc_discovered *set, uint32_t n)
+static int pool_discovered(struct fc_gen_pool *pool, const struct fc_overlay *o,
+                           const struct fc_conf_backend *cb, const struct fc_discovered *set,
+                           uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        if (pool_has(pool, &set[i].addr))
+        if (pool_has(pool, &set[i].addr) || named_elsewhere(pool->conf, o, &set[i].addr))
             continue;
         char address[INET6_ADDRSTRLEN + 8];
         fc_config_format_address(&set[i].addr, address, sizeof(address));
@@ -488,7 +508,7 @@ static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o,
         if (cb->discover != FC_DISCOVER_NONE) {
             uint32_t n;
             const struct fc_discovered *set = fc_discovery_find(dns, conf->name, cb, &n);
-            if (pool_discovered(pool, cb, set, n) != 0)
+            if (pool_discovered(pool, o, cb, set, n) != 0)
                 return FC_ENOMEM;
             continue;
         }

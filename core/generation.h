@@ -60,9 +60,10 @@ struct fc_backend_shared {
 
     /* Health (see health.h). */
     struct fc_health_counters active; /**< main thread only */
-    uint32_t passive_failures;        /**< consecutive, any worker (atomic) */
-    uint32_t passive_tripped;         /**< set by a worker that marked it down (atomic) */
-    uint64_t passive_until_ns;        /**< end of a passive cool-down, 0 none (atomic) */
+    uint64_t probed_ms;        /**< when its last probe began (main loop's uv_now), 0: never */
+    uint32_t passive_failures; /**< consecutive, any worker (atomic) */
+    uint32_t passive_tripped;  /**< set by a worker that marked it down (atomic) */
+    uint64_t passive_until_ns; /**< end of a passive cool-down, 0 none (atomic) */
 
     /**
      * Not in rotation in the newest generation (drained, in maintenance or

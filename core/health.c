@@ -35,7 +35,7 @@ struct fc_health_pool {
     uv_timer_t timer;
     uint32_t in_flight;
     struct fc_health_run *run;
-    int only_new; /* the next tick probes only backends never probed (new to the pool) */
+    int probe_all; /* the next tick probes every backend, due or not (a start, a reload) */
 };
 
 struct fc_health_run {
@@ -265,10 +265,31 @@ void fc_health_init(void)
     fc_generation_set_probe_done(probe_done);
 }
 
-/* A backend new to the pool (from the runtime API or DNS): no probe has told on it yet. */
-static int never_probed(const struct fc_backend_shared *b)
+/*
+ * Each backend is probed interval_ms after its last probe began, whichever
+ * generation's checker ran it (the time is kept with the backend's shared
+ * state), so that the generations a runtime or DNS change makes, however
+ * often, neither delay nor repeat a backend's probes; one new to the pool
+ * (never probed) is due at once. The pool's timer is set for the next due
+ * backend.
+ */
+static void tick_cb(uv_timer_t *t);
+
+static void schedule_next(struct fc_health_pool *hp, uint64_t now)
 {
-    return b->active.passes == 0 && b->active.fails == 0;
+    uint64_t every = hp->pool->conf->health_conf.interval_ms;
+    uint64_t next = UINT64_MAX;
+    for (uint32_t i = 0; i < hp->pool->n_backends; i++) {
+        const struct fc_backend_shared *b = hp->pool->shared[i];
+        if (hp->probes[i].in_flight || hp->pool->backends[i].admin == FC_BACKEND_MAINT)
+            continue; /* one in flight is looked at again once it has ended */
+        uint64_t due = b->probed_ms != 0 ? b->probed_ms + every : now;
+        if (due < next)
+            next = due;
+    }
+    if (next == UINT64_MAX)
+        next = now + every;
+    uv_timer_start(&hp->timer, tick_cb, next > now ? next - now : 0, 0);
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -277,19 +298,23 @@ static void tick_cb(uv_timer_t *t)
     struct fc_health_run *run = hp->run;
     if (run->stopping)
         return;
-    int only_new = hp->only_new;
-    hp->only_new = 0;
+    uint64_t now = uv_now(t->loop);
+    uint64_t every = hp->pool->conf->health_conf.interval_ms;
+    int all = hp->probe_all;
+    hp->probe_all = 0;
     /* The run outlives this tick: the pool's timer holds it until its close callback. */
     const struct fc_instance *inst = hp->pool->health;
     const struct fc_health_ops *ops = inst->plugin->desc->health;
     for (uint32_t i = 0; i < hp->pool->n_backends; i++) {
         struct fc_probe *probe = &hp->probes[i];
+        struct fc_backend_shared *b = hp->pool->shared[i];
         if (probe->in_flight)
             continue; /* still running: one probe per backend at a time */
         if (hp->pool->backends[i].admin == FC_BACKEND_MAINT)
             continue; /* in maintenance: left alone until it is ready again */
-        if (only_new && !never_probed(hp->pool->shared[i]))
-            continue; /* probed in its round, one interval from the last */
+        if (!all && b->probed_ms != 0 && now < b->probed_ms + every)
+            continue; /* not due yet */
+        b->probed_ms = now != 0 ? now : 1;
         probe->in_flight = 1;
         hp->in_flight++;
         run->open++;
@@ -298,6 +323,8 @@ static void tick_cb(uv_timer_t *t)
         if (rc != 0 && probe->in_flight)
             probe_done(hp->pool, probe, 0, "the probe could not start");
     }
+    if (!run->stopping)
+        schedule_next(hp, now);
 }
 
 /* The checker of a pool with a health instance: one probe slot per backend. */
@@ -348,16 +375,15 @@ int fc_health_start(struct fc_generation *g, uv_loop_t *loop, int at_once)
         uv_timer_init(loop, &hp->timer);
         hp->timer.data = hp;
         /*
-         * The first round at once, so that an initially down backend soon
-         * comes up. After a runtime or DNS change, the backends new to the
-         * pool are probed at once all the same, the others at their interval.
+         * A start or reload probes every backend at once, so that an
+         * initially down backend soon comes up; a runtime or DNS change goes
+         * on with each backend's schedule (schedule_next()).
          */
-        uint64_t every = g->cfg->pools[p].health_conf.interval_ms;
-        int fresh = 0;
-        for (uint32_t b = 0; b < pool->n_backends; b++)
-            fresh |= never_probed(pool->shared[b]);
-        hp->only_new = !at_once && fresh;
-        uv_timer_start(&hp->timer, tick_cb, at_once || fresh ? 0 : every, every);
+        hp->probe_all = at_once;
+        if (at_once)
+            uv_timer_start(&hp->timer, tick_cb, 0, 0);
+        else
+            schedule_next(hp, uv_now(loop));
     }
     return rc;
 }

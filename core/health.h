@@ -43,11 +43,11 @@ void fc_health_init(void);
 /**
  * Starts the generation's active checkers (the instances it built, with one
  * probe slot per backend) and passive scan on the main loop. `at_once`: the
- * first round of probes runs at once (a start, a reload), else after one
- * interval (a runtime or DNS change, which must not add rounds to the
- * schedule: changes in quick succession would probe every backend each
- * time), but for the backends that no probe has told on yet (new to the
- * pool), which are probed at once.
+ * first round of probes runs at once (a start, a reload); otherwise (a
+ * runtime or DNS change) each backend is probed one interval after its last
+ * probe began, whichever generation ran it, so that changes in quick
+ * succession neither add probes nor hold them off, and a backend new to the
+ * pool is probed at once.
  */
 int fc_health_start(struct fc_generation *g, uv_loop_t *loop, int at_once);
 

@@ -66,10 +66,12 @@ struct daemon {
     struct fc_generation *gen; /* current; one reference held */
     struct fc_worker *workers;
     uint32_t n_workers;
-    struct fc_admin *admin;                           /* NULL once stopping */
-    struct fc_monitor *monitor;                       /* its metrics, status and events */
-    struct fc_runtime *runtime;                       /* the runtime API's overlay and state file */
-    struct fc_discovery *dns;                         /* backends from DNS; NULL once stopping */
+    struct fc_admin *admin;     /* NULL once stopping */
+    struct fc_monitor *monitor; /* its metrics, status and events */
+    struct fc_runtime *runtime; /* the runtime API's overlay and state file */
+    struct fc_discovery *dns;   /* backends from DNS; NULL once stopping */
+    uint64_t dns_in_force;      /* fc_discovery_version() when the generation in force was built */
+    uv_timer_t dns_retry;       /* a generation for DNS's sets that could not be built, again */
     struct reload_job *reloading;                     /* the reload in progress, or NULL */
     int reload_again;                                 /* asked for while one was in progress */
     struct fc_admin_later *asked[MAX_RELOAD_WAITERS]; /* POSTs for the next reload */
@@ -181,9 +183,10 @@ static int check_new_listeners(const struct fc_config *next, const struct fc_con
  * g (its checkers started) replaces the generation in force: the workers
  * take it on their next turn, the old checkers finish their probes and stop.
  */
-static void put_in_force(struct daemon *d, struct fc_generation *g)
+static void put_in_force(struct daemon *d, struct fc_generation *g, uint64_t dns_version)
 {
     struct fc_generation *old = d->gen;
+    d->dns_in_force = dns_version;
     fc_generation_mark_retiring(g, old);
     d->gen = g;
     for (uint32_t i = 0; i < d->n_workers; i++)
@@ -197,8 +200,10 @@ static void put_in_force(struct daemon *d, struct fc_generation *g)
  * failed, with the errors logged; nothing in force has changed then.
  */
 static struct fc_generation *build_started(struct daemon *d, struct fc_config *cfg,
-                                           const struct fc_overlay *overlay, int at_once)
+                                           const struct fc_overlay *overlay, int at_once,
+                                           uint64_t *dns_version)
 {
+    *dns_version = fc_discovery_version(d->dns); /* the sets the build reads */
     struct fc_generation *g;
     if (fc_generation_build(cfg, overlay, d->dns, d->gen, d->n_workers, d->loop, &g) != 0)
         return NULL;
@@ -215,10 +220,11 @@ static uint64_t runtime_apply(void *arg, const struct fc_overlay *overlay)
 {
     struct daemon *d = arg;
     fc_config_acquire(d->gen->cfg);
-    struct fc_generation *g = build_started(d, d->gen->cfg, overlay, 0);
+    uint64_t v;
+    struct fc_generation *g = build_started(d, d->gen->cfg, overlay, 0, &v);
     if (g == NULL)
         return 0;
-    put_in_force(d, g);
+    put_in_force(d, g, v);
     return g->id;
 }
 
@@ -226,20 +232,31 @@ static uint64_t runtime_apply(void *arg, const struct fc_overlay *overlay)
  * A DNS answer changed a set: a generation over the config in force with
  * the overlay and the sets as they are now, as a runtime change makes one.
  */
+static void dns_retry_cb(uv_timer_t *t);
+
 static void dns_changed(void *arg)
 {
     struct daemon *d = arg;
-    if (d->stopping || d->gen == NULL) /* before the first generation, which takes the sets */
+    /* Before the first generation, which takes the sets; or the one in force has them. */
+    if (d->stopping || d->gen == NULL || fc_discovery_version(d->dns) == d->dns_in_force)
         return;
     fc_config_acquire(d->gen->cfg);
-    struct fc_generation *g = build_started(d, d->gen->cfg, fc_runtime_overlay(d->runtime), 0);
+    uint64_t v;
+    struct fc_generation *g = build_started(d, d->gen->cfg, fc_runtime_overlay(d->runtime), 0, &v);
     if (g == NULL) {
-        fc_log_error("DNS: the new backends are not in force: generation %llu stays",
+        fc_log_error("DNS: the new backends are not in force: generation %llu stays (trying "
+                     "again in 1 s)",
                      (unsigned long long)d->gen->id);
+        uv_timer_start(&d->dns_retry, dns_retry_cb, 1000, 0);
         return;
     }
-    put_in_force(d, g);
+    put_in_force(d, g, v);
     fc_log_info("DNS: generation %llu in force", (unsigned long long)g->id);
+}
+
+static void dns_retry_cb(uv_timer_t *t)
+{
+    dns_changed(t->data);
 }
 
 static const struct fc_generation *runtime_generation(void *arg)
@@ -351,7 +368,8 @@ static void reload_build(void *arg)
      * turn of the loop, once g is published); the old ones finish their
      * probes first. Checkers that cannot start refuse the reload.
      */
-    struct fc_generation *g = build_started(d, cfg, &overlay, 1);
+    uint64_t v;
+    struct fc_generation *g = build_started(d, cfg, &overlay, 1, &v);
     if (g == NULL)
         goto failed;
     /*
@@ -363,7 +381,7 @@ static void reload_build(void *arg)
         goto failed;
     }
     fc_log_set_level(g->cfg->log_level);
-    put_in_force(d, g);
+    put_in_force(d, g, v);
     if (d->dns != NULL)
         fc_discovery_commit(d->dns, g->cfg);
     fc_runtime_reloaded(d->runtime, &overlay, g->cfg);
@@ -503,6 +521,7 @@ static void close_main_handles(struct daemon *d)
     uv_close((uv_handle_t *)&d->sig_usr1, NULL);
     uv_close((uv_handle_t *)&d->exited_async, NULL);
     uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&d->dns_retry, NULL);
     /* reap_async stays open until the workers are joined. */
 }
 
@@ -753,6 +772,7 @@ int main(int argc, char **argv)
     }
     if (d.dns != NULL)
         fc_discovery_commit(d.dns, d.gen->cfg);
+    d.dns_in_force = fc_discovery_version(d.dns);
     fc_generation_mark_retiring(d.gen, NULL); /* backends the state file drained */
     if (test_only) {
         fc_runtime_destroy(d.runtime);
@@ -786,6 +806,8 @@ int main(int argc, char **argv)
      */
     uv_timer_init(d.loop, &d.shutdown_timer);
     d.shutdown_timer.data = &d;
+    uv_timer_init(d.loop, &d.dns_retry);
+    d.dns_retry.data = &d;
     uv_signal_t *sigs[] = {&d.sig_hup, &d.sig_term, &d.sig_int, &d.sig_usr1};
     int signums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
     for (int i = 0; i < 4; i++) {

@@ -22,6 +22,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -657,6 +658,57 @@ IT_TEST(discovered_backends_are_health_checked_at_once)
     expect_listed(wait_listed(env, d.admin_port, 2, 0), it_strf(env, "127.0.0.1:%d", ports[1]), 1);
 }
 
+/*
+ * A set that changes more often than the health checks' interval (c joins
+ * and leaves the zone every 400 ms; checks every 1 s): each change makes a
+ * generation, and the backends that stay are still probed on their
+ * schedule, so a failing one goes down within about an interval.
+ */
+IT_TEST(frequent_changes_do_not_hold_off_health_checks)
+{
+    static const char *const names[] = {"a", "b", "c"};
+    int ports[3];
+    const char *hc[3];
+    const char *rec[3];
+    for (int i = 0; i < 3; i++) {
+        hc[i] = it_write_file(env, it_strf(env, "hc-%s", names[i]), "ok\n");
+        const char *const extra[] = {"--hc-file", hc[i], NULL};
+        ports[i] = it_backend_start_args(env, names[i], extra);
+        rec[i] = srv_record(env, 10, 1, ports[i], names[i]);
+    }
+    const char *two = srv_zone(env, it_strf(env, "%s, %s", rec[0], rec[1]));
+    const char *three = srv_zone(env, it_strf(env, "%s, %s, %s", rec[0], rec[1], rec[2]));
+    struct discovery d;
+    memset(&d, 0, sizeof(d));
+    d.dns_port = it_dns_start(env, two, &d.dns);
+    discovery_config(env, &d, NULL, INTERVAL_MS, SRV_ENTRY);
+    d.cfg.pools[0].health = "plugin = \"http\"; path = \"/hc\"; interval_ms = 1000; "
+                            "timeout_ms = 500; rise = 1; fall = 1;";
+    d.f = it_fulcrum_start(env, &d.cfg);
+    wait_answered_by(env, d.f->port, "b", CHANGE_MS);
+
+    const char *tmp = it_write_file(env, "hc-a.tmp", "fail\n");
+    if (rename(tmp, hc[0]) != 0)
+        fail_msg("rename: %s", strerror(errno));
+    int64_t failed_at = it_now_ms();
+    const char *down = it_strf(env, "backend 127.0.0.1:%d DOWN", ports[0]);
+    size_t generations = it_fulcrum_log_count(env, d.f, "DNS: generation");
+    int went_down = 0;
+    for (int round = 0; round < 10 && !went_down; round++) {
+        it_dns_zone(env, round % 2 == 0 ? three : two);
+        went_down = it_fulcrum_wait_log(env, d.f, down, 1, 400);
+    }
+    size_t made = it_fulcrum_log_count(env, d.f, "DNS: generation") - generations;
+    print_message("a went down %lld ms after its check began to fail, %zu DNS generations "
+                  "meanwhile\n",
+                  (long long)(it_now_ms() - failed_at), made);
+    if (!went_down)
+        fail_msg("a did not go down within 4 s while the set changed every 400 ms (%zu "
+                 "generations): its health checks were held off",
+                 made);
+    assert_true(made >= 2);
+}
+
 /* SRV weights 1 and 3 (the weighted strategy): the shares follow them. */
 IT_TEST(srv_weights_share_the_traffic)
 {
@@ -939,6 +991,90 @@ IT_TEST(oversized_answer_keeps_the_last_good_set)
 }
 
 /*
+ * One SRV target's address lookup fails (SERVFAIL) while the SRV records
+ * answer: the query as a whole has failed, and the last set stays whole;
+ * the target is not dropped for a round.
+ */
+IT_TEST(a_target_that_fails_to_resolve_keeps_the_last_set)
+{
+    static const char *const names[] = {"a", "b"};
+    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
+    const char *srv =
+        it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"), srv_record(env, 10, 1, b, "b"));
+    struct discovery d;
+    discovery_start(env, &d, srv_zone(env, srv), NULL, INTERVAL_MS, SRV_ENTRY);
+    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+
+    it_dns_zone(env, it_strf(env,
+                             "{\"names\": {\"" SRV_NAME ".\": {\"ttl\": 30, \"SRV\": [%s]}, "
+                             "\"a.test.\": {\"A\": [\"127.0.0.1\"]}, "
+                             "\"b.test.\": {\"rcode\": \"SERVFAIL\"}}}",
+                             srv));
+    wait_dns_queries(env, d.admin_port, "error", 0, CHANGE_MS);
+    it_sleep_ms(2 * INTERVAL_MS);
+    int counts[2];
+    spread(env, d.f->port, 20, names, 2, counts);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 10);
+    expect_listed(wait_listed(env, d.admin_port, 2, 0), it_strf(env, "127.0.0.1:%d", b), 1);
+}
+
+/*
+ * The file names a backend that DNS also gives: one backend, the file's,
+ * with its weight and source; DNS's other address beside it.
+ */
+IT_TEST(an_address_the_file_names_is_not_doubled)
+{
+    int a = it_backend_start(env, "a"), b = it_backend_start(env, "b");
+    struct discovery d;
+    discovery_start(env, &d,
+                    srv_zone(env, it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"),
+                                          srv_record(env, 10, 1, b, "b"))),
+                    NULL, INTERVAL_MS,
+                    it_strf(env, "%s, { address = \"127.0.0.1:%d\"; weight = 5; }", SRV_ENTRY, a));
+    const char *lines = wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    const char *fixed = it_strf(env, "127.0.0.1:%d config 5\n", a);
+    if (strstr(lines, fixed) == NULL || it_count(lines, it_strf(env, "127.0.0.1:%d ", a)) != 1)
+        fail_msg("expected %s once, the file's, in:\n%s", fixed, lines);
+    expect_listed(lines, it_strf(env, "127.0.0.1:%d", b), 1);
+    assert_int_equal(it_metric(env, d.admin_port, "fulcrum_pool_backends{pool=\"web\"}"), 2);
+}
+
+/*
+ * `resolvers` changed by a reload while queries to the old server are
+ * running (it never answers: each waits out c-ares's timeouts): the new
+ * server is asked once they end, and its answer is in force within a few
+ * seconds. c-ares changes servers only while no query runs.
+ */
+IT_TEST(a_reload_changes_the_resolvers_while_queries_run)
+{
+    int a = it_backend_start(env, "a");
+    int silent = socket(AF_INET, SOCK_DGRAM, 0); /* takes queries, answers none */
+    assert_true(silent >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(silent, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(silent, (struct sockaddr *)&sin, &len), 0);
+    struct discovery d;
+    memset(&d, 0, sizeof(d));
+    d.dns_port = it_dns_start(env, srv_zone(env, srv_record(env, 10, 1, a, "a")), &d.dns);
+    discovery_config(env, &d, NULL, INTERVAL_MS, SRV_ENTRY);
+    d.cfg.top = it_strf(env, "resolvers = ( \"127.0.0.1:%d\" );", ntohs(sin.sin_port));
+    d.f = it_fulcrum_start(env, &d.cfg);
+    assert_int_equal(it_metric(env, d.admin_port, "fulcrum_pool_backends{pool=\"web\"}"), 0);
+    /* The first query timed out as fulcrum started; the next one is running now. */
+    it_sleep_ms(INTERVAL_MS + 200);
+
+    d.cfg.top = it_strf(env, "resolvers = ( \"127.0.0.1:%d\" );", d.dns_port);
+    int64_t reloaded = it_now_ms();
+    assert_int_equal(it_fulcrum_reload(env, d.f, &d.cfg), 0);
+    wait_answered_by(env, d.f->port, "a", 8000);
+    print_message("the new resolvers' answer served %lld ms after the reload\n",
+                  (long long)(it_now_ms() - reloaded));
+    close(silent);
+}
+
+/*
  * A reload of an unchanged file: the discovered backends keep serving, with
  * no failed request across it.
  */
@@ -977,6 +1113,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(a_and_aaaa_answers_are_backends),
     IT_CASE(srv_targets_join_and_leave_without_a_failed_request),
     IT_CASE(discovered_backends_are_health_checked_at_once),
+    IT_CASE(frequent_changes_do_not_hold_off_health_checks),
     IT_CASE(srv_weights_share_the_traffic),
     IT_CASE(srv_lowest_priority_only),
     IT_CASE(dns_down_keeps_the_last_answer),
@@ -986,6 +1123,9 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(short_ttl_is_asked_again_before_the_interval),
     IT_CASE(malformed_answer_keeps_the_last_good_set),
     IT_CASE(oversized_answer_keeps_the_last_good_set),
+    IT_CASE(a_target_that_fails_to_resolve_keeps_the_last_set),
+    IT_CASE(an_address_the_file_names_is_not_doubled),
+    IT_CASE(a_reload_changes_the_resolvers_while_queries_run),
     IT_CASE(reload_keeps_discovered_backends_serving),
 };
 
