@@ -649,6 +649,14 @@ int it_send_all(int fd, const void *data, size_t len);
  */
 bool it_head_value(const char *head, const char *name, char *out, size_t cap);
 
+/*
+ * Reads one response with a Content-Length body from fd (blocking, for a
+ * load thread of its own): 0 with its status and X-Backend (empty when it
+ * has none) and the body read past, or -1 with the reason in why.
+ */
+int it_read_backend_response(int fd, int *status, char *backend, size_t bcap, char *why,
+                             size_t wcap);
+
 /* ---- body checks (backends.c) ------------------------------------------ */
 
 #define IT_FNV1A64_INIT UINT64_C(0xcbf29ce484222325)

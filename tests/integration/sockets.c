@@ -14,6 +14,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -168,4 +170,55 @@ bool it_head_value(const char *head, const char *name, char *out, size_t cap)
         }
     }
     return false;
+}
+
+int it_read_backend_response(int fd, int *status, char *backend, size_t bcap, char *why,
+                             size_t wcap)
+{
+    char buf[8192];
+    size_t len = 0;
+    char *end;
+    while ((end = memmem(buf, len, "\r\n\r\n", 4)) == NULL) {
+        if (len == sizeof(buf) - 1) {
+            snprintf(why, wcap, "response head too large");
+            return -1;
+        }
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(why, wcap, "connection %s before the response head",
+                     n == 0 ? "closed" : strerror(errno));
+            return -1;
+        }
+        len += (size_t)n;
+    }
+    end[2] = '\0';
+    size_t head_len = (size_t)(end - buf) + 4;
+    char cl[32];
+    if (sscanf(buf, "HTTP/1.%*d %d", status) != 1 ||
+        !it_head_value(buf, "Content-Length", cl, sizeof(cl))) {
+        snprintf(why, wcap, "bad response head: %.80s", buf);
+        return -1;
+    }
+    if (!it_head_value(buf, "X-Backend", backend, bcap))
+        backend[0] = '\0';
+    size_t want = strtoul(cl, NULL, 10), have = len - head_len;
+    if (have > want) {
+        snprintf(why, wcap, "%zu bytes after the response", have - want);
+        return -1;
+    }
+    while (have < want) {
+        char sink[4096];
+        size_t room = want - have < sizeof(sink) ? want - have : sizeof(sink);
+        ssize_t n = recv(fd, sink, room, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(why, wcap, "connection %s in the body", n == 0 ? "closed" : strerror(errno));
+            return -1;
+        }
+        have += (size_t)n;
+    }
+    return 0;
 }

@@ -361,57 +361,6 @@ struct load {
     struct load_client clients[MAX_LOAD_CLIENTS];
 };
 
-/* Reads one response with a Content-Length body; 0 with status and X-Backend, or -1 and why. */
-static int read_response(int fd, int *status, char *backend, size_t bcap, char *why, size_t wcap)
-{
-    char buf[8192];
-    size_t len = 0;
-    char *end;
-    while ((end = memmem(buf, len, "\r\n\r\n", 4)) == NULL) {
-        if (len == sizeof(buf) - 1) {
-            snprintf(why, wcap, "response head too large");
-            return -1;
-        }
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(why, wcap, "connection %s before the response head",
-                     n == 0 ? "closed" : strerror(errno));
-            return -1;
-        }
-        len += (size_t)n;
-    }
-    end[2] = '\0';
-    size_t head_len = (size_t)(end - buf) + 4;
-    char cl[32];
-    if (sscanf(buf, "HTTP/1.%*d %d", status) != 1 ||
-        !it_head_value(buf, "Content-Length", cl, sizeof(cl))) {
-        snprintf(why, wcap, "bad response head: %.80s", buf);
-        return -1;
-    }
-    if (!it_head_value(buf, "X-Backend", backend, bcap))
-        backend[0] = '\0';
-    size_t want = strtoul(cl, NULL, 10), have = len - head_len;
-    if (have > want) {
-        snprintf(why, wcap, "%zu bytes after the response", have - want);
-        return -1;
-    }
-    while (have < want) {
-        char sink[4096];
-        size_t room = want - have < sizeof(sink) ? want - have : sizeof(sink);
-        ssize_t n = recv(fd, sink, room, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(why, wcap, "connection %s in the body", n == 0 ? "closed" : strerror(errno));
-            return -1;
-        }
-        have += (size_t)n;
-    }
-    return 0;
-}
-
 static bool same_name(const char *want, const char *name)
 {
     return want != NULL && strcmp(want, name) == 0;
@@ -437,7 +386,8 @@ static void *load_client_main(void *arg)
             __atomic_add_fetch(&c->failed, 1, __ATOMIC_RELAXED);
             break;
         }
-        if (read_response(fd, &status, backend, sizeof(backend), why, sizeof(why)) != 0) {
+        if (it_read_backend_response(fd, &status, backend, sizeof(backend), why, sizeof(why)) !=
+            0) {
             snprintf(c->error, sizeof(c->error), "request %ld: %s", i, why);
             __atomic_add_fetch(&c->failed, 1, __ATOMIC_RELAXED);
             break;

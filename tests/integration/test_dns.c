@@ -318,56 +318,6 @@ struct traffic {
     } seen[TRAFFIC_NAMES];
 };
 
-/*
- * Reads one response with a Content-Length body on fd: 0 with its status and
- * X-Backend, or -1 with the reason in why.
- */
-static int traffic_read(int fd, int *status, char *backend, size_t bcap, char *why, size_t wcap)
-{
-    char buf[8192];
-    size_t len = 0;
-    char *end;
-    while ((end = memmem(buf, len, "\r\n\r\n", 4)) == NULL) {
-        if (len == sizeof(buf) - 1) {
-            snprintf(why, wcap, "response head too large");
-            return -1;
-        }
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(why, wcap, "connection %s before the response",
-                     n == 0 ? "closed" : strerror(errno));
-            return -1;
-        }
-        len += (size_t)n;
-    }
-    end[2] = '\0';
-    size_t have = len - (size_t)(end + 4 - buf);
-    char cl[32];
-    if (sscanf(buf, "HTTP/1.%*d %d", status) != 1 ||
-        !it_head_value(buf, "Content-Length", cl, sizeof(cl))) {
-        snprintf(why, wcap, "bad response head: %.80s", buf);
-        return -1;
-    }
-    if (!it_head_value(buf, "X-Backend", backend, bcap))
-        backend[0] = '\0';
-    size_t want = strtoul(cl, NULL, 10);
-    char sink[1024];
-    while (have < want) {
-        size_t room = want - have < sizeof(sink) ? want - have : sizeof(sink);
-        ssize_t n = recv(fd, sink, room, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(why, wcap, "connection %s in the body", n == 0 ? "closed" : strerror(errno));
-            return -1;
-        }
-        have += (size_t)n;
-    }
-    return 0;
-}
-
 static void traffic_note(struct traffic *t, int ok, const char *backend, const char *failure)
 {
     int64_t now = it_now_ms();
@@ -410,7 +360,8 @@ static void *traffic_main(void *arg)
         if (it_send_all(fd, req, sizeof(req) - 1) != 0) {
             snprintf(why, sizeof(why), "send: %s", strerror(errno));
             traffic_note(t, 0, NULL, why);
-        } else if (traffic_read(fd, &status, backend, sizeof(backend), why, sizeof(why)) != 0) {
+        } else if (it_read_backend_response(fd, &status, backend, sizeof(backend), why,
+                                            sizeof(why)) != 0) {
             traffic_note(t, 0, NULL, why);
         } else if (status != 200 || backend[0] == '\0') {
             snprintf(why, sizeof(why), "status %d from \"%s\"", status, backend);
@@ -512,6 +463,22 @@ static void traffic_stop(struct traffic *t, struct traffic_view *v)
     traffic_view(t, v);
     pthread_mutex_destroy(&t->lock);
     free(t);
+}
+
+/*
+ * Demo backends a and b, the SRV targets (weight 1, priority 10) of the
+ * zone's SRV_NAME, and fulcrum once it lists both. Returns the SRV records
+ * (a JSON list body), for a test that rewrites the zone around them.
+ */
+static const char *start_two_targets(struct it_env *env, struct discovery *d, int *a, int *b)
+{
+    *a = it_backend_start(env, "a");
+    *b = it_backend_start(env, "b");
+    const char *srv =
+        it_strf(env, "%s, %s", srv_record(env, 10, 1, *a, "a"), srv_record(env, 10, 1, *b, "b"));
+    discovery_start(env, d, srv_zone(env, srv), NULL, INTERVAL_MS, SRV_ENTRY);
+    wait_listed(env, d->admin_port, 2, CHANGE_MS);
+    return srv;
 }
 
 /* ---- the cases ---------------------------------------------------------- */
@@ -764,13 +731,9 @@ IT_TEST(srv_lowest_priority_only)
 IT_TEST(dns_down_keeps_the_last_answer)
 {
     static const char *const names[] = {"a", "b"};
-    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
+    int a, b;
     struct discovery d;
-    discovery_start(env, &d,
-                    srv_zone(env, it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"),
-                                          srv_record(env, 10, 1, b, "b"))),
-                    NULL, INTERVAL_MS, SRV_ENTRY);
-    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    start_two_targets(env, &d, &a, &b);
     long before =
         dns_queries(env, d.admin_port, "timeout") + dns_queries(env, d.admin_port, "error");
 
@@ -941,13 +904,9 @@ IT_TEST(short_ttl_is_asked_again_before_the_interval)
 IT_TEST(malformed_answer_keeps_the_last_good_set)
 {
     static const char *const names[] = {"a", "b"};
-    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
+    int a, b;
     struct discovery d;
-    discovery_start(env, &d,
-                    srv_zone(env, it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"),
-                                          srv_record(env, 10, 1, b, "b"))),
-                    NULL, INTERVAL_MS, SRV_ENTRY);
-    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    start_two_targets(env, &d, &a, &b);
 
     it_dns_zone(env, "{\"names\": {\"" SRV_NAME ".\": {\"malformed\": true}, " TARGETS "}}");
     wait_dns_queries(env, d.admin_port, "malformed", 0, CHANGE_MS);
@@ -970,12 +929,9 @@ IT_TEST(malformed_answer_keeps_the_last_good_set)
 IT_TEST(oversized_answer_keeps_the_last_good_set)
 {
     static const char *const names[] = {"a", "b"};
-    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
-    const char *two =
-        it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"), srv_record(env, 10, 1, b, "b"));
+    int a, b;
     struct discovery d;
-    discovery_start(env, &d, srv_zone(env, two), NULL, INTERVAL_MS, SRV_ENTRY);
-    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    const char *two = start_two_targets(env, &d, &a, &b);
 
     const char *many = two;
     for (int i = 0; i < 298; i++) /* ports nothing listens on: they must never be tried */
@@ -998,12 +954,9 @@ IT_TEST(oversized_answer_keeps_the_last_good_set)
 IT_TEST(a_target_that_fails_to_resolve_keeps_the_last_set)
 {
     static const char *const names[] = {"a", "b"};
-    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
-    const char *srv =
-        it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"), srv_record(env, 10, 1, b, "b"));
+    int a, b;
     struct discovery d;
-    discovery_start(env, &d, srv_zone(env, srv), NULL, INTERVAL_MS, SRV_ENTRY);
-    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    const char *srv = start_two_targets(env, &d, &a, &b);
 
     it_dns_zone(env, it_strf(env,
                              "{\"names\": {\"" SRV_NAME ".\": {\"ttl\": 30, \"SRV\": [%s]}, "
@@ -1081,13 +1034,9 @@ IT_TEST(a_reload_changes_the_resolvers_while_queries_run)
 IT_TEST(reload_keeps_discovered_backends_serving)
 {
     static const char *const names[] = {"a", "b"};
-    int a = it_backend_start(env, names[0]), b = it_backend_start(env, names[1]);
+    int a, b;
     struct discovery d;
-    discovery_start(env, &d,
-                    srv_zone(env, it_strf(env, "%s, %s", srv_record(env, 10, 1, a, "a"),
-                                          srv_record(env, 10, 1, b, "b"))),
-                    NULL, INTERVAL_MS, SRV_ENTRY);
-    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    start_two_targets(env, &d, &a, &b);
 
     struct traffic *t = traffic_start(d.f->port);
     it_sleep_ms(INTERVAL_MS);
