@@ -50,7 +50,7 @@ if [[ ${FC_BENCH_SKIP_BUILD:-0} != 1 ]]; then
   have_cmd cmake || missing+=(cmake)
   have_cmd cc || missing+=(build-essential)
   have_cmd pkg-config || missing+=(pkg-config)
-  for p in libuv1-dev node-llhttp libconfig-dev libhiredis-dev libssl-dev; do
+  for p in libuv1-dev node-llhttp libconfig-dev libhiredis-dev libssl-dev libjansson-dev libc-ares-dev; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
 fi
