@@ -730,7 +730,6 @@ IT_TEST(srv_lowest_priority_only)
  */
 IT_TEST(dns_down_keeps_the_last_answer)
 {
-    static const char *const names[] = {"a", "b"};
     int a, b;
     struct discovery d;
     start_two_targets(env, &d, &a, &b);
