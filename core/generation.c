@@ -420,7 +420,7 @@ static int build_health(struct fc_generation *g, struct fc_gen_pool *pool, void 
 /* Appends one backend to the pool's list (built by pool_backends()). */
 static int backend_add(struct fc_gen_pool *pool, const char *address,
                        const struct sockaddr_storage *addr, socklen_t addr_len, uint32_t weight,
-                       int admin, int source)
+                       uint32_t given_weight, int admin, int source)
 {
     struct fc_gen_backend *b = &pool->backends[pool->n_backends];
     if ((b->address = strdup(address)) == NULL)
@@ -428,6 +428,7 @@ static int backend_add(struct fc_gen_pool *pool, const char *address,
     b->addr = *addr;
     b->addr_len = addr_len;
     b->weight = weight;
+    b->given_weight = given_weight;
     b->admin = (uint8_t)admin;
     b->source = (uint8_t)source;
     pool->n_backends++;
@@ -462,7 +463,11 @@ static int named_elsewhere(const struct fc_conf_pool *conf, const struct fc_over
     return 0;
 }
 
-/* The addresses DNS gave entry cb, in its place: each as "IP:port", with cb's weight for A/AAAA. */
+/*
+ * The addresses DNS gave entry cb, in its place: each as "IP:port", with
+ * cb's weight for A/AAAA, the record's for SRV, or the state and weight the
+ * runtime API gave that address.
+ */
 static int pool_discovered(struct fc_gen_pool *pool, const struct fc_overlay *o,
                            const struct fc_conf_backend *cb, const struct fc_discovered *set,
                            uint32_t n)
@@ -472,9 +477,14 @@ static int pool_discovered(struct fc_gen_pool *pool, const struct fc_overlay *o,
             continue;
         char address[INET6_ADDRSTRLEN + 8];
         fc_config_format_address(&set[i].addr, address, sizeof(address));
-        uint32_t weight = cb->discover == FC_DISCOVER_HOST ? cb->weight : set[i].weight;
-        if (backend_add(pool, address, &set[i].addr, set[i].len, weight, FC_BACKEND_READY,
-                        FC_SOURCE_DNS) != 0)
+        uint32_t given = cb->discover == FC_DISCOVER_HOST ? cb->weight : set[i].weight;
+        const struct fc_overlay_entry *e =
+            o ? fc_overlay_find(o, pool->conf->name, &set[i].addr) : NULL;
+        if (e != NULL && !e->dns)
+            e = NULL;
+        if (backend_add(pool, address, &set[i].addr, set[i].len,
+                        e != NULL && e->weight != 0 ? e->weight : given, given,
+                        e != NULL ? e->admin : FC_BACKEND_READY, FC_SOURCE_DNS) != 0)
             return FC_ENOMEM;
     }
     return 0;
@@ -517,14 +527,14 @@ static int pool_backends(struct fc_gen_pool *pool, const struct fc_overlay *o,
             continue;
         uint32_t weight = e != NULL && e->weight != 0 ? e->weight : cb->weight;
         int admin = e != NULL ? e->admin : FC_BACKEND_READY;
-        if (backend_add(pool, cb->address, &cb->addr, cb->addr_len, weight, admin,
+        if (backend_add(pool, cb->address, &cb->addr, cb->addr_len, weight, cb->weight, admin,
                         FC_SOURCE_CONFIG) != 0)
             return FC_ENOMEM;
     }
     for (uint32_t i = 0; o != NULL && i < o->n; i++) {
         const struct fc_overlay_entry *e = &o->entries[i];
         if (e->runtime && strcmp(e->pool, conf->name) == 0 && !pool_has(pool, &e->addr) &&
-            backend_add(pool, e->address, &e->addr, e->addr_len, e->weight, e->admin,
+            backend_add(pool, e->address, &e->addr, e->addr_len, e->weight, e->weight, e->admin,
                         FC_SOURCE_RUNTIME) != 0)
             return FC_ENOMEM;
     }

@@ -117,8 +117,9 @@ struct fc_gen_backend {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     uint32_t weight;
-    uint8_t admin;  /**< enum fc_backend_admin */
-    uint8_t source; /**< enum fc_backend_source */
+    uint32_t given_weight; /**< the file's, DNS's or the runtime's, before the overlay's change */
+    uint8_t admin;         /**< enum fc_backend_admin */
+    uint8_t source;        /**< enum fc_backend_source */
 };
 
 /*

@@ -62,6 +62,7 @@ int fc_overlay_copy(const struct fc_overlay *from, struct fc_overlay *to)
         }
         e->unresolved = f->unresolved;
         e->runtime = f->runtime;
+        e->dns = f->dns;
         e->removed = f->removed;
         e->admin = f->admin;
         e->weight = f->weight;
@@ -177,7 +178,7 @@ uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg,
         } else if (pool != NULL) {
             fb = fc_overlay_file_backend(pool, &e->addr);
         }
-        if (fb != NULL && !e->runtime && !twice) {
+        if (fb != NULL && !e->runtime && !e->dns && !twice) {
             /* The file's spelling and weight now: a restart finds it by them. */
             char *spelled = strdup(fb->address);
             if (spelled != NULL) {
@@ -192,9 +193,11 @@ uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg,
             why = "the file has no such pool any more";
         else if (twice)
             why = "named twice in the state file";
-        else if (e->runtime && fb != NULL)
+        else if ((e->runtime || e->dns) && fb != NULL)
             why = "the file has it now: it is the file's again";
-        else if (!e->runtime && fb == NULL)
+        else if (e->dns && pool->n_discover == 0)
+            why = "the pool no longer has backends from DNS";
+        else if (!e->runtime && !e->dns && fb == NULL)
             why = "the file no longer has it";
         else if (!e->runtime && !e->removed && e->admin == FC_BACKEND_READY && e->weight == 0)
             why = "the file has it as the change made it";
@@ -225,7 +228,9 @@ char *fc_overlay_to_json(const struct fc_overlay *o)
     for (uint32_t i = 0; i < o->n; i++) {
         const struct fc_overlay_entry *e = &o->entries[i];
         json_t *j = json_pack("{s:s, s:s, s:s}", "pool", e->pool, "address", e->address, "source",
-                              e->runtime ? "runtime" : "config");
+                              e->runtime ? "runtime"
+                              : e->dns   ? "dns"
+                                         : "config");
         if (j == NULL) {
             bad = 1;
             break;
@@ -263,8 +268,11 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
     const char *why = NULL;
     int admin = state != NULL ? fc_backend_admin_parse(state) : FC_BACKEND_READY;
     int runtime = strcmp(source, "runtime") == 0;
-    if (!runtime && strcmp(source, "config") != 0)
-        why = "source: expected \"config\" or \"runtime\"";
+    int dns = strcmp(source, "dns") == 0;
+    if (!runtime && !dns && strcmp(source, "config") != 0)
+        why = "source: expected \"config\", \"runtime\" or \"dns\"";
+    else if (dns && removed)
+        why = "a backend from DNS is not removed";
     else if (admin < 0)
         why = "state: expected \"ready\", \"drain\" or \"maint\"";
     else if (weight < 0 || weight > WEIGHT_MAX || (runtime && (weight == 0 || removed)))
@@ -273,8 +281,8 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
         why = "a removed backend has no state or weight";
     else if (fc_config_parse_ip_address(address, &addr, &len, &why) == 0)
         unresolved = 0;
-    else if (runtime)
-        ; /* why says it: the runtime adds IP addresses only */
+    else if (runtime || dns)
+        ; /* why says it: the runtime adds IP addresses only, DNS gives them only */
     else
         why = NULL; /* a file backend by its name: found in the file by fc_overlay_reconcile() */
     for (uint32_t i = 0; why == NULL && i < out->n; i++)
@@ -294,6 +302,7 @@ static int entry_from_json(json_t *j, size_t index, struct fc_overlay *out, char
     }
     e->unresolved = (uint8_t)unresolved;
     e->runtime = (uint8_t)runtime;
+    e->dns = (uint8_t)dns;
     e->removed = (uint8_t)removed;
     e->admin = (uint8_t)admin;
     e->weight = (uint32_t)weight;

@@ -7,7 +7,8 @@
  * so they survive restarts too.
  *
  * An entry is either a backend the runtime added (`runtime`: the file does
- * not have it) or a change to one of the file's backends. The file keeps
+ * not have it), a change to one of the file's backends, or a change to a
+ * backend that DNS gives (`dns`). The file keeps
  * the last word on what it names: once a reloaded file has a backend the
  * runtime added, or no longer has one the runtime changed, the entry goes
  * (fc_overlay_reconcile()) and the backend is the file's again.
@@ -47,6 +48,12 @@ struct fc_overlay_entry {
     uint8_t runtime; /**< added at run time: not one of the file's backends */
     uint8_t removed; /**< one of the file's backends, removed at run time */
     uint8_t admin;   /**< enum fc_backend_admin */
+    /**
+     * A backend that DNS gives (discovery.h): its state and weight apply
+     * while DNS gives it, and again when DNS gives it again, for as long as
+     * the file discovers backends for the pool.
+     */
+    uint8_t dns;
     uint32_t weight; /**< 1..1000; 0: the file's (file backends only) */
     /**
      * A file backend read from the state file by a name (`localhost:9001`):
@@ -90,9 +97,10 @@ struct fc_overlay_entry *fc_overlay_put(struct fc_overlay *o, const char *pool, 
 void fc_overlay_drop(struct fc_overlay *o, struct fc_overlay_entry *e);
 
 /**
- * After a change to a file backend's entry: drops it when it no longer
- * changes anything (weight the file's, ready, not removed), so the backend
- * is plainly the file's. `file_weight` is the file's weight.
+ * After a change to a file (or DNS) backend's entry: drops it when it no
+ * longer changes anything (weight the file's, ready, not removed), so the
+ * backend is plainly the file's (or DNS's). `file_weight` is the weight the
+ * file (or DNS) gives it.
  */
 void fc_overlay_tidy(struct fc_overlay *o, struct fc_overlay_entry *e, uint32_t file_weight);
 

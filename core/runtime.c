@@ -426,10 +426,10 @@ path_pool(struct fc_runtime *rt, const struct fc_admin_request *req, struct fc_a
     return pool;
 }
 
-static json_t *backend_json(const char *address, uint32_t weight, int admin, int runtime)
+static json_t *backend_json(const char *address, uint32_t weight, int admin, int source)
 {
     return json_pack("{s:s, s:i, s:s, s:s}", "address", address, "weight", (int)weight, "state",
-                     fc_backend_admin_name(admin), "source", runtime ? "runtime" : "config");
+                     fc_backend_admin_name(admin), "source", fc_status_source_name(source));
 }
 
 /*
@@ -540,6 +540,7 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
         return;
     }
     e->runtime = fb == NULL;
+    e->dns = 0; /* added: the runtime's now, whether DNS gave it before or not */
     e->removed = 0;
     e->admin = (uint8_t)admin;
     e->weight = fb != NULL && weight == fb->weight ? 0 : weight;
@@ -554,8 +555,9 @@ static void backend_add(void *arg, const struct fc_admin_request *req,
     tell(rt, name, address, "added through the runtime API");
     answer_adopted(rt, resp, id, 201,
                    json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
-                             backend_json(address, weight, admin, fb == NULL), "generation",
-                             (json_int_t)id),
+                             backend_json(address, weight, admin,
+                                          fb == NULL ? FC_SOURCE_RUNTIME : FC_SOURCE_CONFIG),
+                             "generation", (json_int_t)id),
                    NULL);
 }
 
@@ -590,12 +592,15 @@ static struct fc_overlay_entry *change_of(struct fc_runtime *rt, struct fc_overl
     }
     if (b->source == FC_SOURCE_RUNTIME)
         e->runtime = 1;
+    if (b->source == FC_SOURCE_DNS)
+        e->dns = 1;
     return e;
 }
 
 /*
- * A backend that DNS gave follows DNS: the runtime API neither changes nor
- * removes it (409), as the next answer would undo it.
+ * A backend that DNS gives is not removed through the runtime API (409):
+ * the next answer would bring it back. It can be drained, put in
+ * maintenance or weighed instead, which holds while DNS gives it.
  */
 static int refuse_discovered(const struct fc_gen_pool *pool, const struct fc_gen_backend *b,
                              struct fc_admin_response *resp)
@@ -603,8 +608,8 @@ static int refuse_discovered(const struct fc_gen_pool *pool, const struct fc_gen
     if (b->source != FC_SOURCE_DNS)
         return 0;
     errorf(resp, 409,
-           "pool %s: backend %s comes from DNS and follows its answers: change the DNS "
-           "records, or the pool's entry in the file",
+           "pool %s: backend %s comes from DNS, whose next answer would bring it back: drain it "
+           "or put it in maintenance instead, or change the DNS records",
            pool->conf->name, b->address);
     return 1;
 }
@@ -625,8 +630,6 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     if (j == NULL)
         return;
     const struct fc_gen_backend *b = &pool->backends[i];
-    if (refuse_discovered(pool, b, resp))
-        return;
     uint32_t weight = b->weight;
     int admin = b->admin;
     int has_w = get_weight(j, resp, &weight);
@@ -640,11 +643,12 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     }
     const struct fc_generation *g = rt->host.generation(rt->host.arg);
     int runtime = b->source == FC_SOURCE_RUNTIME;
+    int source = b->source;
     const char *name = pool->conf->name;            /* the config's: the new generation shares it */
     if (weight == b->weight && admin == b->admin) { /* as it is: nothing to build */
         fc_admin_json(resp, 200,
                       json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
-                                backend_json(b->address, weight, admin, runtime), "generation",
+                                backend_json(b->address, weight, admin, source), "generation",
                                 (json_int_t)g->id));
         return;
     }
@@ -661,11 +665,10 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     e->admin = (uint8_t)admin;
     e->weight = weight;
     if (!runtime) {
-        const struct fc_conf_backend *fb = fc_overlay_file_backend(pool->conf, &b->addr);
-        uint32_t file_weight = fb != NULL ? fb->weight : 0;
-        if (weight == file_weight)
-            e->weight = 0; /* the file's: a later change of it in the file applies */
-        fc_overlay_tidy(&next, e, file_weight);
+        uint32_t given = b->given_weight; /* the file's, or DNS's */
+        if (weight == given)
+            e->weight = 0; /* the file's (DNS's): a later change of it there applies */
+        fc_overlay_tidy(&next, e, given);
     }
     uint64_t id = apply(rt, &next, resp);
     if (id == 0) {
@@ -680,7 +683,7 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     tell(rt, name, address, reason);
     answer_adopted(rt, resp, id, 200,
                    json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
-                             backend_json(address, weight, admin, runtime), "generation",
+                             backend_json(address, weight, admin, source), "generation",
                              (json_int_t)id),
                    NULL);
     free(address);

@@ -801,9 +801,7 @@
 
     /* The row's buttons for its state, made again only when that changed. */
     function renderActions(refs) {
-        /* A backend from DNS follows the answers: the runtime API refuses to change it. */
-        const want = app.writable && refs.row.dataset.source !== 'dns'
-            ? actionsFor(refs.row.dataset.state) : [];
+        const want = app.writable ? actionsFor(refs.row.dataset.state) : [];
         const key = want.join(' ');
         if (refs.actions.dataset.shown === key) {
             for (const b of refs.actions.children)

@@ -1026,6 +1026,62 @@ IT_TEST(a_reload_changes_the_resolvers_while_queries_run)
     close(silent);
 }
 
+/* An admin API call with a JSON body; returns the status, the answer's body in *body. */
+static int admin_call(struct it_env *env, int port, const char *method, const char *path,
+                      const char *json, const char **body)
+{
+    struct it_conn *c = it_connect(env, port);
+    it_send_str(c,
+                it_strf(env, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n%s",
+                        method, path, strlen(json), json));
+    struct it_response r;
+    it_expect_response(c, method, &r);
+    int status = r.status;
+    *body = it_strf(env, "%s", r.body);
+    it_response_free(&r);
+    it_conn_close(c);
+    return status;
+}
+
+/*
+ * The runtime API drains a backend that DNS gives: it takes no new request,
+ * and stays drained through a DNS change (another target joins); ready
+ * brings it back; removing it is refused (409), as DNS would bring it back.
+ */
+IT_TEST(a_dns_backend_is_drained_through_the_runtime_api)
+{
+    static const char *const names[] = {"a", "b", "c"};
+    int a, b;
+    struct discovery d;
+    const char *srv = start_two_targets(env, &d, &a, &b);
+    int c = it_backend_start(env, "c");
+    const char *path = it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b);
+    const char *body;
+    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"drain\"}", &body),
+                     200);
+    assert_non_null(strstr(body, "\"source\":\"dns\""));
+    assert_non_null(strstr(body, "\"state\":\"drain\""));
+    int counts[3];
+    spread(env, d.f->port, 10, names, 3, counts);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 0);
+
+    /* c joins: a new set, a new generation; b stays drained in it. */
+    it_dns_zone(env, srv_zone(env, it_strf(env, "%s, %s", srv, srv_record(env, 10, 1, c, "c"))));
+    wait_listed(env, d.admin_port, 3, CHANGE_MS);
+    spread(env, d.f->port, 20, names, 3, counts);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 0);
+    assert_int_equal(counts[2], 10);
+
+    assert_int_equal(admin_call(env, d.admin_port, "DELETE", path, "", &body), 409);
+    assert_non_null(strstr(body, "comes from DNS"));
+    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"ready\"}", &body),
+                     200);
+    spread(env, d.f->port, 30, names, 3, counts);
+    assert_int_equal(counts[1], 10);
+}
+
 /*
  * A reload of an unchanged file: the discovered backends keep serving, with
  * no failed request across it.
@@ -1074,6 +1130,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(a_target_that_fails_to_resolve_keeps_the_last_set),
     IT_CASE(an_address_the_file_names_is_not_doubled),
     IT_CASE(a_reload_changes_the_resolvers_while_queries_run),
+    IT_CASE(a_dns_backend_is_drained_through_the_runtime_api),
     IT_CASE(reload_keeps_discovered_backends_serving),
 };
 

@@ -202,6 +202,63 @@ static void test_the_file_has_the_last_word(void **state)
     fc_config_free(cfg);
 }
 
+/*
+ * A change to a backend that DNS gives: kept in the state file as such,
+ * kept by a file whose pool still discovers backends, dropped by one whose
+ * pool no longer does, or that names the address itself.
+ */
+static void test_dns_backends_keep_their_changes(void **state)
+{
+    (void)state;
+    fc_log_set_sink(quiet, NULL);
+    const char *text = "{\"version\": 1, \"backends\": ["
+                       "{\"pool\": \"web\", \"address\": \"127.0.0.1:9101\", \"source\": \"dns\", "
+                       "\"state\": \"drain\"},"
+                       "{\"pool\": \"web\", \"address\": \"127.0.0.1:9001\", \"source\": \"dns\", "
+                       "\"state\": \"maint\", \"weight\": 3}]}";
+    struct fc_overlay o;
+    char err[256] = "";
+    assert_int_equal(fc_overlay_from_json(text, strlen(text), &o, err, sizeof(err)), 0);
+    assert_int_equal(o.n, 2);
+    assert_true(o.entries[0].dns);
+    assert_false(o.entries[0].runtime);
+    assert_int_equal(o.entries[0].admin, FC_BACKEND_DRAIN);
+    char *again = fc_overlay_to_json(&o);
+    assert_non_null(again);
+    assert_non_null(strstr(again, "\"source\": \"dns\""));
+    free(again);
+
+    /* The pool discovers; 9001 is also the file's own: that one is the file's again. */
+    struct fc_config *cfg =
+        load("listeners = ({ address = \"127.0.0.1:1\"; pool = \"web\"; });\n"
+             "pools = ({ name = \"web\"; strategy = { plugin = \"round_robin\"; };\n"
+             "  backends = ({ address = \"127.0.0.1:9001\"; },\n"
+             "              { address = \"srv:_http._tcp.web.test\"; }); });\n");
+    struct fc_overlay kept;
+    assert_int_equal(fc_overlay_copy(&o, &kept), 0);
+    assert_int_equal(fc_overlay_reconcile(&kept, cfg, 1), 1);
+    assert_int_equal(kept.n, 1);
+    assert_string_equal(kept.entries[0].address, "127.0.0.1:9101");
+    assert_true(kept.entries[0].dns);
+    fc_overlay_free(&kept);
+    fc_config_free(cfg);
+
+    /* The pool no longer discovers: the change goes. */
+    cfg = load("listeners = ({ address = \"127.0.0.1:1\"; pool = \"web\"; });\n"
+               "pools = ({ name = \"web\"; strategy = { plugin = \"round_robin\"; };\n"
+               "  backends = ({ address = \"127.0.0.1:9002\"; }); });\n");
+    assert_int_equal(fc_overlay_reconcile(&o, cfg, 1), 2);
+    assert_int_equal(o.n, 0);
+    fc_overlay_free(&o);
+    fc_config_free(cfg);
+
+    /* DNS gives no removals. */
+    const char *bad = "{\"version\": 1, \"backends\": [{\"pool\": \"web\", \"address\": "
+                      "\"127.0.0.1:9101\", \"source\": \"dns\", \"removed\": true}]}";
+    assert_int_equal(fc_overlay_from_json(bad, strlen(bad), &o, err, sizeof(err)), FC_EINVAL);
+    assert_non_null(strstr(err, "a backend from DNS is not removed"));
+}
+
 static void test_tidy_drops_what_changes_nothing(void **state)
 {
     (void)state;
@@ -240,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_state_file_round_trip),
         cmocka_unit_test(test_damage_is_refused),
         cmocka_unit_test(test_the_file_has_the_last_word),
+        cmocka_unit_test(test_dns_backends_keep_their_changes),
         cmocka_unit_test(test_tidy_drops_what_changes_nothing),
         cmocka_unit_test(test_names_of_states),
     };
