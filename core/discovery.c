@@ -674,6 +674,9 @@ static void srv_done(void *arg, int status, int timeouts, unsigned char *abuf, i
         status = ares_parse_srv_reply(abuf, alen, &srv);
     t->status = status;
     if (status == ARES_SUCCESS && !t->gone) {
+        int64_t ttl = fc_dns_srv_ttl(abuf, alen);
+        if (ttl >= 0 && ttl < t->ttl_s)
+            t->ttl_s = ttl;
         unsigned lowest = UINT_MAX, max_weight = 0, records = 0;
         for (const struct ares_srv_reply *r = srv; r != NULL; r = r->next) {
             records++;

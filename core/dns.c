@@ -7,6 +7,7 @@
 #include <fulcrum/plugin.h>
 
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
@@ -168,4 +169,45 @@ int fc_dns_lookup(const char *name, int family, uint16_t port, const char *serve
     else
         a4->sin_port = htons(port);
     return 0;
+}
+
+/*
+ * c-ares 1.18's ares_parse_srv_reply() keeps no TTL, so the answer
+ * section is walked here: names skipped with ares_expand_name(), every
+ * length checked against alen.
+ */
+int64_t fc_dns_srv_ttl(const unsigned char *abuf, int alen)
+{
+    if (alen < 12)
+        return -1;
+    unsigned qd = (unsigned)abuf[4] << 8 | abuf[5], an = (unsigned)abuf[6] << 8 | abuf[7];
+    const unsigned char *p = abuf + 12, *end = abuf + alen;
+    int64_t least = -1;
+    for (unsigned i = 0; i < qd + an; i++) {
+        char *name;
+        long enclen;
+        if (ares_expand_name(p, abuf, alen, &name, &enclen) != ARES_SUCCESS)
+            return -1;
+        ares_free_string(name);
+        p += enclen;
+        if (i < qd) { /* a question: type and class */
+            if (end - p < 4)
+                return -1;
+            p += 4;
+            continue;
+        }
+        if (end - p < 10)
+            return -1;
+        unsigned type = (unsigned)p[0] << 8 | p[1];
+        int64_t ttl =
+            (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
+        unsigned rdlen = (unsigned)p[8] << 8 | p[9];
+        p += 10;
+        if ((size_t)(end - p) < rdlen)
+            return -1;
+        p += rdlen;
+        if (type == ns_t_srv && (least < 0 || ttl < least))
+            least = ttl;
+    }
+    return least;
 }

@@ -65,4 +65,11 @@ enum fc_dns_result {
 extern const char *const fc_dns_result_names[FC_DNS_RESULTS];
 enum fc_dns_result fc_dns_result_of(int ares_status);
 
+/**
+ * The least TTL of the SRV records in a DNS answer (abuf, alen bytes, as
+ * c-ares hands it to ares_query()'s callback), or -1 when it has none or
+ * does not parse. Takes any bytes (tests/fuzz/fuzz_dns.c).
+ */
+int64_t fc_dns_srv_ttl(const unsigned char *abuf, int alen);
+
 #endif

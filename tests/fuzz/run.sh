@@ -3,7 +3,7 @@
 # and runs each for FC_FUZZ_SECONDS (default 20) from its seed corpus under
 # tests/fuzz/corpus/<target>/; fails on any crash, leak or sanitizer report.
 #
-#   tests/fuzz/run.sh                      what tests/run.sh runs (7 x 20 s)
+#   tests/fuzz/run.sh                      what tests/run.sh runs (8 x 20 s)
 #   FC_FUZZ_SECONDS=600 tests/fuzz/run.sh  the longer run (10 minutes a target)
 #   FC_FUZZ_TARGETS="request" tests/fuzz/run.sh
 #
@@ -15,7 +15,8 @@
 # pick alike, no path spelling slips past its route), config (the
 # configuration loader), state (the runtime state file reader: what it takes
 # writes back to what it takes again), cache (the response cache's RFC 9111
-# decisions, its metas and hit heads, HTTP-dates). New inputs found go to a scratch copy of the corpus,
+# decisions, its metas and hit heads, HTTP-dates), dns (the DNS answers service
+# discovery reads: c-ares's SRV parser and fc_dns_srv_ttl()). New inputs found go to a scratch copy of the corpus,
 # never into the repository; a crashing input is kept under build-fuzz/ and named.
 # FC_FUZZ_BUILD_DIR puts the builds, corpora and logs elsewhere.
 set -euo pipefail
@@ -24,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${FC_FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${FC_FUZZ_SECONDS:-20}
-targets=${FC_FUZZ_TARGETS:-request response body route config state cache}
+targets=${FC_FUZZ_TARGETS:-request response body route config state cache dns}
 cc=${FC_FUZZ_CC:-clang-14}
 command -v "$cc" >/dev/null || { echo "fuzz: $cc not found: apt-get install clang-14 libclang-rt-14-dev" >&2; exit 1; }
 
@@ -40,9 +41,10 @@ declare -A sources=(
   [route]="core/http_request.c core/http_rewrite.c core/route.c"
   [config]="core/config.c core/config_reader.c core/dns.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
   [cache]="core/cache_policy.c core/cache_entry.c core/http_request.c core/http_rewrite.c"
+  [dns]="core/dns.c"
   [state]="core/overlay.c core/config.c core/config_reader.c core/dns.c core/config_tls.c core/tls_context.c core/tls.c core/log.c core/log_writer.c"
 )
-declare -A libs=([request]="" [response]="" [body]="" [route]="" [cache]="" [config]="$(pkg-config --libs libconfig libssl libcrypto libuv libcares)"
+declare -A libs=([request]="" [response]="" [body]="" [route]="" [cache]="" [dns]="$(pkg-config --libs libcares)" [config]="$(pkg-config --libs libconfig libssl libcrypto libuv libcares)"
                    [state]="$(pkg-config --libs libconfig jansson libssl libcrypto libuv libcares)")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}

@@ -899,6 +899,35 @@ IT_TEST(short_ttl_is_asked_again_before_the_interval)
     assert_string_equal(got, "a");
 }
 
+/*
+ * The TTL of the SRV records themselves (1 s, their targets' addresses 300
+ * s, the interval 10 s) brings the next SRV query forward.
+ */
+IT_TEST(short_srv_ttl_is_asked_again_before_the_interval)
+{
+    int a = it_backend_start(env, "a");
+    struct discovery d;
+    memset(&d, 0, sizeof(d));
+    d.dns_port =
+        it_dns_start(env,
+                     it_strf(env,
+                             "{\"names\": {\"" SRV_NAME ".\": {\"ttl\": 1, \"SRV\": [%s]}, "
+                             "\"a.test.\": {\"ttl\": 300, \"A\": [\"127.0.0.1\"]}}}",
+                             srv_record(env, 10, 1, a, "a")),
+                     &d.dns);
+    discovery_config(env, &d, NULL, 10000, SRV_ENTRY);
+    int64_t started = it_now_ms();
+    d.f = it_fulcrum_start(env, &d.cfg);
+    wait_answered_by(env, d.f->port, "a", 2000);
+    size_t n = 0;
+    while ((n = it_dns_queries(env, d.dns, SRV_NAME, "SRV")) < 3 && it_now_ms() - started < 4500)
+        it_sleep_ms(50);
+    print_message("%zu SRV queries in %lld ms (SRV TTL 1 s, targets' 300 s, interval 10 s)\n", n,
+                  (long long)(it_now_ms() - started));
+    if (n < 3)
+        fail_msg("%zu SRV queries within 4.5 s: the SRV records' TTL of 1 s was not followed", n);
+}
+
 /* An answer that is malformed later keeps the last good set, and is counted. */
 IT_TEST(malformed_answer_keeps_the_last_good_set)
 {
@@ -1125,6 +1154,7 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(nxdomain_without_resolve_fails_naming_the_host),
     IT_CASE(plain_name_resolves_once_through_the_resolvers),
     IT_CASE(short_ttl_is_asked_again_before_the_interval),
+    IT_CASE(short_srv_ttl_is_asked_again_before_the_interval),
     IT_CASE(malformed_answer_keeps_the_last_good_set),
     IT_CASE(oversized_answer_keeps_the_last_good_set),
     IT_CASE(a_target_that_fails_to_resolve_keeps_the_last_set),
