@@ -745,10 +745,11 @@ int main(int argc, char **argv)
     fc_runtime_load(d.runtime, cfg);
     /*
      * The DNS entries' first answers (or failures) come before the first
-     * generation, so that the pools start with what DNS has. `-t` asks
-     * nothing: such an entry may fail to resolve without failing the test.
+     * generation, so that the pools start with what DNS has. `-t` asks them
+     * too and tells (warns) what does not resolve, but such an entry fails
+     * no test, as it fails no start.
      */
-    if (!test_only) {
+    {
         struct fc_discovery_host dns_host = {.changed = dns_changed, .arg = &d};
         int answered = 0;
         if ((d.dns = fc_discovery_create(d.loop, &dns_host)) == NULL) {
@@ -775,6 +776,8 @@ int main(int argc, char **argv)
     d.dns_in_force = fc_discovery_version(d.dns);
     fc_generation_mark_retiring(d.gen, NULL); /* backends the state file drained */
     if (test_only) {
+        fc_discovery_destroy(d.dns);
+        d.dns = NULL;
         fc_runtime_destroy(d.runtime);
         fc_generation_release(d.gen);
         uv_run(d.loop, UV_RUN_DEFAULT);

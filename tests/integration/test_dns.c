@@ -791,6 +791,14 @@ IT_TEST(nxdomain_at_start_serves_once_the_name_appears)
                     it_strf(env, "{ address = \"web.test:%d\"; resolve = true; }", port));
     const char *got;
     assert_int_equal(get_backend(env, d.f->port, &got), 503);
+    /* `fulcrum -t` asks too, and says so, but passes: such a name fails no start. */
+    struct it_run_result r;
+    const char *const check[] = {FC_BINARY, "-t", "-c", d.f->config_path, NULL};
+    it_run(env, check, 15000, &r);
+    if (r.exit_code != 0 || strstr(r.err, "web.test") == NULL ||
+        strstr(r.err, "cannot resolve") == NULL)
+        fail_msg("fulcrum -t: exit %d, expected 0 and a warning naming web.test:\n%s", r.exit_code,
+                 r.err);
     wait_dns_queries(env, d.admin_port, "nxdomain", 0, CHANGE_MS);
     it_sleep_ms(4 * INTERVAL_MS);
     assert_true(dns_queries(env, d.admin_port, "nxdomain") >= 3);
