@@ -201,6 +201,8 @@ int64_t fc_dns_srv_ttl(const unsigned char *abuf, int alen)
         unsigned type = (unsigned)p[0] << 8 | p[1];
         int64_t ttl =
             (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
+        if (ttl > INT32_MAX)
+            ttl = 0; /* RFC 2181 8: a TTL with the top bit set counts as 0 */
         unsigned rdlen = (unsigned)p[8] << 8 | p[9];
         p += 10;
         if ((size_t)(end - p) < rdlen)

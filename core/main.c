@@ -749,10 +749,15 @@ int main(int argc, char **argv)
      * too and tells (warns) what does not resolve, but such an entry fails
      * no test, as it fails no start.
      */
-    {
+    int discovers = 0;
+    for (uint32_t p = 0; p < cfg->n_pools; p++)
+        discovers |= cfg->pools[p].n_discover > 0;
+    if (!test_only || discovers) {
         struct fc_discovery_host dns_host = {.changed = dns_changed, .arg = &d};
         int answered = 0;
         if ((d.dns = fc_discovery_create(d.loop, &dns_host)) == NULL) {
+            if (test_only)
+                fprintf(stderr, "configuration test failed\n");
             fc_config_free(cfg);
             fc_runtime_destroy(d.runtime);
             uv_run(d.loop, UV_RUN_DEFAULT);

@@ -200,7 +200,8 @@ uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg,
         else if (!e->runtime && !e->dns && fb == NULL)
             why = "the file no longer has it";
         else if (!e->runtime && !e->removed && e->admin == FC_BACKEND_READY && e->weight == 0)
-            why = "the file has it as the change made it";
+            why = e->dns ? "DNS gives it as the change made it"
+                         : "the file has it as the change made it";
         if (why == NULL) {
             i++;
             continue;

@@ -54,7 +54,7 @@ struct fc_overlay_entry {
      * the file discovers backends for the pool.
      */
     uint8_t dns;
-    uint32_t weight; /**< 1..1000; 0: the file's (file backends only) */
+    uint32_t weight; /**< 1..1000; 0: the file's or DNS's (file and DNS backends only) */
     /**
      * A file backend read from the state file by a name (`localhost:9001`):
      * addr is unset until fc_overlay_reconcile() finds the file's backend
@@ -106,10 +106,11 @@ void fc_overlay_tidy(struct fc_overlay *o, struct fc_overlay_entry *e, uint32_t 
 
 /**
  * Fits the overlay to a (new) file: drops the entries of pools the file no
- * longer has, the runtime's backends the file now has itself, and the
- * changes to file backends the file no longer has, and those the file
- * now makes needless (it has the weight the change set); each is told in
- * the log unless `quiet`. Entries kept take the file's spelling of their
+ * longer has, the runtime's (and DNS's) backends the file now has itself,
+ * the changes to file backends the file no longer has, those to DNS
+ * backends of a pool that no longer has `resolve = true` or `srv:` entries,
+ * and those made needless (ready, the weight the file or DNS gives); each
+ * is told in the log unless `quiet`. Entries kept take the file's spelling of their
  * address. Returns how many entries went.
  */
 uint32_t fc_overlay_reconcile(struct fc_overlay *o, const struct fc_config *cfg, int quiet);

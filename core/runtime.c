@@ -614,6 +614,62 @@ static int refuse_discovered(const struct fc_gen_pool *pool, const struct fc_gen
     return 1;
 }
 
+/*
+ * DELETE of an address that DNS no longer gives, whose drain, maintenance
+ * or weight the overlay still keeps (it would apply again if DNS gave the
+ * address again): the change goes. 1 when it was such an address (answered
+ * here), 0 when it was not (the caller answers 404).
+ */
+static int forget_dns_change(struct fc_runtime *rt, const struct fc_gen_pool *pool,
+                             const struct fc_admin_request *req, struct fc_admin_response *resp)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+    if (fc_config_parse_ip_address(req->params[1], &addr, &len, NULL) != 0)
+        return 0;
+    const struct fc_overlay_entry *e = fc_overlay_find(&rt->overlay, pool->conf->name, &addr);
+    if (e == NULL || !e->dns)
+        return 0;
+    struct fc_overlay next;
+    if (fc_overlay_copy(&rt->overlay, &next) != 0) {
+        fc_admin_error(resp, 500, "out of memory");
+        return 1;
+    }
+    char *address = strdup(e->address);
+    fc_overlay_drop(&next, fc_overlay_find(&next, pool->conf->name, &addr));
+    const char *name = pool->conf->name;
+    uint64_t id = address != NULL ? apply(rt, &next, resp) : 0;
+    if (address == NULL) {
+        fc_overlay_free(&next);
+        fc_admin_error(resp, 500, "out of memory");
+    }
+    if (id != 0) {
+        fc_log_info("runtime: pool %s: the change to %s, which DNS no longer gives, dropped: "
+                    "generation %llu",
+                    name, address, (unsigned long long)id);
+        fc_admin_json(resp, 200,
+                      json_pack("{s:b, s:s, s:s, s:I, s:i}", "ok", 1, "pool", name, "address",
+                                address, "generation", (json_int_t)id, "inflight", 0));
+    }
+    free(address);
+    return 1;
+}
+
+/*
+ * Whether a PATCH that changes nothing in force must still rewrite the
+ * overlay: the entry of a file or DNS backend that now holds what the file
+ * or DNS gives anyway (DNS's weight moved to the one the change set) goes,
+ * as it would after a change.
+ */
+static int entry_needless(const struct fc_runtime *rt, const struct fc_gen_pool *pool,
+                          const struct fc_gen_backend *b)
+{
+    if (b->source == FC_SOURCE_RUNTIME)
+        return 0;
+    const struct fc_overlay_entry *e = fc_overlay_find(&rt->overlay, pool->conf->name, &b->addr);
+    return e != NULL && !e->removed && e->weight != 0 && e->weight == b->given_weight;
+}
+
 /* PATCH /api/pools/{pool}/backends/{address} {"state": S, "weight": N} */
 static void backend_patch(void *arg, const struct fc_admin_request *req,
                           struct fc_admin_response *resp)
@@ -644,8 +700,9 @@ static void backend_patch(void *arg, const struct fc_admin_request *req,
     const struct fc_generation *g = rt->host.generation(rt->host.arg);
     int runtime = b->source == FC_SOURCE_RUNTIME;
     int source = b->source;
-    const char *name = pool->conf->name;            /* the config's: the new generation shares it */
-    if (weight == b->weight && admin == b->admin) { /* as it is: nothing to build */
+    const char *name = pool->conf->name; /* the config's: the new generation shares it */
+    if (weight == b->weight && admin == b->admin && !entry_needless(rt, pool, b)) {
+        /* as it is: nothing to build */
         fc_admin_json(resp, 200,
                       json_pack("{s:b, s:s, s:o, s:I}", "ok", 1, "pool", name, "backend",
                                 backend_json(b->address, weight, admin, source), "generation",
@@ -697,6 +754,9 @@ static void backend_delete(void *arg, const struct fc_admin_request *req,
     if (refuse_when_stopping(rt, resp))
         return;
     const struct fc_gen_pool *pool = path_pool(rt, req, resp);
+    if (pool != NULL && fc_gen_pool_find(pool, req->params[1]) < 0 &&
+        forget_dns_change(rt, pool, req, resp))
+        return;
     int i = pool != NULL ? path_backend(pool, req, resp) : -1;
     if (i < 0 || refuse_discovered(pool, &pool->backends[i], resp))
         return;

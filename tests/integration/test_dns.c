@@ -1120,6 +1120,65 @@ IT_TEST(a_dns_backend_is_drained_through_the_runtime_api)
 }
 
 /*
+ * A change to an address that DNS then stops giving: it is not listed, so
+ * PATCH finds no backend (404), but DELETE drops the kept change; when DNS
+ * gives the address again, it comes back in rotation, not in maintenance.
+ */
+IT_TEST(a_change_to_an_address_dns_dropped_can_be_deleted)
+{
+    static const char *const names[] = {"a", "b"};
+    int a, b;
+    struct discovery d;
+    const char *srv = start_two_targets(env, &d, &a, &b);
+    const char *path = it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b);
+    const char *body;
+    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"maint\"}", &body),
+                     200);
+    it_dns_zone(env, srv_zone(env, srv_record(env, 10, 1, a, "a")));
+    wait_listed(env, d.admin_port, 1, CHANGE_MS);
+    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"ready\"}", &body),
+                     404);
+    assert_int_equal(admin_call(env, d.admin_port, "DELETE", path, "", &body), 200);
+    it_dns_zone(env, srv_zone(env, srv));
+    wait_listed(env, d.admin_port, 2, CHANGE_MS);
+    int counts[2];
+    spread(env, d.f->port, 20, names, 2, counts);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 10);
+}
+
+/*
+ * A weight set through the runtime API that DNS's own then comes to equal:
+ * setting it again drops the change, so that DNS's next weight is b's.
+ */
+IT_TEST(a_weight_dns_comes_to_give_is_dns_again)
+{
+    int a = it_backend_start(env, "a"), b = it_backend_start(env, "b");
+    const char *ra = srv_record(env, 10, 1, a, "a");
+    struct discovery d;
+    discovery_start(env, &d,
+                    srv_zone(env, it_strf(env, "%s, %s", ra, srv_record(env, 10, 5, b, "b"))), NULL,
+                    INTERVAL_MS, SRV_ENTRY);
+    expect_listed(wait_listed(env, d.admin_port, 2, CHANGE_MS), it_strf(env, "127.0.0.1:%d", b), 5);
+    const char *path = it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b);
+    const char *body;
+    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"weight\": 1}", &body), 200);
+    /* DNS's weight becomes 1 too, then the operator sets 1 again: the change goes. */
+    it_dns_zone(env, srv_zone(env, it_strf(env, "%s, %s", ra, srv_record(env, 10, 1, b, "b"))));
+    it_sleep_ms(3 * INTERVAL_MS);
+    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"weight\": 1}", &body), 200);
+    it_dns_zone(env, srv_zone(env, it_strf(env, "%s, %s", ra, srv_record(env, 10, 7, b, "b"))));
+    int64_t deadline = it_now_ms() + CHANGE_MS;
+    const char *lines = NULL;
+    const char *want = it_strf(env, "127.0.0.1:%d dns 7\n", b);
+    while (it_now_ms() < deadline &&
+           strstr(lines = wait_listed(env, d.admin_port, 2, 0), want) == NULL)
+        it_sleep_ms(50);
+    if (strstr(lines, want) == NULL)
+        fail_msg("b should have DNS's weight 7 again, the status lists:\n%s", lines);
+}
+
+/*
  * A reload of an unchanged file: the discovered backends keep serving, with
  * no failed request across it.
  */
@@ -1169,6 +1228,8 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(an_address_the_file_names_is_not_doubled),
     IT_CASE(a_reload_changes_the_resolvers_while_queries_run),
     IT_CASE(a_dns_backend_is_drained_through_the_runtime_api),
+    IT_CASE(a_change_to_an_address_dns_dropped_can_be_deleted),
+    IT_CASE(a_weight_dns_comes_to_give_is_dns_again),
     IT_CASE(reload_keeps_discovered_backends_serving),
 };
 
