@@ -76,7 +76,6 @@ struct target {
     uint64_t streak;      /* failed queries in a row */
     uint64_t told_streak; /* the streak when last told */
     uint64_t told_ms;     /* when */
-    char reason[128];
 };
 
 /* One A or AAAA lookup of a query: the port and weight its addresses take. */
@@ -247,7 +246,7 @@ static void apply_servers(struct fc_discovery *d)
         d->servers = d->want_servers;
         d->want_servers = NULL;
     }
-    free(d->want_servers);
+    free(d->want_servers); /* when they could not be used */
     d->want_servers = NULL;
     d->servers_due = 0;
     for (struct target *t = d->targets; t != NULL; t = t->next)
@@ -262,23 +261,22 @@ static void apply_servers(struct fc_discovery *d)
  * query runs, else once the running ones have ended (from the notify
  * timer), new queries waiting meanwhile.
  */
+static int same_servers(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
 static void want_servers(struct fc_discovery *d, const char *servers)
 {
-    const char *now = d->servers_due ? d->want_servers : d->servers;
-    if ((servers == NULL && now == NULL) || (servers && now && strcmp(servers, now) == 0))
+    if (same_servers(servers, d->servers_due ? d->want_servers : d->servers))
         return;
     free(d->want_servers);
     d->want_servers = NULL;
+    d->servers_due = 0;
+    if (same_servers(servers, d->servers))
+        return; /* back to what the channel has: nothing to change after all */
     if (servers != NULL && (d->want_servers = strdup(servers)) == NULL) {
         fc_log_error("DNS: out of memory: the servers stay %s", d->servers ? d->servers : "");
-        return;
-    }
-    /* Back to what the channel has: nothing to change after all. */
-    if ((servers == NULL && d->servers == NULL) ||
-        (servers && d->servers && strcmp(servers, d->servers) == 0)) {
-        free(d->want_servers);
-        d->want_servers = NULL;
-        d->servers_due = 0;
         return;
     }
     d->servers_due = 1;
@@ -353,6 +351,18 @@ static void target_timer_closed(uv_handle_t *h)
     discovery_free_if_done(d);
 }
 
+/* A target of the prepare in progress is done with (answered, or retired): the last one readies it.
+ */
+static void fresh_done(struct target *t)
+{
+    struct fc_discovery *d = t->d;
+    if (t->fresh && d->waiting > 0 && --d->waiting == 0) {
+        d->ready_due = 1;
+        notify(d);
+    }
+    t->fresh = 0;
+}
+
 /* Takes t off the list; it is freed once its query and its timer are done. */
 static void target_retire(struct target *t)
 {
@@ -365,11 +375,7 @@ static void target_retire(struct target *t)
     t->next = d->retired;
     d->retired = t;
     t->held = 0;
-    if (t->fresh && d->waiting > 0 && --d->waiting == 0) {
-        d->ready_due = 1;
-        notify(d);
-    }
-    t->fresh = 0;
+    fresh_done(t);
     uv_timer_stop(&t->timer);
     uv_close((uv_handle_t *)&t->timer, target_timer_closed);
 }
@@ -482,7 +488,6 @@ static void settle_failed(struct target *t, const char *label, const char *reaso
 {
     uint64_t now = uv_now(t->d->loop);
     t->streak++;
-    snprintf(t->reason, sizeof(t->reason), "%s", reason);
     if (t->streak == 1) {
         if (t->have_set)
             fc_log_warn("pool %s: %s: cannot resolve (%s): keeping its last %u address%s", t->pool,
@@ -556,13 +561,7 @@ static void query_settle(struct target *t)
             next = ttl_ms;
     }
     uv_timer_start(&t->timer, query_timer_cb, next, 0);
-    if (t->fresh) {
-        t->fresh = 0;
-        if (d->waiting > 0 && --d->waiting == 0) {
-            d->ready_due = 1;
-            notify(d);
-        }
-    }
+    fresh_done(t);
 }
 
 /*

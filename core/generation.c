@@ -452,10 +452,8 @@ static int pool_has(const struct fc_gen_pool *pool, const struct sockaddr_storag
 static int named_elsewhere(const struct fc_conf_pool *conf, const struct fc_overlay *o,
                            const struct sockaddr_storage *addr)
 {
-    for (uint32_t b = 0; b < conf->n_backends; b++)
-        if (conf->backends[b].discover == FC_DISCOVER_NONE &&
-            fc_cfg_same_address(&conf->backends[b].addr, addr))
-            return 1;
+    if (fc_overlay_file_backend(conf, addr) != NULL)
+        return 1;
     for (uint32_t i = 0; o != NULL && i < o->n; i++)
         if (o->entries[i].runtime && strcmp(o->entries[i].pool, conf->name) == 0 &&
             fc_cfg_same_address(&o->entries[i].addr, addr))
