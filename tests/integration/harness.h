@@ -615,6 +615,15 @@ size_t it_conn_buffered(const struct it_conn *conn);
 void it_fetch(struct it_env *env, int port, const char *method, const char *request,
               struct it_response *resp);
 
+/*
+ * A request of the admin API on a fresh connection: `body` (may be "") as
+ * its Content-Length body, with `Authorization: Bearer <token>` unless
+ * token is NULL. Returns the status; the answer's body, owned by the env,
+ * in *answer when answer is not NULL.
+ */
+int it_admin_send(struct it_env *env, int port, const char *method, const char *path,
+                  const char *token, const char *body, const char **answer);
+
 /* "GET <path> HTTP/1.1" with Host: <host> on a fresh connection. */
 void it_get(struct it_env *env, int port, const char *host, const char *path,
             struct it_response *resp);

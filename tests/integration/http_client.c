@@ -623,6 +623,22 @@ void it_fetch(struct it_env *env, int port, const char *method, const char *requ
     it_conn_close(conn);
 }
 
+int it_admin_send(struct it_env *env, int port, const char *method, const char *path,
+                  const char *token, const char *body, const char **answer)
+{
+    const char *auth = token != NULL ? it_strf(env, "Authorization: Bearer %s\r\n", token) : "";
+    struct it_response r;
+    it_fetch(env, port, method,
+             it_strf(env, "%s %s HTTP/1.1\r\nHost: admin\r\n%sContent-Length: %zu\r\n\r\n%s",
+                     method, path, auth, strlen(body), body),
+             &r);
+    int status = r.status;
+    if (answer != NULL)
+        *answer = it_strf(env, "%s", r.body);
+    it_response_free(&r);
+    return status;
+}
+
 void it_get(struct it_env *env, int port, const char *host, const char *path,
             struct it_response *resp)
 {

@@ -1063,23 +1063,6 @@ IT_TEST(a_reload_changes_the_resolvers_while_queries_run)
     close(silent);
 }
 
-/* An admin API call with a JSON body; returns the status, the answer's body in *body. */
-static int admin_call(struct it_env *env, int port, const char *method, const char *path,
-                      const char *json, const char **body)
-{
-    struct it_conn *c = it_connect(env, port);
-    it_send_str(c,
-                it_strf(env, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n%s",
-                        method, path, strlen(json), json));
-    struct it_response r;
-    it_expect_response(c, method, &r);
-    int status = r.status;
-    *body = it_strf(env, "%s", r.body);
-    it_response_free(&r);
-    it_conn_close(c);
-    return status;
-}
-
 /*
  * The runtime API drains a backend that DNS gives: it takes no new request,
  * and stays drained through a DNS change (another target joins); ready
@@ -1094,8 +1077,9 @@ IT_TEST(a_dns_backend_is_drained_through_the_runtime_api)
     int c = it_backend_start(env, "c");
     const char *path = it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b);
     const char *body;
-    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"drain\"}", &body),
-                     200);
+    assert_int_equal(
+        it_admin_send(env, d.admin_port, "PATCH", path, NULL, "{\"state\": \"drain\"}", &body),
+        200);
     assert_non_null(strstr(body, "\"source\":\"dns\""));
     assert_non_null(strstr(body, "\"state\":\"drain\""));
     int counts[3];
@@ -1111,10 +1095,11 @@ IT_TEST(a_dns_backend_is_drained_through_the_runtime_api)
     assert_int_equal(counts[1], 0);
     assert_int_equal(counts[2], 10);
 
-    assert_int_equal(admin_call(env, d.admin_port, "DELETE", path, "", &body), 409);
+    assert_int_equal(it_admin_send(env, d.admin_port, "DELETE", path, NULL, "", &body), 409);
     assert_non_null(strstr(body, "comes from DNS"));
-    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"ready\"}", &body),
-                     200);
+    assert_int_equal(
+        it_admin_send(env, d.admin_port, "PATCH", path, NULL, "{\"state\": \"ready\"}", &body),
+        200);
     spread(env, d.f->port, 30, names, 3, counts);
     assert_int_equal(counts[1], 10);
 }
@@ -1132,13 +1117,15 @@ IT_TEST(a_change_to_an_address_dns_dropped_can_be_deleted)
     const char *srv = start_two_targets(env, &d, &a, &b);
     const char *path = it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b);
     const char *body;
-    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"maint\"}", &body),
-                     200);
+    assert_int_equal(
+        it_admin_send(env, d.admin_port, "PATCH", path, NULL, "{\"state\": \"maint\"}", &body),
+        200);
     it_dns_zone(env, srv_zone(env, srv_record(env, 10, 1, a, "a")));
     wait_listed(env, d.admin_port, 1, CHANGE_MS);
-    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"state\": \"ready\"}", &body),
-                     404);
-    assert_int_equal(admin_call(env, d.admin_port, "DELETE", path, "", &body), 200);
+    assert_int_equal(
+        it_admin_send(env, d.admin_port, "PATCH", path, NULL, "{\"state\": \"ready\"}", &body),
+        404);
+    assert_int_equal(it_admin_send(env, d.admin_port, "DELETE", path, NULL, "", &body), 200);
     it_dns_zone(env, srv_zone(env, srv));
     wait_listed(env, d.admin_port, 2, CHANGE_MS);
     int counts[2];
@@ -1162,11 +1149,13 @@ IT_TEST(a_weight_dns_comes_to_give_is_dns_again)
     expect_listed(wait_listed(env, d.admin_port, 2, CHANGE_MS), it_strf(env, "127.0.0.1:%d", b), 5);
     const char *path = it_strf(env, "/api/pools/web/backends/127.0.0.1%%3A%d", b);
     const char *body;
-    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"weight\": 1}", &body), 200);
+    assert_int_equal(
+        it_admin_send(env, d.admin_port, "PATCH", path, NULL, "{\"weight\": 1}", &body), 200);
     /* DNS's weight becomes 1 too, then the operator sets 1 again: the change goes. */
     it_dns_zone(env, srv_zone(env, it_strf(env, "%s, %s", ra, srv_record(env, 10, 1, b, "b"))));
     it_sleep_ms(3 * INTERVAL_MS);
-    assert_int_equal(admin_call(env, d.admin_port, "PATCH", path, "{\"weight\": 1}", &body), 200);
+    assert_int_equal(
+        it_admin_send(env, d.admin_port, "PATCH", path, NULL, "{\"weight\": 1}", &body), 200);
     it_dns_zone(env, srv_zone(env, it_strf(env, "%s, %s", ra, srv_record(env, 10, 7, b, "b"))));
     int64_t deadline = it_now_ms() + CHANGE_MS;
     const char *lines = NULL;

@@ -304,15 +304,7 @@ IT_TEST(events_tell_of_a_backend_going_down)
 static int admin_send(struct it_env *env, int port, const char *method, const char *path,
                       const char *body)
 {
-    struct it_conn *c = it_connect(env, port);
-    it_send_str(c, it_strf(env, "%s %s HTTP/1.1\r\nHost: admin\r\nContent-Length: %zu\r\n\r\n%s",
-                           method, path, strlen(body), body));
-    struct it_response r;
-    it_expect_response(c, method, &r);
-    int status = r.status;
-    it_response_free(&r);
-    it_conn_close(c);
-    return status;
+    return it_admin_send(env, port, method, path, NULL, body, NULL);
 }
 
 IT_TEST(events_tell_of_runtime_changes)

@@ -129,20 +129,12 @@ static int hanging_port(int fds[3])
 static int admin_call(struct it_env *env, int port, const char *method, const char *path,
                       const char *body, json_t **out)
 {
-    struct it_conn *c = it_connect(env, port);
-    it_send_str(c, it_strf(env,
-                           "%s %s HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer " TOKEN
-                           "\r\nContent-Length: %zu\r\n\r\n%s",
-                           method, path, strlen(body), body));
-    struct it_response r;
-    it_expect_response(c, method, &r);
-    int status = r.status;
+    const char *text;
+    int status = it_admin_send(env, port, method, path, TOKEN, body, &text);
     json_error_t err;
-    *out = json_loads(r.body, 0, &err);
+    *out = json_loads(text, 0, &err);
     if (*out == NULL)
-        fail_msg("%s %s answered %d with no JSON: %s", method, path, status, r.body);
-    it_response_free(&r);
-    it_conn_close(c);
+        fail_msg("%s %s answered %d with no JSON: %s", method, path, status, text);
     return status;
 }
 
