@@ -364,14 +364,9 @@ static int load_discovered(struct fc_cfg_loader *ld, const config_setting_t *g, 
         return -1;
     const config_setting_t *as = config_setting_get_member(g, "address");
     int resolve = -1; /* absent */
+    if (fc_cfg_get_bool(ld, g, sub, "resolve", &resolve) == FC_CFG_INVALID)
+        return -1;
     const config_setting_t *rs = config_setting_get_member(g, "resolve");
-    if (rs != NULL) {
-        if (config_setting_type(rs) != CONFIG_TYPE_BOOL) {
-            fc_cfg_report(ld, rs, fc_cfg_line(rs), sub, "resolve", "expected true or false");
-            return -1;
-        }
-        resolve = config_setting_get_bool(rs);
-    }
     char name[256];
     if (strncmp(address, "srv:", 4) == 0) {
         if (resolve == 0) {

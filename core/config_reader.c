@@ -184,6 +184,20 @@ void fc_cfg_get_u32(struct fc_cfg_loader *ld, const config_setting_t *group, con
 }
 
 /* A non-empty string; *out points into the libconfig tree. */
+int fc_cfg_get_bool(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
+                    const char *name, int *out)
+{
+    const config_setting_t *s = config_setting_get_member(group, name);
+    if (s == NULL)
+        return FC_CFG_ABSENT;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        fc_cfg_report(ld, s, fc_cfg_line(s), prefix, name, "expected true or false");
+        return FC_CFG_INVALID;
+    }
+    *out = config_setting_get_bool(s);
+    return FC_CFG_GOT;
+}
+
 int fc_cfg_get_string(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
                       const char *name, int required, const char **out)
 {

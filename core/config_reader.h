@@ -71,6 +71,10 @@ int fc_cfg_get_int(struct fc_cfg_loader *ld, const config_setting_t *group, cons
 void fc_cfg_get_u32(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
                     const char *name, int64_t min, int64_t max, uint32_t *out);
 
+/* A boolean (true or false); `*out` keeps its default when absent. */
+int fc_cfg_get_bool(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
+                    const char *name, int *out);
+
 /* A non-empty string; *out points into the libconfig tree. */
 int fc_cfg_get_string(struct fc_cfg_loader *ld, const config_setting_t *group, const char *prefix,
                       const char *name, int required, const char **out);

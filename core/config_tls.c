@@ -15,20 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A boolean setting; *out keeps its default when absent. */
-static void get_bool(struct fc_cfg_loader *ld, const config_setting_t *g, const char *prefix,
-                     const char *name, int *out)
-{
-    const config_setting_t *s = config_setting_get_member(g, name);
-    if (s == NULL)
-        return;
-    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-        fc_cfg_report(ld, s, fc_cfg_line(s), prefix, name, "expected true or false");
-        return;
-    }
-    *out = config_setting_get_bool(s);
-}
-
 /*
  * `alpn`: a list of protocol names into wire format (each prefixed with its
  * length). Only HTTP/1.1 is spoken, so only "http/1.1" may be offered.
@@ -113,7 +99,7 @@ void fc_cfg_load_listener_tls(struct fc_cfg_loader *ld, const config_setting_t *
     unsigned char alpn[16];
     get_alpn(ld, g, prefix, alpn, sizeof(alpn), &s.alpn_len);
     s.alpn = alpn;
-    get_bool(ld, g, prefix, "session_tickets", &s.session_tickets);
+    fc_cfg_get_bool(ld, g, prefix, "session_tickets", &s.session_tickets);
 
     const config_setting_t *certs;
     if (fc_cfg_get_compound(ld, g, prefix, "certificates", CONFIG_TYPE_LIST, 1, &certs) !=
@@ -183,7 +169,7 @@ void fc_cfg_load_pool_tls(struct fc_cfg_loader *ld, const config_setting_t *pool
     fc_cfg_check_keys(ld, g, prefix, keys);
     unsigned errors = ld->errors;
     struct fc_tls_client_settings s = {.verify = 1};
-    get_bool(ld, g, prefix, "verify", &s.verify);
+    fc_cfg_get_bool(ld, g, prefix, "verify", &s.verify);
     fc_cfg_get_string(ld, g, prefix, "server_name", 0, &s.server_name);
     char *ca = get_path(ld, g, prefix, "ca", 0);
     s.ca_file = ca;
