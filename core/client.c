@@ -497,7 +497,7 @@ void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockadd
         fc_client_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    /* TCP_NODELAY comes from the listening socket (listener.c). */
     memcpy(&c->peer, peer, peer_len < sizeof(c->peer) ? peer_len : sizeof(c->peer));
     c->peer_len = peer_len < sizeof(c->peer) ? peer_len : (socklen_t)sizeof(c->peer);
     if (c->peer.sa.sa_family == AF_INET6)

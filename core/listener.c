@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,7 +24,9 @@
 /*
  * A bound TCP socket for addr, listening when `shared`: shared sockets carry
  * SO_REUSEPORT, so that each worker binds its own to the same address and
- * the kernel spreads connections over them.
+ * the kernel spreads connections over them. TCP_NODELAY is set here because
+ * Linux copies it to every connection accepted from the socket: one
+ * setsockopt() per listener instead of one per connection.
  */
 static int bound_socket(const struct sockaddr *addr, socklen_t len, int shared)
 {
@@ -32,7 +35,8 @@ static int bound_socket(const struct sockaddr *addr, socklen_t len, int shared)
         return -errno;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0))
+        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
         goto fail;
     if (addr->sa_family == AF_INET6 &&
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
@@ -207,8 +211,7 @@ static void pause_accepting(struct fc_listener *l, const char *why)
     if (l->last_pause_log == 0 || now - l->last_pause_log >= 10000) {
         fc_log_warn("listener %s: worker %u: accepting paused: %s (%llu times since the last "
                     "such line); new connections wait in the backlog, retried every %u ms",
-                    l->address, w->index, why, (unsigned long long)l->pauses,
-                    FC_LISTENER_PAUSE_MS);
+                    l->address, w->index, why, (unsigned long long)l->pauses, FC_LISTENER_PAUSE_MS);
         l->last_pause_log = now;
         l->pauses = 0;
     }

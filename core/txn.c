@@ -143,7 +143,8 @@ void fc_txn_begin(struct fc_txn *t)
     t->client_10 = req->http_major == 1 && req->http_minor == 0;
     t->head_req = t->parser.method == HTTP_HEAD;
     t->websocket = fc_head_wants_websocket(req) && !t->req_has_body;
-    t->keep_alive = llhttp_should_keep_alive(&t->parser) && !w->draining;
+    t->client_close = !llhttp_should_keep_alive(&t->parser);
+    t->keep_alive = !t->client_close && !w->draining;
     if (fc_access_log_on())
         snprintf(t->log_req, sizeof(t->log_req), "%.*s %.*s HTTP/%u.%u", (int)req->method.len,
                  req->method.p, (int)(req->target.len > 200 ? 200 : req->target.len), req->target.p,
@@ -534,9 +535,12 @@ void fc_txn_forward_body(struct fc_txn *t)
         fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);
         return;
     }
-    /* Nothing more is read from the client until the backend took this; the wait is
-     * the backend's (upstream_ms), not the client's. */
-    fc_client_read_stop(c);
+    /* Nothing more of the body is read from the client until the backend took this;
+     * the wait is the backend's (upstream_ms), not the client's. A whole request
+     * leaves reading on: the client is watched while the response is awaited (see
+     * fc_txn_upstream_written()), and a stop and a start would cost two epoll_ctl(). */
+    if (!t->req_done)
+        fc_client_read_stop(c);
     if (!c->writing)
         fc_client_timer_stop(c);
     send_to_upstream(t, bufs, n);
@@ -1080,15 +1084,25 @@ void fc_txn_release(struct fc_txn *t)
     t->tried = NULL;
 }
 
-/* A complete response went out and the connection ends: release, then linger. */
+/*
+ * A complete response went out and the connection ends: release, then close.
+ * A client that said it sends nothing more (Connection: close, or HTTP/1.0
+ * without keep-alive; RFC 9112 9.6), and whose input was all read, is closed
+ * at once, as nginx does: nothing unread can make the kernel reset the
+ * connection. Any other lingers (fc_client_linger()).
+ */
 static void txn_linger(struct fc_txn *t)
 {
     struct fc_client *c = t->c;
     if (c->closing || c->lingering)
         return;
+    int quiet = t->client_close && t->req_done && t->in_off == t->in_len;
     fc_txn_release(t);
     fc_txn_free(c);
-    fc_client_linger(c);
+    if (quiet)
+        fc_client_close(c);
+    else
+        fc_client_linger(c);
 }
 
 void fc_txn_client_written(struct fc_txn *t)

@@ -67,7 +67,8 @@ struct fc_txn {
         head_pending : 1, head_req : 1, client_10 : 1, keep_alive : 1, resp_started : 1,
         resp_done : 1, dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
         rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1,
-        websocket : 1, tun_client_eof : 1, tun_backend_eof : 1, outcome_told : 1;
+        websocket : 1, tun_client_eof : 1, tun_backend_eof : 1, outcome_told : 1,
+        client_close : 1;   /* the request said the client sends no other (Connection: close) */
     int err_status;         /* set by a parser callback that refuses the request */
     uint64_t retry_after_s; /* for a 429 */
     struct fc_ratelimit_pending rl_pending;

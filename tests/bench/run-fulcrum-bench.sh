@@ -18,6 +18,9 @@
 # Defaults (all overridable from the environment): PIN=1 ROUNDS=5 DURATION=10s CONNS=64
 # MAX_OTHER=25 CANDIDATE_PORT=18082. FC_BENCH_WORKERS=1, FC_BENCH_LOG_LEVEL=warn.
 # FC_BENCH_SKIP_BUILD=1 reuses an existing build-bench/. FC_BENCH_BUILD_DIR moves it.
+# FC_BENCH_BASELINE=REV (a commit, tag or branch) also builds that commit (git archive, into
+# build-bench-base/, FC_BENCH_BASELINE_DIR moves it) and runs it as scenario "baseline" next to
+# the working tree's build (BASELINE_PORT=18083): before and after a change, in the same run.
 # Every other proxy-bench.sh knob (HAPROXY_PORT, NGINX_PORT, BACKEND_PORTS, SCENARIOS,
 # CONN_CLOSE, RATE, RESULTS_TSV, KEEP_TMP, ...) passes straight through; so do the arguments.
 set -euo pipefail
@@ -42,6 +45,7 @@ have_cmd python3 || missing+=(python3)
 have_cmd taskset || missing+=(util-linux)
 have_cmd ss || missing+=(iproute2)
 have_cmd ps || missing+=(procps)
+[[ ${1:-} == syscalls ]] && { have_cmd strace || missing+=(strace); }
 if [[ ${TLS:-0} == 1 ]]; then
   have_cmd openssl || missing+=(openssl)
   have_cmd cc || missing+=(build-essential)     # proxy-bench.sh compiles wrk-tls-shim.c
@@ -86,6 +90,22 @@ fi
 [[ -x $build/fulcrum ]] || { echo "run-fulcrum-bench: no $build/fulcrum" >&2; exit 1; }
 [[ -f $build/plugins/round_robin.so ]] || { echo "run-fulcrum-bench: no $build/plugins/round_robin.so" >&2; exit 1; }
 
+if [[ -n ${FC_BENCH_BASELINE:-} ]]; then
+  base=${FC_BENCH_BASELINE_DIR:-$root/build-bench-base}
+  base_rev=$(git -C "$root" rev-parse --short "$FC_BENCH_BASELINE^{commit}") ||
+    { echo "run-fulcrum-bench: FC_BENCH_BASELINE=$FC_BENCH_BASELINE is not a commit" >&2; exit 1; }
+  if [[ ${FC_BENCH_SKIP_BUILD:-0} != 1 || ! -x $base/fulcrum ]]; then
+    echo "run-fulcrum-bench: building the baseline $base_rev in $base" >&2
+    rm -rf "$base/src"; mkdir -p "$base/src"
+    git -C "$root" archive "$base_rev" | tar -x -C "$base/src"
+    cmake -S "$base/src" -B "$base" -DCMAKE_BUILD_TYPE=Release -DFC_WERROR=ON -DFC_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$base" -j "$jobs" >/dev/null
+  fi
+  export FC_BENCH_BASE_BIN=$base/fulcrum FC_BENCH_BASE_PLUGIN_DIR=$base/plugins
+  export BASELINE_NAME=${BASELINE_NAME:-base-$base_rev} BASELINE_PORT=${BASELINE_PORT:-18083}
+  export BASELINE_CMD=${BASELINE_CMD:-'FC_BENCH_PLUGIN_DIR=$FC_BENCH_BASE_PLUGIN_DIR "$FC_BENCH_GEN" "$BENCH_DIR/bench.conf" && exec "$FC_BENCH_BASE_BIN" -c "$BENCH_DIR/bench.conf"'}
+fi
+
 # --------------------------------------------------------------------- run --
 export FC_BENCH_BIN=$build/fulcrum
 export FC_BENCH_PLUGIN_DIR=$build/plugins
@@ -99,5 +119,5 @@ export CANDIDATE_PORT=${CANDIDATE_PORT:-18082}
 # single quotes: expanded by the harness's `bash -c`, once $BENCH_DIR and the ports exist
 export CANDIDATE_CMD=${CANDIDATE_CMD:-'"$FC_BENCH_GEN" "$BENCH_DIR/bench.conf" && exec "$FC_BENCH_BIN" -c "$BENCH_DIR/bench.conf"'}
 
-echo "run-fulcrum-bench: $("$FC_BENCH_BIN" --version 2>&1 | head -n1); git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- core plugins sdk 2>/dev/null || echo '+dirty'); PIN=$PIN ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS MAX_OTHER=$MAX_OTHER CONN_CLOSE=${CONN_CLOSE:-0} TLS=${TLS:-0}$([[ ${TLS:-0} == 1 ]] && echo " TLS_RESUME=${TLS_RESUME:-0}") workers=$FC_BENCH_WORKERS args: $*" >&2
+echo "run-fulcrum-bench: $("$FC_BENCH_BIN" --version 2>&1 | head -n1); git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- core plugins sdk 2>/dev/null || echo '+dirty'); PIN=$PIN ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS MAX_OTHER=$MAX_OTHER CONN_CLOSE=${CONN_CLOSE:-0} TLS=${TLS:-0}$([[ ${TLS:-0} == 1 ]] && echo " TLS_RESUME=${TLS_RESUME:-0}") workers=$FC_BENCH_WORKERS${BASELINE_CMD:+ baseline=$BASELINE_NAME} args: $*" >&2
 exec "$here/proxy-bench.sh" "$@"
