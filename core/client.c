@@ -14,6 +14,7 @@
 #include "tls_context.h"
 
 #include <fulcrum/plugin.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,10 +26,14 @@ struct fc_client_set {
     struct fc_client *head; /* every open client connection (for draining) */
     uint32_t n;
     struct fc_freelist free;
-    uv_tcp_t first; /* see fc_client_worker_init() */
+    struct fc_freelist free_shutdown; /* uv_shutdown_t for lingering closes */
+    struct fc_timeouts timeouts;      /* every connection's deadline */
+    uv_tcp_t first;                   /* see fc_client_worker_init() */
 };
 
 static const struct fc_client_events *events;
+
+static void timeout_cb(struct fc_timeout *t);
 
 void fc_client_set_events(const struct fc_client_events *ev)
 {
@@ -48,6 +53,7 @@ int fc_client_worker_init(struct fc_worker *w)
      */
     uv_tcp_init(&w->loop, &w->clients->first);
     uv_close((uv_handle_t *)&w->clients->first, NULL);
+    fc_timeouts_init(&w->clients->timeouts, &w->loop, timeout_cb);
     return 0;
 }
 
@@ -56,6 +62,7 @@ void fc_client_worker_free(struct fc_worker *w)
     if (w->clients == NULL)
         return;
     fc_freelist_clear(&w->clients->free);
+    fc_freelist_clear(&w->clients->free_shutdown);
     free(w->clients);
     w->clients = NULL;
 }
@@ -91,21 +98,9 @@ static void tls_failed(struct fc_client *c, enum fc_tls_failure why);
 /* Timer                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/*
- * The timer is lazy: when it fires it sleeps again until the deadline, or
- * does nothing if there is none.
- */
-static void timer_cb(uv_timer_t *t)
+static void timeout_cb(struct fc_timeout *t)
 {
-    struct fc_client *c = t->data;
-    if (c->deadline == 0)
-        return; /* disarmed since */
-    uint64_t now = uv_now(&c->w->loop);
-    if (now < c->deadline) {
-        uv_timer_start(&c->timer, timer_cb, c->deadline - now, 0);
-        return;
-    }
-    c->deadline = 0;
+    struct fc_client *c = (struct fc_client *)((char *)t - offsetof(struct fc_client, timeout));
     if (c->lingering)
         fc_client_close(c);
     else if (c->tls != NULL && !c->tls->handshaken)
@@ -116,11 +111,12 @@ static void timer_cb(uv_timer_t *t)
 
 void fc_client_timer_arm(struct fc_client *c, uint32_t ms)
 {
-    uint64_t deadline = uv_now(&c->w->loop) + ms;
-    /* The timer must fire by the deadline: restart it only when it would be late. */
-    if (!uv_is_active((uv_handle_t *)&c->timer) || deadline < c->deadline || c->deadline == 0)
-        uv_timer_start(&c->timer, timer_cb, ms, 0);
-    c->deadline = deadline;
+    fc_timeout_arm(&c->w->clients->timeouts, &c->timeout, ms);
+}
+
+void fc_client_timer_stop(struct fc_client *c)
+{
+    fc_timeout_stop(&c->w->clients->timeouts, &c->timeout);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -347,8 +343,6 @@ static void tls_written(struct fc_tls_io *io, int status)
 static void on_close(uv_handle_t *h)
 {
     struct fc_client *c = h->data;
-    if (--c->handles > 0)
-        return;
     struct fc_worker *w = c->w;
     struct fc_client_set *set = w->clients;
     if (c->prev)
@@ -374,12 +368,12 @@ static void close_client(struct fc_client *c, int reset)
     if (c->txn != NULL && events->on_close(c) != 0)
         return;
     c->closing = 1;
+    fc_client_timer_stop(c);
     if (c->tls != NULL && !reset)
         fc_tls_io_shutdown(c->tls, 0);
     /* A reset needs the socket to be ours alone: not while our side is shutting down. */
     if (!reset || c->lingering || uv_tcp_close_reset(&c->tcp, on_close) != 0)
         uv_close((uv_handle_t *)&c->tcp, on_close);
-    uv_close((uv_handle_t *)&c->timer, on_close);
 }
 
 void fc_client_close(struct fc_client *c)
@@ -405,9 +399,18 @@ static void linger_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         fc_client_close(s->data); /* the client closed too: done */
 }
 
-static void linger_shutdown_cb(uv_shutdown_t *req, int status)
+/* The shutdown request goes back to the free list (its callback runs also when the close cancels
+ * it). */
+static struct fc_client *shutdown_done(uv_shutdown_t *req)
 {
     struct fc_client *c = req->data;
+    fc_freelist_put(&c->w->clients->free_shutdown, req, sizeof(*req));
+    return c;
+}
+
+static void linger_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    struct fc_client *c = shutdown_done(req);
     if (c->closing)
         return;
     if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, linger_read) != 0)
@@ -423,13 +426,20 @@ static int shut_our_side(struct fc_client *c, uv_shutdown_cb cb)
     c->shut = 1;
     if (c->tls != NULL)
         fc_tls_io_shutdown(c->tls, 1);
-    c->shutdown_req.data = c;
-    return uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, cb);
+    uv_shutdown_t *req = fc_freelist_get(&c->w->clients->free_shutdown, sizeof(*req));
+    if (req == NULL)
+        return UV_ENOMEM;
+    req->data = c;
+    int rc = uv_shutdown(req, (uv_stream_t *)&c->tcp, cb);
+    if (rc != 0)
+        fc_freelist_put(&c->w->clients->free_shutdown, req, sizeof(*req));
+    return rc;
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status)
 {
     /* Nothing waits for it: the connection closes when both ways have ended. */
+    shutdown_done(req);
 }
 
 void fc_client_shutdown(struct fc_client *c)
@@ -484,9 +494,7 @@ void fc_client_on_connection(struct fc_listener *l, int fd, const struct sockadd
     c->listener = l;
     fc_listener_acquire(l);
     uv_tcp_init(&w->loop, &c->tcp);
-    uv_timer_init(&w->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->handles = 2;
+    c->tcp.data = c;
     c->next = set->head;
     if (set->head)
         set->head->prev = c;

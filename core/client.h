@@ -7,13 +7,17 @@
  *
  * An idle keep-alive connection holds this struct alone: everything a request
  * needs (parser, heads, buffers, the write request) is the transaction's
- * request memory, reached through `txn` while a request is in progress.
+ * request memory, reached through `txn` while a request is in progress. Its
+ * deadline is a link in the worker's timeout queues (timeouts.h), not a
+ * timer of its own, and the shutdown request of a lingering close is taken
+ * only then: the struct is the libuv handle and some 130 bytes more.
  *
  * Everything here runs on the connection's worker.
  */
 #ifndef FC_CLIENT_H
 #define FC_CLIENT_H
 
+#include "timeouts.h"
 #include "worker_types.h"
 
 #include <arpa/inet.h>
@@ -26,15 +30,12 @@ struct fc_tls_io;
 
 struct fc_client {
     uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_shutdown_t shutdown_req;
     struct fc_worker *w;
     struct fc_listener *listener; /**< held (fc_listener_acquire) until the close */
     struct fc_client *prev, *next;
-    struct fc_txn *txn;    /**< the request in progress and its memory; NULL while idle */
-    struct fc_tls_io *tls; /**< the TLS variant's connection (tls.h), owned; NULL: plain TCP */
-    uint64_t deadline;     /**< uv_now() by which the timer acts; 0: none */
-    int handles;
+    struct fc_txn *txn;        /**< the request in progress and its memory; NULL while idle */
+    struct fc_tls_io *tls;     /**< the TLS variant's connection (tls.h), owned; NULL: plain TCP */
+    struct fc_timeout timeout; /**< in the worker's timeout queues while armed */
     char ip[INET6_ADDRSTRLEN];
     uint32_t ip_len;
     union {
@@ -130,17 +131,13 @@ void fc_client_read_stop(struct fc_client *c);
 int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n);
 
 /**
- * The timer acts (on_timeout) `ms` from now. Lazy: arming only moves a
- * deadline, so a keep-alive request costs no timer heap operation when the
- * deadline moves every time.
+ * The deadline passes (on_timeout) `ms` from now, whether one was set
+ * before or not: a move to the tail of a queue of the worker's (timeouts.h).
  */
 void fc_client_timer_arm(struct fc_client *c, uint32_t ms);
 
-/** No deadline: the timer may still fire once, and then does nothing. */
-static inline void fc_client_timer_stop(struct fc_client *c)
-{
-    c->deadline = 0;
-}
+/** No deadline. */
+void fc_client_timer_stop(struct fc_client *c);
 
 /**
  * Closes after a complete response, nginx-style: shuts our side down and
