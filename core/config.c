@@ -628,7 +628,7 @@ static void load_pools(struct fc_cfg_loader *ld, const config_setting_t *root)
 
 static void load_listeners(struct fc_cfg_loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"address", "pool", "tls", NULL};
+    static const char *const keys[] = {"address", "pool", "tls", "defer_accept", NULL};
     struct fc_config *cfg = ld->cfg;
     const config_setting_t *list;
     if (fc_cfg_get_compound(ld, root, "", "listeners", CONFIG_TYPE_LIST, 1, &list) != FC_CFG_GOT)
@@ -657,6 +657,8 @@ static void load_listeners(struct fc_cfg_loader *ld, const config_setting_t *roo
         char prefix[40];
         snprintf(prefix, sizeof(prefix), "listeners[%u].", i);
         fc_cfg_check_keys(ld, g, prefix, keys);
+        l->defer_accept = 1;
+        fc_cfg_get_bool(ld, g, prefix, "defer_accept", &l->defer_accept);
         fc_cfg_get_pool_ref(ld, g, prefix, &l->pool);
         if (fc_cfg_get_address(ld, g, prefix, &l->address, &l->addr, &l->addr_len) != FC_CFG_GOT)
             continue;

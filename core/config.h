@@ -92,6 +92,7 @@ struct fc_conf_listener {
     uint32_t pool; /**< index into fc_config.pools */
     int line;
     struct fc_tls_server *tls; /**< `tls`: certificates and settings, owned; NULL: plain TCP */
+    int defer_accept;          /**< `defer_accept` (default true): TCP_DEFER_ACCEPT */
 };
 
 struct fc_conf_route {

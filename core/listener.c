@@ -55,6 +55,18 @@ int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
     return bound_socket(addr, len, 1);
 }
 
+void fc_listen_socket_defer(int fd, int on)
+{
+    /*
+     * The kernel completes the handshake but hands the connection over only
+     * once its first bytes have come (or, for a silent one, after a second and
+     * a retransmitted SYN-ACK): accept() and the first read() come in one
+     * wake-up, and a connection that never speaks costs no accept at all.
+     */
+    int secs = on ? 1 : 0;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+}
+
 int fc_listen_socket_exclusive(const struct sockaddr *addr, socklen_t len, int backlog)
 {
     int fd = bound_socket(addr, len, 0);
@@ -314,6 +326,7 @@ void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg, fc_ac
             if (strcmp(cfg->listeners[k].address, l->address) == 0)
                 l->conf_index = (int32_t)k;
         if (l->conf_index >= 0) {
+            fc_listen_socket_defer(l->fd, cfg->listeners[l->conf_index].defer_accept);
             next[n++] = l;
             continue;
         }
@@ -332,6 +345,7 @@ void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg, fc_ac
             fc_log_error("listener %s: worker %u: %s", cl->address, w->index, strerror(-fd));
             continue;
         }
+        fc_listen_socket_defer(fd, cl->defer_accept);
         struct fc_listener *l = fc_listener_open(w, cl->address, (int32_t)k, fd, on_accept);
         if (l != NULL)
             next[n++] = l;

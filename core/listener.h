@@ -7,8 +7,8 @@
  * A listener's memory lives as long as its socket is open or a connection
  * accepted on it is: fc_listener_acquire() and fc_listener_release() count
  * the connections. Everything here runs on the worker that owns the listener,
- * except fc_listen_socket(), fc_listen_socket_exclusive(), fc_listen_unix()
- * and fc_listen_check_free(), which any thread may call.
+ * except fc_listen_socket(), fc_listen_socket_defer(), fc_listen_socket_exclusive(),
+ * fc_listen_unix() and fc_listen_check_free(), which any thread may call.
  */
 #ifndef FC_LISTENER_H
 #define FC_LISTENER_H
@@ -62,6 +62,13 @@ struct fc_listener {
  * or a negative errno value.
  */
 int fc_listen_socket(const struct sockaddr *addr, socklen_t len);
+
+/**
+ * Sets or clears TCP_DEFER_ACCEPT on a listening socket (a listener's
+ * `defer_accept`): a connection is handed over once its first bytes came.
+ * Any thread.
+ */
+void fc_listen_socket_defer(int fd, int on);
 
 /**
  * Creates a bound TCP socket listening on `addr` without SO_REUSEPORT (with

@@ -122,6 +122,8 @@ const char *it_config_render(struct it_env *env, const struct it_config *cfg, in
               cfg->listener_pool ? cfg->listener_pool : cfg->pools[0].name);
     if (cfg->listener_tls != NULL)
         sb_printf(&sb, "\n    tls = { %s };\n ", cfg->listener_tls);
+    if (cfg->listener_extra != NULL)
+        sb_printf(&sb, " %s", cfg->listener_extra);
     sb_printf(&sb, " } );\n");
     if (cfg->routes != NULL)
         sb_printf(&sb, "routes = (\n%s\n);\n", cfg->routes);

@@ -419,6 +419,7 @@ struct it_config {
      * NULL for a plain listener.
      */
     const char *listener_tls;
+    const char *listener_extra; /* more keys of the listener (`defer_accept = false;`), or NULL */
     struct it_pool_config pools[IT_MAX_POOLS];
     size_t npools;
     const char *routes; /* libconfig list body for `routes = ( ... );`, or NULL */

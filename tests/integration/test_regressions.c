@@ -796,6 +796,85 @@ IT_TEST(linger_keeps_413_while_client_sends)
     expect_still_serving(env, f->port, "ok");
 }
 
+/*
+ * A client that said Connection: close, and sent nothing more, is closed at
+ * once: no shutdown and wait for its FIN, so its connection is gone from the
+ * proxy while the client still holds its end (a lingering close would keep
+ * it 2 s). A pipelined request behind it is another matter (above).
+ */
+IT_TEST(close_request_is_closed_without_lingering)
+{
+    int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    int admin = it_free_port();
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *open_now =
+        it_strf(env, "fulcrum_listener_connections{listener=\"127.0.0.1:%d\"}", f->port);
+
+    struct it_conn *c = it_connect(env, f->port);
+    it_conn_set_timeout(c, 3000);
+    it_send_str(c, "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    struct it_response r;
+    it_expect_response(c, "GET", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    assert_true(it_conn_wait_closed(c, 1000)); /* the proxy's FIN; our end stays open */
+    long n = -1;
+    for (int i = 0; i < 50 && (n = it_metric(env, admin, open_now)) != 0; i++)
+        it_sleep_ms(10);
+    if (n != 0)
+        fail_msg("the proxy still holds the connection (%ld open) while the client has not closed",
+                 n);
+}
+
+/*
+ * defer_accept (on by default): a connection is accepted once its first
+ * bytes come, so one that stays silent is not a connection of the proxy's
+ * yet; with defer_accept = false it is, at once.
+ */
+static void silent_connection(struct it_env *env, const char *listener_extra, long accepted_before)
+{
+    int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
+    struct it_config cfg;
+    config_one(&cfg, b);
+    cfg.listener_extra = listener_extra;
+    int admin = it_free_port();
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin);
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    const char *total =
+        it_strf(env, "fulcrum_listener_connections_total{listener=\"127.0.0.1:%d\"}", f->port);
+    long base = it_metric(env, admin, total); /* it_fulcrum_start()'s own probes */
+
+    struct it_conn *c = it_connect(env, f->port);
+    it_conn_set_timeout(c, 3000);
+    long n = -1;
+    for (int i = 0; i < 30; i++) {
+        n = it_metric(env, admin, total) - base;
+        if (n == accepted_before && accepted_before == 1)
+            break;
+        it_sleep_ms(10);
+    }
+    assert_int_equal(n, accepted_before);
+    it_send_str(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    struct it_response r;
+    it_expect_response(c, "GET", &r);
+    assert_int_equal(r.status, 200);
+    it_response_free(&r);
+    assert_int_equal(it_metric(env, admin, total) - base, 1);
+}
+
+IT_TEST(defer_accept_waits_for_the_first_bytes)
+{
+    silent_connection(env, NULL, 0);
+}
+
+IT_TEST(defer_accept_false_accepts_at_once)
+{
+    silent_connection(env, "defer_accept = false;", 1);
+}
+
 /* ---- 10: a response that arrives before the request is written ----------- */
 
 IT_TEST(response_before_request_written)
@@ -1055,8 +1134,8 @@ IT_TEST(client_that_leaves_abandons_its_request)
     it_send_str(a, "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
     struct it_response m;
     it_expect_response(a, "GET", &m);
-    const char *want = it_strf(env, "fulcrum_requests_abandoned_total{listener=\"127.0.0.1:%d\"} 1\n",
-                               f->port);
+    const char *want =
+        it_strf(env, "fulcrum_requests_abandoned_total{listener=\"127.0.0.1:%d\"} 1\n", f->port);
     if (strstr(m.body, want) == NULL)
         fail_msg("no \"%s\" in /metrics", want);
     it_response_free(&m);
@@ -1124,6 +1203,9 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(eof_delimited_response),
     IT_CASE(linger_keeps_end_of_response_before_close),
     IT_CASE(linger_keeps_413_while_client_sends),
+    IT_CASE(close_request_is_closed_without_lingering),
+    IT_CASE(defer_accept_waits_for_the_first_bytes),
+    IT_CASE(defer_accept_false_accepts_at_once),
     IT_CASE(response_before_request_written),
     IT_CASE(not_modified_with_content_length_ends_with_its_head),
     IT_CASE(status_below_100_is_502),

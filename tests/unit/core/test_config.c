@@ -204,7 +204,7 @@ static const char full[] =
     "limits = { max_header_bytes = 1024; max_body_bytes = 10000000000L; };\n"
     "listeners = (\n"
     "  { address = \"127.0.0.1:8080\"; pool = \"web\"; },\n"
-    "  { address = \"[::1]:8443\"; pool = \"api\"; }\n"
+    "  { address = \"[::1]:8443\"; pool = \"api\"; defer_accept = false; }\n"
     ");\n"
     "routes = (\n"
     "  { host = \"api.example.com\"; path_prefix = \"/v1/\"; pool = \"api\"; },\n"
@@ -267,6 +267,8 @@ static void test_full(void **state)
     assert_int_equal(memcmp(&v6->sin6_addr, &in6addr_loopback, sizeof(in6addr_loopback)), 0);
     assert_int_equal(port_of(&cfg->listeners[1].addr), 8443);
     assert_int_equal(cfg->listeners[1].pool, 1);
+    assert_true(cfg->listeners[0].defer_accept); /* the default */
+    assert_false(cfg->listeners[1].defer_accept);
 
     assert_int_equal(cfg->n_routes, 3);
     assert_string_equal(cfg->routes[0].host, "api.example.com");
@@ -578,6 +580,17 @@ static void test_unknown_pool_key(void **state)
 }
 
 /* Unknown keys in every checked group, all reported in one load. */
+static void test_defer_accept_is_a_boolean(void **state)
+{
+    (void)state;
+    const char *text =
+        "listeners = ( { address = \"127.0.0.1:8080\"; pool = \"web\"; defer_accept = 1; } );\n"
+        "pools = ( { name = \"web\"; strategy = { plugin = \"round_robin\"; };\n"
+        "            backends = ( { address = \"127.0.0.1:9001\"; } ); } );\n";
+    assert_fails(text, 1);
+    assert_error(1, "listeners[0].defer_accept", "expected true or false");
+}
+
 static void test_unknown_keys_everywhere(void **state)
 {
     (void)state;
@@ -1303,6 +1316,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_directory_is_not_a_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_top_level_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_pool_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_defer_accept_is_a_boolean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_keys_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_types, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_unknown_pool, setup, teardown),
