@@ -73,8 +73,8 @@ static int open_target(const struct fc_config *cfg)
      * Opened without waiting (a FIFO that nobody reads would block the open),
      * then written by the log writer's thread, which may wait.
      */
-    int fd = open(cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK,
-                  0644);
+    int fd =
+        open(cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
     if (fd < 0) {
         fc_log_error("%s: access log %s: %s", cfg->path, cfg->access_log_path,
                      errno == ENXIO ? "a FIFO that nobody reads" : strerror(errno));

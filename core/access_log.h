@@ -31,7 +31,7 @@ struct fc_access_entry {
     uint64_t generation; /**< the generation the request ran on */
     uint64_t started_ns; /**< uv_hrtime() when the request's first byte arrived */
     uint64_t connect_ns; /**< getting its backend connection: 0 when an idle one was reused */
-    uint64_t head_ns;    /**< from started_ns to the backend's response head; 0: no backend answered */
+    uint64_t head_ns; /**< from started_ns to the backend's response head; 0: no backend answered */
 };
 
 /** Opens the log descriptor on /dev/null. Main thread, at start. Returns 0 or a negative errno. */

@@ -198,7 +198,7 @@ int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsign
         rc = fc_tls_io_write(c->tls, bufs, n);
     } else {
         req->data = c;
-        rc = fc_stream_write((uv_stream_t *)&c->tcp, req, bufs, n, write_cb);
+        rc = fc_stream_write((uv_stream_t *)&c->tcp, req, bufs, n, write_cb, c->more);
     }
     if (rc == 0)
         c->writing = 1;

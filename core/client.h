@@ -49,7 +49,7 @@ struct fc_client {
      * (sock_reading) or input kept from it delivered first.
      */
     unsigned closing : 1, reading : 1, writing : 1, eof : 1, lingering : 1, sock_reading : 1,
-        shut : 1;
+        shut : 1, more : 1; /* more: the next write is followed by more of its message */
 };
 
 /**

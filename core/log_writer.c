@@ -257,8 +257,8 @@ int fc_log_writer_start(size_t access_bytes)
 {
     if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) == RUNNING)
         return 0;
-    size_t sizes[FC_LOG_STREAMS] = {[FC_LOG_ERRORS] = FC_LOG_ERRORS_BUFFER,
-                                    [FC_LOG_ACCESS] = access_bytes};
+    size_t sizes[FC_LOG_STREAMS] = {
+        [FC_LOG_ERRORS] = FC_LOG_ERRORS_BUFFER, [FC_LOG_ACCESS] = access_bytes};
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

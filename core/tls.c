@@ -426,13 +426,16 @@ int fc_tls_io_write(struct fc_tls_io *io, const uv_buf_t *bufs, unsigned n)
 {
     ERR_clear_error();
     for (unsigned i = 0; i < n; i++) {
-        if (bufs[i].len == 0)
-            continue;
-        size_t done = 0;
-        if (SSL_write_ex(io->ssl, bufs[i].base, bufs[i].len, &done) != 1 || done != bufs[i].len) {
-            ERR_clear_error();
-            io->tw->out_len = 0; /* a part of a record is worth nothing */
-            return UV_EPROTO;
+        /* With SSL_MODE_ENABLE_PARTIAL_WRITE a write may stop at a record's end: on to the rest. */
+        for (size_t off = 0; off < bufs[i].len;) {
+            size_t done = 0;
+            if (SSL_write_ex(io->ssl, bufs[i].base + off, bufs[i].len - off, &done) != 1 ||
+                done == 0) {
+                ERR_clear_error();
+                io->tw->out_len = 0; /* a part of a record is worth nothing */
+                return UV_EPROTO;
+            }
+            off += done;
         }
     }
     return flush(io, 1);

@@ -474,7 +474,11 @@ void fc_txn_connected(struct fc_txn *t)
 
 static void send_to_upstream(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
 {
+    /* More of a body of known length follows: the socket may hold a partial segment for it. */
+    t->up->more = !t->req_done && !(t->parser.flags & F_CHUNKED) && t->parser.content_length > 0;
     int rc = fc_upstream_write(t->up, bufs, n);
+    if (t->up != NULL)
+        t->up->more = 0;
     if (rc < 0) {
         /* The read side reports the failure (EOF or reset) with the right status. */
         fc_log_debug("backend %s: write: %s", t->pool->views[t->backend].address, uv_strerror(rc));
@@ -595,6 +599,7 @@ void fc_txn_upstream_written(struct fc_txn *t)
             return;
     }
     if (t->req_done) {
+        fc_txn_in_small(t); /* the body is relayed: what follows it goes to the request memory */
         fc_client_timer_stop(c);
         /* The client is watched while the response is awaited: see fc_txn_client_left(). */
         fc_client_read_start(c);
@@ -604,8 +609,10 @@ void fc_txn_upstream_written(struct fc_txn *t)
         fc_txn_forward_body(t); /* bytes that arrived with the head */
         return;
     }
-    /* Everything read so far was relayed: the buffer starts over. */
+    /* Everything read so far was relayed: the buffer starts over, a larger one for a long body. */
     t->in_off = t->in_len = 0;
+    if (!(t->parser.flags & F_CHUNKED) && t->parser.content_length > t->in_cap)
+        fc_txn_in_bulk(t);
     if (c->eof) {
         fc_txn_abort(t, NULL); /* the client is gone and the body is not complete */
         return;
@@ -999,7 +1006,7 @@ void fc_txn_relay_response(struct fc_txn *t)
     if (!t->up_head_done) {
         /* Still in the head: it must fit in the buffer. Read on for the rest. */
         u->off += (uint32_t)used;
-        if (u->len == FC_UPSTREAM_BUF_SIZE) {
+        if (u->len == u->buf_cap) {
             fc_txn_upstream_failed(t, "response head too large");
             return;
         }
@@ -1028,7 +1035,11 @@ void fc_txn_relay_response(struct fc_txn *t)
         t->up_keep_alive = llhttp_should_keep_alive(&t->resp_parser) && u->off == u->len;
     }
     if (n > 0) {
+        /* More of a body of known length follows: the socket may hold a partial segment for it. */
+        c->more = !t->resp_done && !(t->resp_parser.flags & F_CHUNKED) &&
+                  t->resp_parser.content_length > 0;
         send_to_client(t, bufs, n); /* stops reading the backend if the client lags */
+        c->more = 0;
         return;
     }
     if (t->resp_done)
@@ -1140,6 +1151,9 @@ void fc_txn_client_written(struct fc_txn *t)
         return;
     }
     u->off = u->len = 0;
+    /* A long body of known length: the rest is read into a larger buffer. */
+    if (!(t->resp_parser.flags & F_CHUNKED) && t->resp_parser.content_length > FC_UPSTREAM_BUF_SIZE)
+        fc_upstream_bulk(u);
     fc_upstream_read_start(u);
     if (!t->req_done && c->reading)
         fc_client_timer_arm(c, fc_txn_config(t)->timeouts.idle_ms);

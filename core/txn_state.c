@@ -26,6 +26,7 @@ void fc_txn_worker_free(struct fc_worker *w)
     if (w->txns == NULL)
         return;
     fc_freelist_clear(&w->txns->free);
+    fc_freelist_clear(&w->txns->free_bulk);
     free(w->txns);
     w->txns = NULL;
 }
@@ -61,12 +62,38 @@ struct fc_txn *fc_txn_acquire(struct fc_client *c)
     return t;
 }
 
+void fc_txn_in_bulk(struct fc_txn *t)
+{
+    if (t->in_bulk || t->in_off != t->in_len)
+        return;
+    char *bulk = fc_freelist_get(&t->c->w->txns->free_bulk, FC_TXN_BULK_SIZE);
+    if (bulk == NULL)
+        return; /* the request memory's own buffer does */
+    t->in = bulk;
+    t->in_cap = FC_TXN_BULK_SIZE;
+    t->in_off = t->in_len = 0;
+    t->in_bulk = 1;
+}
+
+void fc_txn_in_small(struct fc_txn *t)
+{
+    if (!t->in_bulk || t->in_off != t->in_len)
+        return;
+    fc_freelist_put(&t->c->w->txns->free_bulk, t->in, FC_TXN_BULK_SIZE);
+    t->in = (char *)(t + 1);
+    t->in_cap = (uint32_t)(t->out - t->in);
+    t->in_off = t->in_len = 0;
+    t->in_bulk = 0;
+}
+
 void fc_txn_free(struct fc_client *c)
 {
     struct fc_txn *t = c->txn;
     if (t == NULL)
         return;
-    size_t size = sizeof(*t) + t->in_cap + t->out_cap;
+    if (t->in_bulk)
+        fc_freelist_put(&c->w->txns->free_bulk, t->in, FC_TXN_BULK_SIZE);
+    size_t size = sizeof(*t) + (size_t)(t->out - (char *)(t + 1)) + t->out_cap;
     if (size == c->w->txns->size)
         fc_freelist_put(&c->w->txns->free, t, size);
     else

@@ -68,7 +68,8 @@ struct fc_txn {
         resp_done : 1, dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
         rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1,
         websocket : 1, tun_client_eof : 1, tun_backend_eof : 1, outcome_told : 1,
-        client_close : 1;   /* the request said the client sends no other (Connection: close) */
+        client_close : 1,   /* the request said the client sends no other (Connection: close) */
+        in_bulk : 1;        /* `in` is a FC_TXN_BULK_SIZE buffer of its own (fc_txn_in_bulk()) */
     int err_status;         /* set by a parser callback that refuses the request */
     uint64_t retry_after_s; /* for a 429 */
     struct fc_ratelimit_pending rl_pending;
@@ -126,8 +127,12 @@ struct fc_txn_warning {
 
 #define FC_TXN_WARNINGS 16
 
+/* The input buffer for the rest of a long request body (fc_txn_in_bulk()). */
+#define FC_TXN_BULK_SIZE (64 * 1024)
+
 struct fc_txn_cache {
     struct fc_freelist free;
+    struct fc_freelist free_bulk; /* FC_TXN_BULK_SIZE input buffers */
     size_t size;
     struct fc_txn_warning warnings[FC_TXN_WARNINGS];
 };
@@ -153,6 +158,16 @@ struct fc_txn *fc_txn_acquire(struct fc_client *c);
 
 /** Gives c->txn back (NULL is fine) and clears it. */
 void fc_txn_free(struct fc_client *c);
+
+/**
+ * The rest of a long request body is read FC_TXN_BULK_SIZE at a time, into
+ * a buffer of its own, and no further than the body's end (so nothing
+ * pipelined behind it lands there). Only with the input buffer empty.
+ */
+void fc_txn_in_bulk(struct fc_txn *t);
+
+/** Back to the request memory's own input buffer, once the bulk one is empty. */
+void fc_txn_in_small(struct fc_txn *t);
 
 /* ---- txn_parser.c: the heads ---------------------------------------------- */
 

@@ -18,9 +18,22 @@
 struct fc_upstream_set {
     struct fc_upstream *head; /* every open upstream connection, idle or busy */
     uint32_t n;
-    struct fc_freelist free;     /* struct fc_upstream */
-    struct fc_freelist free_buf; /* read buffers */
+    struct fc_freelist free;      /* struct fc_upstream */
+    struct fc_freelist free_buf;  /* read buffers */
+    struct fc_freelist free_bulk; /* read buffers for long bodies */
 };
+
+/* The buffer goes back to its free list. */
+static void buf_put(struct fc_upstream_set *set, struct fc_upstream *u)
+{
+    if (u->buf == NULL)
+        return;
+    if (u->buf_cap == FC_UPSTREAM_BULK_SIZE)
+        fc_freelist_put(&set->free_bulk, u->buf, FC_UPSTREAM_BULK_SIZE);
+    else
+        fc_freelist_put(&set->free_buf, u->buf, FC_UPSTREAM_BUF_SIZE);
+    u->buf = NULL;
+}
 
 static const struct fc_upstream_events *events;
 
@@ -41,6 +54,7 @@ void fc_upstream_worker_free(struct fc_worker *w)
         return;
     fc_freelist_clear(&w->upstreams->free);
     fc_freelist_clear(&w->upstreams->free_buf);
+    fc_freelist_clear(&w->upstreams->free_bulk);
     free(w->upstreams);
     w->upstreams = NULL;
 }
@@ -68,8 +82,7 @@ static void on_close(uv_handle_t *h)
     if (set->head == u)
         set->head = u->all_next;
     set->n--;
-    if (u->buf)
-        fc_freelist_put(&set->free_buf, u->buf, FC_UPSTREAM_BUF_SIZE);
+    buf_put(set, u);
     fc_tls_io_free(u->tls);
     u->tls = NULL;
     struct fc_backend_shared *b = u->backend;
@@ -158,6 +171,7 @@ int fc_upstream_attach(struct fc_upstream *u, struct fc_txn *t)
         u->buf = fc_freelist_get(&u->w->upstreams->free_buf, FC_UPSTREAM_BUF_SIZE);
         if (u->buf == NULL)
             return FC_ENOMEM;
+        u->buf_cap = FC_UPSTREAM_BUF_SIZE;
     }
     u->txn = t;
     u->len = u->off = 0;
@@ -290,7 +304,20 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         return;
     }
     buf->base = u->buf + u->len;
-    buf->len = FC_UPSTREAM_BUF_SIZE - u->len;
+    buf->len = u->buf_cap - u->len;
+}
+
+void fc_upstream_bulk(struct fc_upstream *u)
+{
+    if (u->buf == NULL || u->buf_cap == FC_UPSTREAM_BULK_SIZE || u->off != u->len)
+        return;
+    char *bulk = fc_freelist_get(&u->w->upstreams->free_bulk, FC_UPSTREAM_BULK_SIZE);
+    if (bulk == NULL)
+        return; /* the small one does */
+    buf_put(u->w->upstreams, u);
+    u->buf = bulk;
+    u->buf_cap = FC_UPSTREAM_BULK_SIZE;
+    u->len = u->off = 0;
 }
 
 static void tls_read(struct fc_upstream *u, ssize_t n, const uv_buf_t *buf);
@@ -370,8 +397,9 @@ static void write_cb(uv_write_t *req, int status)
 
 int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n)
 {
-    int rc = u->tls != NULL ? fc_tls_io_write(u->tls, bufs, n)
-                            : fc_stream_write((uv_stream_t *)&u->tcp, &u->wreq, bufs, n, write_cb);
+    int rc = u->tls != NULL
+                 ? fc_tls_io_write(u->tls, bufs, n)
+                 : fc_stream_write((uv_stream_t *)&u->tcp, &u->wreq, bufs, n, write_cb, u->more);
     if (rc == 0)
         u->writing = 1;
     return rc;
@@ -432,7 +460,7 @@ static void tls_deliver(struct fc_upstream *u)
         return;
     }
     while (u->reading && !u->closing && u->txn != NULL && !u->idle) {
-        size_t cap = FC_UPSTREAM_BUF_SIZE - u->len;
+        size_t cap = u->buf_cap - u->len;
         if (cap == 0) {
             /* What the plain transport's read does with a full buffer. */
             fc_upstream_read_stop(u);
@@ -523,10 +551,7 @@ void fc_upstream_park(struct fc_upstream *u)
         return;
     }
     u->txn = NULL;
-    if (u->buf) {
-        fc_freelist_put(&w->upstreams->free_buf, u->buf, FC_UPSTREAM_BUF_SIZE);
-        u->buf = NULL;
-    }
+    buf_put(w->upstreams, u);
     u->len = u->off = 0;
     struct fc_idle_list *l = &u->backend->idle[w->index];
     u->idle_prev = NULL;

@@ -108,6 +108,84 @@ IT_TEST(download_8mib_chunked)
     download(env, true);
 }
 
+/*
+ * A long body is read into a buffer of its own, no further than its end: the
+ * requests pipelined right behind it, in the same write, are each answered
+ * in order, and a long download on the same connection after them too.
+ */
+IT_TEST(long_upload_then_pipelined_requests_in_one_write)
+{
+    struct it_fulcrum *f = it_fulcrum_start_one(env);
+    size_t len = 1024 * 1024 + 4099, small = 777;
+    char *body = make_body(len);
+    char *small_body = make_body(small);
+    const char *head =
+        it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len);
+    const char *head2 =
+        it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", small);
+    const char *get = "GET /bytes?n=300000 HTTP/1.1\r\nHost: test\r\n\r\n";
+    size_t total = strlen(head) + len + strlen(head2) + small + strlen(get);
+    char *all = malloc(total);
+    assert_non_null(all);
+    size_t off = 0;
+    memcpy(all + off, head, strlen(head));
+    off += strlen(head);
+    memcpy(all + off, body, len);
+    off += len;
+    memcpy(all + off, head2, strlen(head2));
+    off += strlen(head2);
+    memcpy(all + off, small_body, small);
+    off += small;
+    memcpy(all + off, get, strlen(get));
+    struct it_conn *c = it_connect(env, f->port);
+    it_conn_set_timeout(c, 10000);
+    it_send(c, all, total);
+    it_expect_sum(env, c, body, len);
+    it_expect_sum(env, c, small_body, small);
+    struct it_response r;
+    it_expect_response(c, "GET", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 300000);
+    assert_int_equal(it_pattern_mismatch(r.body, r.body_len), 300000);
+    it_response_free(&r);
+    free(all);
+    free(small_body);
+    free(body);
+}
+
+/* The request pipelined behind a long body is still held to limits.max_header_bytes. */
+IT_TEST(max_header_bytes_holds_behind_a_long_body)
+{
+    struct it_config cfg;
+    it_config_demo_pool(env, &cfg, 1);
+    cfg.max_header_bytes = 1024;
+    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    size_t len = 200 * 1024;
+    char *body = make_body(len);
+    char big[3000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *head =
+        it_strf(env, "POST /sum HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n", len);
+    const char *next = it_strf(env, "GET / HTTP/1.1\r\nHost: test\r\nX-Big: %s\r\n\r\n", big);
+    size_t total = strlen(head) + len + strlen(next);
+    char *all = malloc(total);
+    assert_non_null(all);
+    memcpy(all, head, strlen(head));
+    memcpy(all + strlen(head), body, len);
+    memcpy(all + strlen(head) + len, next, strlen(next));
+    struct it_conn *c = it_connect(env, f->port);
+    it_conn_set_timeout(c, 10000);
+    it_send(c, all, total);
+    it_expect_sum(env, c, body, len);
+    struct it_response r;
+    it_expect_response(c, "GET", &r);
+    assert_int_equal(r.status, 431);
+    it_response_free(&r);
+    free(all);
+    free(body);
+}
+
 /* clang-format off */
 static const struct CMUnitTest tests[] = {
     IT_CASE(upload_content_length_3mib),
@@ -115,6 +193,8 @@ static const struct CMUnitTest tests[] = {
     IT_CASE(upload_expect_continue),
     IT_CASE(download_8mib),
     IT_CASE(download_8mib_chunked),
+    IT_CASE(long_upload_then_pipelined_requests_in_one_write),
+    IT_CASE(max_header_bytes_holds_behind_a_long_body),
 };
 /* clang-format on */
 
