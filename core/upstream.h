@@ -31,11 +31,13 @@ struct fc_tls_client;
 /* The read buffer of a busy connection: also the largest response head accepted. */
 #define FC_UPSTREAM_BUF_SIZE (16 * 1024)
 /*
- * The read buffer for the rest of a long body (fc_upstream_bulk()): on
- * loopback and fast links a 64 KiB read and write relay a body at about
- * half the CPU of four 16 KiB ones (fewer, fuller segments and wake-ups).
+ * The read buffer for the rest of a long body (fc_upstream_bulk()): a
+ * 128 KiB read and write relay a 1 MiB body from a sendfile() backend on
+ * loopback at under half the CPU of 16 KiB ones (fewer, fuller segments, and
+ * fewer window updates that each wake the backend); 64 KiB saved less than
+ * half of that, 256 KiB no more (tests/bench, URL_PATH=/bulk).
  */
-#define FC_UPSTREAM_BULK_SIZE (64 * 1024)
+#define FC_UPSTREAM_BULK_SIZE (128 * 1024)
 
 struct fc_upstream {
     uv_tcp_t tcp;

@@ -13,6 +13,8 @@
 #   FC_BENCH_PLUGIN_DIR  absolute path of the built plugins (build-bench/plugins)
 #   FC_BENCH_WORKERS     worker threads [1] (HAProxy runs nbthread 1, nginx 1 worker)
 #   FC_BENCH_LOG_LEVEL   [warn]
+# limits.max_connections is the fd limit less 200 (the default, half of it, would refuse the
+# idle test's 10,000 connections under a limit of 20,000).
 set -euo pipefail
 
 out=${1:?usage: gen-fulcrum-conf.sh OUT.conf}
@@ -37,6 +39,8 @@ plugin_dir = "$FC_BENCH_PLUGIN_DIR";
 log = { level = "${FC_BENCH_LOG_LEVEL:-warn}"; access = "off"; };
 # as long as the harness gives HAProxy (timeout client/http-request/keep-alive 120s)
 timeouts = { connect_ms = 5000; client_header_ms = 120000; idle_ms = 120000; upstream_ms = 120000; };
+# nearly the whole fd budget, as the harness gives nginx (its default keeps half for backends)
+limits = { max_connections = $(( $(ulimit -n) > 1000 ? $(ulimit -n) - 200 : 16 )); };
 
 listeners = ( { address = "127.0.0.1:$CANDIDATE_PORT"; pool = "bench";$tls } );
 

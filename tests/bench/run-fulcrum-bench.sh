@@ -13,6 +13,7 @@
 #   tests/bench/run-fulcrum-bench.sh all          every row above and below, one after the other,
 #                                                 into tests/bench/results/DATE-all-COMMIT/, with a
 #                                                 summary table (summary.txt) at the end
+#   tests/bench/run-fulcrum-bench.sh summary DIR  the summary table of an `all` run's folder again
 #   tests/bench/run-fulcrum-bench.sh help         every knob of the harness
 #
 # 1. installs what is missing (nginx-light or nginx, haproxy, wrk, python3, build deps)
@@ -141,6 +142,51 @@ run_workers() {  # OUTDIR(may be empty) -> runs
   done
 }
 
+# The table: medians per proxy; x best = fulcrum / the better of haproxy and nginx (lower is better)
+summary() {  # DIR -> DIR/summary.txt, printed too
+  local out=$1 f
+  {
+  cat "$out/machine.txt"
+  printf '\n%-16s %-12s %12s %12s %12s %9s\n' "row" "figure" "fulcrum" "haproxy" "nginx" "x best"
+  for f in "$out"/*.tsv; do
+    awk -F'\t' -v row="$(basename "$f" .tsv)" -v cname="$CANDIDATE_NAME" '
+      function med(key,   n, i, j, t, b) { n = 0; for (i = 1; i <= C[key]; i++) b[++n] = V[key, i]
+        for (i = 2; i <= n; i++) { t = b[i]; for (j = i - 1; j >= 1 && b[j] > t; j--) b[j+1] = b[j]; b[j+1] = t }
+        return n ? ((n % 2) ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2) : -1 }
+      function add(key, v) { V[key, ++C[key]] = v }
+      function line(fig, k, lower,   a, h, g, best) { a = med("candidate" k); h = med("haproxy" k); g = med("nginx" k)
+        best = (h < g) ? h : g; if (!lower) best = (h > g) ? h : g
+        printf "%-16s %-12s %12.2f %12.2f %12.2f %9.3f\n", row, fig, a, h, g, (best > 0 ? a / best : 0) }
+      $1 == "round" { next }
+      { s = $2; add(s "cpu", $10); add(s "rps", $5); add(s "p50", $6); add(s "p99", $7)
+        if ($3 > 0) add(s "mb", ($24 + $3 * $25) / $3 / 1048576) }
+      END {
+        if (row ~ /^latency/ && C["directp50"] > 0) {
+          d50 = med("directp50"); d99 = med("directp99")
+          for (k in C) if (k ~ /p(50|99)$/ && k !~ /^direct/) for (i = 1; i <= C[k]; i++) V[k, i] -= (k ~ /p50$/ ? d50 : d99)
+          line("added_p50us", "p50", 1); line("added_p99us", "p99", 1); line("cpu_us/req", "cpu", 1); exit }
+        line("cpu_us/req", "cpu", 1)
+        if (med("haproxymb") >= 0.25) {
+          for (k in C) if (k ~ /cpu$/) { p = substr(k, 1, length(k) - 3); m = med(p "mb")
+            for (i = 1; i <= C[k]; i++) V[p "gib", i] = V[k, i] / m * 1.024; C[p "gib"] = C[k] }
+          line("cpu_ms/GiB", "gib", 1) }
+        line("req/s", "rps", 0) }' "$f"
+  done
+  for f in "$out/idle.txt" "$out/tls-idle.txt"; do
+    [[ -f $f ]] || continue
+    awk -v row="$(basename "$f" .txt)" '/^IDLE_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        k[v["label"] "/" v["mode"]] = v["per1000_kb"]; if (!(v["mode"] in M)) { M[v["mode"]] = 1; modes[++nm] = v["mode"] } }
+      END { for (i = 1; i <= nm; i++) { m = modes[i]; x = k["fulcrum/" m]; h = k["haproxy/" m]; g = k["nginx/" m]; b = (h < g) ? h : g
+          printf "%-16s %-12s %12.1f %12.1f %12.1f %9.3f\n", row, "kB/1000conn", x, h, g, (b > 0 ? x / b : 0) } }' "$f"
+  done
+  } | tee "$out/summary.txt"
+}
+
+if [[ ${1:-} == summary ]]; then
+  summary "${2:?usage: run-fulcrum-bench.sh summary DIR}"
+  exit
+fi
+
 if [[ ${1:-} == workers ]]; then
   run_workers ""
   exit
@@ -176,39 +222,4 @@ row idle idle IDLE_CONNS=${IDLE_CONNS:-10000} IDLE_MODES=request
 row tls-idle idle TLS=1 IDLE_CONNS=${IDLE_CONNS:-10000} IDLE_MODES=request
 run_workers "$out" >"$out/workers.txt" 2>&1
 
-# The table: medians per proxy; x best = fulcrum / the better of haproxy and nginx (lower is better)
-{
-  cat "$out/machine.txt"
-  printf '\n%-16s %-12s %12s %12s %12s %9s\n' "row" "figure" "fulcrum" "haproxy" "nginx" "x best"
-  for f in "$out"/*.tsv; do
-    awk -F'\t' -v row="$(basename "$f" .tsv)" -v cname="$CANDIDATE_NAME" '
-      function med(key,   n, i, j, t, b) { n = 0; for (i = 1; i <= C[key]; i++) b[++n] = V[key, i]
-        for (i = 2; i <= n; i++) { t = b[i]; for (j = i - 1; j >= 1 && b[j] > t; j--) b[j+1] = b[j]; b[j+1] = t }
-        return n ? ((n % 2) ? b[(n+1)/2] : (b[n/2] + b[n/2+1]) / 2) : -1 }
-      function add(key, v) { V[key, ++C[key]] = v }
-      function line(fig, k, lower,   a, h, g, best) { a = med("candidate" k); h = med("haproxy" k); g = med("nginx" k)
-        best = (h < g) ? h : g; if (!lower) best = (h > g) ? h : g
-        printf "%-16s %-12s %12.2f %12.2f %12.2f %9.3f\n", row, fig, a, h, g, (best > 0 ? a / best : 0) }
-      $1 == "round" { next }
-      { s = $2; add(s "cpu", $10); add(s "rps", $5); add(s "p50", $6); add(s "p99", $7)
-        if ($3 > 0) add(s "mb", ($24 + $3 * $25) / $3 / 1048576) }
-      END {
-        if (row ~ /^latency/ && C["directp50"] > 0) {
-          d50 = med("directp50"); d99 = med("directp99")
-          for (k in C) if (k ~ /p(50|99)$/ && k !~ /^direct/) for (i = 1; i <= C[k]; i++) V[k, i] -= (k ~ /p50$/ ? d50 : d99)
-          line("added_p50us", "p50", 1); line("added_p99us", "p99", 1); line("cpu_us/req", "cpu", 1); exit }
-        line("cpu_us/req", "cpu", 1)
-        if (med("haproxymb") >= 0.25) {
-          for (k in C) if (k ~ /cpu$/) { p = substr(k, 1, length(k) - 3); m = med(p "mb")
-            for (i = 1; i <= C[k]; i++) V[p "gib", i] = V[k, i] / m * 1.024; C[p "gib"] = C[k] }
-          line("cpu_ms/GiB", "gib", 1) }
-        line("req/s", "rps", 0) }' "$f"
-  done
-  for f in "$out/idle.txt" "$out/tls-idle.txt"; do
-    [[ -f $f ]] || continue
-    awk -v row="$(basename "$f" .txt)" '/^IDLE_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        k[v["label"] "/" v["mode"]] = v["per1000_kb"]; if (!(v["mode"] in M)) { M[v["mode"]] = 1; modes[++nm] = v["mode"] } }
-      END { for (i = 1; i <= nm; i++) { m = modes[i]; x = k["fulcrum/" m]; h = k["haproxy/" m]; g = k["nginx/" m]; b = (h < g) ? h : g
-          printf "%-16s %-12s %12.1f %12.1f %12.1f %9.3f\n", row, "kB/1000conn", x, h, g, (b > 0 ? x / b : 0) } }' "$f"
-  done
-} | tee "$out/summary.txt"
+summary "$out"
