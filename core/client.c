@@ -265,6 +265,12 @@ static void tls_deliver(struct fc_client *c)
         int n = fc_tls_io_read(io, buf.base, buf.len);
         if (n > 0) {
             events->on_read(c, (size_t)n);
+            /* Nothing decrypted waits, no ciphertext either: another SSL_read() would only
+             * say so (no read-ahead: OpenSSL holds no whole record we have not seen). */
+            if (c->reading && !c->closing && !fc_tls_io_pending(io)) {
+                sock_read_start(c);
+                return;
+            }
             continue;
         }
         if (n == FC_TLS_WANT) {
