@@ -191,14 +191,14 @@ static void write_cb(uv_write_t *req, int status)
     events->on_written(c, status);
 }
 
-int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n)
+int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n, int more)
 {
     int rc;
     if (c->tls != NULL) {
         rc = fc_tls_io_write(c->tls, bufs, n);
     } else {
         req->data = c;
-        rc = fc_stream_write((uv_stream_t *)&c->tcp, req, bufs, n, write_cb, c->more);
+        rc = fc_stream_write((uv_stream_t *)&c->tcp, req, bufs, n, write_cb, more);
     }
     if (rc == 0)
         c->writing = 1;

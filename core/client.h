@@ -49,7 +49,7 @@ struct fc_client {
      * (sock_reading) or input kept from it delivered first.
      */
     unsigned closing : 1, reading : 1, writing : 1, eof : 1, lingering : 1, sock_reading : 1,
-        shut : 1, more : 1; /* more: the next write is followed by more of its message */
+        shut : 1;
 };
 
 /**
@@ -124,11 +124,12 @@ void fc_client_read_stop(struct fc_client *c);
 
 /**
  * Writes bufs to the client with req (which must stay valid until
- * on_written; over TLS the write request is the transport's own). Returns 1 when all went out at
- * once, 0 when the write is pending (c->writing is set until on_written), or a negative libuv
- * error.
+ * on_written; over TLS the write request is the transport's own). `more`:
+ * more of the same message is known to follow (MSG_MORE; plain TCP only).
+ * Returns 1 when all went out at once, 0 when the write is pending
+ * (c->writing is set until on_written), or a negative libuv error.
  */
-int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n);
+int fc_client_write(struct fc_client *c, uv_write_t *req, uv_buf_t *bufs, unsigned n, int more);
 
 /**
  * The deadline passes (on_timeout) `ms` from now, whether one was set

@@ -50,9 +50,12 @@ fail:;
     return err;
 }
 
-int fc_listen_socket(const struct sockaddr *addr, socklen_t len)
+int fc_listen_socket(const struct sockaddr *addr, socklen_t len, int defer_accept)
 {
-    return bound_socket(addr, len, 1);
+    int fd = bound_socket(addr, len, 1);
+    if (fd >= 0)
+        fc_listen_socket_defer(fd, defer_accept);
+    return fd;
 }
 
 void fc_listen_socket_defer(int fd, int on)
@@ -340,12 +343,12 @@ void fc_listeners_update(struct fc_worker *w, const struct fc_config *cfg, fc_ac
         if (found)
             continue;
         const struct fc_conf_listener *cl = &cfg->listeners[k];
-        int fd = fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len);
+        int fd =
+            fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len, cl->defer_accept);
         if (fd < 0) {
             fc_log_error("listener %s: worker %u: %s", cl->address, w->index, strerror(-fd));
             continue;
         }
-        fc_listen_socket_defer(fd, cl->defer_accept);
         struct fc_listener *l = fc_listener_open(w, cl->address, (int32_t)k, fd, on_accept);
         if (l != NULL)
             next[n++] = l;

@@ -58,10 +58,11 @@ struct fc_listener {
 #define FC_LISTENER_PAUSE_MS 100
 
 /**
- * Creates a bound, listening SO_REUSEPORT TCP socket for `addr`. Returns the fd,
- * or a negative errno value.
+ * Creates a bound, listening SO_REUSEPORT TCP socket for `addr`, with
+ * TCP_DEFER_ACCEPT when `defer_accept` (fc_listen_socket_defer()). Returns
+ * the fd, or a negative errno value.
  */
-int fc_listen_socket(const struct sockaddr *addr, socklen_t len);
+int fc_listen_socket(const struct sockaddr *addr, socklen_t len, int defer_accept);
 
 /**
  * Sets or clears TCP_DEFER_ACCEPT on a listening socket (a listener's

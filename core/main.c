@@ -603,9 +603,8 @@ static int bind_listeners(const struct fc_config *cfg, uint32_t n_workers, int *
     for (uint32_t w = 0; w < n_workers; w++)
         for (uint32_t l = 0; l < cfg->n_listeners; l++) {
             const struct fc_conf_listener *cl = &cfg->listeners[l];
-            int fd = fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len);
-            if (fd >= 0)
-                fc_listen_socket_defer(fd, cl->defer_accept);
+            int fd = fc_listen_socket((const struct sockaddr *)&cl->addr, cl->addr_len,
+                                      cl->defer_accept);
             if (fd < 0) {
                 fc_log_error("%s:%d: listener %s: %s", cfg->path, cl->line, cl->address,
                              strerror(-fd));

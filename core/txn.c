@@ -475,10 +475,7 @@ void fc_txn_connected(struct fc_txn *t)
 static void send_to_upstream(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
 {
     /* More of a body of known length follows: the socket may hold a partial segment for it. */
-    t->up->more = !t->req_done && !(t->parser.flags & F_CHUNKED) && t->parser.content_length > 0;
-    int rc = fc_upstream_write(t->up, bufs, n);
-    if (t->up != NULL)
-        t->up->more = 0;
+    int rc = fc_upstream_write(t->up, bufs, n, !t->req_done && fc_body_left(&t->parser) > 0);
     if (rc < 0) {
         /* The read side reports the failure (EOF or reset) with the right status. */
         fc_log_debug("backend %s: write: %s", t->pool->views[t->backend].address, uv_strerror(rc));
@@ -611,7 +608,7 @@ void fc_txn_upstream_written(struct fc_txn *t)
     }
     /* Everything read so far was relayed: the buffer starts over, a larger one for a long body. */
     t->in_off = t->in_len = 0;
-    if (!(t->parser.flags & F_CHUNKED) && t->parser.content_length > t->in_cap)
+    if (fc_body_left(&t->parser) > t->in_cap)
         fc_txn_in_bulk(t);
     if (c->eof) {
         fc_txn_abort(t, NULL); /* the client is gone and the body is not complete */
@@ -625,12 +622,12 @@ void fc_txn_upstream_written(struct fc_txn *t)
 /* 5. The response comes back                                                */
 /* ------------------------------------------------------------------------ */
 
-int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
+int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n, int more)
 {
     struct fc_client *c = t->c;
     for (unsigned i = 0; i < n; i++)
         t->bytes_out += bufs[i].len;
-    int rc = fc_client_write(c, &t->wreq, bufs, n);
+    int rc = fc_client_write(c, &t->wreq, bufs, n, more);
     if (rc < 0) {
         fc_log_debug("client %s: write: %s", c->ip, uv_strerror(rc));
         fc_txn_abort(t, NULL);
@@ -649,7 +646,7 @@ int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
 
 static void send_to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
 {
-    if (fc_txn_write_client(t, bufs, n) == 1)
+    if (fc_txn_write_client(t, bufs, n, 0) == 1)
         fc_txn_client_written(t);
 }
 
@@ -1035,11 +1032,11 @@ void fc_txn_relay_response(struct fc_txn *t)
         t->up_keep_alive = llhttp_should_keep_alive(&t->resp_parser) && u->off == u->len;
     }
     if (n > 0) {
-        /* More of a body of known length follows: the socket may hold a partial segment for it. */
-        c->more = !t->resp_done && !(t->resp_parser.flags & F_CHUNKED) &&
-                  t->resp_parser.content_length > 0;
-        send_to_client(t, bufs, n); /* stops reading the backend if the client lags */
-        c->more = 0;
+        /* More of a body of known length follows: the socket may hold a partial segment for
+         * it. The write stops reading the backend if the client lags. */
+        int more = !t->resp_done && fc_body_left(&t->resp_parser) > 0;
+        if (fc_txn_write_client(t, bufs, n, more) == 1)
+            fc_txn_client_written(t);
         return;
     }
     if (t->resp_done)
@@ -1152,7 +1149,7 @@ void fc_txn_client_written(struct fc_txn *t)
     }
     u->off = u->len = 0;
     /* A long body of known length: the rest is read into a larger buffer. */
-    if (!(t->resp_parser.flags & F_CHUNKED) && t->resp_parser.content_length > FC_UPSTREAM_BUF_SIZE)
+    if (fc_body_left(&t->resp_parser) > FC_UPSTREAM_BUF_SIZE)
         fc_upstream_bulk(u);
     fc_upstream_read_start(u);
     if (!t->req_done && c->reading)

@@ -427,7 +427,7 @@ void fc_txn_cache_send(struct fc_txn *t)
             return;
         }
         /* Looped rather than called back while the socket takes it all: the stack stays flat. */
-        if (fc_txn_write_client(t, bufs, n) < 1)
+        if (fc_txn_write_client(t, bufs, n, 0) < 1)
             return;
     }
 }

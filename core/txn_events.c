@@ -27,11 +27,10 @@ static void client_alloc(struct fc_client *c, uv_buf_t *buf)
     }
     buf->base = t->in + t->in_len;
     buf->len = t->in_cap - t->in_len;
-    if (t->in_bulk) {
+    if (fc_txn_in_is_bulk(t)) {
         /* No further than the body's end: what follows it goes to the request memory. */
-        uint64_t unparsed = t->in_len - t->in_off;
-        uint64_t rest =
-            t->parser.content_length > unparsed ? t->parser.content_length - unparsed : 0;
+        uint64_t unparsed = t->in_len - t->in_off, left = fc_body_left(&t->parser);
+        uint64_t rest = left > unparsed ? left - unparsed : 0;
         if (buf->len > rest)
             buf->len = (size_t)rest;
     }

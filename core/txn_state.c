@@ -64,7 +64,7 @@ struct fc_txn *fc_txn_acquire(struct fc_client *c)
 
 void fc_txn_in_bulk(struct fc_txn *t)
 {
-    if (t->in_bulk || t->in_off != t->in_len)
+    if (fc_txn_in_is_bulk(t) || t->in_off != t->in_len)
         return;
     char *bulk = fc_freelist_get(&t->c->w->txns->free_bulk, FC_TXN_BULK_SIZE);
     if (bulk == NULL)
@@ -72,18 +72,16 @@ void fc_txn_in_bulk(struct fc_txn *t)
     t->in = bulk;
     t->in_cap = FC_TXN_BULK_SIZE;
     t->in_off = t->in_len = 0;
-    t->in_bulk = 1;
 }
 
 void fc_txn_in_small(struct fc_txn *t)
 {
-    if (!t->in_bulk || t->in_off != t->in_len)
+    if (!fc_txn_in_is_bulk(t) || t->in_off != t->in_len)
         return;
     fc_freelist_put(&t->c->w->txns->free_bulk, t->in, FC_TXN_BULK_SIZE);
     t->in = (char *)(t + 1);
     t->in_cap = (uint32_t)(t->out - t->in);
     t->in_off = t->in_len = 0;
-    t->in_bulk = 0;
 }
 
 void fc_txn_free(struct fc_client *c)
@@ -91,7 +89,7 @@ void fc_txn_free(struct fc_client *c)
     struct fc_txn *t = c->txn;
     if (t == NULL)
         return;
-    if (t->in_bulk)
+    if (fc_txn_in_is_bulk(t))
         fc_freelist_put(&c->w->txns->free_bulk, t->in, FC_TXN_BULK_SIZE);
     size_t size = sizeof(*t) + (size_t)(t->out - (char *)(t + 1)) + t->out_cap;
     if (size == c->w->txns->size)

@@ -68,8 +68,7 @@ struct fc_txn {
         resp_done : 1, dechunk : 1, close_after_reply : 1, stale_retried : 1, head_writing : 1,
         rl_waiting : 1, close_deferred : 1, up_head_done : 1, up_msg_done : 1, up_keep_alive : 1,
         websocket : 1, tun_client_eof : 1, tun_backend_eof : 1, outcome_told : 1,
-        client_close : 1,   /* the request said the client sends no other (Connection: close) */
-        in_bulk : 1;        /* `in` is a FC_TXN_BULK_SIZE buffer of its own (fc_txn_in_bulk()) */
+        client_close : 1;   /* the request said the client sends no other (Connection: close) */
     int err_status;         /* set by a parser callback that refuses the request */
     uint64_t retry_after_s; /* for a 429 */
     struct fc_ratelimit_pending rl_pending;
@@ -169,6 +168,22 @@ void fc_txn_in_bulk(struct fc_txn *t);
 /** Back to the request memory's own input buffer, once the bulk one is empty. */
 void fc_txn_in_small(struct fc_txn *t);
 
+/** Whether `in` is the bulk buffer (fc_txn_in_bulk()), not the request memory's own. */
+static inline int fc_txn_in_is_bulk(const struct fc_txn *t)
+{
+    return t->in != (const char *)(t + 1);
+}
+
+/*
+ * Bytes of a message body of known length (Content-Length) that the parser
+ * has still to see: llhttp counts content_length down as it goes. 0 for a
+ * chunked body, and for a message that has none.
+ */
+static inline uint64_t fc_body_left(const llhttp_t *p)
+{
+    return (p->flags & F_CHUNKED) ? 0 : p->content_length;
+}
+
 /* ---- txn_parser.c: the heads ---------------------------------------------- */
 
 /** Prepares the callbacks of both parsers. Main thread, before any worker starts. */
@@ -236,12 +251,13 @@ void fc_txn_relay_response(struct fc_txn *t);
 /** 5. The backend failed before or during its response: a retry, 502, or the end. */
 void fc_txn_upstream_failed(struct fc_txn *t, const char *why);
 /**
- * 5. Writes bufs to the client, counted in bytes_out. Returns 1 when the
+ * 5. Writes bufs to the client, counted in bytes_out (`more`: more of the
+ * response is known to follow, fc_client_write()). Returns 1 when the
  * socket took them all, 0 when the rest waits for the client (reading the
  * backend stops, the client's stall timer runs), -1 when the write failed
  * and the transaction was aborted.
  */
-int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n);
+int fc_txn_write_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n, int more);
 /**
  * Inserts n bytes of header lines before the end of the head of hn bytes
  * in t->out. Returns the new length, or -1 when they do not fit (or hn < 0).

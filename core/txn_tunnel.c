@@ -55,7 +55,7 @@ static void to_client(struct fc_txn *t, uv_buf_t *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++)
         t->bytes_out += bufs[i].len;
     fc_upstream_read_stop(t->up); /* nothing more from the backend until the client took this */
-    int rc = fc_client_write(t->c, &t->wreq, bufs, n);
+    int rc = fc_client_write(t->c, &t->wreq, bufs, n, 0);
     if (rc < 0)
         cut(t, "client write", rc);
     else if (rc == 1)
@@ -68,7 +68,7 @@ static void to_backend(struct fc_txn *t)
     uv_buf_t b = uv_buf_init(t->in + t->in_off, t->in_len - t->in_off);
     t->in_off = t->in_len;
     fc_client_read_stop(c); /* nothing more from the client until the backend took this */
-    int rc = fc_upstream_write(t->up, &b, 1);
+    int rc = fc_upstream_write(t->up, &b, 1, 0);
     if (rc < 0)
         cut(t, "backend write", rc);
     else if (rc == 1)

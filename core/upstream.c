@@ -395,11 +395,11 @@ static void write_cb(uv_write_t *req, int status)
     events->on_written(u, status);
 }
 
-int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n)
+int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n, int more)
 {
     int rc = u->tls != NULL
                  ? fc_tls_io_write(u->tls, bufs, n)
-                 : fc_stream_write((uv_stream_t *)&u->tcp, &u->wreq, bufs, n, write_cb, u->more);
+                 : fc_stream_write((uv_stream_t *)&u->tcp, &u->wreq, bufs, n, write_cb, more);
     if (rc == 0)
         u->writing = 1;
     return rc;

@@ -62,8 +62,7 @@ struct fc_upstream {
      * TLS the socket is read also during the handshake (sock_reading).
      */
     unsigned connected : 1, reused : 1, writing : 1, reading : 1, got_bytes : 1, closing : 1,
-        idle : 1, sock_reading : 1, shut : 1,
-        more : 1; /**< the next write is followed by more of its message (MSG_MORE) */
+        idle : 1, sock_reading : 1, shut : 1;
 };
 
 /**
@@ -148,11 +147,12 @@ void fc_upstream_read_start(struct fc_upstream *u);
 void fc_upstream_read_stop(struct fc_upstream *u);
 
 /**
- * Writes bufs with the connection's write request. Returns 1 when all went
- * out at once, 0 when the write is pending (u->writing is set until
+ * Writes bufs with the connection's write request. `more`: more of the same
+ * message is known to follow (MSG_MORE; plain TCP only). Returns 1 when all
+ * went out at once, 0 when the write is pending (u->writing is set until
  * on_written), or a negative libuv error.
  */
-int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n);
+int fc_upstream_write(struct fc_upstream *u, uv_buf_t *bufs, unsigned n, int more);
 
 /** on_timeout in `ms` (replacing what the timer was set to). */
 void fc_upstream_timer_arm(struct fc_upstream *u, uint64_t ms);
