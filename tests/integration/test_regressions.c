@@ -802,14 +802,23 @@ IT_TEST(linger_keeps_413_while_client_sends)
  * proxy while the client still holds its end (a lingering close would keep
  * it 2 s). A pipelined request behind it is another matter (above).
  */
-IT_TEST(close_request_is_closed_without_lingering)
+/* fulcrum in front of a backend answering ok_response, with an admin listener on *admin. */
+static struct it_fulcrum *start_ok_with_admin(struct it_env *env, const char *listener_extra,
+                                              int *admin)
 {
     int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
     struct it_config cfg;
     config_one(&cfg, b);
-    int admin = it_free_port();
-    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin);
-    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    cfg.listener_extra = listener_extra;
+    *admin = it_free_port();
+    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", *admin);
+    return it_fulcrum_start(env, &cfg);
+}
+
+IT_TEST(close_request_is_closed_without_lingering)
+{
+    int admin;
+    struct it_fulcrum *f = start_ok_with_admin(env, NULL, &admin);
     const char *open_now =
         it_strf(env, "fulcrum_listener_connections{listener=\"127.0.0.1:%d\"}", f->port);
 
@@ -836,13 +845,8 @@ IT_TEST(close_request_is_closed_without_lingering)
  */
 static void silent_connection(struct it_env *env, const char *listener_extra, long accepted_before)
 {
-    int b = it_raw_backend_start(env, h_respond, (void *)ok_response);
-    struct it_config cfg;
-    config_one(&cfg, b);
-    cfg.listener_extra = listener_extra;
-    int admin = it_free_port();
-    cfg.admin = it_strf(env, "address = \"127.0.0.1:%d\";", admin);
-    struct it_fulcrum *f = it_fulcrum_start(env, &cfg);
+    int admin;
+    struct it_fulcrum *f = start_ok_with_admin(env, listener_extra, &admin);
     const char *total =
         it_strf(env, "fulcrum_listener_connections_total{listener=\"127.0.0.1:%d\"}", f->port);
     long base = it_metric(env, admin, total); /* it_fulcrum_start()'s own probes */
