@@ -374,6 +374,8 @@ mv "$access" "$access.1"
 kill -USR1 "$fulcrum_pid"
 wait_log "access log reopened" 5
 get / >/dev/null
+# The log writer's thread writes the line shortly after the response went out, not before.
+for _ in $(seq 50); do [ -s "$access" ] && break; sleep 0.1; done
 [ -s "$access" ] || fail "SIGUSR1: no new $access"
 pass "access log in /var/log/fulcrum, reopened on SIGUSR1 (as logrotate's postrotate does)"
 
